@@ -1,0 +1,26 @@
+# The two commands the README opens with: `make demo` and `make test`.
+.PHONY: demo test lint typecheck env controlplane bench
+
+PY := .venv/bin/python
+
+env:
+	@scripts/env.sh
+
+demo: env
+	$(PY) -m saigon_runtime.demo.main serve
+
+controlplane:
+	@tests/controlplane/build.sh >/dev/null
+
+lint: env
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+typecheck: env
+	.venv/bin/mypy
+
+test: env controlplane lint typecheck
+	$(PY) -m pytest
+
+bench: env
+	$(PY) -m saigon_runtime.bench.engine

@@ -1,0 +1,1 @@
+"""Saigon agent sidecar: syncs adapters onto one pod."""

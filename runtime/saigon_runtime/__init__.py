@@ -1,0 +1,1 @@
+"""Saigon runtime: base model plus many LoRA adapters."""

@@ -1,0 +1,89 @@
+"""Runtime configuration: one place for defaults, flags and the SAIGON_* environment names."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+DEFAULT_PORT = 8001
+
+# Environment variable -> RuntimeConfig field. The single source of these names.
+ENV_VARS: dict[str, str] = {
+    "SAIGON_BASE_MODEL": "base_model_dir",
+    "SAIGON_ADAPTERS_DIR": "adapters_dir",
+    "SAIGON_MESH_DIR": "mesh_dir",
+    "SAIGON_DEVICE": "device",
+    "SAIGON_CACHE_SIZE": "max_loras",
+    "SAIGON_CPU_CACHE_SIZE": "max_cpu_loras",
+    "SAIGON_MAX_RANK": "max_rank",
+    "SAIGON_MAX_BATCH": "max_batch_size",
+    "SAIGON_MAX_QUEUE": "max_queue",
+    "SAIGON_LOG_DIR": "log_dir",
+    "SAIGON_HOST": "host",
+    "SAIGON_PORT": "port",
+    "SAIGON_ADMIN_TOKEN": "admin_token",
+    "SAIGON_INFERENCE_TOKENS": "inference_tokens",
+    "SAIGON_REQUIRED_ADAPTERS": "required_adapters",
+    "SAIGON_LOG_PROMPTS": "log_prompts",
+    "SAIGON_DTYPE": "dtype",
+}
+
+
+@dataclass
+class RuntimeConfig:
+    base_model_dir: Path | None = None
+    adapters_dir: Path | None = None
+    mesh_dir: Path | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    max_loras: int = 8
+    max_cpu_loras: int = 64
+    max_rank: int = 64
+    max_batch_size: int = 32
+    max_queue: int = 256
+    slot_wait_timeout_s: float = 10.0
+    log_dir: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    admin_token: str | None = None
+    # "token=user_id" pairs, comma separated; when set, inference needs a bearer token
+    # and the user id comes from it, never from the request body.
+    inference_tokens: dict[str, str] = field(default_factory=dict)
+    required_adapters: list[str] = field(default_factory=list)
+    log_prompts: bool = False
+    max_body_bytes: int = 1 << 20
+    drain_timeout_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> RuntimeConfig:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        types = {f.name: f.type for f in fields(cls)}
+        for var, name in ENV_VARS.items():
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            values[name] = _parse(str(types[name]), raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for name in ("base_model_dir", "adapters_dir", "mesh_dir", "log_dir"):
+            if isinstance(values.get(name), str):
+                values[name] = Path(str(values[name]))
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _parse(type_name: str, raw: str) -> object:
+    if type_name.startswith("int"):
+        return int(raw)
+    if type_name.startswith("float"):
+        return float(raw)
+    if type_name.startswith("bool"):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if type_name.startswith("Path"):
+        return Path(raw)
+    if type_name.startswith("list"):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if type_name.startswith("dict"):
+        pairs = (item.split("=", 1) for item in raw.split(",") if "=" in item)
+        return {token.strip(): user.strip() for token, user in pairs}
+    return raw
