@@ -78,13 +78,20 @@ class AdapterRef:
 
     @property
     def scope(self) -> str:
-        if self.name.startswith("user_"):
-            return "user"
-        if self.name.startswith("domain_"):
-            return "domain"
-        if self.name == "global":
-            return "global"
-        return "named"
+        return scope_of(self.name)
+
+
+def scope_of(name: str | None) -> str:
+    """The bounded label for an adapter name: user, domain, global, named, or base for none."""
+    if name is None:
+        return "base"
+    if name.startswith("user_"):
+        return "user"
+    if name.startswith("domain_"):
+        return "domain"
+    if name == "global":
+        return "global"
+    return "named"
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Adapters: on-disk layout, validated loading, the tiered cache and the cascade."""

@@ -1,0 +1,317 @@
+"""The adapter registry: which version each name serves, the cascade, and the cache tiers.
+
+Tiers: device slots (`SlotPool`, max_loras), host memory (validated `HostAdapter`s, LRU,
+max_cpu_loras), and disk (`AdapterStore`). Disk adapters cost nothing until first used.
+This module knows nothing about HTTP; the engine and the API layers call it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from saigon_runtime.adapters.format import HostAdapter, ModuleShape, load_adapter
+from saigon_runtime.adapters.names import check_name, check_version, domain_adapter, scope_of, user_adapter
+from saigon_runtime.adapters.pool import SlotPool
+from saigon_runtime.adapters.store import AdapterStore
+from saigon_runtime.engine.lora import DeviceAdapter
+from saigon_runtime.engine.types import AdapterNotFound, AdapterRef, AdapterRejected, EngineError
+
+Key = tuple[str, str]
+
+
+@dataclass
+class Resolution:
+    adapter: AdapterRef | None
+    scope: str
+    fallback_reason: str | None = None
+
+
+@dataclass
+class AdapterInfo:
+    name: str
+    version: str | None
+    active_version: str | None
+    versions: list[str]
+    tier: str  # device | host | disk
+    pinned: bool
+    loaded_at: float | None
+    error: str | None
+    digest: str | None = None
+
+    @property
+    def scope(self) -> str:
+        return scope_of(self.name)
+
+
+@dataclass
+class CacheStats:
+    hits: int
+    misses: int
+    loads: int
+    evictions: int
+    load_seconds_total: float
+    last_load_seconds: float
+    resident_device: int
+    resident_host: int
+    max_loras: int
+    max_cpu_loras: int
+    host_hits: int
+    host_misses: int
+    host_evictions: int
+    device_bytes: int
+    resident_by_scope: dict[str, int] = field(default_factory=dict)
+
+
+class AdapterManager:
+    def __init__(
+        self,
+        store: AdapterStore | None,
+        shapes: dict[str, ModuleShape],
+        pool: SlotPool,
+        *,
+        max_rank: int,
+        max_cpu_loras: int,
+        host_dtype: torch.dtype,
+        pin_host_memory: bool = False,
+    ) -> None:
+        self.store = store
+        self.shapes = shapes
+        self.pool = pool
+        self.max_rank = max_rank
+        self.max_cpu_loras = max(1, max_cpu_loras)
+        self.host_dtype = host_dtype
+        self.pin_host_memory = pin_host_memory
+        self._host: OrderedDict[Key, HostAdapter] = OrderedDict()
+        self._failures: dict[Key, tuple[tuple[float, ...], str]] = {}
+        self._current: dict[str, str] = {}  # versions made current through the API
+        self._disabled: set[str] = set()  # unloaded names: not served until loaded again
+        self._lock = threading.RLock()
+        self._loading: dict[Key, threading.Lock] = {}
+        self.host_hits = 0
+        self.host_misses = 0
+        self.host_evictions = 0
+
+    # ---- versions -------------------------------------------------------------------
+    def current_version(self, name: str) -> str | None:
+        with self._lock:
+            if name in self._disabled:
+                return None
+            version = self._current.get(name)
+        if version is not None:
+            return version
+        return self.store.active_version(name) if self.store is not None else None
+
+    def _path(self, name: str, version: str) -> Path:
+        with self._lock:
+            host = self._host.get((name, version))
+        if host is not None:
+            return host.path
+        if self.store is None:
+            raise AdapterNotFound(f"adapter {name!r} version {version!r} is not known")
+        return self.store.version_path(name, version)
+
+    # ---- host tier --------------------------------------------------------------------
+    def host_adapter(self, ref: AdapterRef) -> HostAdapter:
+        """The validated host copy of one version, loading it from disk when needed."""
+        key = (ref.name, ref.version)
+        with self._lock:
+            host = self._host.get(key)
+            if host is not None:
+                self._host.move_to_end(key)
+                self.host_hits += 1
+                return host
+            gate = self._loading.setdefault(key, threading.Lock())
+        with gate:  # one disk load per version at a time; others wait for its result
+            with self._lock:
+                host = self._host.get(key)
+                if host is not None:
+                    return host
+            path = self._path(ref.name, ref.version)
+            signature = _signature(path)
+            with self._lock:
+                failure = self._failures.get(key)
+                if failure is not None and failure[0] == signature:
+                    raise AdapterRejected(failure[1])
+                self.host_misses += 1
+            try:
+                host = load_adapter(
+                    path, name=ref.name, version=ref.version, shapes=self.shapes,
+                    max_rank=self.max_rank, dtype=self.host_dtype,
+                )  # fmt: skip
+            except AdapterRejected as exc:
+                with self._lock:
+                    self._failures[key] = (signature, str(exc))
+                raise
+            if self.pin_host_memory:
+                host.modules = {m: (a.pin_memory(), b.pin_memory()) for m, (a, b) in host.modules.items()}
+            with self._lock:
+                self._failures.pop(key, None)
+                self._host[key] = host
+                while len(self._host) > self.max_cpu_loras:
+                    self._host.popitem(last=False)
+                    self.host_evictions += 1
+                self._loading.pop(key, None)
+            return host
+
+    # ---- device tier (engine thread) ---------------------------------------------------
+    def acquire(self, ref: AdapterRef) -> DeviceAdapter | None:
+        """A device slot holding `ref` with one reference, or None when all slots are busy."""
+        return self.pool.try_acquire(self.host_adapter(ref))
+
+    def release(self, dev: DeviceAdapter) -> None:
+        self.pool.release(dev)
+
+    # ---- the cascade ------------------------------------------------------------------
+    def resolve(self, user_id: str | None, explicit: str | None = None, *, strict: bool = False) -> Resolution:
+        """explicit -> user_<id> -> the user's domain -> global -> base.
+
+        With `strict`, an explicit adapter that cannot serve raises instead of falling back.
+        """
+        candidates: list[str] = []
+        if explicit:
+            candidates.append(check_name(explicit))
+        if user_id:
+            candidates.append(user_adapter(user_id))
+            domain = self.store.domain_of(user_id) if self.store is not None else None
+            if domain:
+                candidates.append(domain_adapter(domain))
+        candidates.append("global")
+        reasons: list[str] = []
+        for i, name in enumerate(dict.fromkeys(candidates)):
+            try:
+                ref = self._serviceable(name)
+            except EngineError as exc:
+                if strict and i == 0 and explicit:
+                    raise
+                reasons.append(f"{name}: {_short_reason(exc)}")
+                continue
+            return Resolution(ref, scope_of(name), "; ".join(reasons) or None)
+        return Resolution(None, "base", "; ".join(reasons) or None)
+
+    def _serviceable(self, name: str) -> AdapterRef:
+        version = self.current_version(name)
+        if version is None:
+            raise AdapterNotFound(f"adapter {name!r} is missing")
+        ref = AdapterRef(name, version)
+        self.host_adapter(ref)
+        return ref
+
+    # ---- management ---------------------------------------------------------------------
+    def load(self, name: str, version: str | None = None, path: str | Path | None = None) -> AdapterInfo:
+        """Validate and load a version, make it resident if a slot is free, then make it current."""
+        check_name(name)
+        if path is not None:
+            source = Path(path)
+            if self.store is None:
+                raise AdapterNotFound("this runtime has no adapters directory to load into")
+            if version is not None and source.resolve() == (self.store.root / name / version).resolve():
+                check_version(version)
+            else:
+                version = self.store.import_version(name, source, version)
+        if version is None:
+            version = self.store.active_version(name) if self.store is not None else None
+            if version is None:
+                raise AdapterNotFound(f"adapter {name!r} has no active version to load")
+        ref = AdapterRef(name, check_version(version))
+        host = self.host_adapter(ref)
+        self.pool.warm(host)
+        with self._lock:
+            self._current[name] = ref.version
+            self._disabled.discard(name)
+        if self.store is not None and self.store.active_version(name) != ref.version:
+            self.store.set_active(name, ref.version)
+        return self.info(name)
+
+    def unload(self, name: str, version: str | None = None) -> None:
+        check_name(name)
+        if version is not None:
+            check_version(version)
+        with self._lock:
+            known = name in self._current or any(k[0] == name for k in self._host)
+            if not known and (self.store is None or not self.store.exists(name)):
+                raise AdapterNotFound(f"adapter {name!r} is not loaded")
+            for key in [k for k in self._host if k[0] == name and version in (None, k[1])]:
+                del self._host[key]
+            if version is None or self.current_version(name) == version:
+                self._current.pop(name, None)
+                self._disabled.add(name)
+        self.pool.unload(name, version)
+
+    def pin(self, name: str, pinned: bool) -> AdapterInfo:
+        check_name(name)
+        version = self.current_version(name)
+        if version is None:
+            raise AdapterNotFound(f"adapter {name!r} is not available")
+        self.pool.pin(name, pinned)
+        if pinned:
+            self.pool.warm(self.host_adapter(AdapterRef(name, version)))
+        return self.info(name)
+
+    def info(self, name: str) -> AdapterInfo:
+        version = self.current_version(name)
+        versions = self.store.versions(name) if self.store is not None else []
+        key = (name, version) if version is not None else None
+        with self._lock:
+            host = self._host.get(key) if key else None
+            failure = self._failures.get(key) if key else None
+        on_device = key is not None and self.pool.is_resident(key)
+        tier = "device" if on_device else "host" if host is not None else "disk"
+        return AdapterInfo(
+            name=name,
+            version=version,
+            active_version=self.store.active_version(name) if self.store is not None else version,
+            versions=versions,
+            tier=tier,
+            pinned=self.pool.pinned(name),
+            loaded_at=self.pool.loaded_at.get(key) if key else None,
+            error=failure[1] if failure else None,
+            digest=host.digest if host is not None else None,
+        )
+
+    def list_adapters(self) -> list[AdapterInfo]:
+        names = set(self.store.names()) if self.store is not None else set()
+        with self._lock:
+            names |= set(self._current)
+            names -= self._disabled
+        return [self.info(n) for n in sorted(names)]
+
+    def stats(self) -> CacheStats:
+        c = self.pool.counters
+        resident = self.pool.resident()
+        by_scope: dict[str, int] = {}
+        for name, _ in resident:
+            by_scope[scope_of(name)] = by_scope.get(scope_of(name), 0) + 1
+        with self._lock:
+            host_count = len(self._host)
+        return CacheStats(
+            hits=c.hits, misses=c.misses, loads=c.loads, evictions=c.evictions,
+            load_seconds_total=c.load_seconds_total, last_load_seconds=c.last_load_seconds,
+            resident_device=len(resident), resident_host=host_count,
+            max_loras=self.pool.capacity, max_cpu_loras=self.max_cpu_loras,
+            host_hits=self.host_hits, host_misses=self.host_misses, host_evictions=self.host_evictions,
+            device_bytes=self.pool.nbytes(), resident_by_scope=by_scope,
+        )  # fmt: skip
+
+
+def _signature(path: Path) -> tuple[float, ...]:
+    sig: list[float] = []
+    for child in sorted(path.iterdir()) if path.is_dir() else []:
+        try:
+            st = child.stat()
+        except OSError:
+            continue
+        sig += [st.st_mtime, float(st.st_size), float(st.st_ino)]
+    return tuple(sig)
+
+
+def _short_reason(exc: Exception) -> str:
+    if isinstance(exc, AdapterNotFound):
+        return "missing"
+    if isinstance(exc, AdapterRejected):
+        return f"rejected ({exc})"
+    return str(exc)

@@ -1,0 +1,153 @@
+"""The device tier: at most `capacity` adapters resident on the compute device, LRU.
+
+Loading into a slot only copies tensors; no module is created and the base model is
+untouched. A slot held by a running request (refcount > 0) or pinned is never evicted.
+All methods are thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+from saigon_runtime.adapters.format import HostAdapter
+from saigon_runtime.engine.lora import DeviceAdapter
+
+Key = tuple[str, str]
+
+
+@dataclass
+class PoolCounters:
+    hits: int = 0
+    misses: int = 0
+    loads: int = 0
+    evictions: int = 0
+    load_seconds_total: float = 0.0
+    last_load_seconds: float = 0.0
+
+
+class SlotPool:
+    def __init__(self, capacity: int, device: torch.device) -> None:
+        if capacity < 1:
+            raise ValueError("max_loras must be at least 1")
+        self.capacity = capacity
+        self.device = device
+        self.counters = PoolCounters()
+        self._resident: OrderedDict[Key, DeviceAdapter] = OrderedDict()
+        self._refs: dict[Key, int] = {}
+        self._pinned: set[str] = set()
+        self._doomed: set[Key] = set()  # unloaded while in use: freed on last release
+        self._lock = threading.Lock()
+        self.loaded_at: dict[Key, float] = {}
+
+    def try_acquire(self, host: HostAdapter) -> DeviceAdapter | None:
+        """The adapter's slot with one more reference, or None when every slot is busy."""
+        key = (host.name, host.version)
+        with self._lock:
+            dev = self._resident.get(key)
+            if dev is not None and key not in self._doomed:
+                self.counters.hits += 1
+                self._resident.move_to_end(key)
+                self._refs[key] = self._refs.get(key, 0) + 1
+                return dev
+            if len(self._resident) >= self.capacity and not self._evict_one():
+                return None
+            self.counters.misses += 1
+            dev = self._copy_in(host)
+            self._resident[key] = dev
+            self._refs[key] = 1
+            return dev
+
+    def release(self, dev: DeviceAdapter) -> None:
+        with self._lock:
+            left = self._refs.get(dev.key, 0) - 1
+            self._refs[dev.key] = max(left, 0)
+            if left <= 0 and dev.key in self._doomed:
+                self._drop(dev.key)
+
+    def warm(self, host: HostAdapter) -> bool:
+        """Make an adapter resident without holding it (preload). False when no slot is free."""
+        dev = self.try_acquire(host)
+        if dev is None:
+            return False
+        self.release(dev)
+        return True
+
+    def pin(self, name: str, pinned: bool) -> None:
+        with self._lock:
+            (self._pinned.add if pinned else self._pinned.discard)(name)
+
+    def unload(self, name: str, version: str | None = None) -> int:
+        """Free the slots of a name (or one version); in-use slots go when released."""
+        with self._lock:
+            keys = [k for k in self._resident if k[0] == name and (version is None or k[1] == version)]
+            for key in keys:
+                if self._refs.get(key, 0) > 0:
+                    self._doomed.add(key)
+                else:
+                    self._drop(key)
+            return len(keys)
+
+    def evict_idle(self) -> int:
+        """Free every slot that no running request holds and that is not pinned."""
+        with self._lock:
+            idle = [k for k in self._resident if self._refs.get(k, 0) == 0 and k[0] not in self._pinned]
+            for key in idle:
+                self._drop(key)
+                self.counters.evictions += 1
+            return len(idle)
+
+    def is_resident(self, key: Key) -> bool:
+        with self._lock:
+            return key in self._resident and key not in self._doomed
+
+    def resident(self) -> list[Key]:
+        with self._lock:
+            return [k for k in self._resident if k not in self._doomed]
+
+    def pinned(self, name: str) -> bool:
+        with self._lock:
+            return name in self._pinned
+
+    def in_use(self) -> int:
+        with self._lock:
+            return sum(1 for n in self._refs.values() if n > 0)
+
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(d.nbytes for d in self._resident.values())
+
+    def _evict_one(self) -> bool:
+        for key in self._resident:  # oldest first
+            if self._refs.get(key, 0) == 0 and key[0] not in self._pinned:
+                self._drop(key)
+                self.counters.evictions += 1
+                return True
+        return False
+
+    def _drop(self, key: Key) -> None:
+        self._resident.pop(key)
+        self._refs.pop(key, None)
+        self._doomed.discard(key)
+        self.loaded_at.pop(key, None)
+
+    def _copy_in(self, host: HostAdapter) -> DeviceAdapter:
+        start = time.perf_counter()
+        non_blocking = self.device.type == "cuda"
+        modules = {
+            m: (a.to(self.device, non_blocking=non_blocking, copy=True),
+                b.to(self.device, non_blocking=non_blocking, copy=True))
+            for m, (a, b) in host.modules.items()
+        }  # fmt: skip
+        if non_blocking:
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - start
+        self.counters.loads += 1
+        self.counters.load_seconds_total += elapsed
+        self.counters.last_load_seconds = elapsed
+        self.loaded_at[(host.name, host.version)] = time.time()
+        return DeviceAdapter(key=(host.name, host.version), modules=modules, rank=host.max_rank, nbytes=host.nbytes)

@@ -1,0 +1,128 @@
+"""The on-disk layout shared with the agent sidecar.
+
+    <root>/<name>/<version>/adapter_config.json + adapter_model.safetensors
+    <root>/<name>/active -> <version>        (a relative symlink, flipped atomically)
+    <root>/domains.json                      (optional {"<user id>": "<domain>"} for the cascade)
+
+Versions are immutable: a new version is written to a temporary directory beside its
+final place, checked, then renamed; readers never see half a version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from saigon_runtime.adapters.format import CONFIG_FILE, WEIGHTS_FILE, file_digest, read_config
+from saigon_runtime.adapters.names import NAME_RE, VERSION_RE, check_name, check_version
+from saigon_runtime.engine.types import AdapterNotFound, InvalidRequest
+
+ACTIVE_LINK = "active"
+DOMAINS_FILE = "domains.json"
+_TMP_PREFIX = ".tmp-"
+
+
+class AdapterStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._domains: tuple[float, dict[str, str]] | None = None
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME_RE.match(p.name))
+
+    def versions(self, name: str) -> list[str]:
+        base = self.root / check_name(name)
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in base.iterdir()
+            if p.is_dir() and not p.is_symlink() and VERSION_RE.match(p.name) and p.name != ACTIVE_LINK
+        )
+
+    def active_version(self, name: str) -> str | None:
+        link = self.root / check_name(name) / ACTIVE_LINK
+        try:
+            target = os.readlink(link)
+        except OSError:
+            return None
+        version = Path(target).name
+        if target != version or not VERSION_RE.match(version):
+            return None  # an absolute or nested target is never followed
+        return version if (link.parent / version).is_dir() else None
+
+    def version_path(self, name: str, version: str) -> Path:
+        path = self.root / check_name(name) / check_version(version)
+        if not path.is_dir():
+            raise AdapterNotFound(f"adapter {name!r} has no version {version!r}")
+        return path
+
+    def exists(self, name: str) -> bool:
+        return (self.root / check_name(name)).is_dir()
+
+    def import_version(self, name: str, source: Path, version: str | None = None) -> str:
+        """Copy an adapter directory in as a new immutable version; returns the version."""
+        check_name(name)
+        read_config(source, name)
+        weights = source / WEIGHTS_FILE
+        if not weights.is_file():
+            raise InvalidRequest(f"{source} has no {WEIGHTS_FILE}")
+        version = check_version(version or file_digest(weights)[:12])
+        final = self.root / name / version
+        if final.is_dir():
+            return version  # versions are immutable: same name and version, same content
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=final.parent))
+        try:
+            for fname in (CONFIG_FILE, WEIGHTS_FILE):
+                shutil.copyfile(source / fname, tmp / fname)
+                _fsync(tmp / fname)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return version
+
+    def set_active(self, name: str, version: str) -> None:
+        self.version_path(name, version)
+        link = self.root / name / ACTIVE_LINK
+        tmp = link.with_name(f"{_TMP_PREFIX}{ACTIVE_LINK}-{os.getpid()}-{threading.get_ident()}")
+        tmp.unlink(missing_ok=True)
+        os.symlink(version, tmp)
+        os.replace(tmp, link)
+
+    def remove_version(self, name: str, version: str) -> None:
+        if self.active_version(name) == version:
+            raise InvalidRequest(f"version {version!r} of {name!r} is active and cannot be removed")
+        shutil.rmtree(self.version_path(name, version))
+
+    def domain_of(self, user_id: str) -> str | None:
+        path = self.root / DOMAINS_FILE
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return None
+        with self._lock:
+            if self._domains is None or self._domains[0] != mtime:
+                try:
+                    data = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    data = {}
+                mapping = {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+                self._domains = (mtime, mapping)
+            return self._domains[1].get(user_id)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

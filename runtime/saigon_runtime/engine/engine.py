@@ -1,0 +1,466 @@
+"""The engine thread: continuous batching over one base model with per-row adapters.
+
+Requests queue up; at every step boundary the engine admits what fits (a device slot for
+the request's adapter and room in the batch), prefills the newcomers together, merges
+them into the running batch, and runs one decode step for every running row in a single
+forward pass. Finished, stopped or cancelled rows leave at once. A row keeps the adapter
+slot it started with until it finishes, so a hot-swap never changes a running answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import DynamicCache
+
+from saigon_runtime.adapters.manager import AdapterManager, CacheStats
+from saigon_runtime.adapters.pool import SlotPool
+from saigon_runtime.adapters.store import AdapterStore
+from saigon_runtime.config import RuntimeConfig
+from saigon_runtime.engine import kv as kvops
+from saigon_runtime.engine.detokenize import IncrementalText
+from saigon_runtime.engine.lora import DeviceAdapter, wrap_model
+from saigon_runtime.engine.model_loader import LoadedModel, load_base_model
+from saigon_runtime.engine.sampling import sample_next
+from saigon_runtime.engine.types import (
+    AdapterNotFound,
+    AdapterRejected,
+    EngineBusy,
+    EngineError,
+    EngineStopped,
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    InvalidRequest,
+    RequestHandle,
+    TokenEvent,
+)
+
+log = logging.getLogger(__name__)
+_OOM = torch.cuda.OutOfMemoryError
+
+
+@dataclass
+class EngineStats:
+    queue_depth: int
+    running: int
+    steps: int
+    tokens_in_total: int
+    tokens_out_total: int
+    requests_total: dict[str, int]
+    oom_events: int
+    last_batch_size: int
+    max_batch_size: int
+    device: str
+    device_memory_bytes: int
+    cache: CacheStats
+
+
+@dataclass(eq=False)
+class _Seq:
+    handle: RequestHandle
+    dev: DeviceAdapter | None
+    text: IncrementalText
+    generator: torch.Generator | None
+    generated: list[int] = field(default_factory=list)
+    first_token_at: float | None = None
+    cache_len: int = 0  # real tokens in the KV cache for this row
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.handle.request
+
+
+class Engine:
+    def __init__(self, loaded: LoadedModel, config: RuntimeConfig) -> None:
+        self.config = config
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.model_id = loaded.model_id
+        self.torch_device = loaded.device
+        self.device = str(loaded.device)
+        self.dtype = loaded.dtype
+        self.fallback_reason = loaded.fallback_reason
+        self.lora = wrap_model(self.model, loaded.device, loaded.dtype)
+        store = AdapterStore(config.adapters_dir) if config.adapters_dir is not None else None
+        self.adapters = AdapterManager(
+            store,
+            self.lora.shapes,
+            SlotPool(config.max_loras, loaded.device),
+            max_rank=config.max_rank,
+            max_cpu_loras=config.max_cpu_loras,
+            host_dtype=loaded.dtype,
+            pin_host_memory=loaded.device.type == "cuda",
+        )
+        self.vocab_size = int(self.model.get_input_embeddings().weight.shape[0])  # type: ignore[index]
+        self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 1 << 30) or 1 << 30)
+        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.max_prefill_tokens = 8192
+        self._waiting: deque[RequestHandle] = deque()
+        self._running: list[_Seq] = []
+        self._kv: kvops.BatchKV | None = None
+        self._cond = threading.Condition()
+        self._accepting = True
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._observers: list[Callable[[int, int], None]] = []
+        self._steps = 0
+        self._tokens_in = 0
+        self._tokens_out = 0
+        self._finished: dict[str, int] = {}
+        self._oom_events = 0
+        self._last_batch = 0
+        self._admit_limit = config.max_batch_size
+        self._resume: dict[RequestHandle, _Seq] = {}  # rows sent back to the queue after an OOM
+        # Test hook: called before every forward pass (fault injection).
+        self.before_forward: Callable[[str], None] | None = None
+
+    @classmethod
+    def from_config(cls, config: RuntimeConfig) -> Engine:
+        if config.base_model_dir is None:
+            raise EngineError("no base model directory configured (SAIGON_BASE_MODEL)")
+        return cls(load_base_model(Path(config.base_model_dir), config.device, config.dtype), config)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="saigon-engine", daemon=True)
+            self._thread.start()
+
+    def stop(self, drain_timeout_s: float = 30.0) -> None:
+        """Stop accepting; let running and queued requests finish within the timeout; then exit."""
+        with self._cond:
+            self._accepting = False
+            self._cond.notify_all()
+        deadline = time.monotonic() + drain_timeout_s
+        with self._cond:
+            while (self._running or self._waiting) and time.monotonic() < deadline and self._thread is not None:
+                self._cond.wait(0.05)
+            for handle in list(self._waiting):
+                handle.cancel()
+            for seq in self._running:
+                seq.handle.cancel()
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def add_step_observer(self, fn: Callable[[int, int], None]) -> None:
+        self._observers.append(fn)
+
+    # ---- submission ---------------------------------------------------------------------
+    def submit(self, request: GenerationRequest) -> RequestHandle:
+        self._validate(request)
+        handle = RequestHandle(request)
+        with self._cond:
+            if not self._accepting:
+                raise EngineStopped("the engine is shutting down")
+            if len(self._waiting) >= self.config.max_queue:
+                raise EngineBusy(f"queue full ({self.config.max_queue} waiting)", retry_after_s=1.0)
+            self._waiting.append(handle)
+            self._cond.notify_all()
+        return handle
+
+    def generate(self, request: GenerationRequest, timeout: float | None = None) -> GenerationResult:
+        return self.submit(request).result(timeout)
+
+    def _validate(self, request: GenerationRequest) -> None:
+        request.sampling.validate()
+        ids = request.prompt_ids
+        if not ids:
+            raise InvalidRequest("the prompt is empty")
+        if min(ids) < 0 or max(ids) >= self.vocab_size:
+            raise InvalidRequest(f"prompt token ids must be in [0, {self.vocab_size})")
+        if len(ids) + request.sampling.max_new_tokens > self.max_positions:
+            raise InvalidRequest(
+                f"prompt ({len(ids)} tokens) plus max tokens ({request.sampling.max_new_tokens}) "
+                f"exceeds the model's context of {self.max_positions}"
+            )
+
+    def stats(self) -> EngineStats:
+        with self._cond:
+            queue, running = len(self._waiting), len(self._running)
+        mem = torch.cuda.memory_allocated(self.torch_device) if self.torch_device.type == "cuda" else 0
+        return EngineStats(
+            queue_depth=queue, running=running, steps=self._steps, tokens_in_total=self._tokens_in,
+            tokens_out_total=self._tokens_out, requests_total=dict(self._finished),
+            oom_events=self._oom_events, last_batch_size=self._last_batch,
+            max_batch_size=self.config.max_batch_size, device=self.device, device_memory_bytes=mem,
+            cache=self.adapters.stats(),
+        )  # fmt: skip
+
+    # ---- the loop -----------------------------------------------------------------------
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    if self._stop:
+                        break
+                    if not self._running and not self._waiting:
+                        self._cond.wait(0.1)
+                        continue
+                try:
+                    self._admit()
+                    if self._running:
+                        self._decode()
+                except Exception as exc:  # keep serving: fail what was running, log the cause
+                    log.exception("engine step failed")
+                    self._fail_running(f"engine error: {type(exc).__name__}: {exc}")
+                with self._cond:
+                    self._cond.notify_all()
+        self._fail_running("engine stopped", reason="cancelled")
+        with self._cond:
+            pending, self._waiting = list(self._waiting), deque()
+        for handle in pending:
+            handle._finish(None, EngineStopped("the engine stopped before this request ran"))
+
+    def _admit(self) -> None:
+        room = min(self.config.max_batch_size, self._admit_limit) - len(self._running)
+        if room <= 0:
+            return
+        admitted: list[_Seq] = []
+        budget = self.max_prefill_tokens
+        now = time.perf_counter()
+        with self._cond:
+            candidates = list(self._waiting)
+        for handle in candidates:
+            if len(admitted) >= room or budget <= 0:
+                break
+            req = handle.request
+            if handle.cancelled:
+                self._remove_waiting(handle)
+                handle._finish(self._result(handle, None, [], "", "cancelled"))
+                self._count("cancelled")
+                continue
+            dev: DeviceAdapter | None = None
+            if req.adapter is not None:
+                try:
+                    dev = self.adapters.acquire(req.adapter)
+                except (AdapterNotFound, AdapterRejected) as exc:
+                    self._remove_waiting(handle)
+                    handle._finish(None, exc)
+                    self._count("error")
+                    continue
+                if dev is None:
+                    if now - handle.submitted_at > self.config.slot_wait_timeout_s:
+                        self._remove_waiting(handle)
+                        handle._finish(None, EngineBusy("every adapter slot is in use by running requests"))
+                        self._count("busy")
+                    continue
+            self._remove_waiting(handle)
+            seq = self._resume.pop(handle, None)
+            if seq is None:
+                generator = None
+                if req.sampling.seed is not None:
+                    generator = torch.Generator().manual_seed(req.sampling.seed)
+                seq = _Seq(handle, dev, IncrementalText(self.tokenizer, req.sampling.stop), generator)
+            seq.dev = dev
+            admitted.append(seq)
+            budget -= len(req.prompt_ids) + len(seq.generated)
+        if admitted:
+            self._prefill(admitted)
+
+    def _remove_waiting(self, handle: RequestHandle) -> None:
+        with self._cond, contextlib.suppress(ValueError):
+            self._waiting.remove(handle)
+
+    def _forward(self, phase: str, rows: list[_Seq], **inputs: object) -> tuple[torch.Tensor, DynamicCache]:
+        self.lora.set_rows([s.dev for s in rows])
+        if self.before_forward is not None:
+            self.before_forward(phase)
+        out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1, :], out.past_key_values
+
+    def _prefill(self, seqs: list[_Seq]) -> None:
+        # A preempted row resumes from everything it has produced so far.
+        prompts = [s.request.prompt_ids + s.generated for s in seqs]
+        length = max(len(p) for p in prompts)
+        device = self.torch_device
+        ids = torch.full((len(seqs), length), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        mask = torch.zeros((len(seqs), length), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, length - len(p) :] = torch.tensor(p)
+            mask[i, length - len(p) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        try:
+            logits, cache = self._forward(
+                "prefill", seqs, input_ids=ids, attention_mask=mask, position_ids=positions,
+                past_key_values=DynamicCache(),
+            )  # fmt: skip
+        except _OOM:
+            self._on_oom()
+            self._requeue(seqs)
+            self._admit_limit = max(1, len(self._running) + len(seqs) // 2)
+            return
+        except Exception as exc:
+            log.exception("prefill failed")
+            for s in seqs:
+                self._finish(s, "error", error=f"{type(exc).__name__}: {exc}")
+            return
+        for s, p in zip(seqs, prompts, strict=True):
+            s.cache_len = len(p)
+            if not s.generated:
+                self._tokens_in += len(p)
+        self._kv = kvops.merge(self._kv, kvops.BatchKV(cache, mask))
+        self._running.extend(seqs)
+        self._take_tokens(seqs, logits, offset=len(self._running) - len(seqs))
+
+    def _decode(self) -> None:
+        kv = self._kv
+        assert kv is not None
+        rows = self._running
+        device = self.torch_device
+        ids = torch.tensor([[s.generated[-1]] for s in rows], device=device)
+        mask = torch.cat([kv.mask, torch.ones((kv.rows, 1), dtype=kv.mask.dtype, device=device)], dim=1)
+        positions = torch.tensor([[s.cache_len] for s in rows], device=device)
+        try:
+            logits, cache = self._forward(
+                "decode", rows, input_ids=ids, attention_mask=mask, position_ids=positions,
+                past_key_values=kv.cache,
+            )  # fmt: skip
+        except _OOM:
+            self._on_oom()
+            self._preempt_half()
+            return
+        self._kv = kvops.BatchKV(cache, mask)
+        for s in rows:
+            s.cache_len += 1
+        self._steps += 1
+        self._last_batch = len(rows)
+        self._admit_limit = min(self.config.max_batch_size, self._admit_limit + 1)
+        self._take_tokens(rows, logits, offset=0)
+        with self._cond:
+            queue = len(self._waiting)
+        for fn in self._observers:
+            fn(len(rows), queue)
+
+    def _take_tokens(self, seqs: list[_Seq], logits: torch.Tensor, offset: int) -> None:
+        tokens = sample_next(logits, [s.request.sampling for s in seqs], [s.generator for s in seqs])
+        now = time.perf_counter()
+        finished: list[tuple[_Seq, FinishReason]] = []
+        for s, tok in zip(seqs, tokens, strict=True):
+            s.generated.append(tok)
+            self._tokens_out += 1
+            if s.first_token_at is None:
+                s.first_token_at = now
+            reason: FinishReason | None = None
+            if tok in self.eos_ids:
+                reason = "stop"
+                delta = ""
+            else:
+                delta = s.text.push(tok)
+                if s.text.stopped:
+                    reason = "stop"
+            if reason is None and len(s.generated) >= s.request.sampling.max_new_tokens:
+                reason = "length"
+            if reason is None and s.handle.cancelled:
+                reason = "cancelled"
+            if reason is not None:
+                delta += s.text.flush()
+            self._emit(s, delta, tok)
+            if reason is not None:
+                finished.append((s, reason))
+        if finished:
+            done = {id(s) for s, _ in finished}
+            keep = [i for i, s in enumerate(self._running) if id(s) not in done]
+            self._kv = kvops.select(self._kv, keep) if self._kv is not None else None
+            self._running = [self._running[i] for i in keep]
+            for s, reason in finished:
+                self._finish(s, reason)
+
+    def _emit(self, s: _Seq, delta: str, tok: int) -> None:
+        if s.request.on_token is None:
+            return
+        try:
+            s.request.on_token(TokenEvent(text=delta, token_id=tok, index=len(s.generated) - 1))
+        except Exception:  # a broken stream consumer cancels its own request only
+            log.warning("token callback failed; cancelling request %s", s.request.request_id)
+            s.handle.cancel()
+
+    def _finish(self, s: _Seq, reason: FinishReason, error: str | None = None) -> None:
+        if s.dev is not None:
+            self.adapters.release(s.dev)
+            s.dev = None
+        if error is not None and s.request.on_token is None and not s.generated:
+            s.handle._finish(None, EngineError(error))
+        else:
+            s.handle._finish(self._result(s.handle, s, s.generated, s.text.text, reason, error))
+        self._count("error" if error else reason)
+
+    def _result(
+        self, handle: RequestHandle, s: _Seq | None, tokens: list[int], text: str,
+        reason: FinishReason, error: str | None = None,
+    ) -> GenerationResult:  # fmt: skip
+        now = time.perf_counter()
+        first = s.first_token_at if s is not None else None
+        return GenerationResult(
+            text=text, token_ids=list(tokens), finish_reason=reason,
+            prompt_tokens=len(handle.request.prompt_ids), completion_tokens=len(tokens),
+            adapter=handle.request.adapter,
+            time_to_first_token_s=(first - handle.submitted_at) if first is not None else None,
+            latency_s=now - handle.submitted_at, error=error,
+        )  # fmt: skip
+
+    def _count(self, outcome: str) -> None:
+        self._finished[outcome] = self._finished.get(outcome, 0) + 1
+
+    def _fail_running(self, message: str, reason: FinishReason = "error") -> None:
+        running, self._running, self._kv = self._running, [], None
+        for s in running:
+            self._finish(s, reason, error=message if reason == "error" else None)
+
+    # ---- out of memory ------------------------------------------------------------------
+    def _on_oom(self) -> None:
+        self._oom_events += 1
+        log.warning("out of memory: dropping cached compositions and idle slots, shrinking the batch")
+        self.lora.clear()
+        self.adapters.pool.evict_idle()
+        if self.torch_device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _preempt_half(self) -> None:
+        """Send the newest half of the running rows back to the queue; they resume later."""
+        n = len(self._running)
+        if n <= 1:
+            self._fail_running("out of memory even for a single request")
+            return
+        keep = list(range(n - n // 2))
+        preempted = self._running[len(keep) :]
+        self._kv = kvops.select(self._kv, keep) if self._kv is not None else None
+        self._running = self._running[: len(keep)]
+        self._requeue(preempted)
+        self._admit_limit = len(keep)
+
+    def _requeue(self, seqs: list[_Seq]) -> None:
+        for s in seqs:
+            if s.dev is not None:
+                self.adapters.release(s.dev)
+                s.dev = None
+            self._resume[s.handle] = s
+        with self._cond:
+            self._waiting.extendleft(reversed([s.handle for s in seqs]))
+
+
+def _eos_ids(model: torch.nn.Module, tokenizer: object) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), getattr(model, "config", None), tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    return ids
