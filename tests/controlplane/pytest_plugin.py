@@ -1,0 +1,77 @@
+"""Pytest fixtures for tests against a real Kubernetes API server.
+
+Registered from the repository's root conftest.py, so every test directory can use:
+
+- `k8s_cluster` (session): the `Cluster` (kubeconfig, server, bin_dir, kubectl(), helm()).
+- `k8s_api_client` (session): a `kubernetes.client.ApiClient` acting as the cluster admin.
+- `k8s_namespace` (function): a fresh namespace, deleted after the test.
+
+Tests that use any of them get the `k8s` marker, so ``-m "not k8s"`` leaves them out.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+
+import kubernetes
+import pytest
+
+from .cluster import Cluster, ControlPlaneNotBuiltError, open_cluster
+
+_CLUSTER_FIXTURES = frozenset({"k8s_cluster", "k8s_api_client", "k8s_namespace"})
+TEST_NAMESPACE_LABEL = "saigon.ai/test-namespace"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _CLUSTER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.k8s)
+
+
+@pytest.fixture(scope="session")
+def k8s_cluster() -> Iterator[Cluster]:
+    try:
+        cluster = open_cluster()
+    except ControlPlaneNotBuiltError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def k8s_api_client(k8s_cluster: Cluster) -> Iterator[kubernetes.client.ApiClient]:
+    client = kubernetes.config.new_client_from_config(config_file=str(k8s_cluster.kubeconfig))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def namespace_name_for(test_name: str) -> str:
+    """A valid, unique namespace name (DNS label) that still tells which test made it."""
+    slug = re.sub(r"[^a-z0-9]+", "-", test_name.lower()).strip("-")[:48].rstrip("-")
+    return f"t-{slug}-{secrets.token_hex(3)}" if slug else f"t-{secrets.token_hex(3)}"
+
+
+@pytest.fixture
+def k8s_namespace(k8s_api_client: kubernetes.client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    core = kubernetes.client.CoreV1Api(k8s_api_client)
+    name = namespace_name_for(request.node.name)
+    core.create_namespace(
+        kubernetes.client.V1Namespace(
+            metadata=kubernetes.client.V1ObjectMeta(name=name, labels={TEST_NAMESPACE_LABEL: "true"})
+        )
+    )
+    try:
+        yield name
+    finally:
+        # Without a controller-manager the namespace stays Terminating; names never repeat.
+        try:
+            core.delete_namespace(name)
+        except kubernetes.client.ApiException as error:
+            if error.status != 404:  # a test may delete its namespace itself
+                raise

@@ -1,0 +1,30 @@
+"""Polling for conditions that a real API server reaches asynchronously."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T], timeout: float = 30.0, interval: float = 0.2, what: str = "") -> T:
+    """Calls `probe` until it returns a truthy value, and returns that value.
+
+    Exceptions raised by `probe` count as "not yet"; after `timeout` seconds an
+    AssertionError reports the last value or exception.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = probe()
+            if value:
+                return value
+            last = value
+        except Exception as error:
+            last = error
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what or probe!r} not reached within {timeout}s; last: {last!r}")
+        time.sleep(interval)
