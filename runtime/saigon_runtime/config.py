@@ -27,6 +27,9 @@ ENV_VARS: dict[str, str] = {
     "SAIGON_REQUIRED_ADAPTERS": "required_adapters",
     "SAIGON_LOG_PROMPTS": "log_prompts",
     "SAIGON_DTYPE": "dtype",
+    "SAIGON_MAX_NEW_TOKENS": "max_new_tokens",
+    "SAIGON_MAX_BODY_BYTES": "max_body_bytes",
+    "SAIGON_DRAIN_TIMEOUT": "drain_timeout_s",
 }
 
 
@@ -53,6 +56,7 @@ class RuntimeConfig:
     required_adapters: list[str] = field(default_factory=list)
     log_prompts: bool = False
     max_body_bytes: int = 1 << 20
+    max_new_tokens: int = 2048  # server cap on tokens generated per request
     drain_timeout_s: float = 30.0
 
     @classmethod

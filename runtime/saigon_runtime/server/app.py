@@ -1,0 +1,176 @@
+"""The aiohttp application: routes from the route table, middlewares, state and lifecycle.
+
+Lifecycle: the server listens at once; the base model loads in a worker thread (readiness says
+when it is in). On SIGTERM aiohttp stops listening, `on_shutdown` marks the app draining (new
+requests get 503, /readyz fails), in-flight requests and streams get `drain_timeout_s` to finish,
+then the cleanup contexts stop the engine and close the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from saigon_runtime.config import RuntimeConfig
+from saigon_runtime.server import routes_admin, routes_health, routes_mesh, routes_openai, routes_saigon
+from saigon_runtime.server.auth import CREDENTIALS_KEY, ROUTE_ACCESS_KEY, Credentials, auth_middleware
+from saigon_runtime.server.errors import error_middleware
+from saigon_runtime.server.metrics import ServerMetrics
+from saigon_runtime.server.openapi import build_openapi
+from saigon_runtime.server.routing import Access, RouteDef
+from saigon_runtime.server.state import OPENAPI_KEY, STATE_KEY, ServerState
+
+if TYPE_CHECKING:
+    from saigon_runtime.engine.engine import Engine
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "0.1.0"
+_KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+
+
+def all_routes() -> list[RouteDef]:
+    return [
+        *routes_health.ROUTES,
+        *routes_saigon.ROUTES,
+        *routes_mesh.ROUTES,
+        *routes_openai.ROUTES,
+        *routes_admin.ROUTES,
+    ]
+
+
+def create_app(config: RuntimeConfig, engine: Engine | None = None) -> web.Application:
+    """Build the app. With `engine`, the app takes it over (starts it, stops it on cleanup);
+    without, it loads one from `config` in the background once the server is up."""
+    state = ServerState(config=config, metrics=ServerMetrics(lambda: state.stats()))
+    app = web.Application(
+        client_max_size=config.max_body_bytes,
+        middlewares=[metrics_middleware, error_middleware, auth_middleware],
+    )
+    app[STATE_KEY] = state
+    app[CREDENTIALS_KEY] = Credentials(config.admin_token, dict(config.inference_tokens))
+    routes = all_routes()
+    access: dict[web.AbstractRoute, Access] = {}
+    for route in routes:
+        registered = app.router.add_route(route.method, route.path, route.handler, name=route.name)
+        access[registered] = route.access
+    app[ROUTE_ACCESS_KEY] = access
+    app[OPENAPI_KEY] = build_openapi(routes, inference_auth=bool(config.inference_tokens), version=API_VERSION)
+    app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(_engine_lifecycle(engine))
+    app.on_shutdown.append(_start_draining)
+    return app
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    """The mesh store and the audit log; the audit log is closed after the engine has stopped."""
+    state = app[STATE_KEY]
+    config = state.config
+    if config.mesh_dir is not None:
+        from saigon_runtime.mesh.store import MeshStore
+
+        state.mesh = MeshStore(config.mesh_dir)
+    if config.log_dir is not None:
+        from saigon_runtime.audit import AuditLog
+
+        state.audit = await asyncio.to_thread(AuditLog, config.log_dir, log_prompts=config.log_prompts)
+    yield
+    if state.audit is not None:
+        await asyncio.to_thread(state.audit.close)
+
+
+def _engine_lifecycle(given: Engine | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        state = app[STATE_KEY]
+        loader: asyncio.Task[None] | None = None
+        if given is not None:
+            await _attach(state, given)
+        else:
+            loader = asyncio.create_task(_load_engine(state))
+        yield
+        if loader is not None:
+            # A load still running cannot be interrupted (it is in a thread); wait for it.
+            with contextlib.suppress(asyncio.CancelledError):
+                await loader
+        for task in list(state.background):
+            task.cancel()
+        if state.engine is not None:
+            await asyncio.to_thread(state.engine.stop, state.config.drain_timeout_s)
+
+    return lifecycle
+
+
+async def _load_engine(state: ServerState) -> None:
+    from saigon_runtime.engine.engine import Engine
+
+    started = time.perf_counter()
+    try:
+        engine = await asyncio.to_thread(Engine.from_config, state.config)
+    except Exception as exc:
+        state.engine_error = f"{type(exc).__name__}: {exc}"
+        log.error("the base model failed to load: %s", state.engine_error)
+        return
+    log.info("base model %s loaded on %s in %.1fs", engine.model_id, engine.device, time.perf_counter() - started)
+    await _attach(state, engine)
+
+
+async def _attach(state: ServerState, engine: Engine) -> None:
+    engine.add_step_observer(state.metrics.observe_step)
+    engine.start()
+    await _load_required_adapters(state, engine)
+    state.engine = engine
+
+
+async def _load_required_adapters(state: ServerState, engine: Engine) -> None:
+    for name in state.config.required_adapters:
+        try:
+            await asyncio.to_thread(engine.adapters.load, name)
+        except Exception as exc:  # reported by /readyz; the agent can load it later
+            log.warning("required adapter %s did not load: %s", name, exc)
+            continue
+        state.loaded_required.add(name)
+
+
+async def _start_draining(app: web.Application) -> None:
+    app[STATE_KEY].draining = True
+    log.info("draining: no new requests; waiting for in-flight requests and streams")
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[STATE_KEY].metrics
+    route = request.match_info.route.name or "unmatched"
+    method = request.method if request.method in _KNOWN_METHODS else "other"
+    started = time.perf_counter()
+    status = 500
+    metrics.http_in_flight.inc()
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics.http_in_flight.dec()
+        metrics.http_requests.labels(route, method, str(status)).inc()
+        metrics.http_duration.labels(route).observe(time.perf_counter() - started)
+
+
+class RouteAccessLogger(AbstractAccessLogger):
+    """Access log lines name the route template, never the path: paths can hold user ids."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        match = getattr(request, "match_info", None)
+        resource = match.route.resource if match is not None else None
+        route = resource.canonical if resource is not None else "unmatched"
+        self.logger.info("%s %s %s %.3fs", request.method, route, response.status, time)

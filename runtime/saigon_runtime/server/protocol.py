@@ -1,0 +1,359 @@
+"""Request and response bodies of the HTTP API, as pydantic models.
+
+These models are the single description of the wire format: handlers validate with them and
+`/openapi.json` is generated from them. Requests are strict (no "5" for 5) so the schema and the
+server agree on what is valid.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from saigon_runtime.mesh.schema import MeshGraph
+
+__all__ = ["MeshGraph"]
+
+# JSON-Schema patterns mirroring saigon_runtime.adapters.names (the lookahead forbids "..").
+USER_ID_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+ADAPTER_NAME_PATTERN = (
+    r"^(?!.*\.\.)(?!active$)(user_[A-Za-z0-9][A-Za-z0-9_.-]{0,62}|domain_[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
+    r"|global|[a-z0-9][a-z0-9_-]{0,62})$"
+)
+VERSION_PATTERN = r"^(?!.*\.\.)(?!active$)[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+# Text fields are bounded by the body-size limit; these caps keep one field from using all of it.
+MAX_TEXT_CHARS = 200_000
+MAX_STOP_SEQUENCES = 4
+MAX_MESSAGES = 256
+MAX_PATH_CHARS = 4096
+ABSOLUTE_PATH_PATTERN = r"^/[^\x00]*$"
+
+UserId = Annotated[str, Field(pattern=USER_ID_PATTERN, examples=["alice"])]
+AdapterName = Annotated[str, Field(pattern=ADAPTER_NAME_PATTERN, examples=["user_alice"])]
+AdapterVersion = Annotated[str, Field(pattern=VERSION_PATTERN, examples=["v1"])]
+Temperature = Annotated[float, Field(ge=0.0, le=2.0, description="0 means greedy decoding")]
+TopP = Annotated[float, Field(gt=0.0, le=1.0)]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+AbsolutePath = Annotated[str, Field(max_length=MAX_PATH_CHARS, pattern=ABSOLUTE_PATH_PATTERN)]
+StopSequence = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class _Request(BaseModel):
+    # Unknown fields are ignored, as OpenAI clients send fields this server does not use.
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False, regex_engine="python-re")
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ErrorDetail(_Response):
+    type: str = Field(description="error class, e.g. invalid_request_error, rate_limit_error")
+    message: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(_Response):
+    error: ErrorDetail
+
+
+# ---------------------------------------------------------------- health
+
+
+class HealthResponse(_Response):
+    status: Literal["ok", "failed"]
+    detail: str | None = None
+
+
+class ReadyResponse(_Response):
+    ready: bool
+    base_model_loaded: bool
+    missing_adapters: list[str]
+    draining: bool
+
+
+# ---------------------------------------------------------------- original Saigon API
+
+
+class InferRequest(_Request):
+    user_id: UserId | None = Field(
+        None, description="whose adapter and mesh serve the request; taken from the token when auth is on"
+    )
+    input_text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+    use_mesh_context: bool = True
+    temperature: Temperature = 0.7
+    max_length: Annotated[int, Field(ge=1, description="maximum number of new tokens")] | None = None
+    system_prompt: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] | None = None
+    adapter: AdapterName | None = Field(None, description="serve with this adapter instead of the cascade")
+
+
+class InferResponse(_Response):
+    output: str
+    adapter_used: str | None = Field(description="the adapter that served, or null for the base model")
+    adapter_active: str | None = Field(description="the version of that adapter that served")
+    adapter_scope: Literal["user", "domain", "global", "named", "base"]
+    mesh_context_used: bool
+    device: str
+    latency_ms: float
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class BatchInferRequest(_Request):
+    requests: Annotated[list[InferRequest], Field(min_length=1)]
+    parallel: bool = Field(True, description="submit all at once so the engine batches them together")
+
+
+class BatchInferResponse(_Response):
+    results: list[InferResponse]
+    count: int
+    total_latency_ms: float
+
+
+class HotSwapRequest(_Request):
+    user_id: UserId
+    new_adapter_path: AbsolutePath
+    backup_current: bool = True
+
+
+class HotSwapResponse(_Response):
+    success: bool
+    adapter: str
+    version: str
+    previous_version: str | None
+    loaded_at: float | None
+
+
+class ResidentAdapter(_Response):
+    name: str
+    version: str
+    tier: Literal["device", "host", "disk"]
+    pinned: bool
+
+
+class CacheTiers(_Response):
+    device: int
+    host: int
+    max_device: int
+    max_host: int
+    hits: int
+    misses: int
+    loads: int
+    evictions: int
+
+
+class StatusResponse(_Response):
+    engine_initialized: bool
+    current_user: str | None
+    current_adapter: str | None
+    device: str | None
+    base_model: str | None
+    cache_enabled: bool
+    cache_size: int
+    cache_max_size: int
+    cache: CacheTiers | None
+    resident_adapters: list[ResidentAdapter]
+    queue_depth: int
+    running: int
+
+
+class MeshPutResponse(_Response):
+    user_id: str
+    nodes: int
+    edges: int
+
+
+# ---------------------------------------------------------------- admin API
+
+
+class AdapterInfoModel(_Response):
+    name: str
+    version: str | None
+    active_version: str | None
+    tier: Literal["device", "host", "disk"]
+    pinned: bool
+    loaded_at: float | None
+    error: str | None
+
+
+class AdapterListResponse(_Response):
+    adapters: list[AdapterInfoModel]
+
+
+class AdapterLoadRequest(_Request):
+    name: AdapterName
+    version: AdapterVersion | None = Field(None, description="defaults to the version `active` points at")
+    path: AbsolutePath | None = Field(None, description="adapter directory; defaults to adapters_dir/<name>/<version>")
+
+
+class AdapterLoadResponse(_Response):
+    name: str
+    version: str
+    loaded_at: float | None
+
+
+class AdapterUnloadRequest(_Request):
+    name: AdapterName
+    version: AdapterVersion | None = None
+
+
+class AdapterUnloadResponse(_Response):
+    name: str
+    version: str | None
+    unloaded: bool
+
+
+class AdapterPinRequest(_Request):
+    name: AdapterName
+    pinned: bool
+
+
+class AdapterPinResponse(_Response):
+    name: str
+    pinned: bool
+
+
+# ---------------------------------------------------------------- OpenAI-compatible API
+
+
+class StreamOptions(_Request):
+    include_usage: bool = False
+
+
+class _SamplingFields(_Request):
+    model: Annotated[str, Field(min_length=1, max_length=256, description="an adapter name or the base model")]
+    temperature: Temperature = 1.0
+    top_p: TopP = 1.0
+    n: Annotated[int, Field(ge=1, le=1, description="only 1 is supported")] = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: StopSequence | Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
+    seed: Seed | None = None
+    user: UserId | None = Field(None, description="end-user id for the adapter cascade (auth off only)")
+
+    def stop_sequences(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+class CompletionRequest(_SamplingFields):
+    prompt: Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+    max_tokens: Annotated[int, Field(ge=1)] | None = 16
+
+
+class TextPart(_Request):
+    type: Literal["text"]
+    text: Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+
+
+class ChatMessage(_Request):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] | Annotated[list[TextPart], Field(max_length=64)]
+    name: Annotated[str, Field(max_length=64)] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class ChatCompletionRequest(_SamplingFields):
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+
+
+class Usage(_Response):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+FinishReason = Literal["stop", "length"]
+
+
+class CompletionChoice(_Response):
+    index: int
+    text: str
+    finish_reason: FinishReason | None
+    logprobs: None = None
+
+
+class CompletionResponse(_Response):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+
+class AssistantMessage(_Response):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(_Response):
+    index: int
+    message: AssistantMessage
+    finish_reason: FinishReason | None
+    logprobs: None = None
+
+
+class ChatCompletionResponse(_Response):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    system_fingerprint: str | None = None
+
+
+class ChatDelta(_Response):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(_Response):
+    index: int
+    delta: ChatDelta
+    finish_reason: FinishReason | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(_Response):
+    """One server-sent event of a streamed chat completion."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+class ModelCard(_Response):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    parent: str | None = Field(description="the base model an adapter applies to; null for the base")
+    root: str
+
+
+class ModelList(_Response):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+def json_body(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json")

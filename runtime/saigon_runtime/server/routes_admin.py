@@ -1,0 +1,137 @@
+"""The admin API the agent sidecar calls on localhost: list, load, unload and pin adapters.
+
+Every route needs the admin bearer token (see auth.py). Manager calls may touch the disk, so
+they run in a worker thread; a bad adapter fails alone with 404/422 and never stops serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from saigon_runtime.server.errors import ApiError
+from saigon_runtime.server.protocol import (
+    AdapterInfoModel,
+    AdapterListResponse,
+    AdapterLoadRequest,
+    AdapterLoadResponse,
+    AdapterPinRequest,
+    AdapterPinResponse,
+    AdapterUnloadRequest,
+    AdapterUnloadResponse,
+    json_body,
+)
+from saigon_runtime.server.routing import Access, RouteDef, parse_body
+from saigon_runtime.server.state import state_of
+
+T = TypeVar("T")
+
+
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except OSError as exc:
+        # An unreadable path (too long, permission denied...) is the caller's problem, not a 500.
+        reason = exc.strerror or type(exc).__name__
+        raise ApiError(422, f"cannot read the adapter: {reason}", code="adapter_rejected") from None
+
+
+def info_model(info: Any) -> AdapterInfoModel:
+    return AdapterInfoModel(
+        name=info.name,
+        version=info.version,
+        active_version=info.active_version,
+        tier=info.tier,
+        pinned=info.pinned,
+        loaded_at=info.loaded_at,
+        error=info.error,
+    )
+
+
+async def list_adapters(request: web.Request) -> web.Response:
+    engine = state_of(request).ready_engine()
+    infos = await off_loop(engine.adapters.list_adapters)
+    return web.json_response(json_body(AdapterListResponse(adapters=[info_model(i) for i in infos])))
+
+
+async def load_adapter(request: web.Request) -> web.Response:
+    body = await parse_body(request, AdapterLoadRequest)
+    engine = state_of(request).ready_engine()
+    state = state_of(request)
+    info = await off_loop(engine.adapters.load, body.name, body.version, body.path)
+    assert info.version is not None
+    if body.name in state.config.required_adapters:
+        state.loaded_required.add(body.name)
+    return web.json_response(
+        json_body(AdapterLoadResponse(name=info.name, version=info.version, loaded_at=info.loaded_at))
+    )
+
+
+async def unload_adapter(request: web.Request) -> web.Response:
+    body = await parse_body(request, AdapterUnloadRequest)
+    state = state_of(request)
+    engine = state.ready_engine()
+    await off_loop(engine.adapters.unload, body.name, body.version)
+    if engine.adapters.current_version(body.name) is None:
+        state.loaded_required.discard(body.name)
+    return web.json_response(json_body(AdapterUnloadResponse(name=body.name, version=body.version, unloaded=True)))
+
+
+async def pin_adapter(request: web.Request) -> web.Response:
+    body = await parse_body(request, AdapterPinRequest)
+    engine = state_of(request).ready_engine()
+    await off_loop(engine.adapters.pin, body.name, body.pinned)
+    return web.json_response(json_body(AdapterPinResponse(name=body.name, pinned=body.pinned)))
+
+
+ROUTES = [
+    RouteDef(
+        "GET",
+        "/admin/adapters",
+        list_adapters,
+        "admin_list_adapters",
+        Access.ADMIN,
+        "List adapters with their versions, tier and pin state",
+        "admin",
+        response_model=AdapterListResponse,
+        errors=(503,),
+    ),
+    RouteDef(
+        "POST",
+        "/admin/adapters/load",
+        load_adapter,
+        "admin_load_adapter",
+        Access.ADMIN,
+        "Validate and load an adapter version, then make it current atomically",
+        "admin",
+        request_model=AdapterLoadRequest,
+        response_model=AdapterLoadResponse,
+        errors=(404, 503),
+    ),
+    RouteDef(
+        "POST",
+        "/admin/adapters/unload",
+        unload_adapter,
+        "admin_unload_adapter",
+        Access.ADMIN,
+        "Stop serving an adapter (or one version) and free its memory",
+        "admin",
+        request_model=AdapterUnloadRequest,
+        response_model=AdapterUnloadResponse,
+        errors=(404, 503),
+    ),
+    RouteDef(
+        "POST",
+        "/admin/adapters/pin",
+        pin_adapter,
+        "admin_pin_adapter",
+        Access.ADMIN,
+        "Pin an adapter in a device slot, or release the pin",
+        "admin",
+        request_model=AdapterPinRequest,
+        response_model=AdapterPinResponse,
+        errors=(404, 503),
+    ),
+]

@@ -1,0 +1,295 @@
+"""The OpenAI-compatible API: /v1/models, /v1/completions and /v1/chat/completions, with
+server-sent-event streaming and `usage`. `model` names an adapter or the base model; the
+official `openai` client works unchanged against these routes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+from pydantic import BaseModel
+from saigon_runtime.adapters.names import NAME_RE
+from saigon_runtime.engine.types import AdapterNotFound, AdapterRef, GenerationResult, SamplingParams
+from saigon_runtime.mesh.prompt import build_chat_prompt
+from saigon_runtime.server.auth import check_adapter_visible, effective_user, principal, visible_to
+from saigon_runtime.server.errors import ApiError
+from saigon_runtime.server.generation import (
+    Generation,
+    bounded_max_tokens,
+    encode,
+    new_request_id,
+    record_served,
+    submit,
+)
+from saigon_runtime.server.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatDelta,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    FinishReason,
+    ModelCard,
+    ModelList,
+    Usage,
+    json_body,
+)
+from saigon_runtime.server.routing import Access, ResponseKind, RouteDef, parse_body
+from saigon_runtime.server.sse import open_event_stream, send_done, send_error, send_event
+from saigon_runtime.server.state import ServerState, state_of
+
+OWNER = "saigon"
+
+
+async def list_models(request: web.Request) -> web.Response:
+    state = state_of(request)
+    engine = state.ready_engine()
+    who = principal(request)
+    infos = await asyncio.to_thread(engine.adapters.list_adapters)
+    created = int(state.started_at)
+    cards = [ModelCard(id=engine.model_id, created=created, owned_by=OWNER, parent=None, root=engine.model_id)]
+    for info in infos:
+        if info.version is None or info.name == engine.model_id or not visible_to(who, info.name):
+            continue
+        cards.append(
+            ModelCard(
+                id=info.name,
+                created=int(info.loaded_at or created),
+                owned_by=OWNER,
+                parent=engine.model_id,
+                root=info.name,
+            )
+        )
+    return web.json_response(json_body(ModelList(data=cards)))
+
+
+async def resolve_model(request: web.Request, model: str) -> AdapterRef | None:
+    """None for the base model, else the adapter `model` names at its current version."""
+    engine = state_of(request).ready_engine()
+    if model == engine.model_id:
+        return None
+    if not NAME_RE.match(model) or ".." in model:
+        raise _model_not_found(model)
+    check_adapter_visible(request, model)
+    try:
+        resolution = await asyncio.to_thread(engine.adapters.resolve, None, model, strict=True)
+    except AdapterNotFound:
+        raise _model_not_found(model) from None
+    return resolution.adapter
+
+
+def _model_not_found(model: str) -> ApiError:
+    shown = model if len(model) <= 64 else model[:61] + "..."
+    return ApiError(404, f"the model {shown!r} does not exist", param="model", code="model_not_found")
+
+
+def _finish_reason(result: GenerationResult) -> FinishReason:
+    return "length" if result.finish_reason == "length" else "stop"
+
+
+def _usage(result: GenerationResult) -> Usage:
+    return Usage(
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        total_tokens=result.prompt_tokens + result.completion_tokens,
+    )
+
+
+def _check_result(result: GenerationResult) -> None:
+    if result.finish_reason == "error" or result.error is not None:
+        raise ApiError(500, "generation failed", code="generation_failed")
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    body = await parse_body(request, CompletionRequest)
+    state = state_of(request)
+    user_id = effective_user(request, body.user, field="user")
+    adapter = await resolve_model(request, body.model)
+    prompt_ids = encode(state, body.prompt)
+    sampling = _sampling(state, body, len(prompt_ids), body.max_tokens)
+    request_id = new_request_id("cmpl")
+    gen = submit(state, prompt_ids, adapter, sampling, stream=body.stream, request_id=request_id)
+    created = int(time.time())
+
+    def chunk(text: str, finish: FinishReason | None) -> CompletionResponse:
+        choice = CompletionChoice(index=0, text=text, finish_reason=finish)
+        return CompletionResponse(id=request_id, created=created, model=body.model, choices=[choice])
+
+    def usage_chunk(usage: Usage) -> CompletionResponse:
+        return CompletionResponse(id=request_id, created=created, model=body.model, choices=[], usage=usage)
+
+    if body.stream:
+        response, result = await _stream(
+            request,
+            gen,
+            body.stream_options is not None and body.stream_options.include_usage,
+            first=None,
+            delta=lambda text: chunk(text, None),
+            last=lambda result: chunk("", _finish_reason(result)),
+            usage=usage_chunk,
+        )
+        if result is not None:
+            record_served(
+                state, request_id=request_id, user_id=user_id, adapter=adapter, result=result, prompt=body.prompt
+            )
+        return response
+    result = await gen.result()
+    _check_result(result)
+    record_served(state, request_id=request_id, user_id=user_id, adapter=adapter, result=result, prompt=body.prompt)
+    completion = chunk(result.text, _finish_reason(result))
+    completion.usage = _usage(result)
+    return web.json_response(json_body(completion))
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body = await parse_body(request, ChatCompletionRequest)
+    state = state_of(request)
+    user_id = effective_user(request, body.user, field="user")
+    adapter = await resolve_model(request, body.model)
+    engine = state.ready_engine()
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+    try:
+        prompt = build_chat_prompt(engine.tokenizer, messages)
+    except Exception as exc:  # a template that refuses this conversation (e.g. role order)
+        raise ApiError(
+            400,
+            f"the conversation does not fit the model's chat template ({exc})",
+            param="messages",
+            code="bad_messages",
+        ) from None
+    prompt_ids = encode(state, prompt)
+    requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    sampling = _sampling(state, body, len(prompt_ids), requested)
+    request_id = new_request_id("chatcmpl")
+    gen = submit(state, prompt_ids, adapter, sampling, stream=body.stream, request_id=request_id)
+    created = int(time.time())
+
+    def chunk(delta: ChatDelta, finish: FinishReason | None) -> ChatCompletionChunk:
+        choice = ChatChunkChoice(index=0, delta=delta, finish_reason=finish)
+        return ChatCompletionChunk(id=request_id, created=created, model=body.model, choices=[choice])
+
+    def usage_chunk(usage: Usage) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=request_id, created=created, model=body.model, choices=[], usage=usage)
+
+    if body.stream:
+        response, result = await _stream(
+            request,
+            gen,
+            body.stream_options is not None and body.stream_options.include_usage,
+            first=chunk(ChatDelta(role="assistant", content=""), None),
+            delta=lambda text: chunk(ChatDelta(content=text), None),
+            last=lambda result: chunk(ChatDelta(), _finish_reason(result)),
+            usage=usage_chunk,
+        )
+        if result is not None:
+            record_served(state, request_id=request_id, user_id=user_id, adapter=adapter, result=result, prompt=prompt)
+        return response
+    result = await gen.result()
+    _check_result(result)
+    record_served(state, request_id=request_id, user_id=user_id, adapter=adapter, result=result, prompt=prompt)
+    choice = ChatChoice(index=0, message=AssistantMessage(content=result.text), finish_reason=_finish_reason(result))
+    answer = ChatCompletionResponse(
+        id=request_id, created=created, model=body.model, choices=[choice], usage=_usage(result)
+    )
+    return web.json_response(json_body(answer))
+
+
+def _sampling(
+    state: ServerState, body: CompletionRequest | ChatCompletionRequest, prompt_tokens: int, requested: int | None
+) -> SamplingParams:
+    return SamplingParams(
+        temperature=body.temperature,
+        top_p=body.top_p,
+        max_new_tokens=bounded_max_tokens(state, prompt_tokens, requested),
+        stop=body.stop_sequences(),
+        seed=body.seed,
+    )
+
+
+async def _stream(
+    request: web.Request,
+    gen: Generation,
+    include_usage: bool,
+    *,
+    first: BaseModel | None,
+    delta: Callable[[str], BaseModel],
+    last: Callable[[GenerationResult], BaseModel],
+    usage: Callable[[Usage], BaseModel],
+) -> tuple[web.StreamResponse, GenerationResult | None]:
+    """Send the generation as server-sent events; the result is None when the client left early."""
+    response = await open_event_stream(request)
+    try:
+        if first is not None:
+            await send_event(response, first)
+        sent = []
+        async for event in gen.tokens():
+            if event.text:
+                sent.append(event.text)
+                await send_event(response, delta(event.text))
+        result = await gen.result()
+        if result.finish_reason == "error" or result.error is not None:
+            await send_error(response, ApiError(500, "generation failed", code="generation_failed"))
+            await send_done(response)
+            return response, result
+        streamed = "".join(sent)
+        if result.text.startswith(streamed) and len(result.text) > len(streamed):
+            await send_event(response, delta(result.text[len(streamed) :]))
+        await send_event(response, last(result))
+        if include_usage:
+            await send_event(response, usage(_usage(result)))
+        await send_done(response)
+        return response, result
+    except ConnectionResetError:
+        gen.handle.cancel()
+        return response, None
+
+
+_ERRORS = (403, 404, 429, 503)
+
+ROUTES = [
+    RouteDef(
+        "GET",
+        "/v1/models",
+        list_models,
+        "openai_models",
+        Access.TENANT,
+        "The base model and the adapters, each adapter with its parent",
+        "openai",
+        response_model=ModelList,
+        errors=(503,),
+    ),
+    RouteDef(
+        "POST",
+        "/v1/completions",
+        completions,
+        "openai_completions",
+        Access.TENANT,
+        "Complete a prompt (sent to the model as given)",
+        "openai",
+        request_model=CompletionRequest,
+        response_model=CompletionResponse,
+        response_kind=ResponseKind.JSON_OR_SSE,
+        stream_model=CompletionResponse,
+        errors=_ERRORS,
+    ),
+    RouteDef(
+        "POST",
+        "/v1/chat/completions",
+        chat_completions,
+        "openai_chat_completions",
+        Access.TENANT,
+        "Answer a conversation (rendered with the model's chat template)",
+        "openai",
+        request_model=ChatCompletionRequest,
+        response_model=ChatCompletionResponse,
+        response_kind=ResponseKind.JSON_OR_SSE,
+        stream_model=ChatCompletionChunk,
+        errors=_ERRORS,
+    ),
+]

@@ -1,0 +1,299 @@
+"""The original Saigon endpoints: infer, batch infer, hot-swap and status.
+
+A request is served by the caller's adapter cascade (explicit adapter -> user -> domain ->
+global -> base), with the user's mesh context assembled into the prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+from saigon_runtime.adapters.names import user_adapter
+from saigon_runtime.engine.types import AdapterRef, GenerationResult, SamplingParams
+from saigon_runtime.mesh.prompt import build_prompt
+from saigon_runtime.mesh.retrieval import build_context
+from saigon_runtime.mesh.schema import MeshError
+from saigon_runtime.server.auth import check_adapter_visible, effective_user, principal, visible_to
+from saigon_runtime.server.errors import ApiError
+from saigon_runtime.server.generation import (
+    Generation,
+    bounded_max_tokens,
+    encode,
+    new_request_id,
+    record_served,
+    submit,
+)
+from saigon_runtime.server.protocol import (
+    BatchInferRequest,
+    BatchInferResponse,
+    CacheTiers,
+    HotSwapRequest,
+    HotSwapResponse,
+    InferRequest,
+    InferResponse,
+    ResidentAdapter,
+    StatusResponse,
+    json_body,
+)
+from saigon_runtime.server.routes_admin import off_loop
+from saigon_runtime.server.routing import Access, RouteDef, parse_body
+from saigon_runtime.server.state import ServerState, state_of
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_NEW_TOKENS = 256
+
+
+@dataclass
+class Prepared:
+    request_id: str
+    user_id: str | None
+    adapter: AdapterRef | None
+    scope: str
+    prompt: str
+    prompt_ids: list[int]
+    sampling: SamplingParams
+    mesh_context_used: bool
+
+
+async def prepare(request: web.Request, state: ServerState, item: InferRequest) -> Prepared:
+    user_id = effective_user(request, item.user_id)
+    engine = state.ready_engine()
+    if item.adapter is not None:
+        check_adapter_visible(request, item.adapter, field="adapter")
+    resolution = await asyncio.to_thread(engine.adapters.resolve, user_id, item.adapter, strict=True)
+    context = None
+    if item.use_mesh_context and user_id is not None and state.mesh is not None:
+        context = await asyncio.to_thread(_mesh_context, state, user_id, item.input_text, engine.tokenizer)
+    prompt = build_prompt(engine.tokenizer, item.input_text, item.system_prompt, context)
+    prompt_ids = encode(state, prompt)
+    requested = item.max_length if item.max_length is not None else DEFAULT_MAX_NEW_TOKENS
+    sampling = SamplingParams(
+        temperature=item.temperature, max_new_tokens=bounded_max_tokens(state, len(prompt_ids), requested)
+    )
+    return Prepared(
+        new_request_id("infer"),
+        user_id,
+        resolution.adapter,
+        resolution.scope,
+        prompt,
+        prompt_ids,
+        sampling,
+        context is not None,
+    )
+
+
+def _mesh_context(state: ServerState, user_id: str, query: str, tokenizer: object) -> str | None:
+    assert state.mesh is not None
+    try:
+        graph = state.mesh.get(user_id)
+    except MeshError as exc:
+        # A broken mesh file costs this user their context, never their answer.
+        log.warning("mesh unusable, serving without context: %s", exc.kind)
+        return None
+    context = build_context(graph, query, tokenizer=tokenizer)
+    return context.text if context is not None else None
+
+
+def _response(state: ServerState, prepared: Prepared, result: GenerationResult) -> InferResponse:
+    if result.finish_reason == "error" or result.error is not None:
+        raise ApiError(500, "generation failed", code="generation_failed")
+    record_served(
+        state,
+        request_id=prepared.request_id,
+        user_id=prepared.user_id,
+        adapter=prepared.adapter,
+        result=result,
+        prompt=prepared.prompt,
+        mesh_context_used=prepared.mesh_context_used,
+    )
+    engine = state.engine
+    return InferResponse(
+        output=result.text,
+        adapter_used=prepared.adapter.name if prepared.adapter else None,
+        adapter_active=prepared.adapter.version if prepared.adapter else None,
+        adapter_scope=prepared.scope,  # type: ignore[arg-type]
+        mesh_context_used=prepared.mesh_context_used,
+        device=engine.device if engine is not None else "",
+        latency_ms=round(result.latency_s * 1000.0, 3),
+        finish_reason=result.finish_reason,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+    )
+
+
+def _submit(state: ServerState, prepared: Prepared) -> Generation:
+    return submit(state, prepared.prompt_ids, prepared.adapter, prepared.sampling, request_id=prepared.request_id)
+
+
+async def infer(request: web.Request) -> web.Response:
+    body = await parse_body(request, InferRequest)
+    state = state_of(request)
+    prepared = await prepare(request, state, body)
+    result = await _submit(state, prepared).result()
+    return web.json_response(json_body(_response(state, prepared, result)))
+
+
+async def infer_batch(request: web.Request) -> web.Response:
+    body = await parse_body(request, BatchInferRequest)
+    state = state_of(request)
+    limit = state.config.max_queue
+    if len(body.requests) > limit:
+        raise ApiError(413, f"a batch holds at most {limit} requests", param="requests", code="batch_too_large")
+    started = time.perf_counter()
+    prepared = [await prepare(request, state, item) for item in body.requests]
+    results: list[GenerationResult] = []
+    if body.parallel:
+        # All submitted before any is awaited: the engine batches them into the same steps.
+        generations: list[Generation] = []
+        try:
+            for p in prepared:
+                generations.append(_submit(state, p))
+        except BaseException:
+            for g in generations:
+                g.handle.cancel()
+            raise
+        results = list(await asyncio.gather(*(g.result() for g in generations)))
+    else:
+        for p in prepared:
+            results.append(await _submit(state, p).result())
+    responses = [_response(state, p, r) for p, r in zip(prepared, results, strict=True)]
+    total = round((time.perf_counter() - started) * 1000.0, 3)
+    return web.json_response(
+        json_body(BatchInferResponse(results=responses, count=len(responses), total_latency_ms=total))
+    )
+
+
+async def hot_swap(request: web.Request) -> web.Response:
+    body = await parse_body(request, HotSwapRequest)
+    state = state_of(request)
+    engine = state.ready_engine()
+    name = user_adapter(body.user_id)
+    previous = engine.adapters.current_version(name)
+    info = await off_loop(engine.adapters.load, name, None, body.new_adapter_path)
+    assert info.version is not None
+    store = engine.adapters.store
+    if not body.backup_current and previous is not None and previous != info.version and store is not None:
+        # Running requests keep their device copy; only the file copy goes.
+        await off_loop(store.remove_version, name, previous)
+    response = HotSwapResponse(
+        success=True, adapter=name, version=info.version, previous_version=previous, loaded_at=info.loaded_at
+    )
+    return web.json_response(json_body(response))
+
+
+async def status(request: web.Request) -> web.Response:
+    state = state_of(request)
+    who = principal(request)
+    engine = state.engine
+    current_user = state.current_user if not who.is_tenant or state.current_user == who.user_id else None
+    current_adapter = state.current_adapter
+    if current_adapter is not None and not visible_to(who, current_adapter):
+        current_adapter = None
+    if engine is None:
+        return web.json_response(
+            json_body(
+                StatusResponse(
+                    engine_initialized=False,
+                    current_user=current_user,
+                    current_adapter=current_adapter,
+                    device=None,
+                    base_model=None,
+                    cache_enabled=state.config.max_loras > 0,
+                    cache_size=0,
+                    cache_max_size=state.config.max_loras,
+                    cache=None,
+                    resident_adapters=[],
+                    queue_depth=0,
+                    running=0,
+                )
+            )
+        )
+    stats = engine.stats()
+    infos = await asyncio.to_thread(engine.adapters.list_adapters)
+    resident = [
+        ResidentAdapter(name=i.name, version=i.version, tier=i.tier, pinned=i.pinned)  # type: ignore[arg-type]
+        for i in infos
+        if i.tier != "disk" and i.version is not None and visible_to(who, i.name)
+    ]
+    c = stats.cache
+    body = StatusResponse(
+        engine_initialized=True,
+        current_user=current_user,
+        current_adapter=current_adapter,
+        device=engine.device,
+        base_model=engine.model_id,
+        cache_enabled=c.max_loras > 0,
+        cache_size=c.resident_device,
+        cache_max_size=c.max_loras,
+        cache=CacheTiers(
+            device=c.resident_device,
+            host=c.resident_host,
+            max_device=c.max_loras,
+            max_host=c.max_cpu_loras,
+            hits=c.hits,
+            misses=c.misses,
+            loads=c.loads,
+            evictions=c.evictions,
+        ),
+        resident_adapters=resident,
+        queue_depth=stats.queue_depth,
+        running=stats.running,
+    )
+    return web.json_response(json_body(body))
+
+
+_GENERATION_ERRORS = (403, 404, 429, 503)
+
+ROUTES = [
+    RouteDef(
+        "POST",
+        "/api/saigon/infer",
+        infer,
+        "saigon_infer",
+        Access.TENANT,
+        "Answer one request with the user's adapter and mesh context",
+        "saigon",
+        request_model=InferRequest,
+        response_model=InferResponse,
+        errors=_GENERATION_ERRORS,
+    ),
+    RouteDef(
+        "POST",
+        "/api/saigon/infer/batch",
+        infer_batch,
+        "saigon_infer_batch",
+        Access.TENANT,
+        "Answer several requests together (mixed adapters share engine steps)",
+        "saigon",
+        request_model=BatchInferRequest,
+        response_model=BatchInferResponse,
+        errors=_GENERATION_ERRORS,
+    ),
+    RouteDef(
+        "POST",
+        "/api/saigon/adapters/hot-swap",
+        hot_swap,
+        "saigon_hot_swap",
+        Access.ADMIN,
+        "Import an adapter directory as the user's new version and serve it from now on",
+        "saigon",
+        request_model=HotSwapRequest,
+        response_model=HotSwapResponse,
+        errors=(404, 503),
+    ),
+    RouteDef(
+        "GET",
+        "/api/saigon/status",
+        status,
+        "saigon_status",
+        Access.TENANT,
+        "Engine, cache and adapter status",
+        "saigon",
+        response_model=StatusResponse,
+    ),
+]

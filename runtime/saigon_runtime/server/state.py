@@ -1,0 +1,56 @@
+"""What the app holds while it runs, under typed `web.AppKey`s."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from saigon_runtime.config import RuntimeConfig
+from saigon_runtime.server.errors import ApiError
+from saigon_runtime.server.metrics import ServerMetrics
+
+if TYPE_CHECKING:
+    from saigon_runtime.audit import AuditLog
+    from saigon_runtime.engine.engine import Engine
+    from saigon_runtime.mesh.store import MeshStore
+
+
+@dataclass
+class ServerState:
+    config: RuntimeConfig
+    metrics: ServerMetrics
+    engine: Engine | None = None
+    engine_error: str | None = None  # why the base model failed to load, when it did
+    mesh: MeshStore | None = None
+    audit: AuditLog | None = None
+    draining: bool = False
+    started_at: float = field(default_factory=time.time)
+    # The original API's status reports the last user served and their adapter.
+    current_user: str | None = None
+    current_adapter: str | None = None
+    # Required adapters validated and loaded since start (by the startup task or the admin API).
+    loaded_required: set[str] = field(default_factory=set)
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def ready_engine(self) -> Engine:
+        """The engine, or 503 while it loads, after it failed, or once the server is draining."""
+        if self.draining:
+            raise ApiError(503, "the server is shutting down", code="shutting_down")
+        if self.engine is None:
+            detail = "the base model failed to load" if self.engine_error else "the base model is still loading"
+            raise ApiError(503, detail, code="not_ready")
+        return self.engine
+
+    def stats(self) -> Any | None:
+        return self.engine.stats() if self.engine is not None else None
+
+
+STATE_KEY = web.AppKey("saigon_state", ServerState)
+OPENAPI_KEY = web.AppKey("saigon_openapi", dict[str, Any])
+
+
+def state_of(request: web.Request) -> ServerState:
+    return request.app[STATE_KEY]
