@@ -1,0 +1,111 @@
+"""Wires the agent together: watch the model's SaigonAdapters, sync, report, serve /healthz."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from aiohttp import web
+from saigon_operator import resources as r
+from saigon_operator.kube import Credentials, KubeClient, custom_path, list_and_watch, object_path
+
+from saigon_agent.config import AgentConfig
+from saigon_agent.fetch import Fetcher
+from saigon_agent.reporter import PodReporter
+from saigon_agent.runtime_client import RuntimeAdmin
+from saigon_agent.sources import Materializer, decode_secret_data
+from saigon_agent.store import AdapterStore
+from saigon_agent.syncer import Syncer
+
+log = logging.getLogger("saigon_agent")
+
+
+async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    kube = KubeClient(Credentials.load(config.kubeconfig))
+    store = AdapterStore(config.adapters_dir)
+    config.adapters_dir.mkdir(parents=True, exist_ok=True)
+    leftovers = store.clean_staging()
+    if leftovers:
+        log.info("removed %d staging leftovers of an interrupted write", leftovers)
+
+    async def read_secret(name: str) -> dict[str, bytes]:
+        return decode_secret_data(await kube.get(object_path("Secret", config.namespace, name)))
+
+    fetcher = Fetcher(config.limits)
+    runtime = RuntimeAdmin(config.runtime_url, config.admin_token)
+    reporter = PodReporter(kube, config.namespace, config.pod_name)
+    syncer = Syncer(
+        store=store,
+        materializer=Materializer(store, fetcher, config.limits, config.sources_root, read_secret),
+        runtime=runtime,
+        reporter=reporter,
+        concurrency=config.concurrency,
+    )
+    health = await _start_health(config, syncer)
+    tasks = [
+        asyncio.create_task(_watch(kube, config, syncer), name="watch"),
+        asyncio.create_task(syncer.watch_runtime(config.resync_s), name="runtime"),
+        asyncio.create_task(reporter.run(), name="reporter"),
+    ]
+    log.info("agent started for pod %s/%s (model %s)", config.namespace, config.pod_name, config.model)
+    try:
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await syncer.close()
+        await health.cleanup()
+        await fetcher.close()
+        await runtime.close()
+        await kube.close()
+
+
+async def _watch(kube: KubeClient, config: AgentConfig, syncer: Syncer) -> None:
+    path = custom_path(r.GROUP, r.VERSION, r.ADAPTER_PLURAL, config.namespace)
+    params = {"fieldSelector": f"spec.modelRef.name={config.model}"}
+    async for kind, obj in list_and_watch(kube, path, params=params, on_relist=syncer.on_relist):
+        if kind == "DELETED":
+            syncer.on_deleted(obj)
+        else:
+            syncer.on_object(obj)
+
+
+async def _start_health(config: AgentConfig, syncer: Syncer) -> web.AppRunner:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def state(_: web.Request) -> web.Response:
+        body: dict[str, Any] = {
+            "synced": syncer.reporter.synced,
+            "adapters": {name: syncer.reporter.get(name).state for name in sorted(syncer.reporter.names())},  # type: ignore[union-attr]
+        }
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/state", state)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.health_host, config.health_port).start()
+    return runner
+
+
+def main_loop(config: AgentConfig) -> None:
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await run_agent(config, stop)
+
+    asyncio.run(runner())

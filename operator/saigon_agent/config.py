@@ -1,0 +1,99 @@
+"""Agent settings: one place for their environment variable names and defaults.
+
+The operator's pod builder imports ENV to set these on the sidecar, so the names
+live only here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ENV:
+    NAMESPACE = "SAIGON_AGENT_NAMESPACE"
+    POD_NAME = "SAIGON_AGENT_POD_NAME"
+    MODEL = "SAIGON_AGENT_MODEL"
+    ADAPTERS_DIR = "SAIGON_ADAPTERS_DIR"  # the same variable (and directory) the runtime reads
+    RUNTIME_URL = "SAIGON_AGENT_RUNTIME_URL"
+    ADMIN_TOKEN = "SAIGON_ADMIN_TOKEN"  # the same secret the runtime checks
+    SOURCES_ROOT = "SAIGON_AGENT_SOURCES_ROOT"
+    ALLOWED_CIDRS = "SAIGON_AGENT_ALLOWED_CIDRS"
+    HEALTH_PORT = "SAIGON_AGENT_HEALTH_PORT"
+    HEALTH_HOST = "SAIGON_AGENT_HEALTH_HOST"
+    MAX_ARTIFACT_BYTES = "SAIGON_AGENT_MAX_ARTIFACT_BYTES"
+    FETCH_TIMEOUT_S = "SAIGON_AGENT_FETCH_TIMEOUT_S"
+    CONCURRENCY = "SAIGON_AGENT_CONCURRENCY"
+    RESYNC_S = "SAIGON_AGENT_RESYNC_S"
+    # Extra CA certificates for https sources (PEM file). Meant for tests and private CAs.
+    CA_BUNDLE = "SAIGON_AGENT_CA_BUNDLE"
+    KUBECONFIG = "KUBECONFIG"
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    max_bytes: int = 512 * 1024 * 1024
+    # Whole transfer; a 5 MB adapter takes well under a second in-cluster.
+    timeout_s: float = 300.0
+    connect_timeout_s: float = 10.0
+    max_redirects: int = 3
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    ca_bundle: Path | None = None
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    namespace: str
+    pod_name: str
+    model: str
+    adapters_dir: Path
+    runtime_url: str
+    admin_token: str
+    sources_root: Path = Path("/mnt/saigon-sources")
+    limits: FetchLimits = field(default_factory=FetchLimits)
+    health_host: str = "0.0.0.0"
+    health_port: int = 8081
+    concurrency: int = 4
+    resync_s: float = 30.0
+    kubeconfig: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AgentConfig:
+        env = os.environ if env is None else env
+        missing = [
+            name
+            for name in (ENV.NAMESPACE, ENV.POD_NAME, ENV.MODEL, ENV.ADAPTERS_DIR, ENV.RUNTIME_URL, ENV.ADMIN_TOKEN)
+            if not env.get(name)
+        ]
+        if missing:
+            raise ValueError(f"missing environment: {', '.join(missing)}")
+        ca = env.get(ENV.CA_BUNDLE)
+        limits = FetchLimits(
+            max_bytes=int(env.get(ENV.MAX_ARTIFACT_BYTES) or FetchLimits.max_bytes),
+            timeout_s=float(env.get(ENV.FETCH_TIMEOUT_S) or FetchLimits.timeout_s),
+            allowed_networks=parse_networks(env.get(ENV.ALLOWED_CIDRS, "")),
+            ca_bundle=Path(ca) if ca else None,
+        )
+        return cls(
+            namespace=env[ENV.NAMESPACE],
+            pod_name=env[ENV.POD_NAME],
+            model=env[ENV.MODEL],
+            adapters_dir=Path(env[ENV.ADAPTERS_DIR]),
+            runtime_url=env[ENV.RUNTIME_URL].rstrip("/"),
+            admin_token=env[ENV.ADMIN_TOKEN],
+            sources_root=Path(env.get(ENV.SOURCES_ROOT) or "/mnt/saigon-sources"),
+            limits=limits,
+            health_host=env.get(ENV.HEALTH_HOST) or "0.0.0.0",
+            health_port=int(env.get(ENV.HEALTH_PORT) or 8081),
+            concurrency=max(1, int(env.get(ENV.CONCURRENCY) or 4)),
+            resync_s=float(env.get(ENV.RESYNC_S) or 30.0),
+            kubeconfig=env.get(ENV.KUBECONFIG) or None,
+        )
+
+
+def parse_networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """ "10.0.0.0/8, fd00::/8" -> networks; raises ValueError on a malformed entry."""
+    return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in raw.split(",") if item.strip())

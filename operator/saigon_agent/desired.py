@@ -1,0 +1,112 @@
+"""What this pod must serve, from the SaigonAdapter objects of its model (pure, no I/O).
+
+The agent acts on `status.target` only: the operator writes it after validating the
+spec (and after resolving two objects that claim the same adapter name), so an
+invalid or conflicting object never reaches a pod.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from saigon_operator.names import InvalidName, check_adapter_name
+from saigon_operator.specs import SpecError, Target, parse_target
+
+
+@dataclass(frozen=True)
+class Desired:
+    name: str  # the adapter name (user_<id>, ...)
+    uid: str
+    object_name: str  # the SaigonAdapter's name, for logs (adapter names may hold user ids)
+    created: str
+    target: Target | None
+    deleting: bool
+
+
+def desired_from(obj: dict[str, Any]) -> Desired | None:
+    """None when the object carries no usable adapter name yet."""
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    name = status.get("adapterName")
+    uid = meta.get("uid")
+    if not isinstance(name, str) or not isinstance(uid, str):
+        return None
+    try:
+        check_adapter_name(name)
+    except InvalidName:
+        return None
+    target: Target | None = None
+    raw_target = status.get("target")
+    if isinstance(raw_target, dict):
+        try:
+            target = parse_target(raw_target)
+        except SpecError:
+            target = None
+    return Desired(
+        name=name,
+        uid=uid,
+        object_name=str(meta.get("name", "")),
+        created=str(meta.get("creationTimestamp", "")),
+        target=target,
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+Action = Literal["serve", "remove", "keep"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    desired: Desired | None = None
+
+
+class DesiredBook:
+    """All SaigonAdapters of this pod's model, indexed by uid; decides per adapter name."""
+
+    def __init__(self) -> None:
+        self._by_uid: dict[str, Desired] = {}
+
+    def upsert(self, obj: dict[str, Any]) -> set[str]:
+        """Returns the adapter names whose decision may have changed."""
+        uid = (obj.get("metadata") or {}).get("uid")
+        before = self._by_uid.get(uid) if isinstance(uid, str) else None
+        desired = desired_from(obj)
+        touched = {before.name} if before else set()
+        if desired is None:
+            if before is not None:
+                del self._by_uid[before.uid]
+            return touched
+        self._by_uid[desired.uid] = desired
+        return touched | {desired.name}
+
+    def delete(self, obj: dict[str, Any]) -> set[str]:
+        uid = (obj.get("metadata") or {}).get("uid")
+        before = self._by_uid.pop(uid, None) if isinstance(uid, str) else None
+        return {before.name} if before else set()
+
+    def replace_all(self, objs: list[dict[str, Any]]) -> set[str]:
+        before = set(self._by_uid.values())
+        self._by_uid = {}
+        for obj in objs:
+            desired = desired_from(obj)
+            if desired is not None:
+                self._by_uid[desired.uid] = desired
+        after = set(self._by_uid.values())
+        return {d.name for d in before ^ after}
+
+    def names(self) -> set[str]:
+        return {d.name for d in self._by_uid.values()}
+
+    def decide(self, name: str) -> Decision:
+        candidates = [d for d in self._by_uid.values() if d.name == name]
+        live = [d for d in candidates if not d.deleting]
+        serving = sorted((d for d in live if d.target is not None), key=lambda d: (d.created, d.uid))
+        if serving:
+            return Decision("serve", serving[0])
+        if not live:
+            # Gone, or every object for this name is being deleted: unload and remove its files.
+            return Decision("remove", candidates[0] if candidates else None)
+        # Objects exist but none has a validated target yet: leave whatever is there.
+        return Decision("keep", live[0])

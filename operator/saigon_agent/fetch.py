@@ -1,0 +1,113 @@
+"""HTTPS downloads with a size cap, a time cap, guarded addresses and hand-checked redirects."""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin
+
+import aiohttp
+
+from saigon_agent.config import FetchLimits
+from saigon_agent.errors import FetchFailed, SourceRejected, TooLarge
+from saigon_agent.netguard import AddressGuard, GuardedResolver
+
+_REDIRECTS = {301, 302, 303, 307, 308}
+_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    path: Path
+    sha256: str
+    size: int
+
+
+class Fetcher:
+    """One connection pool for all downloads of an agent; every connection goes through the guard."""
+
+    def __init__(self, limits: FetchLimits) -> None:
+        self.limits = limits
+        self.guard = AddressGuard(limits.allowed_networks)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        if self.limits.ca_bundle is not None:
+            ctx.load_verify_locations(cafile=str(self.limits.ca_bundle))
+        return ctx
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                resolver=GuardedResolver(self.guard), ssl=self._ssl_context(), limit=16, ttl_dns_cache=30
+            )
+            # trust_env=False: an HTTPS_PROXY in the environment would bypass the address guard.
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def download(self, url: str, dest: Path, *, headers: Mapping[str, str] | None = None) -> Downloaded:
+        """Streams `url` into `dest`, hashing as it goes. Raises a SyncError subclass on any failure."""
+        timeout = aiohttp.ClientTimeout(
+            total=self.limits.timeout_s, sock_connect=self.limits.connect_timeout_s, sock_read=60
+        )
+        current = url
+        for _ in range(self.limits.max_redirects + 1):
+            self.guard.check_url(current)
+            try:
+                async with self.session.get(
+                    current, headers=dict(headers or {}), allow_redirects=False, timeout=timeout
+                ) as resp:
+                    if resp.status in _REDIRECTS:
+                        location = resp.headers.get("Location")
+                        if not location:
+                            raise FetchFailed(f"redirect {resp.status} without a Location", transient=False)
+                        current = urljoin(current, location)
+                        # Credentials for one host must not follow a redirect to another.
+                        headers = None
+                        continue
+                    if resp.status != 200:
+                        raise _status_error(resp.status)
+                    return await self._stream(resp, dest)
+            except (SourceRejected, FetchFailed, TooLarge):
+                raise
+            except TimeoutError:
+                raise FetchFailed(f"download took longer than {self.limits.timeout_s:g}s") from None
+            except aiohttp.ClientSSLError as exc:
+                raise FetchFailed(f"TLS verification failed: {exc}", reason="TLSError") from None
+            except aiohttp.ClientError as exc:
+                raise FetchFailed(f"download failed: {exc.__class__.__name__}: {exc}") from None
+        raise SourceRejected(f"more than {self.limits.max_redirects} redirects")
+
+    async def _stream(self, resp: aiohttp.ClientResponse, dest: Path) -> Downloaded:
+        cap = self.limits.max_bytes
+        if resp.content_length is not None and resp.content_length > cap:
+            raise TooLarge(f"artifact is {resp.content_length} bytes, over the {cap}-byte limit")
+        digest = hashlib.sha256()
+        size = 0
+        with dest.open("wb") as out:
+            async for chunk in resp.content.iter_chunked(_CHUNK):
+                size += len(chunk)
+                if size > cap:
+                    raise TooLarge(f"artifact exceeds the {cap}-byte limit")
+                digest.update(chunk)
+                out.write(chunk)
+        if resp.content_length is not None and size != resp.content_length:
+            raise FetchFailed(f"connection closed after {size} of {resp.content_length} bytes")
+        return Downloaded(path=dest, sha256=digest.hexdigest(), size=size)
+
+
+def _status_error(status: int) -> FetchFailed:
+    if status in (404, 408, 425, 429) or status >= 500:
+        # Not there yet, or the server is busy: worth another try later.
+        return FetchFailed(f"source answered HTTP {status}", reason="SourceUnavailable")
+    return FetchFailed(f"source answered HTTP {status}", reason="SourceError", transient=False)

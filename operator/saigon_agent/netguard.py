@@ -1,0 +1,89 @@
+"""Where the agent may connect: public addresses, plus networks the operator lists explicitly.
+
+A source URL names a host; the guard checks every address it resolves to, and the
+connector then connects only to the checked addresses, so a DNS answer cannot
+change between the check and the connection. Literal IPs in URLs are checked
+before any request (aiohttp does not resolve them).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from saigon_agent.errors import SourceRejected
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class AddressGuard:
+    def __init__(self, allowed: Sequence[Network] = ()) -> None:
+        self.allowed = tuple(allowed)
+
+    def permits(self, address: IPAddress) -> bool:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if any(address in net for net in self.allowed if net.version == address.version):
+            return True
+        # is_global excludes loopback, private (RFC 1918, ULA), link-local (cloud metadata),
+        # shared (CGNAT), documentation and reserved ranges.
+        return address.is_global and not address.is_multicast
+
+    def check(self, address: IPAddress, host: str) -> None:
+        if not self.permits(address):
+            raise SourceRejected(
+                f"{host} resolves to {address}, a loopback, private, link-local or reserved address "
+                "(list its network in the model's spec.adapterSources.allowedCidrs to allow it)"
+            )
+
+    def check_url(self, url: str) -> None:
+        """Scheme and literal-address checks for a URL about to be requested."""
+        parts = urlsplit(url)
+        if parts.scheme != "https":
+            raise SourceRejected(f"only https:// sources are allowed, not {parts.scheme or 'no'} scheme")
+        host = parts.hostname
+        if not host:
+            raise SourceRejected("the URL names no host")
+        if parts.username or parts.password:
+            raise SourceRejected("the URL must not carry credentials")
+        try:
+            literal = ipaddress.ip_address(host)
+        except ValueError:
+            return
+        self.check(literal, host)
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves with aiohttp's default resolver and keeps only the permitted addresses."""
+
+    def __init__(self, guard: AddressGuard, inner: AbstractResolver | None = None) -> None:
+        self.guard = guard
+        self.inner = inner or DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self.inner.resolve(host, port, family)
+        kept: list[ResolveResult] = []
+        first_denied: Any = None
+        for result in results:
+            address = ipaddress.ip_address(result["host"])
+            if self.guard.permits(address):
+                kept.append(result)
+            elif first_denied is None:
+                first_denied = address
+        if not kept:
+            if first_denied is not None:
+                self.guard.check(first_denied, host)
+            raise SourceRejected(f"{host} resolves to no permitted address")
+        return kept
+
+    async def close(self) -> None:
+        await self.inner.close()

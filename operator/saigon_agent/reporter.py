@@ -1,0 +1,98 @@
+"""Publishes this pod's report (annotation) and readiness gate (pod condition), debounced.
+
+Writes always carry the full current state, so a failed write is simply retried
+and nothing is lost between writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from saigon_operator import resources as r
+from saigon_operator.kube import ApiError, KubeClient, object_path
+from saigon_operator.reports import AdapterReport, PodReport, ReportTooLarge
+
+log = logging.getLogger(__name__)
+
+
+class PodReporter:
+    def __init__(self, kube: KubeClient, namespace: str, pod: str, *, debounce_s: float = 0.05) -> None:
+        self.kube = kube
+        self.path = object_path("Pod", namespace, pod)
+        self.debounce_s = debounce_s
+        self._adapters: dict[str, AdapterReport] = {}
+        self._synced = False
+        self._published_synced: bool | None = None
+        self._published_report: str | None = None
+        self._changed = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def synced(self) -> bool:
+        return self._synced
+
+    def get(self, name: str) -> AdapterReport | None:
+        return self._adapters.get(name)
+
+    def names(self) -> set[str]:
+        return set(self._adapters)
+
+    def set(self, name: str, report: AdapterReport) -> None:
+        if self._adapters.get(name) != report:
+            self._adapters[name] = report
+            self._mark()
+
+    def remove(self, name: str) -> None:
+        if self._adapters.pop(name, None) is not None:
+            self._mark()
+
+    def set_synced(self, synced: bool) -> None:
+        if synced != self._synced:
+            self._synced = synced
+            self._mark()
+
+    def _mark(self) -> None:
+        self._idle.clear()
+        self._changed.set()
+
+    async def wait_published(self) -> None:
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        delay = 0.5
+        while True:
+            await self._changed.wait()
+            await asyncio.sleep(self.debounce_s)
+            self._changed.clear()
+            try:
+                await self._publish()
+                delay = 0.5
+                if not self._changed.is_set():
+                    self._idle.set()
+            except (ApiError, ReportTooLarge) as exc:
+                log.warning("publishing the pod report failed (will retry): %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                self._changed.set()
+
+    async def _publish(self) -> None:
+        report = PodReport(adapters=dict(self._adapters), synced=self._synced).encode()
+        if report != self._published_report:
+            await self.kube.merge_patch(self.path, {"metadata": {"annotations": {r.REPORT_ANNOTATION: report}}})
+            self._published_report = report
+        synced = self._synced
+        if synced != self._published_synced:
+            cond = {
+                "type": r.READINESS_GATE,
+                "status": "True" if synced else "False",
+                "reason": "AdaptersLoaded" if synced else "Syncing",
+                "message": "every adapter this pod must serve has been handled"
+                if synced
+                else "loading the adapters this pod must serve",
+                "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+            await self.kube.strategic_patch(self.path + "/status", {"status": {"conditions": [cond]}})
+            self._published_synced = synced

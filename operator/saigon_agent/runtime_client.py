@@ -1,0 +1,104 @@
+"""The runtime's admin API on localhost (bearer-token protected), as the agent uses it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from saigon_agent.errors import RuntimeRejected, RuntimeUnavailable
+
+
+@dataclass(frozen=True)
+class RuntimeAdapter:
+    name: str
+    version: str | None
+    tier: str | None
+    loaded_at: str | None
+    error: str | None
+
+
+class RuntimeAdmin:
+    def __init__(self, base_url: str, token: str, *, timeout_s: float = 120.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=2)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers, trust_env=False)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        try:
+            async with self.session.request(method, self.base_url + path, json=body) as resp:
+                try:
+                    payload = await resp.json(content_type=None)
+                except ValueError:
+                    payload = None
+                return resp.status, payload
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise RuntimeUnavailable(f"runtime admin API unreachable: {exc.__class__.__name__}") from None
+
+    async def ready(self) -> bool:
+        try:
+            status, _ = await self._call("GET", "/readyz")
+        except RuntimeUnavailable:
+            return False
+        return status == 200
+
+    async def adapters(self) -> dict[str, RuntimeAdapter]:
+        status, payload = await self._call("GET", "/admin/adapters")
+        if status != 200 or not isinstance(payload, dict):
+            raise RuntimeUnavailable(f"listing adapters answered HTTP {status}")
+        out: dict[str, RuntimeAdapter] = {}
+        for item in payload.get("adapters") or []:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                continue
+            out[item["name"]] = RuntimeAdapter(
+                name=item["name"],
+                version=item.get("active_version") or item.get("version"),
+                tier=item.get("tier"),
+                loaded_at=item.get("loaded_at"),
+                error=item.get("error"),
+            )
+        return out
+
+    async def load(self, name: str, version: str, path: str) -> str | None:
+        """Loads `path` as name@version and makes it current; returns the runtime's loaded_at."""
+        status, payload = await self._call(
+            "POST", "/admin/adapters/load", {"name": name, "version": version, "path": path}
+        )
+        if status == 200:
+            return payload.get("loaded_at") if isinstance(payload, dict) else None
+        message = _error_message(payload) or f"HTTP {status}"
+        if status in (400, 404, 409, 413, 422):
+            raise RuntimeRejected(f"runtime rejected the adapter: {message}")
+        raise RuntimeUnavailable(f"runtime could not load the adapter now: {message}")
+
+    async def unload(self, name: str, version: str | None = None) -> None:
+        body: dict[str, Any] = {"name": name}
+        if version is not None:
+            body["version"] = version
+        status, payload = await self._call("POST", "/admin/adapters/unload", body)
+        if status in (200, 204, 404):
+            return
+        raise RuntimeUnavailable(f"unloading answered HTTP {status}: {_error_message(payload)}")
+
+
+def _error_message(payload: Any) -> str | None:
+    if isinstance(payload, dict):
+        err = payload.get("error")
+        if isinstance(err, dict):
+            return str(err.get("message") or err.get("type") or "")[:500] or None
+        if isinstance(err, str):
+            return err[:500]
+    return None

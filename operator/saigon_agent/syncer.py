@@ -1,0 +1,327 @@
+"""Converges this pod onto its desired adapters, one independent task per adapter name.
+
+Per adapter: fetch and verify into the store, load into the runtime (which makes the
+version current atomically), then flip `active`. A failure is reported for that
+adapter alone; transient ones are retried with backoff, permanent ones wait for a
+new target. The pod's readiness gate opens once every adapter it must serve has
+been handled (loaded, or failed for a reason of its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from saigon_operator.reports import AdapterReport, State
+from saigon_operator.specs import Target
+from saigon_operator.status import now_iso
+
+from saigon_agent.desired import DesiredBook
+from saigon_agent.errors import RuntimeRejected, RuntimeUnavailable, SyncError
+from saigon_agent.reporter import PodReporter
+from saigon_agent.runtime_client import RuntimeAdapter, RuntimeAdmin
+from saigon_agent.sources import Materializer
+from saigon_agent.store import AdapterStore
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 60.0
+
+
+@dataclass(frozen=True)
+class Served:
+    version: str
+    digest: str
+    loaded_at: str | None
+
+
+@dataclass
+class Failure:
+    fingerprint: str
+    transient: bool
+    attempts: int
+
+
+class Syncer:
+    def __init__(
+        self,
+        *,
+        store: AdapterStore,
+        materializer: Materializer,
+        runtime: RuntimeAdmin,
+        reporter: PodReporter,
+        concurrency: int = 4,
+        backoff_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.book = DesiredBook()
+        self.store = store
+        self.materializer = materializer
+        self.runtime = runtime
+        self.reporter = reporter
+        self.backoff_s = backoff_s
+        self._fetch_slots = asyncio.Semaphore(concurrency)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._served: dict[str, Served] = {}
+        self._failures: dict[str, Failure] = {}
+        self._runtime_view: dict[str, RuntimeAdapter] | None = None
+        self._runtime_up = asyncio.Event()
+        self._listed = False
+        self._retry_handles: dict[str, asyncio.TimerHandle] = {}
+        self._clock = clock
+
+    # --- inputs --------------------------------------------------------------------------------
+
+    def on_object(self, obj: dict[str, object]) -> None:
+        self.kick(self.book.upsert(obj))
+
+    def on_deleted(self, obj: dict[str, object]) -> None:
+        self.kick(self.book.delete(obj))
+
+    async def on_relist(self, objs: list[dict[str, object]]) -> None:
+        changed = self.book.replace_all(objs)
+        first = not self._listed
+        self._listed = True
+        if first:
+            # Files of adapters whose objects vanished while this pod was away.
+            changed |= set(self.store.names()) - self.book.names()
+            changed |= self.book.names()
+        self.kick(changed)
+        self._update_synced()
+
+    def kick(self, names: set[str] | list[str]) -> None:
+        for name in names:
+            handle = self._retry_handles.pop(name, None)
+            if handle is not None:
+                handle.cancel()
+            task = self._tasks.get(name)
+            if task is not None and not task.done():
+                self._again.add(name)
+                continue
+            self._tasks[name] = asyncio.create_task(self._run(name), name=f"sync-{name}")
+
+    # --- the runtime, watched in the background ------------------------------------------------
+
+    async def watch_runtime(self, interval_s: float, probe_s: float = 0.5) -> None:
+        """Keeps a view of what the runtime serves; reloads what it lost (e.g. it restarted)."""
+        while True:
+            try:
+                view = await self.runtime.adapters()
+            except RuntimeUnavailable:
+                if self._runtime_up.is_set():
+                    log.warning("runtime admin API went away")
+                self._runtime_up.clear()
+                await asyncio.sleep(probe_s)
+                continue
+            came_up = not self._runtime_up.is_set()
+            self._runtime_view = view
+            self._runtime_up.set()
+            self._update_synced()
+            lost = [
+                name
+                for name, served in self._served.items()
+                if (seen := view.get(name)) is None or seen.version != served.version
+            ]
+            if lost:
+                log.warning("runtime no longer serves %d adapters; reloading them", len(lost))
+                for name in lost:
+                    self._served.pop(name, None)
+                self.reporter.set_synced(False)
+            stray = [n for n in view if self._listed and self.book.decide(n).action == "remove"]
+            retry = [n for n, f in self._failures.items() if f.transient]
+            if came_up or lost or stray or retry:
+                self.kick(set(lost) | set(stray) | set(retry) | (self.book.names() if came_up else set()))
+            await asyncio.sleep(interval_s if not came_up else probe_s)
+
+    # --- per adapter ---------------------------------------------------------------------------
+
+    async def _run(self, name: str) -> None:
+        while True:
+            self._again.discard(name)
+            try:
+                await self._converge(name)
+            except Exception:  # a bug must not kill the loop for every other adapter
+                log.exception("unexpected error syncing an adapter of %s", self._label(name))
+                self._fail(name, None, SyncError("internal agent error", reason="InternalError", transient=True))
+            if name not in self._again:
+                break
+        self._update_synced()
+
+    def _label(self, name: str) -> str:
+        decision = self.book.decide(name)
+        return f"SaigonAdapter {decision.desired.object_name}" if decision.desired else "a removed SaigonAdapter"
+
+    async def _converge(self, name: str) -> None:
+        decision = self.book.decide(name)
+        if decision.action == "keep":
+            return
+        if decision.action == "remove" or decision.desired is None or decision.desired.target is None:
+            if self._listed or decision.desired is not None:
+                await self._remove(name)
+            return
+        target = decision.desired.target
+        fingerprint = target.fingerprint()
+        failure = self._failures.get(name)
+        if failure is not None and failure.fingerprint != fingerprint:
+            self._failures.pop(name, None)
+            failure = None
+        if failure is not None and not failure.transient:
+            return
+        if self._already_served(name, target):
+            return
+        try:
+            async with self._fetch_slots:
+                self._report(name, "Fetching", target)
+                installed = await self.materializer.install(name, target)
+            self._report(name, "Loading", target)
+            await self._runtime_up.wait()
+            loaded_at = await self.runtime.load(name, target.version, str(installed.path))
+        except RuntimeRejected as exc:
+            if self.store.active_version(name) != target.version:
+                self.store.remove_version(name, target.version)
+            self._fail(name, target, exc)
+            return
+        except RuntimeUnavailable as exc:
+            self._runtime_up.clear()
+            self._fail(name, target, exc, state="Loading")
+            return
+        except SyncError as exc:
+            self._fail(name, target, exc)
+            return
+        previous = self._served.get(name)
+        self.store.activate(name, target.version)
+        self.store.prune(name, keep={target.version} | ({previous.version} if previous else set()))
+        served = Served(target.version, installed.digest, loaded_at or now_iso())
+        self._served[name] = served
+        self._failures.pop(name, None)
+        self._report_served(name, target, served)
+        log.info("%s: version %s loaded", self._label(name), target.version)
+
+    def _already_served(self, name: str, target: Target) -> bool:
+        served = self._served.get(name)
+        if served is None:
+            served = self._adopt(name, target)
+        if served is None or served.version != target.version:
+            return False
+        if target.sha256 is not None and served.digest != target.sha256:
+            return False
+        self._report_served(name, target, served)
+        return True
+
+    def _adopt(self, name: str, target: Target) -> Served | None:
+        """After an agent restart: the runtime already serves what the store holds for this target."""
+        seen = (self._runtime_view or {}).get(name)
+        digest = self.store.installed_digest(name, target.version)
+        if seen is None or seen.version != target.version or seen.error or digest is None:
+            return None
+        if self.store.active_version(name) != target.version:
+            return None
+        served = Served(target.version, digest, seen.loaded_at)
+        self._served[name] = served
+        return served
+
+    async def _remove(self, name: str) -> None:
+        known = (
+            name in self.reporter.names()
+            or name in self.store.names()
+            or name in self._served
+            or (self._runtime_view is not None and name in self._runtime_view)
+        )
+        if not known:
+            return
+        current = self.reporter.get(name)
+        self.reporter.set(name, AdapterReport(state="Unloading", version=current.version if current else None))
+        if self._runtime_up.is_set():
+            try:
+                await self.runtime.unload(name)
+            except RuntimeUnavailable as exc:
+                self._runtime_up.clear()
+                self._fail(name, None, exc, state="Unloading")
+                return
+        self.store.remove(name)
+        self._served.pop(name, None)
+        self._failures.pop(name, None)
+        if self._runtime_view is not None:
+            self._runtime_view.pop(name, None)
+        self.reporter.remove(name)
+        log.info("%s: unloaded and removed", self._label(name))
+
+    # --- reporting -----------------------------------------------------------------------------
+
+    def _report(self, name: str, state: State, target: Target) -> None:
+        served = self._served.get(name)
+        self.reporter.set(
+            name,
+            AdapterReport(
+                state=state,
+                target=target.version,
+                version=served.version if served else None,
+                digest=served.digest if served else None,
+                loaded_at=served.loaded_at if served else None,
+            ),
+        )
+
+    def _report_served(self, name: str, target: Target, served: Served) -> None:
+        self.reporter.set(
+            name,
+            AdapterReport(
+                state="Loaded",
+                target=target.version,
+                version=served.version,
+                digest=served.digest,
+                loaded_at=served.loaded_at,
+            ),
+        )
+
+    def _fail(self, name: str, target: Target | None, exc: SyncError, *, state: State = "Failed") -> None:
+        previous = self._failures.get(name)
+        fingerprint = target.fingerprint() if target is not None else ""
+        attempts = previous.attempts + 1 if previous and previous.fingerprint == fingerprint else 1
+        self._failures[name] = Failure(fingerprint, exc.transient, attempts)
+        served = self._served.get(name)
+        self.reporter.set(
+            name,
+            AdapterReport(
+                state=state,
+                target=target.version if target else None,
+                version=served.version if served else None,
+                digest=served.digest if served else None,
+                loaded_at=served.loaded_at if served else None,
+                reason=exc.reason,
+                error=exc.message[:1000],
+            ),
+        )
+        log.warning("%s: %s (%s)", self._label(name), exc.reason, "will retry" if exc.transient else "giving up")
+        if exc.transient:
+            delay = min(self.backoff_s * 2 ** (attempts - 1), MAX_BACKOFF_S)
+            loop = asyncio.get_running_loop()
+            self._retry_handles[name] = loop.call_later(delay, self.kick, [name])
+
+    def _update_synced(self) -> None:
+        """Opens the readiness gate once every adapter to serve has a settled outcome."""
+        if self.reporter.synced or not self._listed or not self._runtime_up.is_set():
+            return
+        for name in self.book.names():
+            if self.book.decide(name).action != "serve":
+                continue
+            report = self.reporter.get(name)
+            if report is None or report.state not in ("Loaded", "Failed"):
+                return
+        self.reporter.set_synced(True)
+
+    # --- for tests and shutdown ----------------------------------------------------------------
+
+    async def idle(self) -> None:
+        while any(not t.done() for t in self._tasks.values()):
+            await asyncio.gather(*[t for t in self._tasks.values() if not t.done()], return_exceptions=True)
+
+    async def close(self) -> None:
+        for handle in self._retry_handles.values():
+            handle.cancel()
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)

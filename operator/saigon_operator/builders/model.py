@@ -1,0 +1,422 @@
+"""Pure builders: a SaigonModel's spec in, the manifests of its children out.
+
+No API calls here. Every child carries an owner reference to the model and the
+model label; the pod template carries a hash of itself so that any change to it
+rolls the Deployment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from saigon_agent.config import ENV as AGENT_ENV
+from saigon_operator import resources as r
+from saigon_operator.specs import ModelSpec, Resources
+
+# The runtime's environment variables (their one definition is runtime/saigon_runtime/config.py;
+# the operator image has no runtime package, so a cross-part test checks these names against it).
+RUNTIME_ENV = {
+    "base_model": "SAIGON_BASE_MODEL",
+    "adapters_dir": "SAIGON_ADAPTERS_DIR",
+    "device": "SAIGON_DEVICE",
+    "max_loras": "SAIGON_CACHE_SIZE",
+    "max_cpu_loras": "SAIGON_CPU_CACHE_SIZE",
+    "max_rank": "SAIGON_MAX_RANK",
+    "host": "SAIGON_HOST",
+    "port": "SAIGON_PORT",
+    "admin_token": "SAIGON_ADMIN_TOKEN",
+    "inference_tokens": "SAIGON_INFERENCE_TOKENS",
+}
+
+RUNTIME_CONTAINER = "runtime"
+AGENT_CONTAINER = "agent"
+RUNTIME_UID = 10001
+
+
+@dataclass(frozen=True)
+class Owner:
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": r.API_VERSION,
+            "kind": r.MODEL_KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Operator-wide settings that shape pods (from the operator's own flags)."""
+
+    agent_image: str
+    agent_image_pull_policy: str = "IfNotPresent"
+
+
+def names_for(model: str) -> dict[str, str]:
+    return {
+        "deployment": model,
+        "service": model,
+        "headless": f"{model}-pods",
+        "pdb": model,
+        "service_account": f"{model}-agent",
+        "role": f"{model}-agent",
+        "role_binding": f"{model}-agent",
+    }
+
+
+def selector_labels(model: str) -> dict[str, str]:
+    return {r.MODEL_LABEL: model, r.COMPONENT_LABEL: "runtime"}
+
+
+def selector_string(model: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(model).items()))
+
+
+def _labels(model: str) -> dict[str, str]:
+    return {
+        **selector_labels(model),
+        "app.kubernetes.io/name": "saigon",
+        "app.kubernetes.io/instance": model,
+        r.MANAGED_BY_LABEL: r.MANAGED_BY,
+    }
+
+
+def _meta(owner: Owner, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": _labels(owner.name),
+        "ownerReferences": [owner.reference()],
+    }
+
+
+def build_children(
+    owner: Owner, spec: ModelSpec, defaults: Defaults, *, secret_names: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """All children in creation order (identity and RBAC before the pods that use them)."""
+    return [
+        build_service_account(owner),
+        build_role(owner, secret_names=secret_names),
+        build_role_binding(owner),
+        build_service(owner, spec),
+        build_headless_service(owner, spec),
+        build_pdb(owner, spec),
+        build_deployment(owner, spec, defaults),
+    ]
+
+
+def build_service_account(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(owner, names_for(owner.name)["service_account"]),
+        # The token is projected into the agent container only (see _agent_token_volume).
+        "automountServiceAccountToken": False,
+    }
+
+
+def build_role(owner: Owner, *, secret_names: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Exactly what the agent does: read its model's adapters, annotate and gate its own pod.
+
+    `secret_names`: credential Secrets of the S3 sources of this model's adapters.
+    """
+    rules: list[dict[str, Any]] = [
+        {"apiGroups": [r.GROUP], "resources": [r.ADAPTER_PLURAL], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]},
+        {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
+    ]
+    if secret_names:
+        rules.append(
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": sorted(secret_names), "verbs": ["get"]}
+        )
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(owner, names_for(owner.name)["role"]),
+        "rules": rules,
+    }
+
+
+def build_role_binding(owner: Owner) -> dict[str, Any]:
+    names = names_for(owner.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(owner, names["role_binding"]),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": names["role"]},
+        "subjects": [{"kind": "ServiceAccount", "name": names["service_account"], "namespace": owner.namespace}],
+    }
+
+
+def build_service(owner: Owner, spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(owner, names_for(owner.name)["service"]),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner.name),
+            "ports": [{"name": "http", "port": spec.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def build_headless_service(owner: Owner, spec: ModelSpec) -> dict[str, Any]:
+    """Per-pod DNS and endpoints, for clients (and a router) that pick a replica themselves."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(owner, names_for(owner.name)["headless"]),
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector_labels(owner.name),
+            "publishNotReadyAddresses": False,
+            "ports": [{"name": "http", "port": spec.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def build_pdb(owner: Owner, spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(owner, names_for(owner.name)["pdb"]),
+        "spec": {
+            "maxUnavailable": spec.pod_disruption_budget.max_unavailable,
+            "selector": {"matchLabels": selector_labels(owner.name)},
+        },
+    }
+
+
+def build_deployment(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
+    template = build_pod_template(owner, spec, defaults)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(owner, names_for(owner.name)["deployment"]),
+        "spec": {
+            "replicas": spec.replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector_labels(owner.name)},
+            # Never fewer serving pods than asked for during a roll: surge one, then retire one.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": template,
+        },
+    }
+
+
+def build_pod_template(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
+    pod_spec = _pod_spec(owner, spec, defaults)
+    labels = _labels(owner.name)
+    return {
+        "metadata": {"labels": labels, "annotations": {r.SPEC_HASH_ANNOTATION: spec_hash(labels, pod_spec)}},
+        "spec": pod_spec,
+    }
+
+
+def spec_hash(labels: dict[str, str], pod_spec: dict[str, Any]) -> str:
+    blob = json.dumps({"labels": labels, "spec": pod_spec}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _pod_spec(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "adapters", "emptyDir": _empty_dir(spec)},
+        {"name": "runtime-tmp", "emptyDir": {}},
+        {"name": "agent-tmp", "emptyDir": {}},
+        _agent_token_volume(),
+    ]
+    if spec.base_model.pvc is not None:
+        volumes.append(
+            {
+                "name": "base-model",
+                "persistentVolumeClaim": {"claimName": spec.base_model.pvc.claim_name, "readOnly": True},
+            }
+        )
+    for claim in spec.adapter_sources.pvcs:
+        volumes.append({"name": f"src-{claim}"[:63], "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+
+    pod: dict[str, Any] = {
+        "serviceAccountName": names_for(owner.name)["service_account"],
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+            "fsGroup": RUNTIME_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        # Not Ready until the agent says the adapters this pod must serve are loaded.
+        "readinessGates": [{"conditionType": r.READINESS_GATE}],
+        "initContainers": [_agent_container(owner, spec, defaults)],
+        "containers": [_runtime_container(spec)],
+        "volumes": volumes,
+    }
+    scheduling = spec.scheduling
+    if scheduling.node_selector:
+        pod["nodeSelector"] = dict(sorted(scheduling.node_selector.items()))
+    if scheduling.tolerations:
+        pod["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in scheduling.tolerations]
+    if scheduling.priority_class_name:
+        pod["priorityClassName"] = scheduling.priority_class_name
+    return pod
+
+
+def _empty_dir(spec: ModelSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"sizeLimit": spec.adapter_storage.size_limit}
+    if spec.adapter_storage.medium:
+        out["medium"] = spec.adapter_storage.medium
+    return out
+
+
+def _agent_token_volume() -> dict[str, Any]:
+    return {
+        "name": "agent-api-token",
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+            ]
+        },
+    }
+
+
+_HARDENED = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def _secret_env(name: str, secret: str, key: str, *, optional: bool = False) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": secret, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
+
+
+def _field_env(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def _runtime_container(spec: ModelSpec) -> dict[str, Any]:
+    tokens = spec.token_secret_ref
+    base_model = (
+        spec.base_model.path
+        if spec.base_model.path is not None
+        else r.BASE_MODEL_MOUNT
+        + (f"/{spec.base_model.pvc.sub_path}" if spec.base_model.pvc and spec.base_model.pvc.sub_path else "")
+    )
+    env = [
+        {"name": RUNTIME_ENV["base_model"], "value": base_model},
+        {"name": RUNTIME_ENV["adapters_dir"], "value": r.ADAPTERS_MOUNT},
+        {"name": RUNTIME_ENV["device"], "value": spec.device},
+        {"name": RUNTIME_ENV["max_loras"], "value": str(spec.cache.max_loras)},
+        {"name": RUNTIME_ENV["max_cpu_loras"], "value": str(spec.cache.max_cpu_loras)},
+        {"name": RUNTIME_ENV["max_rank"], "value": str(spec.cache.max_rank)},
+        {"name": RUNTIME_ENV["host"], "value": "0.0.0.0"},
+        {"name": RUNTIME_ENV["port"], "value": str(spec.port)},
+        _secret_env(RUNTIME_ENV["admin_token"], tokens.name, tokens.admin_token_key),
+        _secret_env(RUNTIME_ENV["inference_tokens"], tokens.name, tokens.inference_tokens_key, optional=True),
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    mounts = [
+        {"name": "adapters", "mountPath": r.ADAPTERS_MOUNT, "readOnly": True},
+        {"name": "runtime-tmp", "mountPath": "/tmp"},
+    ]
+    if spec.base_model.pvc is not None:
+        mounts.append({"name": "base-model", "mountPath": r.BASE_MODEL_MOUNT, "readOnly": True})
+    return {
+        "name": RUNTIME_CONTAINER,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["saigon-runtime", "serve"],
+        "env": env,
+        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+        "resources": _runtime_resources(spec),
+        "volumeMounts": mounts,
+        "securityContext": _HARDENED,
+        # Loading a base model can take minutes; liveness starts counting only after this.
+        "startupProbe": _probe("/healthz", "http", period=5, failures=120),
+        "readinessProbe": _probe("/readyz", "http", period=5, failures=2),
+        "livenessProbe": _probe("/healthz", "http", period=10, failures=3),
+    }
+
+
+def _agent_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
+    tokens = spec.token_secret_ref
+    env = [
+        _field_env(AGENT_ENV.NAMESPACE, "metadata.namespace"),
+        _field_env(AGENT_ENV.POD_NAME, "metadata.name"),
+        {"name": AGENT_ENV.MODEL, "value": owner.name},
+        {"name": AGENT_ENV.ADAPTERS_DIR, "value": r.ADAPTERS_MOUNT},
+        {"name": AGENT_ENV.RUNTIME_URL, "value": f"http://127.0.0.1:{spec.port}"},
+        _secret_env(AGENT_ENV.ADMIN_TOKEN, tokens.name, tokens.admin_token_key),
+        {"name": AGENT_ENV.SOURCES_ROOT, "value": r.SOURCES_MOUNT},
+        {"name": AGENT_ENV.HEALTH_PORT, "value": str(r.AGENT_HEALTH_PORT)},
+    ]
+    if spec.adapter_sources.allowed_cidrs:
+        env.append({"name": AGENT_ENV.ALLOWED_CIDRS, "value": ",".join(spec.adapter_sources.allowed_cidrs)})
+    mounts = [
+        {"name": "adapters", "mountPath": r.ADAPTERS_MOUNT},
+        {"name": "agent-tmp", "mountPath": "/tmp"},
+        {"name": "agent-api-token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": True},
+    ]
+    for claim in spec.adapter_sources.pvcs:
+        mounts.append({"name": f"src-{claim}"[:63], "mountPath": f"{r.SOURCES_MOUNT}/{claim}", "readOnly": True})
+    resources = _resources(spec.agent.resources) or {
+        "requests": {"cpu": "50m", "memory": "64Mi"},
+        "limits": {"memory": "512Mi"},
+    }
+    return {
+        "name": AGENT_CONTAINER,
+        "image": spec.agent.image or defaults.agent_image,
+        "imagePullPolicy": defaults.agent_image_pull_policy,
+        "command": ["saigon-agent", "run"],
+        # A native sidecar: starts before the runtime, runs for the pod's whole life.
+        "restartPolicy": "Always",
+        "env": env,
+        "ports": [{"name": "agent-health", "containerPort": r.AGENT_HEALTH_PORT, "protocol": "TCP"}],
+        "resources": resources,
+        "volumeMounts": mounts,
+        "securityContext": _HARDENED,
+        "startupProbe": _probe("/healthz", "agent-health", period=1, failures=30),
+        "livenessProbe": _probe("/healthz", "agent-health", period=10, failures=3),
+    }
+
+
+def _probe(path: str, port: str, *, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 3,
+    }
+
+
+def _resources(res: Resources) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if res.requests:
+        out["requests"] = dict(sorted(res.requests.items()))
+    if res.limits:
+        out["limits"] = dict(sorted(res.limits.items()))
+    return out
+
+
+def _runtime_resources(spec: ModelSpec) -> dict[str, Any]:
+    out = _resources(spec.resources)
+    if spec.gpus:
+        out.setdefault("limits", {})["nvidia.com/gpu"] = spec.gpus
+    return out

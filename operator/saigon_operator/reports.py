@@ -1,0 +1,114 @@
+"""The per-pod report: what one runtime pod serves, written by its agent, read by the operator.
+
+It lives in one annotation on the agent's own Pod (resources.REPORT_ANNOTATION):
+the Pod is the natural owner of per-pod truth (it disappears with the pod, so no
+stale reports), the agent's RBAC already covers it, and the operator watches pods
+anyway. Plain JSON while small; gzip+base64 (prefix "gz:") past GZIP_ABOVE bytes
+so that a few thousand adapters stay under the 256 KiB annotation budget.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+FORMAT_VERSION = 1
+GZIP_ABOVE = 64 * 1024
+MAX_ENCODED = 200 * 1024
+_GZ_PREFIX = "gz:"
+
+State = Literal["Pending", "Fetching", "Loading", "Loaded", "Failed", "Unloading"]
+STATES: tuple[str, ...] = ("Pending", "Fetching", "Loading", "Loaded", "Failed", "Unloading")
+
+
+@dataclass(frozen=True)
+class AdapterReport:
+    """One adapter on one pod.
+
+    `version`/`digest`/`loaded_at` describe what the runtime serves now (None: nothing).
+    `state` describes the work towards `target` (the version the operator asked for):
+    Loaded means target is served; Failed carries `reason` and `error`.
+    """
+
+    state: State
+    target: str | None = None
+    version: str | None = None
+    digest: str | None = None
+    loaded_at: str | None = None
+    reason: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, str]:
+        keys = {"loaded_at": "loadedAt"}
+        return {keys.get(k, k): v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, raw: object) -> AdapterReport | None:
+        if not isinstance(raw, dict):
+            return None
+        state = raw.get("state")
+        if state not in STATES:
+            return None
+
+        def text(key: str) -> str | None:
+            value = raw.get(key)
+            return value[:2048] if isinstance(value, str) else None
+
+        return cls(
+            state=state,
+            target=text("target"),
+            version=text("version"),
+            digest=text("digest"),
+            loaded_at=text("loadedAt"),
+            reason=text("reason"),
+            error=text("error"),
+        )
+
+
+@dataclass(frozen=True)
+class PodReport:
+    adapters: dict[str, AdapterReport] = field(default_factory=dict)
+    # True once the agent has made one full pass over every adapter the pod must serve.
+    synced: bool = False
+
+    def encode(self) -> str:
+        body = {
+            "version": FORMAT_VERSION,
+            "synced": self.synced,
+            "adapters": {name: rep.to_json() for name, rep in sorted(self.adapters.items())},
+        }
+        text = json.dumps(body, separators=(",", ":"), sort_keys=True)
+        if len(text) > GZIP_ABOVE:
+            text = _GZ_PREFIX + base64.b64encode(gzip.compress(text.encode(), mtime=0)).decode()
+        if len(text) > MAX_ENCODED:
+            raise ReportTooLarge(f"report is {len(text)} bytes encoded, over {MAX_ENCODED}")
+        return text
+
+    @classmethod
+    def decode(cls, text: str | None) -> PodReport:
+        """Never raises: a missing or garbled report reads as an empty one."""
+        if not text:
+            return cls()
+        try:
+            if text.startswith(_GZ_PREFIX):
+                text = gzip.decompress(base64.b64decode(text[len(_GZ_PREFIX) :])).decode()
+            body = json.loads(text)
+        except (ValueError, OSError, EOFError):
+            return cls()
+        if not isinstance(body, dict) or body.get("version") != FORMAT_VERSION:
+            return cls()
+        adapters: dict[str, AdapterReport] = {}
+        raw_adapters = body.get("adapters")
+        if isinstance(raw_adapters, dict):
+            for name, raw in raw_adapters.items():
+                report = AdapterReport.from_json(raw)
+                if isinstance(name, str) and report is not None:
+                    adapters[name] = report
+        return cls(adapters=adapters, synced=body.get("synced") is True)
+
+
+class ReportTooLarge(ValueError):
+    pass

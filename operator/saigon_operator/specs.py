@@ -1,0 +1,331 @@
+"""Typed views of SaigonModel and SaigonAdapter specs, with the checks the CRD schema cannot make.
+
+The CRD (crds/) rejects most bad input at admission; these models re-check what the
+operator and the agent rely on (defence in depth: the CRD installed may be older)
+and turn a spec into the values the builders and the agent use.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from saigon_operator import names
+
+
+class SpecError(ValueError):
+    """A spec that cannot be served as written; `reason` is a CamelCase condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+
+def _check_https_url(url: str, *, allow_path: bool = True) -> str:
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        raise ValueError("must be an https:// URL")
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials")
+    if not allow_path and parts.path not in ("", "/"):
+        raise ValueError("must be a bare endpoint (no path)")
+    return url
+
+
+def _check_relative_path(path: str) -> str:
+    if not path or path.startswith("/") or any(part in ("..",) for part in path.split("/")):
+        raise ValueError("must be relative and must not contain '..'")
+    if "\x00" in path:
+        raise ValueError("must not contain NUL")
+    return path
+
+
+class HttpsSource(_Model):
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_https_url(v)
+
+
+class SecretRef(_Model):
+    name: str
+
+
+class S3Source(_Model):
+    endpoint: str
+    bucket: str
+    key: str
+    region: str = "us-east-1"
+    credentials_secret_ref: SecretRef = Field(alias="credentialsSecretRef")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        return _check_https_url(v, allow_path=False)
+
+
+class PvcSource(_Model):
+    claim_name: str = Field(alias="claimName")
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return _check_relative_path(v)
+
+
+class HuggingFaceSource(_Model):
+    repo: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    revision: str = Field(pattern=r"^[0-9a-f]{40}$")
+    endpoint: str = "https://huggingface.co"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        return _check_https_url(v, allow_path=False)
+
+
+SourceKind = Literal["https", "s3", "pvc", "huggingFace"]
+
+
+class AdapterSource(_Model):
+    https: HttpsSource | None = None
+    s3: S3Source | None = None
+    pvc: PvcSource | None = None
+    hugging_face: HuggingFaceSource | None = Field(default=None, alias="huggingFace")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AdapterSource:
+        given = [kind for kind in ("https", "s3", "pvc", "hugging_face") if getattr(self, kind) is not None]
+        if len(given) != 1:
+            raise ValueError("source needs exactly one of https, s3, pvc or huggingFace")
+        return self
+
+    @property
+    def kind(self) -> SourceKind:
+        if self.https is not None:
+            return "https"
+        if self.s3 is not None:
+            return "s3"
+        if self.pvc is not None:
+            return "pvc"
+        return "huggingFace"
+
+    @property
+    def is_remote(self) -> bool:
+        return self.kind != "pvc"
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class ModelRef(_Model):
+    name: str
+
+
+class Promotion(_Model):
+    model_config = ConfigDict(populate_by_name=True, extra="allow", frozen=True)
+    strategy: Literal["Immediate", "Canary", "Manual"] = "Immediate"
+
+
+class AdapterSpec(_Model):
+    model_ref: ModelRef = Field(alias="modelRef")
+    scope: dict[str, Any]
+    version: str
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    source: AdapterSource
+    promotion: Promotion = Field(default_factory=Promotion)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        return names.check_version(v)
+
+    @model_validator(mode="after")
+    def _digest_for_remote(self) -> AdapterSpec:
+        if self.source.is_remote and self.sha256 is None:
+            raise ValueError("sha256 is required for remote sources (https, s3, huggingFace)")
+        return self
+
+    @property
+    def adapter_name(self) -> str:
+        return names.adapter_name(self.scope)
+
+
+class Target(_Model):
+    """What every pod must serve for one adapter: the operator writes it, agents act on it."""
+
+    version: str
+    sha256: str | None = None
+    source: AdapterSource
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"version": self.version, "source": self.source.as_dict()}
+        if self.sha256:
+            out["sha256"] = self.sha256
+        return out
+
+    def fingerprint(self) -> str:
+        """Identity of the artifact to fetch: two targets with the same fingerprint need no refetch."""
+        return json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+
+
+def parse_adapter_spec(spec: dict[str, Any]) -> AdapterSpec:
+    try:
+        parsed = AdapterSpec.model_validate(spec)
+        names.check_adapter_name(parsed.adapter_name)
+    except (ValidationError, names.InvalidName) as exc:
+        raise SpecError("InvalidSpec", _describe(exc)) from None
+    if parsed.promotion.strategy != "Immediate":
+        # The promotion controller (Canary, Manual) is not part of this operator version.
+        raise SpecError("UnsupportedPromotion", f"promotion strategy {parsed.promotion.strategy} is not supported yet")
+    return parsed
+
+
+def parse_target(raw: dict[str, Any]) -> Target:
+    try:
+        target = Target.model_validate(raw)
+        names.check_version(target.version)
+    except (ValidationError, names.InvalidName) as exc:
+        raise SpecError("InvalidTarget", _describe(exc)) from None
+    if target.source.is_remote and not target.sha256:
+        raise SpecError("InvalidTarget", "a remote source needs a sha256")
+    return target
+
+
+# --- SaigonModel -------------------------------------------------------------------------------
+
+
+class PvcRef(_Model):
+    claim_name: str = Field(alias="claimName")
+    sub_path: str | None = Field(default=None, alias="subPath")
+
+    @field_validator("sub_path")
+    @classmethod
+    def _sub_path(cls, v: str | None) -> str | None:
+        return None if v is None else _check_relative_path(v)
+
+
+class BaseModelSource(_Model):
+    pvc: PvcRef | None = None
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BaseModelSource:
+        if (self.pvc is None) == (self.path is None):
+            raise ValueError("baseModel needs exactly one of pvc or path")
+        if self.path is not None and not self.path.startswith("/"):
+            raise ValueError("baseModel.path must be absolute")
+        return self
+
+
+Quantity = int | str
+
+
+class Resources(_Model):
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class AgentOptions(_Model):
+    image: str | None = None
+    resources: Resources = Field(default_factory=Resources)
+
+
+class CacheOptions(_Model):
+    max_loras: int = Field(default=8, alias="maxLoras", ge=1)
+    max_cpu_loras: int = Field(default=64, alias="maxCpuLoras", ge=0)
+    max_rank: int = Field(default=64, alias="maxRank", ge=1)
+
+
+class TokenSecretRef(_Model):
+    name: str
+    admin_token_key: str = Field(default="admin-token", alias="adminTokenKey")
+    inference_tokens_key: str = Field(default="inference-tokens", alias="inferenceTokensKey")
+
+
+class Toleration(_Model):
+    key: str | None = None
+    operator: str | None = None
+    value: str | None = None
+    effect: str | None = None
+    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds")
+
+
+class Scheduling(_Model):
+    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
+    tolerations: tuple[Toleration, ...] = ()
+    priority_class_name: str | None = Field(default=None, alias="priorityClassName")
+
+
+class AdapterStorage(_Model):
+    size_limit: Quantity = Field(default="10Gi", alias="sizeLimit")
+    medium: str = ""
+
+
+class AdapterSources(_Model):
+    pvcs: tuple[str, ...] = ()
+    allowed_cidrs: tuple[str, ...] = Field(default=(), alias="allowedCidrs")
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in v:
+            ipaddress.ip_network(cidr, strict=False)  # raises ValueError on garbage
+        return v
+
+
+class DisruptionBudget(_Model):
+    max_unavailable: Quantity = Field(default=1, alias="maxUnavailable")
+
+
+class ModelSpec(_Model):
+    base_model: BaseModelSource = Field(alias="baseModel")
+    image: str = Field(min_length=1)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", alias="imagePullPolicy"
+    )
+    agent: AgentOptions = Field(default_factory=AgentOptions)
+    replicas: int = Field(default=1, ge=0)
+    gpus: int = Field(default=0, ge=0)
+    resources: Resources = Field(default_factory=Resources)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cache: CacheOptions = Field(default_factory=CacheOptions)
+    port: int = Field(default=8001, ge=1024, le=65535)
+    token_secret_ref: TokenSecretRef = Field(alias="tokenSecretRef")
+    scheduling: Scheduling = Field(default_factory=Scheduling)
+    adapter_storage: AdapterStorage = Field(default_factory=AdapterStorage, alias="adapterStorage")
+    adapter_sources: AdapterSources = Field(default_factory=AdapterSources, alias="adapterSources")
+    pod_disruption_budget: DisruptionBudget = Field(default_factory=DisruptionBudget, alias="podDisruptionBudget")
+    termination_grace_period_seconds: int = Field(default=60, ge=0, alias="terminationGracePeriodSeconds")
+
+
+def parse_model_spec(spec: dict[str, Any]) -> ModelSpec:
+    try:
+        return ModelSpec.model_validate(spec)
+    except ValidationError as exc:
+        raise SpecError("InvalidSpec", _describe(exc)) from None
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "spec"
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            parts.append(f"{where}: {msg}")
+        return "; ".join(parts)
+    return str(exc)
