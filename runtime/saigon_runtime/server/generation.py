@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from saigon_runtime.audit import AuditRecord
@@ -79,7 +79,7 @@ class Generation:
         self._record(result)
         return result
 
-    async def tokens(self) -> AsyncIterator[TokenEvent]:
+    async def tokens(self) -> AsyncGenerator[TokenEvent, None]:
         """Token events as the engine produces them; ends when the request finishes."""
         assert self.events is not None, "submit(stream=True) to iterate tokens"
         events = self.events

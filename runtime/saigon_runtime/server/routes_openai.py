@@ -5,16 +5,17 @@ official `openai` client works unchanged against these routes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
 from aiohttp import web
 from pydantic import BaseModel
 from saigon_runtime.adapters.names import NAME_RE
-from saigon_runtime.engine.types import AdapterNotFound, AdapterRef, GenerationResult, SamplingParams
+from saigon_runtime.engine.types import AdapterNotFound, AdapterRef, EngineError, GenerationResult, SamplingParams
 from saigon_runtime.mesh.prompt import build_chat_prompt
 from saigon_runtime.server.auth import check_adapter_visible, effective_user, principal, visible_to
-from saigon_runtime.server.errors import ApiError
+from saigon_runtime.server.errors import ApiError, from_engine_error
 from saigon_runtime.server.generation import (
     Generation,
     bounded_max_tokens,
@@ -222,32 +223,46 @@ async def _stream(
     last: Callable[[GenerationResult], BaseModel],
     usage: Callable[[Usage], BaseModel],
 ) -> tuple[web.StreamResponse, GenerationResult | None]:
-    """Send the generation as server-sent events; the result is None when the client left early."""
-    response = await open_event_stream(request)
-    try:
-        if first is not None:
-            await send_event(response, first)
-        sent = []
-        async for event in gen.tokens():
-            if event.text:
-                sent.append(event.text)
-                await send_event(response, delta(event.text))
-        result = await gen.result()
-        if result.finish_reason == "error" or result.error is not None:
-            await send_error(response, ApiError(500, "generation failed", code="generation_failed"))
+    """Send the generation as server-sent events; the result is None when the client left early.
+
+    The response starts only once the first token exists, so a request that fails before that
+    (busy slots, a rejected adapter) still gets a real HTTP status instead of an error event.
+    """
+    async with contextlib.aclosing(gen.tokens()) as tokens:
+        pending = await anext(tokens, None)
+        if pending is None:
+            await gen.result()  # raises the engine's error, if any, while a status can still be sent
+        response = await open_event_stream(request)
+        try:
+            if first is not None:
+                await send_event(response, first)
+            sent: list[str] = []
+            while pending is not None:
+                if pending.text:
+                    sent.append(pending.text)
+                    await send_event(response, delta(pending.text))
+                pending = await anext(tokens, None)
+            try:
+                result = await gen.result()
+            except EngineError as exc:
+                await send_error(response, from_engine_error(exc))
+                await send_done(response)
+                return response, None
+            if result.finish_reason == "error" or result.error is not None:
+                await send_error(response, ApiError(500, "generation failed", code="generation_failed"))
+                await send_done(response)
+                return response, result
+            streamed = "".join(sent)
+            if result.text.startswith(streamed) and len(result.text) > len(streamed):
+                await send_event(response, delta(result.text[len(streamed) :]))
+            await send_event(response, last(result))
+            if include_usage:
+                await send_event(response, usage(_usage(result)))
             await send_done(response)
             return response, result
-        streamed = "".join(sent)
-        if result.text.startswith(streamed) and len(result.text) > len(streamed):
-            await send_event(response, delta(result.text[len(streamed) :]))
-        await send_event(response, last(result))
-        if include_usage:
-            await send_event(response, usage(_usage(result)))
-        await send_done(response)
-        return response, result
-    except ConnectionResetError:
-        gen.handle.cancel()
-        return response, None
+        except ConnectionResetError:
+            gen.handle.cancel()
+            return response, None
 
 
 _ERRORS = (403, 404, 429, 503)

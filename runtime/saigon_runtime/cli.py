@@ -1,0 +1,190 @@
+"""`saigon-runtime`: serve the HTTP API, or answer one request from the command line.
+
+Flags override the SAIGON_* environment variables (names in saigon_runtime.config). Secrets
+(SAIGON_ADMIN_TOKEN, SAIGON_INFERENCE_TOKENS) are read from the environment only, never from
+flags, which other users of the machine can see in the process list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from saigon_runtime.config import DEFAULT_PORT, RuntimeConfig
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    # Both spellings: the original CLI used --adapters_dir; --adapters-dir is the usual style.
+    parser.add_argument(
+        "--base_model",
+        "--base-model",
+        dest="base_model_dir",
+        type=Path,
+        help="base model directory (SAIGON_BASE_MODEL)",
+    )
+    parser.add_argument(
+        "--adapters_dir",
+        "--adapters-dir",
+        dest="adapters_dir",
+        type=Path,
+        help="adapters directory (SAIGON_ADAPTERS_DIR)",
+    )
+    parser.add_argument(
+        "--mesh_dir", "--mesh-dir", dest="mesh_dir", type=Path, help="per-user mesh directory (SAIGON_MESH_DIR)"
+    )
+    parser.add_argument(
+        "--log_dir", "--log-dir", dest="log_dir", type=Path, help="audit log directory (SAIGON_LOG_DIR)"
+    )
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (SAIGON_DEVICE)")
+    parser.add_argument("--dtype", help="auto, float32, bfloat16, float16 (SAIGON_DTYPE)")
+    parser.add_argument(
+        "--cache_size",
+        "--cache-size",
+        dest="max_loras",
+        type=int,
+        help="adapter slots on the device (SAIGON_CACHE_SIZE)",
+    )
+    parser.add_argument(
+        "--cpu_cache_size",
+        "--cpu-cache-size",
+        dest="max_cpu_loras",
+        type=int,
+        help="adapters kept in host memory (SAIGON_CPU_CACHE_SIZE)",
+    )
+    parser.add_argument(
+        "--max_rank", "--max-rank", dest="max_rank", type=int, help="largest LoRA rank (SAIGON_MAX_RANK)"
+    )
+    parser.add_argument(
+        "--max_batch",
+        "--max-batch",
+        dest="max_batch_size",
+        type=int,
+        help="requests per engine step (SAIGON_MAX_BATCH)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="saigon-runtime", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the HTTP API")
+    serve.add_argument("--host", help="address to listen on (SAIGON_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help=f"port (SAIGON_PORT, default {DEFAULT_PORT})")
+    serve.add_argument(
+        "--max_queue", "--max-queue", dest="max_queue", type=int, help="requests waiting before 429 (SAIGON_MAX_QUEUE)"
+    )
+    serve.add_argument(
+        "--required_adapters",
+        "--required-adapters",
+        dest="required_adapters",
+        type=_csv,
+        help="adapters /readyz waits for, comma separated (SAIGON_REQUIRED_ADAPTERS)",
+    )
+    serve.add_argument(
+        "--drain_timeout",
+        "--drain-timeout",
+        dest="drain_timeout_s",
+        type=float,
+        help="seconds in-flight requests get on SIGTERM (SAIGON_DRAIN_TIMEOUT)",
+    )
+    _model_flags(serve)
+
+    infer = commands.add_parser("infer", help="answer one request and exit")
+    infer.add_argument("--user_id", "--user-id", dest="user_id", help="whose adapter and mesh to use")
+    infer.add_argument("--prompt", required=True, help="the user's input")
+    infer.add_argument("--temperature", type=float, default=0.7, help="0 is greedy (default 0.7)")
+    infer.add_argument(
+        "--max_length",
+        "--max-length",
+        dest="max_length",
+        type=int,
+        default=128,
+        help="new tokens at most (default 128)",
+    )
+    infer.add_argument("--system_prompt", "--system-prompt", dest="system_prompt")
+    infer.add_argument("--adapter", help="serve with this adapter instead of the user's cascade")
+    infer.add_argument(
+        "--no_mesh", "--no-mesh", dest="use_mesh_context", action="store_false", help="leave the mesh context out"
+    )
+    infer.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    _model_flags(infer)
+    return parser
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+_COMMAND_ONLY = {"command", "log_level", "user_id", "prompt", "temperature", "max_length", "system_prompt",
+                 "adapter", "use_mesh_context", "json"}  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace) -> RuntimeConfig:
+    overrides = {k: v for k, v in vars(args).items() if k not in _COMMAND_ONLY and v is not None}
+    return RuntimeConfig.from_env(**overrides)
+
+
+def serve(config: RuntimeConfig) -> None:
+    from aiohttp import web
+
+    from saigon_runtime.server.app import RouteAccessLogger, create_app
+
+    app = create_app(config)
+    # run_app turns SIGTERM/SIGINT into a graceful stop: close the listener, give in-flight
+    # requests `shutdown_timeout` seconds, then run the cleanup contexts.
+    web.run_app(
+        app,
+        host=config.host,
+        port=config.port,
+        shutdown_timeout=config.drain_timeout_s,
+        access_log_class=RouteAccessLogger,
+        print=lambda message: logging.getLogger("saigon_runtime").info("%s", message),
+    )
+
+
+def infer(config: RuntimeConfig, args: argparse.Namespace) -> dict[str, Any]:
+    from saigon_runtime.inference import SaigonInference
+
+    service = SaigonInference.from_config(config)
+    try:
+        return service.run_inference(
+            args.user_id,
+            args.prompt,
+            use_mesh_context=args.use_mesh_context,
+            temperature=args.temperature,
+            max_length=args.max_length,
+            system_prompt=args.system_prompt,
+            adapter=args.adapter,
+        )
+    finally:
+        service.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+    except (TypeError, ValueError) as exc:
+        print(f"saigon-runtime: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        serve(config)
+        return 0
+    try:
+        result = infer(config, args)
+    except Exception as exc:
+        print(f"saigon-runtime: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, default=str) if args.json else result["output"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
