@@ -1,6 +1,7 @@
 """The inference audit log: one JSON line per request in `log_dir/inference_YYYYMMDD.jsonl` (UTC day).
 
-User ids are written as an HMAC-SHA256 under a per-install salt unless raw ids are opted in;
+User ids (also inside `user_<id>` adapter names) are written as an HMAC-SHA256 under a
+per-install salt unless raw ids are opted in;
 prompt and output text are written only with `log_prompts=True`. Each line goes out in one
 O_APPEND write, so lines from threads or processes sharing a file never interleave.
 """
@@ -29,6 +30,7 @@ SALT_FILE = ".audit_salt"
 SALT_BYTES = 32
 FILE_PREFIX = "inference_"
 FILE_SUFFIX = ".jsonl"
+USER_ADAPTER_PREFIX = "user_"
 
 Clock = Callable[[], datetime]
 
@@ -97,13 +99,19 @@ class AuditLog:
             return user_id
         return hmac.new(self._salt, user_id.encode(), hashlib.sha256).hexdigest()
 
+    def adapter_key(self, adapter: str | None) -> str | None:
+        """A per-user adapter's name carries the user id (`user_<id>`): hashed the same way."""
+        if adapter is None or not self.hash_user_ids or not adapter.startswith(USER_ADAPTER_PREFIX):
+            return adapter
+        return USER_ADAPTER_PREFIX + str(self.user_key(adapter.removeprefix(USER_ADAPTER_PREFIX)))
+
     def entry(self, record: AuditRecord, now: datetime) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "timestamp": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "request_id": record.request_id,
             "user_id": self.user_key(record.user_id),
             "user_id_hashed": self.hash_user_ids and record.user_id is not None,
-            "adapter_used": record.adapter_used,
+            "adapter_used": self.adapter_key(record.adapter_used),
             "adapter_active": record.adapter_active,
             "mesh_context_used": record.mesh_context_used,
             "device": record.device,

@@ -72,7 +72,7 @@ def test_one_line_per_request_in_a_file_named_by_utc_day(tmp_path: Path) -> None
     first = entries[0]
     assert set(first) == FIELDS
     assert first["timestamp"] == "2025-03-09T23:30:00.123Z"
-    assert first["adapter_used"] == "user_alice"
+    assert first["adapter_used"] == f"user_{first['user_id']}"
     assert first["adapter_active"] == "v3"
     assert first["mesh_context_used"] is True
     assert first["device"] == "cpu"
@@ -87,7 +87,7 @@ def test_prompt_and_output_are_left_out_by_default(tmp_path: Path) -> None:
     (path,) = tmp_path.glob("inference_*.jsonl")
     raw = path.read_text()
     assert "secret" not in raw
-    assert "alice" not in raw.replace("user_alice", "")  # only the adapter name may carry it
+    assert "alice" not in raw  # neither as the user id nor inside the adapter name
 
 
 def test_prompt_and_output_are_written_when_opted_in(tmp_path: Path) -> None:
@@ -112,6 +112,7 @@ def test_user_ids_are_salted_hashes_stable_within_an_install(tmp_path: Path) -> 
     alice1, alice2, bob = lines(path)
     expected = hmac.new(salt, b"alice", hashlib.sha256).hexdigest()
     assert alice1["user_id"] == alice2["user_id"] == expected
+    assert alice1["adapter_used"] == f"user_{expected}"  # joinable with user_id, not readable
     assert alice1["user_id_hashed"] is True
     assert bob["user_id"] != expected
     assert alice1["user_id"] != hashlib.sha256(b"alice").hexdigest()  # unsalted would be guessable
@@ -127,6 +128,7 @@ def test_raw_user_ids_when_opted_in(tmp_path: Path) -> None:
         entry = audit.write(record(user_id="alice"))
         anonymous = audit.write(record(user_id=None))
     assert entry["user_id"] == "alice" and entry["user_id_hashed"] is False
+    assert entry["adapter_used"] == "user_alice"
     assert anonymous["user_id"] is None
     assert not (tmp_path / SALT_FILE).exists()
 
@@ -245,3 +247,10 @@ def test_log_files_are_private(tmp_path: Path) -> None:
         audit.write(record())
     (path,) = tmp_path.glob("inference_*.jsonl")
     assert path.stat().st_mode & 0o007 == 0  # nothing for "other"
+
+
+def test_shared_adapter_names_are_not_hashed(tmp_path: Path) -> None:
+    with AuditLog(tmp_path) as audit:
+        assert audit.write(record(adapter_used="domain_legal"))["adapter_used"] == "domain_legal"
+        assert audit.write(record(adapter_used="global"))["adapter_used"] == "global"
+        assert audit.write(record(adapter_used=None))["adapter_used"] is None
