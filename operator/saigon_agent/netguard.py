@@ -39,7 +39,7 @@ class AddressGuard:
     def check(self, address: IPAddress, host: str) -> None:
         if not self.permits(address):
             raise SourceRejected(
-                f"{host} resolves to {address}, a loopback, private, link-local or reserved address "
+                f"{host} resolves to {address}, a {category(address)} address "
                 "(list its network in the model's spec.adapterSources.allowedCidrs to allow it)"
             )
 
@@ -58,6 +58,23 @@ class AddressGuard:
         except ValueError:
             return
         self.check(literal, host)
+
+
+def category(address: IPAddress) -> str:
+    """Why an address is not public, in words."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    for attribute, words in (
+        ("is_loopback", "loopback"),
+        ("is_link_local", "link-local"),
+        ("is_unspecified", "unspecified"),
+        ("is_multicast", "multicast"),
+        ("is_private", "private"),
+        ("is_reserved", "reserved"),
+    ):
+        if getattr(address, attribute):
+            return words
+    return "non-public"
 
 
 class GuardedResolver(AbstractResolver):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -67,7 +68,7 @@ class RuntimeAdmin:
                 name=item["name"],
                 version=item.get("active_version") or item.get("version"),
                 tier=item.get("tier"),
-                loaded_at=item.get("loaded_at"),
+                loaded_at=iso_time(item.get("loaded_at")),
                 error=item.get("error"),
             )
         return out
@@ -78,7 +79,7 @@ class RuntimeAdmin:
             "POST", "/admin/adapters/load", {"name": name, "version": version, "path": path}
         )
         if status == 200:
-            return payload.get("loaded_at") if isinstance(payload, dict) else None
+            return iso_time(payload.get("loaded_at")) if isinstance(payload, dict) else None
         message = _error_message(payload) or f"HTTP {status}"
         if status in (400, 404, 409, 413, 422):
             raise RuntimeRejected(f"runtime rejected the adapter: {message}")
@@ -92,6 +93,13 @@ class RuntimeAdmin:
         if status in (200, 204, 404):
             return
         raise RuntimeUnavailable(f"unloading answered HTTP {status}: {_error_message(payload)}")
+
+
+def iso_time(value: object) -> str | None:
+    """The runtime reports times as epoch seconds; reports carry RFC 3339."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    return value if isinstance(value, str) else None
 
 
 def _error_message(payload: Any) -> str | None:

@@ -75,6 +75,10 @@ class AdapterStore:
         os.replace(tmp, parent / ACTIVE_LINK)
         fsync_dir(parent)
 
+    def deactivate(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.adapter_dir(name) / ACTIVE_LINK)
+
     def active_version(self, name: str) -> str | None:
         try:
             return os.readlink(self.adapter_dir(name) / ACTIVE_LINK)

@@ -177,29 +177,39 @@ class Syncer:
             async with self._fetch_slots:
                 self._report(name, "Fetching", target)
                 installed = await self.materializer.install(name, target)
-            self._report(name, "Loading", target)
+        except SyncError as exc:
+            self._fail(name, target, exc)
+            return
+        # `active` flips before the load call: the runtime reads it (and must not have to write
+        # it: its view of the adapters directory is read-only), so both agree once load returns.
+        before = self.store.active_version(name)
+        self.store.activate(name, target.version)
+        self._report(name, "Loading", target)
+        try:
             await self._runtime_up.wait()
             loaded_at = await self.runtime.load(name, target.version, str(installed.path))
         except RuntimeRejected as exc:
-            if self.store.active_version(name) != target.version:
-                self.store.remove_version(name, target.version)
+            self._restore_active(name, before, rejected=target.version)
             self._fail(name, target, exc)
             return
         except RuntimeUnavailable as exc:
             self._runtime_up.clear()
             self._fail(name, target, exc, state="Loading")
             return
-        except SyncError as exc:
-            self._fail(name, target, exc)
-            return
         previous = self._served.get(name)
-        self.store.activate(name, target.version)
         self.store.prune(name, keep={target.version} | ({previous.version} if previous else set()))
         served = Served(target.version, installed.digest, loaded_at or now_iso())
         self._served[name] = served
         self._failures.pop(name, None)
         self._report_served(name, target, served)
         log.info("%s: version %s loaded", self._label(name), target.version)
+
+    def _restore_active(self, name: str, before: str | None, *, rejected: str) -> None:
+        if before is not None and before != rejected:
+            self.store.activate(name, before)
+        else:
+            self.store.deactivate(name)
+        self.store.remove_version(name, rejected)
 
     def _already_served(self, name: str, target: Target) -> bool:
         served = self._served.get(name)

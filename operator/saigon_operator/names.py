@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 
-_ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+# The runtime's rules (runtime/saigon_runtime/adapters/names.py): one path segment, at most
+# 63 characters, never "." / ".." / "active", and no ".." anywhere.
+_ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
 SCOPE_ID_RE = re.compile(rf"^{_ID}$")
 VERSION_RE = re.compile(rf"^{_ID}$")
 ADAPTER_NAME_RE = re.compile(rf"^(user_{_ID}|domain_{_ID}|global)$")
@@ -28,18 +30,18 @@ def adapter_name(scope: dict[str, object]) -> str:
     if kind == "global":
         return "global"
     value = scope[kind]
-    if not isinstance(value, str) or not SCOPE_ID_RE.match(value):
+    if not isinstance(value, str) or not SCOPE_ID_RE.match(value) or ".." in value:
         raise InvalidName(f"scope.{kind} must match {SCOPE_ID_RE.pattern}")
     return f"{kind}_{value}"
 
 
 def check_adapter_name(name: str) -> str:
-    if not ADAPTER_NAME_RE.match(name):
+    if not ADAPTER_NAME_RE.match(name) or ".." in name:
         raise InvalidName(f"adapter name must match {ADAPTER_NAME_RE.pattern}")
     return name
 
 
 def check_version(version: str) -> str:
-    if not VERSION_RE.match(version) or version == ACTIVE_LINK:
-        raise InvalidName(f"version must match {VERSION_RE.pattern} and not be {ACTIVE_LINK!r}")
+    if not VERSION_RE.match(version) or version == ACTIVE_LINK or ".." in version:
+        raise InvalidName(f"version must match {VERSION_RE.pattern}, hold no '..' and not be {ACTIVE_LINK!r}")
     return version

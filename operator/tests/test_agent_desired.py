@@ -1,0 +1,68 @@
+"""Which adapters a pod must serve, from the SaigonAdapter objects of its model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from saigon_agent.desired import DesiredBook, desired_from
+
+SHA = "a" * 64
+
+
+def obj(
+    uid: str,
+    name: str | None,
+    version: str | None = "v1",
+    *,
+    created: str = "2026-01-01T00:00:00Z",
+    deleting: bool = False,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"uid": uid, "name": f"cr-{uid}", "creationTimestamp": created}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-02T00:00:00Z"
+    status: dict[str, Any] = {}
+    if name:
+        status["adapterName"] = name
+    if version:
+        status["target"] = {"version": version, "sha256": SHA, "source": {"https": {"url": "https://e.example/a.tar"}}}
+    return {"metadata": meta, "status": status}
+
+
+def test_objects_without_a_validated_target_are_kept_not_served() -> None:
+    book = DesiredBook()
+    book.upsert(obj("u1", "user_1", version=None))
+    assert book.decide("user_1").action == "keep"
+    assert desired_from(obj("u2", None)) is None
+    assert desired_from(obj("u3", "../etc")) is None
+
+
+def test_serve_then_change_version_then_delete() -> None:
+    book = DesiredBook()
+    assert book.upsert(obj("u1", "user_1", "v1")) == {"user_1"}
+    decision = book.decide("user_1")
+    assert decision.action == "serve" and decision.desired and decision.desired.target
+    assert decision.desired.target.version == "v1"
+    book.upsert(obj("u1", "user_1", "v2"))
+    assert book.decide("user_1").desired.target.version == "v2"  # type: ignore[union-attr]
+    book.upsert(obj("u1", "user_1", "v2", deleting=True))
+    assert book.decide("user_1").action == "remove"
+    assert book.delete(obj("u1", "user_1")) == {"user_1"}
+    assert book.decide("user_1").action == "remove"
+
+
+def test_deleting_a_conflicting_duplicate_does_not_remove_the_served_adapter() -> None:
+    book = DesiredBook()
+    book.upsert(obj("old", "user_1", "v1", created="2026-01-01T00:00:00Z"))
+    book.upsert(obj("dup", "user_1", None, created="2026-01-05T00:00:00Z"))  # the operator gave it no target
+    book.upsert(obj("dup", "user_1", None, deleting=True))
+    decision = book.decide("user_1")
+    assert decision.action == "serve" and decision.desired and decision.desired.uid == "old"
+
+
+def test_relist_reports_vanished_and_changed_names() -> None:
+    book = DesiredBook()
+    book.upsert(obj("u1", "user_1"))
+    book.upsert(obj("u2", "user_2"))
+    changed = book.replace_all([obj("u2", "user_2"), obj("u3", "user_3")])
+    assert changed == {"user_1", "user_3"}
+    assert book.names() == {"user_2", "user_3"}

@@ -1,0 +1,129 @@
+"""The manifests a SaigonModel turns into (pure builders)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from saigon_agent.config import ENV as AGENT_ENV
+from saigon_operator import resources as r
+from saigon_operator.builders.model import Defaults, Owner, build_children, build_deployment, build_role
+from saigon_operator.specs import parse_model_spec
+
+OWNER = Owner(name="llama", namespace="ml", uid="1234")
+DEFAULTS = Defaults(agent_image="saigon/operator:1")
+
+
+def spec(**overrides: Any):  # type: ignore[no-untyped-def]
+    raw: dict[str, Any] = {
+        "baseModel": {"pvc": {"claimName": "weights", "subPath": "llama-8b"}},
+        "image": "saigon/runtime:1",
+        "tokenSecretRef": {"name": "tokens"},
+        "replicas": 3,
+        "gpus": 1,
+        "adapterSources": {"pvcs": ["team-adapters"], "allowedCidrs": ["10.0.0.0/8"]},
+        "scheduling": {"nodeSelector": {"gpu": "a100"}, "tolerations": [{"key": "gpu", "operator": "Exists"}]},
+    }
+    raw.update(overrides)
+    return parse_model_spec(raw)
+
+
+def by_kind(objs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for o in objs:
+        out.setdefault(o["kind"], []).append(o)
+    return out
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_every_child_is_owned_labelled_and_namespaced() -> None:
+    children = build_children(OWNER, spec(), DEFAULTS)
+    kinds = by_kind(children)
+    assert sorted(kinds) == ["Deployment", "PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    assert len(kinds["Service"]) == 2
+    for child in children:
+        meta = child["metadata"]
+        assert meta["namespace"] == "ml"
+        assert meta["labels"][r.MODEL_LABEL] == "llama"
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "saigon.ai/v1alpha1",
+                "kind": "SaigonModel",
+                "name": "llama",
+                "uid": "1234",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+
+
+def test_pod_runs_the_agent_as_a_native_sidecar_before_the_runtime() -> None:
+    pod = build_deployment(OWNER, spec(), DEFAULTS)["spec"]["template"]["spec"]
+    (agent,) = pod["initContainers"]
+    (runtime,) = pod["containers"]
+    assert agent["restartPolicy"] == "Always" and agent["image"] == "saigon/operator:1"
+    assert pod["readinessGates"] == [{"conditionType": r.READINESS_GATE}]
+    assert runtime["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert runtime["resources"]["limits"]["nvidia.com/gpu"] == 1
+    runtime_env = env_of(runtime)
+    assert runtime_env["SAIGON_BASE_MODEL"] == "/models/base/llama-8b"
+    assert runtime_env["SAIGON_ADMIN_TOKEN"] == {"secretKeyRef": {"name": "tokens", "key": "admin-token"}}
+    agent_env = env_of(agent)
+    assert agent_env[AGENT_ENV.RUNTIME_URL] == "http://127.0.0.1:8001"
+    assert agent_env[AGENT_ENV.POD_NAME] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert agent_env[AGENT_ENV.ALLOWED_CIDRS] == "10.0.0.0/8"
+    # Both see the same adapters directory; only the agent may write it.
+    mounts = {c["name"]: {m["name"]: m for m in c["volumeMounts"]} for c in (agent, runtime)}
+    assert mounts["runtime"]["adapters"]["readOnly"] is True
+    assert "readOnly" not in mounts["agent"]["adapters"]
+    assert mounts["agent"]["src-team-adapters"]["mountPath"] == f"{r.SOURCES_MOUNT}/team-adapters"
+    # The API token reaches the agent only.
+    assert pod["automountServiceAccountToken"] is False
+    assert "agent-api-token" in mounts["agent"] and "agent-api-token" not in mounts["runtime"]
+    assert pod["nodeSelector"] == {"gpu": "a100"}
+    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+
+
+def test_spec_changes_roll_the_pods_and_nothing_else_does() -> None:
+    def hash_of(s):  # type: ignore[no-untyped-def]
+        return build_deployment(OWNER, s, DEFAULTS)["spec"]["template"]["metadata"]["annotations"][
+            r.SPEC_HASH_ANNOTATION
+        ]
+
+    base = hash_of(spec())
+    assert hash_of(spec()) == base
+    assert hash_of(spec(replicas=5)) == base  # scaling is not a roll
+    assert hash_of(spec(image="saigon/runtime:2")) != base
+    assert hash_of(spec(cache={"maxLoras": 16})) != base
+    assert (
+        build_deployment(OWNER, spec(), Defaults(agent_image="saigon/operator:2"))["spec"]["template"]["metadata"][
+            "annotations"
+        ][r.SPEC_HASH_ANNOTATION]
+        != base
+    )
+
+
+def test_rolls_never_drop_below_the_requested_replicas() -> None:
+    deployment = build_deployment(OWNER, spec(), DEFAULTS)
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert deployment["spec"]["replicas"] == 3
+
+
+def test_agent_role_has_exact_verbs_and_no_wildcards() -> None:
+    rules = build_role(OWNER)["rules"]
+    assert rules == [
+        {"apiGroups": ["saigon.ai"], "resources": ["saigonadapters"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]},
+        {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
+    ]
+    with_secrets = build_role(OWNER, secret_names=("s3-b", "s3-a"))["rules"][-1]
+    assert with_secrets == {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "resourceNames": ["s3-a", "s3-b"],
+        "verbs": ["get"],
+    }
+    for rule in build_role(OWNER, secret_names=("x",))["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"]

@@ -1,0 +1,108 @@
+"""Spec parsing and the checks the operator makes beyond the CRD schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from saigon_operator.names import adapter_name
+from saigon_operator.specs import SpecError, parse_adapter_spec, parse_model_spec, parse_target
+
+SHA = "b" * 64
+
+
+def adapter(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "modelRef": {"name": "llama"},
+        "scope": {"user": "42"},
+        "version": "v1",
+        "sha256": SHA,
+        "source": {"https": {"url": "https://adapters.example.com/u42/v1.tar"}},
+    }
+    spec.update(overrides)
+    return spec
+
+
+def test_a_valid_adapter_spec() -> None:
+    spec = parse_adapter_spec(adapter())
+    assert spec.adapter_name == "user_42"
+    assert spec.source.kind == "https" and spec.source.is_remote
+    assert spec.promotion.strategy == "Immediate"
+
+
+@pytest.mark.parametrize(
+    ("scope", "name"), [({"user": "42"}, "user_42"), ({"domain": "law"}, "domain_law"), ({"global": True}, "global")]
+)
+def test_scope_names(scope: dict[str, Any], name: str) -> None:
+    assert adapter_name(scope) == name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"scope": {"user": "42", "domain": "law"}}, "exactly one of user, domain or global"),
+        ({"scope": {"user": "../x"}}, "scope.user must match"),
+        ({"version": "active"}, "not be 'active'"),
+        ({"version": "v1..2"}, "no '..'"),
+        ({"sha256": None}, "sha256 is required for remote sources"),
+        ({"sha256": "XYZ"}, "sha256"),
+        ({"source": {"https": {"url": "http://a.example/x"}}}, "https:// URL"),
+        ({"source": {"https": {"url": "https://u:p@a.example/x"}}}, "credentials"),
+        ({"source": {}}, "exactly one of https, s3, pvc or huggingFace"),
+        ({"source": {"pvc": {"claimName": "c", "path": "../../etc"}}, "sha256": None}, "must not contain '..'"),
+        ({"source": {"huggingFace": {"repo": "a/b", "revision": "main"}}}, "revision"),
+        ({"promotion": {"strategy": "Canary"}}, "not supported yet"),
+    ],
+)
+def test_invalid_adapter_specs_say_why(overrides: dict[str, Any], fragment: str) -> None:
+    spec = adapter(**overrides)
+    spec = {k: v for k, v in spec.items() if v is not None}
+    with pytest.raises(SpecError) as info:
+        parse_adapter_spec(spec)
+    assert fragment in info.value.message
+    assert info.value.reason in ("InvalidSpec", "UnsupportedPromotion")
+
+
+def test_pvc_sources_may_omit_the_digest() -> None:
+    spec = parse_adapter_spec({**adapter(source={"pvc": {"claimName": "c", "path": "a/b.tar"}}), "sha256": None} | {})
+    assert spec.sha256 is None and not spec.source.is_remote
+
+
+def test_target_fingerprint_changes_with_the_artifact_only() -> None:
+    a = parse_target({"version": "v1", "sha256": SHA, "source": {"https": {"url": "https://a.example/x"}}})
+    b = parse_target({"version": "v1", "sha256": SHA, "source": {"https": {"url": "https://a.example/x"}}})
+    c = parse_target({"version": "v2", "sha256": SHA, "source": {"https": {"url": "https://a.example/x"}}})
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+    with pytest.raises(SpecError):
+        parse_target({"version": "v1", "source": {"https": {"url": "https://a.example/x"}}})
+
+
+def model(**overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "baseModel": {"path": "/models/llama"},
+        "image": "saigon/runtime:1",
+        "tokenSecretRef": {"name": "tokens"},
+    }
+    spec.update(overrides)
+    return spec
+
+
+def test_model_defaults() -> None:
+    spec = parse_model_spec(model())
+    assert (spec.replicas, spec.port, spec.device, spec.cache.max_loras) == (1, 8001, "auto", 8)
+    assert spec.token_secret_ref.admin_token_key == "admin-token"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"baseModel": {"path": "/m", "pvc": {"claimName": "x"}}}, "exactly one of pvc or path"),
+        ({"baseModel": {"path": "relative"}}, "absolute"),
+        ({"replicas": -1}, "replicas"),
+        ({"port": 80}, "port"),
+        ({"adapterSources": {"allowedCidrs": ["nonsense"]}}, "allowedCidrs"),
+    ],
+)
+def test_invalid_model_specs(overrides: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(SpecError, match=fragment):
+        parse_model_spec(model(**overrides))
