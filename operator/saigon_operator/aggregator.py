@@ -1,0 +1,317 @@
+"""The one writer of SaigonAdapter and SaigonModel status.
+
+Handlers record what they decided (a validated target, an invalid spec, a deletion);
+pod events mark the adapters whose per-pod reports changed. A flush loop then
+recomputes those statuses from the pod index (kopf keeps it current) and patches
+only what changed, posting Events on user-visible transitions. One writer means no
+two handlers race on `status.conditions`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from saigon_operator import metrics
+from saigon_operator import resources as r
+from saigon_operator.events import EventRecorder
+from saigon_operator.kube import ApiError, KubeClient, custom_path
+from saigon_operator.specs import SpecError, Target
+from saigon_operator.status import (
+    AdapterFacts,
+    ModelFacts,
+    PodView,
+    adapter_status,
+    find_condition,
+    model_status,
+    now_iso,
+    without_timestamps,
+)
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+PodsOf = Callable[[str, str], Collection[PodView]]  # (namespace, model) -> the model's pods
+
+
+@dataclass
+class AdapterRecord:
+    namespace: str
+    name: str
+    uid: str
+    model: str
+    generation: int | None = None
+    adapter_name: str | None = None
+    target: Target | None = None
+    invalid: SpecError | None = None
+    conflict_with: str | None = None
+    deleting: bool = False
+    written: dict[str, Any] = field(default_factory=dict)
+
+    def facts(self) -> AdapterFacts:
+        return AdapterFacts(
+            adapter_name=self.adapter_name,
+            generation=self.generation,
+            target=self.target,
+            invalid=self.invalid,
+            conflict_with=self.conflict_with,
+            deleting=self.deleting,
+        )
+
+    def ref(self) -> dict[str, str]:
+        return {
+            "apiVersion": r.API_VERSION,
+            "kind": r.ADAPTER_KIND,
+            "name": self.name,
+            "namespace": self.namespace,
+            "uid": self.uid,
+        }
+
+
+@dataclass
+class ModelRecord:
+    namespace: str
+    name: str
+    uid: str
+    generation: int | None = None
+    desired_replicas: int = 0
+    spec_hash: str | None = None
+    selector: str = ""
+    invalid: SpecError | None = None
+    apply_error: str | None = None
+    written: dict[str, Any] = field(default_factory=dict)
+
+    def ref(self) -> dict[str, str]:
+        return {
+            "apiVersion": r.API_VERSION,
+            "kind": r.MODEL_KIND,
+            "name": self.name,
+            "namespace": self.namespace,
+            "uid": self.uid,
+        }
+
+
+class Aggregator:
+    def __init__(
+        self,
+        kube: KubeClient,
+        events: EventRecorder,
+        pods_of: PodsOf,
+        *,
+        debounce_s: float = 0.02,
+        concurrency: int = 16,
+    ) -> None:
+        self.kube = kube
+        self.events = events
+        self.pods_of = pods_of
+        self.debounce_s = debounce_s
+        self.adapters: dict[Key, AdapterRecord] = {}
+        self.models: dict[Key, ModelRecord] = {}
+        self._by_model: dict[Key, set[str]] = {}  # (ns, model) -> adapter object names
+        self._last_pods: dict[Key, PodView] = {}  # (ns, pod) -> last view, to diff reports
+        self._dirty_adapters: set[Key] = set()
+        self._dirty_models: set[Key] = set()
+        self._dirty_since: float | None = None
+        self._wake = asyncio.Event()
+        self._locks: dict[Key, asyncio.Lock] = {}
+        self._slots = asyncio.Semaphore(concurrency)
+
+    # --- what handlers tell us -------------------------------------------------------------------
+
+    def put_adapter(self, record: AdapterRecord) -> AdapterRecord:
+        key = (record.namespace, record.name)
+        old = self.adapters.get(key)
+        if old is not None and not record.written:
+            record.written = old.written
+        self.adapters[key] = record
+        self._by_model.setdefault((record.namespace, record.model), set()).add(record.name)
+        metrics.OBJECTS.labels("SaigonAdapter").set(len(self.adapters))
+        self.mark_model((record.namespace, record.model))
+        return record
+
+    def forget_adapter(self, key: Key) -> None:
+        record = self.adapters.pop(key, None)
+        if record is not None:
+            self._by_model.get((record.namespace, record.model), set()).discard(record.name)
+            self.mark_model((record.namespace, record.model))
+        self._dirty_adapters.discard(key)
+        metrics.OBJECTS.labels("SaigonAdapter").set(len(self.adapters))
+
+    def put_model(self, record: ModelRecord) -> ModelRecord:
+        key = (record.namespace, record.name)
+        old = self.models.get(key)
+        if old is not None and not record.written:
+            record.written = old.written
+        self.models[key] = record
+        metrics.OBJECTS.labels("SaigonModel").set(len(self.models))
+        return record
+
+    def forget_model(self, key: Key) -> None:
+        self.models.pop(key, None)
+        self._dirty_models.discard(key)
+        metrics.OBJECTS.labels("SaigonModel").set(len(self.models))
+
+    def adapters_of(self, namespace: str, model: str) -> list[AdapterRecord]:
+        names = self._by_model.get((namespace, model), set())
+        return [self.adapters[(namespace, n)] for n in sorted(names) if (namespace, n) in self.adapters]
+
+    # --- pods ------------------------------------------------------------------------------------
+
+    def observe_pod(self, namespace: str, model: str, view: PodView | None, pod_name: str) -> None:
+        """A pod changed (view) or vanished (None): mark what its change can affect."""
+        key = (namespace, pod_name)
+        old = self._last_pods.get(key)
+        if view is None:
+            self._last_pods.pop(key, None)
+        else:
+            self._last_pods[key] = view
+        if old is not None and view is not None and old.active == view.active:
+            changed = {
+                n
+                for n in set(old.report.adapters) | set(view.report.adapters)
+                if old.report.adapters.get(n) != view.report.adapters.get(n)
+            }
+            affected = [a for a in self.adapters_of(namespace, model) if a.adapter_name in changed]
+        elif (old is not None and old.active) or (view is not None and view.active):
+            affected = self.adapters_of(namespace, model)  # a replica came or went
+        else:
+            affected = []
+        for record in affected:
+            self.mark_adapter((record.namespace, record.name))
+        if old != view:
+            self.mark_model((namespace, model))
+
+    # --- flushing --------------------------------------------------------------------------------
+
+    def mark_adapter(self, key: Key) -> None:
+        self._dirty_adapters.add(key)
+        self._wake_up()
+
+    def mark_model(self, key: Key) -> None:
+        self._dirty_models.add(key)
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        if self._dirty_since is None:
+            self._dirty_since = time.perf_counter()
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self.debounce_s)
+            self._wake.clear()
+            started, self._dirty_since = self._dirty_since, None
+            adapters, self._dirty_adapters = self._dirty_adapters, set()
+            models, self._dirty_models = self._dirty_models, set()
+            await asyncio.gather(
+                *(self._guarded(self.write_adapter, key) for key in adapters),
+                *(self._guarded(self.write_model, key) for key in models),
+            )
+            if started is not None:
+                metrics.STATUS_LAG.observe(time.perf_counter() - started)
+
+    async def _guarded(self, write: Callable[[Key], Any], key: Key) -> None:
+        async with self._slots:
+            try:
+                await write(key)
+            except ApiError as exc:
+                if exc.status == 404:
+                    return
+                log.warning("status write for %s/%s failed (will retry): %s", key[0], key[1], exc)
+                metrics.ERRORS.labels("status", exc.reason or str(exc.status)).inc()
+                asyncio.get_running_loop().call_later(
+                    1.0, self.mark_adapter if write == self.write_adapter else self.mark_model, key
+                )
+
+    def _lock(self, kind: str, key: Key) -> asyncio.Lock:
+        return self._locks.setdefault((f"{kind}/{key[0]}", key[1]), asyncio.Lock())
+
+    async def write_adapter(self, key: Key) -> None:
+        record = self.adapters.get(key)
+        if record is None:
+            return
+        async with self._lock("adapter", key):
+            pods = self.pods_of(record.namespace, record.model)
+            status = adapter_status(record.facts(), list(pods), record.written.get("conditions"), now_iso())
+            if _same(status, record.written):
+                return
+            path = custom_path(r.GROUP, r.VERSION, r.ADAPTER_PLURAL, record.namespace, record.name, "status")
+            await self.kube.merge_patch(path, {"status": status})
+            metrics.STATUS_WRITES.labels("SaigonAdapter").inc()
+            previous, record.written = record.written, status
+        await self._adapter_events(record, previous, status)
+
+    async def write_model(self, key: Key) -> None:
+        record = self.models.get(key)
+        if record is None:
+            return
+        async with self._lock("model", key):
+            facts = ModelFacts(
+                generation=record.generation,
+                desired_replicas=record.desired_replicas,
+                spec_hash=record.spec_hash,
+                selector=record.selector,
+                invalid=record.invalid,
+                apply_error=record.apply_error,
+                adapters=len(self._by_model.get(key, ())),
+            )
+            status = model_status(facts, list(self.pods_of(*key)), record.written.get("conditions"), now_iso())
+            if _same(status, record.written):
+                return
+            path = custom_path(r.GROUP, r.VERSION, r.MODEL_PLURAL, record.namespace, record.name, "status")
+            await self.kube.merge_patch(path, {"status": status})
+            metrics.STATUS_WRITES.labels("SaigonModel").inc()
+            previous, record.written = record.written, status
+        before = find_condition(previous.get("conditions"), "Ready")
+        after = find_condition(status.get("conditions"), "Ready")
+        if after and (
+            before is None or before.get("status") != after["status"] or before.get("reason") != after["reason"]
+        ):
+            kind = (
+                "Normal"
+                if after["status"] == "True"
+                else "Warning"
+                if record.invalid or record.apply_error
+                else "Normal"
+            )
+            await self.events.post(record.ref(), kind, after["reason"], after["message"])
+
+    async def _adapter_events(self, record: AdapterRecord, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+        old_phase, new_phase = before.get("phase"), after.get("phase")
+        if old_phase == new_phase:
+            return
+        ready = find_condition(after.get("conditions"), "Ready") or {}
+        if new_phase == "Ready":
+            await self.events.post(record.ref(), "Normal", "Served", ready.get("message", ""))
+        elif new_phase in ("Degraded", "Failed", "Invalid", "Conflict"):
+            degraded = find_condition(after.get("conditions"), "Degraded") or {}
+            message = degraded.get("message") if new_phase in ("Degraded", "Failed") else ready.get("message")
+            await self.events.post(record.ref(), "Warning", str(ready.get("reason", new_phase)), str(message or ""))
+
+    async def flush(self) -> None:
+        """Writes everything marked dirty now (tests and shutdown)."""
+        adapters, self._dirty_adapters = self._dirty_adapters, set()
+        models, self._dirty_models = self._dirty_models, set()
+        for key in adapters:
+            await self._guarded(self.write_adapter, key)
+        for key in models:
+            await self._guarded(self.write_model, key)
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def _same(computed: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:
+    """Compares only the fields this writer owns (other controllers may own other status fields)."""
+    mine = {k: stored.get(k) for k in computed}
+    return _drop_none(without_timestamps(dict(computed))) == _drop_none(without_timestamps(mine))

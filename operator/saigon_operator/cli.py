@@ -1,0 +1,164 @@
+"""`saigon-operator run`: hold the leader Lease, then run the kopf operator; serve /healthz and /metrics."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+import kopf
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from saigon_operator.kube import Credentials, KubeClient
+from saigon_operator.leader import LeaderElector, LeaseSettings
+from saigon_operator.settings import OperatorConfig
+
+log = logging.getLogger("saigon_operator")
+
+EXIT_LOST_LEASE = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="saigon-operator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the operator")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", default=[], help="watch this namespace (repeatable)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
+    run.add_argument(
+        "--agent-image",
+        default=os.environ.get("SAIGON_AGENT_IMAGE", ""),
+        help="image of the agent sidecar (SAIGON_AGENT_IMAGE; normally the operator's own image)",
+    )
+    run.add_argument("--agent-image-pull-policy", default="IfNotPresent", choices=["Always", "IfNotPresent", "Never"])
+    run.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG, else in-cluster")
+    run.add_argument("--http-host", default="0.0.0.0")
+    run.add_argument("--http-port", type=int, default=8080, help="serves /healthz and /metrics")
+    run.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE"),
+        help="namespace of the leader Lease ($POD_NAMESPACE, else the first --namespace, else default)",
+    )
+    run.add_argument("--lease-name", default="saigon-operator")
+    run.add_argument("--lease-duration", type=float, default=15.0, help="seconds")
+    run.add_argument("--identity", default=None, help="this replica's name in the Lease (default host-pid)")
+    run.add_argument("--unload-timeout", type=float, default=300.0, help="seconds a deletion waits for pods")
+    run.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> OperatorConfig:
+    if not args.agent_image:
+        raise SystemExit("saigon-operator: --agent-image (or SAIGON_AGENT_IMAGE) is required")
+    namespaces = tuple(args.namespace)
+    return OperatorConfig(
+        agent_image=args.agent_image,
+        agent_image_pull_policy=args.agent_image_pull_policy,
+        namespaces=namespaces,
+        kubeconfig=args.kubeconfig,
+        http_host=args.http_host,
+        http_port=args.http_port,
+        lease_namespace=args.lease_namespace or (namespaces[0] if namespaces else "default"),
+        lease_name=args.lease_name,
+        lease_duration_s=args.lease_duration,
+        identity=args.identity or f"{socket.gethostname()}-{os.getpid()}",
+        unload_timeout_s=args.unload_timeout,
+    )
+
+
+async def run(config: OperatorConfig) -> int:
+    if config.kubeconfig:
+        os.environ["KUBECONFIG"] = config.kubeconfig  # kopf's login reads it too
+    import saigon_operator.main  # noqa: F401  (registers the handlers)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+
+    kube = KubeClient(Credentials.load(config.kubeconfig))
+    elector = LeaderElector(
+        kube,
+        LeaseSettings(
+            namespace=config.lease_namespace,
+            name=config.lease_name,
+            duration_s=config.lease_duration_s,
+            renew_every_s=max(config.lease_duration_s / 3, 0.5),
+            retry_every_s=max(config.lease_duration_s / 5, 0.5),
+        ),
+        config.identity,
+    )
+    operator_task: asyncio.Task[None] | None = None
+    http = await _serve_http(config, lambda: operator_task is None or not operator_task.done())
+    try:
+        acquiring = asyncio.create_task(elector.acquire())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([acquiring, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            acquiring.cancel()
+            return 0
+        kopf_stop: asyncio.Future[None] = loop.create_future()
+        operator_task = asyncio.create_task(
+            kopf.operator(
+                standalone=True,
+                clusterwide=not config.namespaces,
+                namespaces=list(config.namespaces),
+                stop_flag=kopf_stop,
+                memo=kopf.Memo(config=config),
+            ),
+            name="kopf",
+        )
+        holding = asyncio.create_task(elector.hold())
+        await asyncio.wait([operator_task, holding, stopping], return_when=asyncio.FIRST_COMPLETED)
+        lost = holding.done()
+        if not kopf_stop.done():
+            kopf_stop.set_result(None)
+        holding.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(operator_task, timeout=30)
+        if lost:
+            return EXIT_LOST_LEASE
+        if operator_task.done() and not operator_task.cancelled() and operator_task.exception() is not None:
+            log.error("the operator stopped: %r", operator_task.exception())
+            return 1
+        return 0
+    finally:
+        await elector.release()
+        await http.cleanup()
+        await kube.close()
+
+
+async def _serve_http(config: OperatorConfig, healthy: object) -> web.AppRunner:
+    async def healthz(_: web.Request) -> web.Response:
+        ok = healthy()  # type: ignore[operator]
+        return web.json_response({"status": "ok" if ok else "failed"}, status=200 if ok else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.http_host, config.http_port).start()
+    return runner
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = config_from_args(args)
+    return asyncio.run(run(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reconciliation logic behind the kopf decorators in saigon_operator.main."""

@@ -1,0 +1,183 @@
+"""SaigonAdapter: validate, resolve name conflicts, publish the target; the finalizer waits for unload."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from saigon_operator import metrics, names
+from saigon_operator import resources as r
+from saigon_operator.aggregator import AdapterRecord
+from saigon_operator.handlers.context import OperatorContext, classify
+from saigon_operator.handlers.model import sync_agent_role
+from saigon_operator.kube import ApiError, custom_path
+from saigon_operator.specs import SpecError, Target, parse_adapter_spec, parse_target
+from saigon_operator.status import PodView, now_iso
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One SaigonAdapter's claim on an adapter name within its model (kept in a kopf index)."""
+
+    created: str
+    name: str
+    deleting: bool
+
+
+def claim_key(body: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    spec = body.get("spec") or {}
+    try:
+        adapter = names.adapter_name(spec.get("scope") or {})
+    except names.InvalidName:
+        return None
+    model = (spec.get("modelRef") or {}).get("name")
+    if not isinstance(model, str):
+        return None
+    return body["metadata"]["namespace"], model, adapter
+
+
+def claim_of(body: Mapping[str, Any]) -> Claim:
+    meta = body["metadata"]
+    return Claim(str(meta.get("creationTimestamp", "")), meta["name"], bool(meta.get("deletionTimestamp")))
+
+
+def winner(claims: Iterable[Claim]) -> Claim | None:
+    """The oldest live claim owns the name; the agents break ties the same way."""
+    live = sorted((c for c in claims if not c.deleting), key=lambda c: (c.created, c.name))
+    return live[0] if live else None
+
+
+def _previous_target(status: Mapping[str, Any]) -> Target | None:
+    raw = status.get("target")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return parse_target(raw)
+    except SpecError:
+        return None
+
+
+async def reconcile(body: dict[str, Any], claims: Iterable[Claim], ctx: OperatorContext, retry: int) -> None:
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    spec_raw = body.get("spec") or {}
+    status = body.get("status") or {}
+    existing = ctx.aggregator.adapters.get((namespace, name))
+    record = AdapterRecord(
+        namespace=namespace,
+        name=name,
+        uid=meta["uid"],
+        model=str((spec_raw.get("modelRef") or {}).get("name", "")),
+        generation=meta.get("generation"),
+        written=existing.written if existing else dict(status),
+    )
+    previous = existing.target if existing else _previous_target(status)
+    with metrics.reconciling("SaigonAdapter") as result:
+        try:
+            spec = parse_adapter_spec(spec_raw)
+        except SpecError as exc:
+            # Pods keep serving the last good target; nothing is retried until the spec changes.
+            record.invalid = exc
+            record.adapter_name = status.get("adapterName") if isinstance(status.get("adapterName"), str) else None
+            record.target = previous
+            result["outcome"] = "invalid"
+            await _write(ctx, record, retry)
+            return
+        record.adapter_name = spec.adapter_name
+        owner = winner(claims)
+        if owner is not None and owner.name != name:
+            record.conflict_with = owner.name
+            result["outcome"] = "conflict"
+        else:
+            record.target = Target(version=spec.version, sha256=spec.sha256, source=spec.source)
+        await _write(ctx, record, retry)
+        if record.target is not None and (previous is None or previous.fingerprint() != record.target.fingerprint()):
+            await ctx.events.post(record.ref(), "Normal", "Syncing", f"rolling out version {spec.version}")
+        if spec.source.s3 is not None or (previous is not None and previous.source.s3 is not None):
+            try:
+                await sync_agent_role(ctx, namespace, record.model)
+            except ApiError as exc:
+                raise classify(exc, "updating the agent role", retry) from None
+
+
+async def _write(ctx: OperatorContext, record: AdapterRecord, retry: int) -> None:
+    ctx.aggregator.put_adapter(record)
+    try:
+        await ctx.aggregator.write_adapter((record.namespace, record.name))
+    except ApiError as exc:
+        raise classify(exc, "writing status", retry) from None
+
+
+async def finalize(
+    body: dict[str, Any], claims: Iterable[Claim], pods: Iterable[PodView], ctx: OperatorContext, retry: int
+) -> None:
+    """Holds the deletion until no running pod of the model reports the adapter any more."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    key = (namespace, name)
+    record = ctx.aggregator.adapters.get(key)
+    if record is None:
+        spec_raw = body.get("spec") or {}
+        record = AdapterRecord(
+            namespace=namespace,
+            name=name,
+            uid=meta["uid"],
+            model=str((spec_raw.get("modelRef") or {}).get("name", "")),
+            generation=meta.get("generation"),
+            adapter_name=(body.get("status") or {}).get("adapterName"),
+            written=dict(body.get("status") or {}),
+        )
+    record.deleting = True
+    await _write(ctx, record, retry)
+    others = [c for c in claims if c.name != name and not c.deleting]
+    # With another live claim on the name, that object takes the name over: nothing to unload.
+    if record.adapter_name and not others:
+        serving = sorted(p.name for p in pods if p.active and record.adapter_name in p.report.adapters)
+        if serving:
+            waited = _seconds_since(meta.get("deletionTimestamp"))
+            if waited < ctx.unload_timeout_s:
+                raise kopf.TemporaryError(
+                    f"waiting for {len(serving)} pods to unload: {', '.join(serving[:5])}", delay=1
+                )
+            await ctx.events.post(
+                record.ref(),
+                "Warning",
+                "UnloadTimedOut",
+                f"pods {', '.join(serving[:5])} did not unload in {ctx.unload_timeout_s:g}s",
+            )
+    ctx.aggregator.forget_adapter(key)
+    next_owner = winner(others)
+    if next_owner is not None:
+        await requeue(ctx, namespace, next_owner.name)
+    if record.target is not None and record.target.source.s3 is not None:
+        try:
+            await sync_agent_role(ctx, namespace, record.model)
+        except ApiError as exc:
+            log.warning("could not shrink the agent role of model %s/%s: %s", namespace, record.model, exc)
+
+
+async def requeue(ctx: OperatorContext, namespace: str, name: str) -> None:
+    """Makes kopf reconcile another SaigonAdapter (it now owns a contested name)."""
+    path = custom_path(r.GROUP, r.VERSION, r.ADAPTER_PLURAL, namespace, name)
+    try:
+        await ctx.kube.merge_patch(path, {"metadata": {"annotations": {r.REQUEUE_ANNOTATION: now_iso()}}})
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+
+
+def _seconds_since(stamp: object) -> float:
+    if not isinstance(stamp, str):
+        return 0.0
+    try:
+        when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return 0.0
+    return (datetime.now(UTC) - when).total_seconds()

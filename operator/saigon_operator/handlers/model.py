@@ -1,0 +1,79 @@
+"""SaigonModel: validate, apply the children (server-side apply), record facts for status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from saigon_operator import metrics
+from saigon_operator import resources as r
+from saigon_operator.aggregator import ModelRecord
+from saigon_operator.builders.model import Owner, build_children, build_role, selector_string
+from saigon_operator.handlers.context import OperatorContext, classify
+from saigon_operator.kube import ApiError, object_path
+from saigon_operator.specs import SpecError, parse_model_spec
+
+
+async def reconcile(body: dict[str, Any], ctx: OperatorContext, retry: int) -> None:
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    existing = ctx.aggregator.models.get((namespace, name))
+    record = ModelRecord(
+        namespace=namespace,
+        name=name,
+        uid=meta["uid"],
+        generation=meta.get("generation"),
+        selector=selector_string(name),
+        written=existing.written if existing else dict(body.get("status") or {}),
+    )
+    with metrics.reconciling("SaigonModel") as result:
+        try:
+            spec = parse_model_spec(body.get("spec") or {})
+        except SpecError as exc:
+            # Not retried: nothing changes until the spec does (which re-triggers this handler).
+            record.invalid = exc
+            ctx.aggregator.put_model(record)
+            await ctx.aggregator.write_model((namespace, name))
+            result["outcome"] = "invalid"
+            return
+        owner = Owner(name, namespace, meta["uid"])
+        children = build_children(owner, spec, ctx.defaults, secret_names=agent_secrets(ctx, namespace, name))
+        deployment = children[-1]
+        record.desired_replicas = spec.replicas
+        record.spec_hash = deployment["spec"]["template"]["metadata"]["annotations"][r.SPEC_HASH_ANNOTATION]
+        try:
+            for child in children:
+                await apply(ctx, child)
+        except ApiError as exc:
+            error = classify(exc, f"applying {child['kind']} {child['metadata']['name']}", retry)
+            record.apply_error = str(error)
+            ctx.aggregator.put_model(record)
+            await ctx.aggregator.write_model((namespace, name))
+            result["outcome"] = "temporary_error" if exc.transient else "permanent_error"
+            raise error from None
+        ctx.aggregator.put_model(record)
+        await ctx.aggregator.write_model((namespace, name))
+
+
+async def apply(ctx: OperatorContext, manifest: dict[str, Any]) -> None:
+    meta = manifest["metadata"]
+    path = object_path(manifest["kind"], meta["namespace"], meta["name"])
+    await ctx.kube.apply(path, manifest, field_manager=r.FIELD_MANAGER)
+
+
+def agent_secrets(ctx: OperatorContext, namespace: str, model: str) -> tuple[str, ...]:
+    """Credential Secrets the agents of this model may read: those its S3 adapters name."""
+    names = {
+        a.target.source.s3.credentials_secret_ref.name
+        for a in ctx.aggregator.adapters_of(namespace, model)
+        if a.target is not None and a.target.source.s3 is not None and not a.deleting
+    }
+    return tuple(sorted(names))
+
+
+async def sync_agent_role(ctx: OperatorContext, namespace: str, model: str) -> None:
+    """Re-applies the agent Role when the set of credential Secrets changes (no pod roll needed)."""
+    record = ctx.aggregator.models.get((namespace, model))
+    if record is None or record.invalid is not None:
+        return
+    role = build_role(Owner(model, namespace, record.uid), secret_names=agent_secrets(ctx, namespace, model))
+    await apply(ctx, role)

@@ -1,0 +1,22 @@
+"""The operator's own settings (from its command line; see saigon_operator.cli)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    agent_image: str
+    agent_image_pull_policy: str = "IfNotPresent"
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    kubeconfig: str | None = None
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    lease_namespace: str = "default"
+    lease_name: str = "saigon-operator"
+    lease_duration_s: float = 15.0
+    identity: str = ""
+    unload_timeout_s: float = 300.0
+    workers: int = 64
+    extra: dict[str, str] = field(default_factory=dict)
