@@ -12,7 +12,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from saigon_runtime.testing.tiny import install_adapter, make_adapter, make_gpt2, make_llama  # noqa: E402
+from saigon_runtime.testing.tiny import install_adapter, make_adapter, make_gpt2, make_llama
 
 AdapterFactory = Callable[..., Path]
 

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM
-
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine.engine import Engine
 from saigon_runtime.engine.types import AdapterRef, GenerationRequest, SamplingParams
+from transformers import AutoModelForCausalLM
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=8)
 

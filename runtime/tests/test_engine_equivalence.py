@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from engine_helpers import make_engine, peft_greedy, peft_reference, request
 from saigon_runtime.engine.types import AdapterRef
 

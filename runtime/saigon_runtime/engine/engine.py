@@ -104,6 +104,7 @@ class Engine:
         self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 1 << 30) or 1 << 30)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self.max_prefill_tokens = 8192
+        self.starvation_s = min(1.0, config.slot_wait_timeout_s / 4)
         self._waiting: deque[RequestHandle] = deque()
         self._running: list[_Seq] = []
         self._kv: kvops.BatchKV | None = None
@@ -255,10 +256,15 @@ class Engine:
                     self._count("error")
                     continue
                 if dev is None:
-                    if now - handle.submitted_at > self.config.slot_wait_timeout_s:
+                    waited = now - handle.submitted_at
+                    if waited > self.config.slot_wait_timeout_s:
                         self._remove_waiting(handle)
                         handle._finish(None, EngineBusy("every adapter slot is in use by running requests"))
                         self._count("busy")
+                        continue
+                    if waited > self.starvation_s:
+                        # Admit nothing behind a starving request, so that busy slots drain and free up.
+                        break
                     continue
             self._remove_waiting(handle)
             seq = self._resume.pop(handle, None)
@@ -358,7 +364,7 @@ class Engine:
             if s.first_token_at is None:
                 s.first_token_at = now
             reason: FinishReason | None = None
-            if tok in self.eos_ids:
+            if tok in self.eos_ids and not s.request.sampling.ignore_eos:
                 reason = "stop"
                 delta = ""
             else:

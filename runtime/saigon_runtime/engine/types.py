@@ -59,6 +59,7 @@ class SamplingParams:
     max_new_tokens: int = 128
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False  # keep generating past the end-of-sequence token (benchmarks)
 
     def validate(self) -> None:
         if not 0.0 <= self.temperature <= 10.0:

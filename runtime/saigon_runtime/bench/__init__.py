@@ -1,0 +1,1 @@
+"""Benchmarks: each prints ratios against baselines run in the same process."""

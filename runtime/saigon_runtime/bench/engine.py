@@ -1,0 +1,287 @@
+"""Engine benchmark: Saigon vs the base-only ceiling, PEFT one-at-a-time and PEFT mixed batches.
+
+Everything runs in ONE process on the same model and prompts, and the report is given
+as ratios, because absolute numbers on shared machines are noisy:
+
+    python -m saigon_runtime.bench.engine [--device cuda] [--quick] [--plot out.png] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from saigon_runtime.config import RuntimeConfig
+from saigon_runtime.engine.engine import Engine
+from saigon_runtime.engine.types import AdapterRef, GenerationRequest, SamplingParams
+from saigon_runtime.testing.tiny import install_adapter, make_adapter, make_llama
+
+
+@dataclass
+class Shape:
+    hidden: int = 512
+    layers: int = 8
+    intermediate: int = 1376
+    vocab: int = 4096
+    heads: int = 8
+    kv_heads: int = 8
+    rank: int = 16
+
+
+@dataclass
+class Report:
+    rows: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, object] = field(default_factory=dict)
+
+    def add(self, key: str, value: float) -> None:
+        self.rows[key] = value
+        print(f"  {key:<52} {value:10.2f}", flush=True)
+
+
+def _prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(2, vocab, (length,), generator=g).tolist() for _ in range(n)]
+
+
+def _best(fn: Callable[[], int], repeats: int) -> float:
+    """Tokens per second of the best of `repeats` runs (after one warm-up)."""
+    fn()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tokens = fn()
+        rates.append(tokens / (time.perf_counter() - start))
+    return max(rates)
+
+
+class Bench:
+    def __init__(self, root: Path, shape: Shape, device: str, dtype: torch.dtype, adapters: int) -> None:
+        self.root, self.shape, self.device, self.dtype = root, shape, torch.device(device), dtype
+        self.base = make_llama(
+            root / "base", hidden=shape.hidden, layers=shape.layers, intermediate=shape.intermediate,
+            heads=shape.heads, kv_heads=shape.kv_heads, vocab=shape.vocab, max_positions=1024,
+        )  # fmt: skip
+        self.adapters_dir = root / "adapters"
+        self.sources: list[Path] = []
+        for i in range(adapters):
+            src = make_adapter(self.base, root / "src" / f"a{i}", rank=shape.rank, alpha=2.0 * shape.rank,
+                               seed=100 + i, scale=0.02)  # fmt: skip
+            install_adapter(self.adapters_dir, f"user_{i}", "v1", src)
+            self.sources.append(src)
+
+    def engine(self, max_loras: int, max_batch: int = 64) -> Engine:
+        config = RuntimeConfig(
+            base_model_dir=self.base, adapters_dir=self.adapters_dir, device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."), max_loras=max_loras, max_cpu_loras=256,
+            max_rank=self.shape.rank, max_batch_size=max_batch, max_queue=100_000, slot_wait_timeout_s=600,
+        )  # fmt: skip
+        engine = Engine.from_config(config)
+        engine.start()
+        return engine
+
+    def hf_model(self) -> Any:
+        model = AutoModelForCausalLM.from_pretrained(self.base, dtype=self.dtype, use_safetensors=True)
+        return model.to(self.device).eval()  # type: ignore[arg-type]
+
+    def peft_model(self, n: int) -> PeftModel:
+        peft = PeftModel.from_pretrained(self.hf_model(), self.sources[0], adapter_name="user_0")
+        for i in range(1, n):
+            peft.load_adapter(self.sources[i], adapter_name=f"user_{i}")
+        return peft.eval()
+
+
+def run_engine(engine: Engine, prompts: list[list[int]], adapters: Sequence[str | None], new: int) -> int:
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=new, ignore_eos=True)
+    handles = [
+        engine.submit(GenerationRequest(p, AdapterRef(a, "v1") if a else None, sampling))
+        for p, a in zip(prompts, adapters, strict=True)
+    ]
+    return sum(h.result(3600).completion_tokens for h in handles)
+
+
+def hf_generate(model: Any, prompts: list[list[int]], new: int, **kwargs: object) -> int:
+    ids = torch.tensor(prompts, device=next(model.parameters()).device)
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,
+                             min_new_tokens=new, do_sample=False, pad_token_id=1, **kwargs)  # fmt: skip
+    return int((out.shape[1] - ids.shape[1]) * out.shape[0])
+
+
+def peft_baselines(
+    bench: Bench, report: Report, prompts: list[list[int]], names: list[str], new: int, repeats: int
+) -> tuple[float, float, float]:
+    """(a) the base-only ceiling, (b) the original one-at-a-time design, (c) PEFT mixed batches."""
+    base_model = bench.hf_model()
+    base = _best(lambda: hf_generate(base_model, prompts, new), repeats)
+    report.add("tok/s base model alone, batched (ceiling)", base)
+    peft = bench.peft_model(len(names))
+
+    def one_at_a_time() -> int:
+        total = 0
+        for p, name in zip(prompts, names, strict=True):
+            peft.set_adapter(name)
+            total += hf_generate(peft, [p], new)
+        return total
+
+    original = _best(one_at_a_time, 1)
+    report.add("tok/s original design: PEFT set_adapter+generate, 1 by 1", original)
+    mixed = _best(lambda: hf_generate(peft, prompts, new, adapter_names=names), repeats)
+    report.add("tok/s PEFT mixed batch generate(adapter_names=...)", mixed)
+    start = time.perf_counter()
+    peft.load_adapter(bench.sources[-1], adapter_name="cold")
+    report.add("ms PEFT load_adapter (cold)", (time.perf_counter() - start) * 1000)
+    gc.collect()
+    return base, original, mixed
+
+
+def main(argv: list[str] | None = None) -> Report:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--requests", type=int, default=16)
+    ap.add_argument("--prompt-tokens", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="a small model and fewer runs (smoke)")
+    ap.add_argument("--large", action="store_true", help="add a ~1B LLaMA-shaped fp16 model with 64 adapters (GPU)")
+    ap.add_argument("--soak", type=int, default=0, help="requests for the memory soak over 200 adapters")
+    ap.add_argument("--plot", type=Path)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    quick = Shape(hidden=128, layers=2, intermediate=256, vocab=512, heads=4, kv_heads=4, rank=8)
+    shape = quick if args.quick else Shape()
+    dtype = torch.float32 if args.device == "cpu" else torch.float16
+    report = Report()
+    report.notes.update(
+        device=args.device,
+        torch_threads=torch.get_num_threads(),
+        shape=shape.__dict__,
+        requests=args.requests,
+        prompt_tokens=args.prompt_tokens,
+        new_tokens=args.new_tokens,
+    )
+    n, new = args.requests, args.new_tokens
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = Bench(Path(tmp), shape, args.device, dtype, adapters=max(64, n))
+        prompts = _prompts(n, args.prompt_tokens, shape.vocab)
+        names = [f"user_{i}" for i in range(n)]
+        print(f"== throughput: {n} requests, one adapter each, {args.prompt_tokens}+{new} tokens, greedy", flush=True)
+
+        base, original, mixed = peft_baselines(bench, report, prompts, names, new, args.repeats)
+
+        engine = bench.engine(max_loras=max(64, n))
+        saigon = _best(lambda: run_engine(engine, prompts, names, new), args.repeats)
+        report.add("tok/s Saigon, mixed adapters", saigon)
+        saigon_base = _best(lambda: run_engine(engine, prompts, [None] * n, new), args.repeats)
+        report.add("tok/s Saigon, base model only", saigon_base)
+        report.add("ratio Saigon / base ceiling", saigon / base)
+        report.add("ratio Saigon / original one-at-a-time", saigon / original)
+        report.add("ratio Saigon / PEFT mixed batch", saigon / mixed)
+
+        print("== distinct adapters sweep (64 requests)", flush=True)
+        sweep_prompts = _prompts(64, args.prompt_tokens, shape.vocab, seed=1)
+        sweep: dict[int, float] = {}
+        for distinct in (1, 4, 16, 64):
+            adapters = [f"user_{i % distinct}" for i in range(64)]
+            runs = max(1, args.repeats - 1)
+            sweep[distinct] = _best(partial(run_engine, engine, sweep_prompts, adapters, new), runs)
+            report.add(f"tok/s Saigon, 64 requests over {distinct} adapters", sweep[distinct])
+        engine.stop()
+
+        print("== cold load into a slot", flush=True)
+        engine = bench.engine(max_loras=4)
+        loads = []
+        for i in range(8):
+            ref = AdapterRef(f"user_{i}", "v1")
+            engine.adapters.host_adapter(ref)  # from disk into host memory first: we time the slot copy
+            engine.adapters.pool.warm(engine.adapters.host_adapter(ref))
+            loads.append(engine.adapters.pool.counters.last_load_seconds * 1000)
+        size_mb = engine.adapters.host_adapter(AdapterRef("user_0", "v1")).nbytes / 1e6
+        report.add(f"ms cold load of a {size_mb:.1f} MB adapter into a slot (median)", statistics.median(loads))
+        engine.stop()
+
+        print("== cache cliff: working set twice the device slots", flush=True)
+        # A stream of 4n requests cycling over n adapters, batches of at most n rows.
+        wave = _prompts(4 * n, args.prompt_tokens, shape.vocab, seed=2)
+        cyc = [f"user_{i % n}" for i in range(4 * n)]
+        engine = bench.engine(max_loras=n, max_batch=n)
+        resident = _best(lambda: run_engine(engine, wave, cyc, new), max(1, args.repeats - 1))
+        engine.stop()
+        engine = bench.engine(max_loras=n // 2, max_batch=n)
+        cliff = _best(lambda: run_engine(engine, wave, cyc, new), max(1, args.repeats - 1))
+        evictions = engine.adapters.stats().evictions
+        engine.stop()
+        report.add(f"tok/s all {n} adapters resident", resident)
+        report.add(f"tok/s {n} adapters over {n // 2} slots", cliff)
+        report.add("ratio cache cliff / all resident", cliff / resident)
+        report.notes["cliff_evictions"] = evictions
+
+        if args.soak:
+            soak(bench, report, args.soak, shape)
+
+    if args.json:
+        args.json.write_text(json.dumps({"rows": report.rows, "notes": report.notes}, indent=2))
+    if args.plot:
+        from saigon_runtime.bench.plot import plot_engine
+
+        plot_engine(report.rows, sweep, args.plot)
+        print(f"plot written to {args.plot}")
+    return report
+
+
+def soak(bench: Bench, report: Report, requests: int, shape: Shape) -> None:
+    """Memory stays flat while `requests` requests cycle through 200 adapters."""
+    print(f"== memory soak: {requests} requests cycling through 200 adapters", flush=True)
+    for i in range(len(bench.sources), 200):
+        install_adapter(bench.adapters_dir, f"user_{i}", "v1", bench.sources[i % len(bench.sources)])
+    engine = bench.engine(max_loras=16)
+    engine.adapters.max_cpu_loras = 32
+    prompts = _prompts(32, 8, shape.vocab, seed=3)
+    rss: list[float] = []
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=2, ignore_eos=True)
+    done = 0
+    while done < requests:
+        handles = [
+            engine.submit(GenerationRequest(prompts[j], AdapterRef(f"user_{(done + j) % 200}", "v1"), sampling))
+            for j in range(min(32, requests - done))
+        ]
+        for h in handles:
+            h.result(600)
+        done += len(handles)
+        if done % 1000 < 32 or done >= requests:
+            rss.append(_rss_mb())
+    engine.stop()
+    report.add("MB RSS after the first 1,000 soak requests", rss[0])
+    report.add(f"MB RSS after {requests} soak requests", rss[-1])
+    report.notes["soak_rss_mb"] = rss
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+if __name__ == "__main__":
+    main()
