@@ -1,5 +1,5 @@
 # The two commands the README opens with: `make demo` and `make test`.
-.PHONY: demo test lint typecheck env controlplane bench
+.PHONY: demo test lint typecheck env sysdeps controlplane bench
 
 PY := .venv/bin/python
 
@@ -8,6 +8,9 @@ env:
 
 demo: env
 	$(PY) -m saigon_runtime.demo.main serve
+
+sysdeps:
+	@scripts/system-deps.sh
 
 controlplane:
 	@tests/controlplane/build.sh >/dev/null
@@ -19,7 +22,7 @@ lint: env
 typecheck: env
 	.venv/bin/mypy
 
-test: env controlplane lint typecheck
+test: env sysdeps controlplane lint typecheck
 	$(PY) -m pytest
 
 bench: env
