@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 from saigon_operator import resources as r
-from saigon_operator.kube import Credentials, KubeClient, custom_path, list_and_watch, object_path
+from saigon_operator.kube import ApiError, Credentials, KubeClient, custom_path, list_and_watch, object_path
 
 from saigon_agent.config import AgentConfig
 from saigon_agent.fetch import Fetcher
@@ -45,6 +45,10 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         reporter=reporter,
         concurrency=config.concurrency,
     )
+    try:
+        reporter.seed(await reporter.load_published())
+    except ApiError as exc:
+        log.warning("could not read this pod's previous report: %s", exc)
     health = await _start_health(config, syncer)
     tasks = [
         asyncio.create_task(_watch(kube, config, syncer), name="watch"),

@@ -30,6 +30,18 @@ class PodReporter:
         self._idle = asyncio.Event()
         self._idle.set()
 
+    def seed(self, report: PodReport) -> None:
+        """Starts from what this pod last published (an agent restart must not blank the report)."""
+        self._adapters = dict(report.adapters)
+        self._synced = report.synced
+        self._published_synced = report.synced
+        self._published_report = report.encode() if report.adapters or report.synced else None
+
+    async def load_published(self) -> PodReport:
+        pod = await self.kube.get(self.path)
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        return PodReport.decode(annotations.get(r.REPORT_ANNOTATION))
+
     @property
     def synced(self) -> bool:
         return self._synced

@@ -10,6 +10,7 @@ been handled (loaded, or failed for a reason of its own).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -70,6 +71,7 @@ class Syncer:
         self._failures: dict[str, Failure] = {}
         self._runtime_view: dict[str, RuntimeAdapter] | None = None
         self._runtime_up = asyncio.Event()
+        self._first_probe = asyncio.Event()  # set once the runtime has been asked at least once
         self._listed = False
         self._retry_handles: dict[str, asyncio.TimerHandle] = {}
         self._clock = clock
@@ -87,8 +89,8 @@ class Syncer:
         first = not self._listed
         self._listed = True
         if first:
-            # Files of adapters whose objects vanished while this pod was away.
-            changed |= set(self.store.names()) - self.book.names()
+            # Files and reports of adapters whose objects vanished while this agent was away.
+            changed |= (set(self.store.names()) | self.reporter.names()) - self.book.names()
             changed |= self.book.names()
         self.kick(changed)
         self._update_synced()
@@ -115,11 +117,13 @@ class Syncer:
                 if self._runtime_up.is_set():
                     log.warning("runtime admin API went away")
                 self._runtime_up.clear()
+                self._first_probe.set()
                 await asyncio.sleep(probe_s)
                 continue
             came_up = not self._runtime_up.is_set()
             self._runtime_view = view
             self._runtime_up.set()
+            self._first_probe.set()
             self._update_synced()
             lost = [
                 name
@@ -171,11 +175,15 @@ class Syncer:
             failure = None
         if failure is not None and not failure.transient:
             return
+        # After an agent restart the runtime may already serve this: ask it before redoing work.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_probe.wait(), timeout=5)
         if self._already_served(name, target):
             return
         try:
             async with self._fetch_slots:
-                self._report(name, "Fetching", target)
+                if failure is None:  # a retry keeps showing the failure until it succeeds
+                    self._report(name, "Fetching", target)
                 installed = await self.materializer.install(name, target)
         except SyncError as exc:
             self._fail(name, target, exc)
@@ -184,7 +192,8 @@ class Syncer:
         # it: its view of the adapters directory is read-only), so both agree once load returns.
         before = self.store.active_version(name)
         self.store.activate(name, target.version)
-        self._report(name, "Loading", target)
+        if failure is None:
+            self._report(name, "Loading", target)
         try:
             await self._runtime_up.wait()
             loaded_at = await self.runtime.load(name, target.version, str(installed.path))

@@ -40,8 +40,10 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     config: OperatorConfig = memo.config
     runtime_pods: kopf.Index[Any, PodView] = kwargs["runtime_pods"]
     settings.persistence.finalizer = r.FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=r.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=r.GROUP)
+    # kopf ignores every annotation under its own prefix when diffing, so it gets a prefix of
+    # its own: saigon.ai/requeue must stay visible to on.update.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=r.KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=r.KOPF_PREFIX)
     settings.posting.enabled = False  # the operator posts its own, user-facing events
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

@@ -27,6 +27,7 @@ READINESS_GATE = "saigon.ai/adapters-synced"
 REQUEUE_ANNOTATION = "saigon.ai/requeue"
 
 FINALIZER = "saigon.ai/finalizer"
+KOPF_PREFIX = "kopf.saigon.ai"
 FIELD_MANAGER = "saigon-operator"
 AGENT_FIELD_MANAGER = "saigon-agent"
 

@@ -1,0 +1,152 @@
+"""The CRDs in crds/ against a real kube-apiserver: structural schemas, defaults, CEL rules, printer columns."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from controlplane.cluster import Cluster, CommandError
+
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+SHA = "c" * 64
+
+
+@pytest.fixture(scope="module")
+def crds(k8s_cluster: Cluster) -> Iterator[Cluster]:
+    k8s_cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
+    for name in ("saigonmodels.saigon.ai", "saigonadapters.saigon.ai"):
+        k8s_cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    yield k8s_cluster
+
+
+def apply(cluster: Cluster, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+    out = cluster.kubectl("apply", "-n", namespace, "-o", "json", "-f", "-", input=json.dumps(obj))
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def rejected(cluster: Cluster, namespace: str, obj: dict[str, Any]) -> str:
+    with pytest.raises(CommandError) as info:
+        apply(cluster, namespace, obj)
+    return info.value.stderr
+
+
+def adapter(name: str = "a1", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "modelRef": {"name": "llama"},
+        "scope": {"user": "42"},
+        "version": "v1",
+        "sha256": SHA,
+        "source": {"https": {"url": "https://adapters.example.com/u42/v1.tar"}},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "saigon.ai/v1alpha1",
+        "kind": "SaigonAdapter",
+        "metadata": {"name": name},
+        "spec": {k: v for k, v in body.items() if v is not None},
+    }
+
+
+def model(name: str = "llama", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "baseModel": {"path": "/models/llama"},
+        "image": "saigon/runtime:1",
+        "tokenSecretRef": {"name": "tokens"},
+    }
+    body.update(spec)
+    return {"apiVersion": "saigon.ai/v1alpha1", "kind": "SaigonModel", "metadata": {"name": name}, "spec": body}
+
+
+def test_defaults_are_applied(crds: Cluster, k8s_namespace: str) -> None:
+    stored = apply(crds, k8s_namespace, model())
+    spec = stored["spec"]
+    assert (spec["replicas"], spec["port"], spec["device"], spec["imagePullPolicy"]) == (
+        1,
+        8001,
+        "auto",
+        "IfNotPresent",
+    )
+    assert spec["cache"] == {"maxLoras": 8, "maxCpuLoras": 64, "maxRank": 64}
+    assert spec["tokenSecretRef"]["adminTokenKey"] == "admin-token"
+    stored = apply(crds, k8s_namespace, adapter())
+    assert stored["spec"]["promotion"] == {"strategy": "Immediate"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            {"source": {"https": {"url": "https://a.example/x"}, "pvc": {"claimName": "c", "path": "x"}}},
+            "exactly one of https, s3, pvc or huggingFace",
+        ),
+        ({"source": {}}, "exactly one of https, s3, pvc or huggingFace"),
+        ({"sha256": None}, "sha256 is required for remote sources"),
+        ({"scope": {"user": "42", "global": True}}, "scope needs exactly one of user, domain or global"),
+        ({"scope": {}}, "scope needs exactly one of user, domain or global"),
+        ({"scope": {"user": "a..b"}}, "must not contain '..'"),
+        ({"version": "active"}, "is reserved"),
+        ({"version": "../v1"}, "spec.version"),
+        ({"sha256": "ABC"}, "spec.sha256"),
+        ({"source": {"https": {"url": "http://a.example/x"}}}, "spec.source.https.url"),
+        (
+            {"source": {"pvc": {"claimName": "c", "path": "../../etc/shadow"}}, "sha256": None},
+            "must be relative to the claim",
+        ),
+        ({"source": {"huggingFace": {"repo": "org/lora", "revision": "main"}}}, "spec.source.huggingFace.revision"),
+        ({"promotion": {"strategy": "YOLO"}}, "spec.promotion.strategy"),
+    ],
+)
+def test_bad_adapters_are_rejected_at_admission(
+    crds: Cluster, k8s_namespace: str, spec: dict[str, Any], message: str
+) -> None:
+    assert message in rejected(crds, k8s_namespace, adapter(**spec))
+
+
+def test_pvc_sources_need_no_digest(crds: Cluster, k8s_namespace: str) -> None:
+    apply(crds, k8s_namespace, adapter(sha256=None, source={"pvc": {"claimName": "team", "path": "a/v1.tar"}}))
+
+
+def test_versions_model_and_scope_are_immutable(crds: Cluster, k8s_namespace: str) -> None:
+    apply(crds, k8s_namespace, adapter())
+    assert "a version is immutable" in rejected(crds, k8s_namespace, adapter(sha256="d" * 64))
+    assert "modelRef is immutable" in rejected(crds, k8s_namespace, adapter(modelRef={"name": "other"}))
+    assert "scope is immutable" in rejected(crds, k8s_namespace, adapter(scope={"user": "43"}))
+    # A new version may carry a new digest.
+    stored = apply(crds, k8s_namespace, adapter(version="v2", sha256="d" * 64))
+    assert stored["spec"]["version"] == "v2"
+
+
+def test_bad_models_are_rejected(crds: Cluster, k8s_namespace: str) -> None:
+    assert "exactly one of pvc or path" in rejected(
+        crds, k8s_namespace, model(baseModel={"path": "/m", "pvc": {"claimName": "w"}})
+    )
+    assert "spec.replicas" in rejected(crds, k8s_namespace, model(replicas=-1))
+    assert "spec.device" in rejected(crds, k8s_namespace, model(device="tpu"))
+
+
+def test_short_names_categories_and_printer_columns(crds: Cluster, k8s_namespace: str) -> None:
+    apply(crds, k8s_namespace, model())
+    apply(crds, k8s_namespace, adapter())
+    header = crds.kubectl("get", "sga", "-n", k8s_namespace).splitlines()[0].split()
+    assert header == ["NAME", "MODEL", "ADAPTER", "VERSION", "SERVING", "READY", "PHASE", "AGE"]
+    assert crds.kubectl("get", "sgm", "-n", k8s_namespace).splitlines()[0].split() == [
+        "NAME",
+        "READY",
+        "REPLICAS",
+        "READY-REPLICAS",
+        "ADAPTERS",
+        "AGE",
+    ]
+    names = crds.kubectl("get", "saigon", "-n", k8s_namespace, "-o", "name").split()
+    assert sorted(names) == ["saigonadapter.saigon.ai/a1", "saigonmodel.saigon.ai/llama"]
+
+
+def test_agents_can_select_adapters_by_model(crds: Cluster, k8s_namespace: str) -> None:
+    apply(crds, k8s_namespace, adapter("a1"))
+    apply(crds, k8s_namespace, adapter("a2", modelRef={"name": "other"}))
+    out = crds.kubectl("get", "sga", "-n", k8s_namespace, "--field-selector", "spec.modelRef.name=other", "-o", "name")
+    assert out.split() == ["saigonadapter.saigon.ai/a2"]

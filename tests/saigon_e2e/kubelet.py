@@ -1,0 +1,280 @@
+"""A stand-in kubelet: turns the operator's Deployment template into Pod objects whose containers
+are real processes on 127.0.0.1 (a `saigon-runtime serve` and a `saigon-agent run` per pod).
+
+The test control plane has no scheduler, kubelet or controller-manager, so this does
+their jobs for the runtime pods and nothing more: it creates the Pod from the template,
+starts the containers with the environment the template asks for (downward API and
+secret references resolved, paths and ports localised), marks the pod Running, and
+keeps the Ready condition equal to "runtime /readyz answers 200 and every readiness
+gate is True", as a kubelet would.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+from controlplane.cluster import Cluster
+from controlplane.processes import free_port, spawn, terminate
+from saigon_agent.config import ENV as AGENT_ENV
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass
+class RuntimePod:
+    name: str
+    workdir: Path
+    runtime_port: int
+    agent_port: int
+    runtime: subprocess.Popen[bytes] | None = None
+    agent: subprocess.Popen[bytes] | None = None
+    agent_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.workdir / "adapters"
+
+    @property
+    def runtime_url(self) -> str:
+        return f"http://127.0.0.1:{self.runtime_port}"
+
+    def log(self, which: str) -> str:
+        path = self.workdir / f"{which}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+class FakeKubelet:
+    def __init__(
+        self,
+        cluster: Cluster,
+        api: kubernetes.client.ApiClient,
+        namespace: str,
+        model: str,
+        *,
+        base_model: Path,
+        workdir: Path,
+        ca_bundle: Path,
+        sources_root: Path,
+    ) -> None:
+        self.cluster = cluster
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.apps = kubernetes.client.AppsV1Api(api)
+        self.namespace = namespace
+        self.model = model
+        self.base_model = base_model
+        self.workdir = workdir
+        self.ca_bundle = ca_bundle
+        self.sources_root = sources_root
+        self.pods: dict[str, RuntimePod] = {}
+        self._agent_kubeconfig: Path | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._readiness_loop, name="fake-kubelet", daemon=True)
+        self._thread.start()
+
+    # --- pods -------------------------------------------------------------------------------------
+
+    def template(self) -> dict[str, Any]:
+        deployment = self.apps.read_namespaced_deployment(self.model, self.namespace)
+        result: dict[str, Any] = self.core.api_client.sanitize_for_serialization(deployment.spec.template)
+        return result
+
+    def start_pods(self, count: int) -> list[RuntimePod]:
+        return [self.start_pod() for _ in range(count)]
+
+    def start_pod(self, name: str | None = None) -> RuntimePod:
+        template = self.template()
+        name = name or f"{self.model}-{secrets.token_hex(3)}"
+        pod_body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": template["metadata"]["labels"],
+                "annotations": template["metadata"].get("annotations", {}),
+            },
+            "spec": {**template["spec"], "nodeName": "fake-node"},
+        }
+        self.core.create_namespaced_pod(self.namespace, pod_body)
+        self._set_status(
+            name,
+            {
+                "phase": "Running",
+                "podIP": "127.0.0.1",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "Initialized", "status": "True"},
+                    {"type": "ContainersReady", "status": "False"},
+                    {"type": "Ready", "status": "False"},
+                ],
+            },
+        )
+        workdir = self.workdir / name
+        (workdir / "adapters").mkdir(parents=True)
+        pod = RuntimePod(name, workdir, free_port(), free_port())
+        self.pods[name] = pod
+        containers = {c["name"]: c for c in template["spec"]["containers"] + template["spec"]["initContainers"]}
+        pod.agent_env = self._agent_env(pod, containers["agent"])
+        self.start_agent(pod)  # native sidecar: first
+        pod.runtime = spawn(
+            [str(VENV_BIN / "saigon-runtime"), "serve"],
+            workdir / "runtime.log",
+            env=self._runtime_env(pod, containers["runtime"]),
+        )
+        return pod
+
+    def start_agent(self, pod: RuntimePod) -> None:
+        pod.agent = spawn([str(VENV_BIN / "saigon-agent"), "run"], pod.workdir / "agent.log", env=pod.agent_env)
+
+    def kill_agent(self, pod: RuntimePod) -> None:
+        assert pod.agent is not None
+        os.killpg(pod.agent.pid, signal.SIGKILL)
+        pod.agent.wait(timeout=10)
+
+    def stop_pod(self, pod: RuntimePod, *, delete: bool = True) -> None:
+        for proc in (pod.agent, pod.runtime):
+            if proc is not None:
+                terminate(proc, grace_seconds=5)
+        self.pods.pop(pod.name, None)
+        if delete:
+            try:
+                self.core.delete_namespaced_pod(pod.name, self.namespace, grace_period_seconds=0)
+            except kubernetes.client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        for pod in list(self.pods.values()):
+            self.stop_pod(pod, delete=False)
+
+    # --- environment ------------------------------------------------------------------------------
+
+    def _resolve_env(self, pod: RuntimePod, container: dict[str, Any]) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for item in container.get("env") or []:
+            if "value" in item:
+                env[item["name"]] = item["value"] or ""
+                continue
+            source = item.get("valueFrom") or {}
+            if "fieldRef" in source:
+                path = source["fieldRef"]["fieldPath"]
+                env[item["name"]] = {"metadata.name": pod.name, "metadata.namespace": self.namespace}[path]
+            elif "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
+                secret = self.core.read_namespaced_secret(ref["name"], self.namespace)
+                raw = (secret.data or {}).get(ref["key"])
+                if raw is None:
+                    if ref.get("optional"):
+                        continue
+                    raise KeyError(f"secret {ref['name']} has no key {ref['key']}")
+                env[item["name"]] = base64.b64decode(raw).decode()
+        return env
+
+    def _base_env(self) -> dict[str, str]:
+        keep = ("PATH", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH")
+        return {k: v for k, v in os.environ.items() if k in keep}
+
+    def _agent_env(self, pod: RuntimePod, container: dict[str, Any]) -> dict[str, str]:
+        env = self._base_env() | self._resolve_env(pod, container)
+        env.update(
+            {
+                AGENT_ENV.ADAPTERS_DIR: str(pod.adapters_dir),
+                AGENT_ENV.RUNTIME_URL: pod.runtime_url,
+                AGENT_ENV.SOURCES_ROOT: str(self.sources_root),
+                AGENT_ENV.HEALTH_HOST: "127.0.0.1",
+                AGENT_ENV.HEALTH_PORT: str(pod.agent_port),
+                # Test-only: the artifact server's self-signed certificate.
+                AGENT_ENV.CA_BUNDLE: str(self.ca_bundle),
+                "KUBECONFIG": str(self.agent_kubeconfig()),
+                "HOME": str(pod.workdir),
+            }
+        )
+        return env
+
+    def _runtime_env(self, pod: RuntimePod, container: dict[str, Any]) -> dict[str, str]:
+        env = self._base_env() | self._resolve_env(pod, container)
+        env.update(
+            {
+                "SAIGON_BASE_MODEL": str(self.base_model),
+                "SAIGON_ADAPTERS_DIR": str(pod.adapters_dir),
+                "SAIGON_HOST": "127.0.0.1",
+                "SAIGON_PORT": str(pod.runtime_port),
+                "SAIGON_DEVICE": "cpu",
+                "HOME": str(pod.workdir),
+                "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_VERBOSITY": "error",
+                "OMP_NUM_THREADS": "1",
+            }
+        )
+        return env
+
+    def agent_kubeconfig(self) -> Path:
+        """The agent talks to the API server as its pod's ServiceAccount (so its Role is exercised)."""
+        if self._agent_kubeconfig is None:
+            self._agent_kubeconfig = self.cluster.kubeconfig_for_service_account(self.namespace, f"{self.model}-agent")
+        return self._agent_kubeconfig
+
+    # --- readiness --------------------------------------------------------------------------------
+
+    def _set_status(self, name: str, status: dict[str, Any]) -> None:
+        self.core.patch_namespaced_pod_status(name, self.namespace, {"status": status})
+
+    def _readiness_loop(self) -> None:
+        while not self._stop.wait(0.2):
+            for pod in list(self.pods.values()):
+                try:
+                    self._refresh(pod)
+                except (kubernetes.client.ApiException, OSError):
+                    continue
+
+    def _refresh(self, pod: RuntimePod) -> None:
+        body = self.core.read_namespaced_pod(pod.name, self.namespace)
+        gates = [g.condition_type for g in body.spec.readiness_gates or []]
+        conditions = {c.type: c.status for c in body.status.conditions or []}
+        ready = self._runtime_ready(pod) and all(conditions.get(g) == "True" for g in gates)
+        want = "True" if ready else "False"
+        if conditions.get("Ready") != want:
+            self._set_status(
+                pod.name,
+                {"conditions": [{"type": "Ready", "status": want}, {"type": "ContainersReady", "status": want}]},
+            )
+
+    @staticmethod
+    def _runtime_ready(pod: RuntimePod) -> bool:
+        if pod.runtime is None or pod.runtime.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"{pod.runtime_url}/readyz", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_runtimes_up(self, timeout: float = 240.0) -> None:
+        deadline = time.monotonic() + timeout
+        for pod in self.pods.values():
+            while not self._runtime_ready(pod):
+                if pod.runtime is not None and pod.runtime.poll() is not None:
+                    raise RuntimeError(f"runtime of {pod.name} exited:\n{pod.log('runtime')[-3000:]}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"runtime of {pod.name} not up:\n{pod.log('runtime')[-3000:]}")
+                time.sleep(0.25)
+
+
+def wipe(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,199 @@
+"""One namespace with the CRDs, the operator, a SaigonModel and its runtime pods, plus helpers to
+apply adapters and watch them converge. Shared by the operator's end-to-end tests."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+from controlplane.certs import CertificateAuthority
+from controlplane.cluster import Cluster
+
+from saigon_e2e.artifacts import Artifact
+from saigon_e2e.kubelet import FakeKubelet, RuntimePod
+from saigon_e2e.operator_proc import OperatorProcess
+from saigon_e2e.source_server import SourceServer
+
+REPO = Path(__file__).resolve().parents[2]
+CRDS = REPO / "crds"
+MODEL = "llama"
+ADMIN_TOKEN = "e2e-admin-token"
+GROUP, VERSION = "saigon.ai", "v1alpha1"
+
+
+def install_crds(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+    for name in ("saigonmodels.saigon.ai", "saigonadapters.saigon.ai"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+
+def make_source_server(workdir: Path) -> tuple[SourceServer, Path]:
+    ca = CertificateAuthority("saigon-e2e-sources")
+    pair = ca.issue_server_cert(dns_names=["localhost"], ip_addresses=["127.0.0.1"])
+    pair.write(workdir / "src.crt", workdir / "src.key")
+    (workdir / "ca.crt").write_bytes(ca.cert_pem)
+    return SourceServer(workdir / "src.crt", workdir / "src.key"), workdir / "ca.crt"
+
+
+@dataclass
+class World:
+    cluster: Cluster
+    api: kubernetes.client.ApiClient
+    namespace: str
+    workdir: Path
+    sources: SourceServer
+    ca_bundle: Path
+    base_model: Path
+    operator: OperatorProcess
+    kubelet: FakeKubelet | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def custom(self) -> kubernetes.client.CustomObjectsApi:
+        return kubernetes.client.CustomObjectsApi(self.api)
+
+    @property
+    def core(self) -> kubernetes.client.CoreV1Api:
+        return kubernetes.client.CoreV1Api(self.api)
+
+    @property
+    def pods(self) -> list[RuntimePod]:
+        assert self.kubelet is not None
+        return list(self.kubelet.pods.values())
+
+    # --- objects ----------------------------------------------------------------------------------
+
+    def kubectl_apply(self, *objs: dict[str, Any]) -> None:
+        docs = "\n---\n".join(json.dumps(o) for o in objs)
+        self.cluster.kubectl("apply", "-n", self.namespace, "-f", "-", input=docs)
+
+    def create_token_secret(self) -> None:
+        self.core.create_namespaced_secret(
+            self.namespace,
+            {
+                "metadata": {"name": "tokens"},
+                "data": {"admin-token": base64.b64encode(ADMIN_TOKEN.encode()).decode()},
+            },
+        )
+
+    def model_manifest(self, replicas: int = 3, **spec: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "baseModel": {"path": "/models/tiny-llama"},
+            "image": "saigon/runtime:test",
+            "replicas": replicas,
+            "tokenSecretRef": {"name": "tokens"},
+            "adapterSources": {"pvcs": ["team"], "allowedCidrs": ["127.0.0.1/32"]},
+        }
+        body.update(spec)
+        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SaigonModel", "metadata": {"name": MODEL}, "spec": body}
+
+    def adapter_manifest(
+        self,
+        name: str,
+        *,
+        user: str,
+        version: str,
+        artifact: Artifact | None = None,
+        url: str | None = None,
+        **spec: Any,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"modelRef": {"name": MODEL}, "scope": {"user": user}, "version": version}
+        if artifact is not None:
+            body["sha256"] = artifact.sha256
+            body["source"] = {"https": {"url": url or self.sources.put(f"{name}/{version}.tar", artifact.data)}}
+        elif url is not None:
+            body["source"] = {"https": {"url": url}}
+        body.update(spec)
+        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SaigonAdapter", "metadata": {"name": name}, "spec": body}
+
+    def get_adapter(self, name: str) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, "saigonadapters", name
+            )
+            return obj
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def get_model(self) -> dict[str, Any]:
+        obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "saigonmodels", MODEL
+        )
+        return obj
+
+    def delete_adapter(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, "saigonadapters", name)
+
+    def events_for(self, name: str) -> list[tuple[str, str, str]]:
+        events = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}")
+        return [(e.type, e.reason, e.message) for e in events.items]
+
+    # --- waiting ----------------------------------------------------------------------------------
+
+    def wait_for(self, probe: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            try:
+                last = probe()
+            except Exception as exc:  # not there yet
+                last = exc
+            if last:
+                return last
+            time.sleep(interval)
+        raise AssertionError(f"{what}: not reached in {timeout}s; last: {last!r}\n{self.diagnostics()}")
+
+    def served_everywhere(self, name: str, version: str, replicas: int | None = None) -> dict[str, Any] | None:
+        """The adapter's status says every replica serves `version` (and how many replicas)."""
+        obj = self.get_adapter(name)
+        status = (obj or {}).get("status") or {}
+        conditions = {c["type"]: c for c in status.get("conditions") or []}
+        want = replicas if replicas is not None else len(self.pods)
+        ok = (
+            (status.get("target") or {}).get("version") == version
+            and status.get("replicas") == want
+            and status.get("replicasServing") == want
+            and conditions.get("Ready", {}).get("status") == "True"
+        )
+        return status if ok else None
+
+    def runtime_adapters(self, pod: RuntimePod) -> dict[str, dict[str, Any]]:
+        request = urllib.request.Request(
+            f"{pod.runtime_url}/admin/adapters", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            body = json.load(resp)
+        return {a["name"]: a for a in body["adapters"]}
+
+    def runtimes_serve(self, adapter: str, version: str | None) -> bool:
+        """Ground truth from every runtime's admin API (None: no runtime lists the adapter)."""
+        for pod in self.pods:
+            seen = self.runtime_adapters(pod).get(adapter)
+            if version is None and seen is not None:
+                return False
+            if version is not None and (seen is None or seen.get("version") != version or seen.get("error")):
+                return False
+        return True
+
+    def complete(self, pod: RuntimePod, model: str, prompt: str = "the cat") -> dict[str, Any]:
+        data = json.dumps({"model": model, "prompt": prompt, "max_tokens": 3, "temperature": 0}).encode()
+        request = urllib.request.Request(
+            f"{pod.runtime_url}/v1/completions", data=data, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            result: dict[str, Any] = json.load(resp)
+            return result
+
+    def diagnostics(self) -> str:
+        parts = [f"--- operator log (tail) ---\n{self.operator.log()[-3000:]}"]
+        for pod in self.pods if self.kubelet else []:
+            parts.append(f"--- agent {pod.name} (tail) ---\n{pod.log('agent')[-2000:]}")
+        return "\n".join(parts)

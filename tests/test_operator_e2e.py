@@ -1,0 +1,341 @@
+"""The operator end to end: real API server, operator, agents and runtimes (3 replicas) on 127.0.0.1.
+
+`kubectl apply` a SaigonAdapter; the operator validates it and publishes the target; every
+pod's agent fetches it over HTTPS, verifies it, writes it atomically and loads it into
+its runtime; the operator folds the pods' reports into status. Ground truth is always
+checked on the runtimes' own admin API, not only in status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes
+import pytest
+from controlplane.cluster import Cluster
+from controlplane.processes import free_port
+from saigon_e2e.artifacts import Artifact, make_artifact, make_base, pack
+from saigon_e2e.kubelet import FakeKubelet
+from saigon_e2e.operator_proc import OperatorProcess
+from saigon_e2e.world import MODEL, World, install_crds, make_source_server
+
+pytestmark = [pytest.mark.k8s, pytest.mark.slow]
+
+REPLICAS = 3
+RESULTS = os.environ.get("SAIGON_E2E_RESULTS")  # optional JSON file for the measured figures
+
+
+@pytest.fixture(scope="module")
+def world(
+    k8s_cluster: Cluster, k8s_api_client: kubernetes.client.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    workdir = tmp_path_factory.mktemp("operator-e2e")
+    install_crds(k8s_cluster)
+    namespace = f"e2e-operator-{secrets.token_hex(3)}"
+    kubernetes.client.CoreV1Api(k8s_api_client).create_namespace({"metadata": {"name": namespace}})
+    sources, ca = make_source_server(workdir)
+    operator = OperatorProcess(k8s_cluster, namespace, workdir, lease_duration=3, unload_timeout=60).start()
+    w = World(k8s_cluster, k8s_api_client, namespace, workdir, sources, ca, make_base(workdir / "base"), operator)
+    try:
+        w.create_token_secret()
+        operator.wait_leading()
+        w.kubectl_apply(w.model_manifest(replicas=REPLICAS))
+        w.wait_for(lambda: w.cluster.kubectl("get", "deployment", MODEL, "-n", namespace), 30, "deployment created")
+        (workdir / "sources" / "team").mkdir(parents=True)
+        w.kubelet = FakeKubelet(
+            k8s_cluster, k8s_api_client, namespace, MODEL,
+            base_model=w.base_model, workdir=workdir / "pods", ca_bundle=ca, sources_root=workdir / "sources",
+        )  # fmt: skip
+        w.kubelet.start_pods(REPLICAS)
+        w.kubelet.wait_runtimes_up()
+        yield w
+    finally:
+        if w.kubelet is not None:
+            w.kubelet.stop()
+        operator.stop()
+        sources.close()
+        if RESULTS:
+            Path(RESULTS).write_text(json.dumps(w.timings, indent=2))
+
+
+@pytest.fixture(scope="module")
+def artifacts(world: World) -> dict[str, Artifact]:
+    """v1/v2 of a ~5 MB adapter (rank 80 on all projections) and small ones for the rest."""
+    base, out = world.base_model, world.workdir / "artifacts"
+    made = {
+        "big-v1": make_artifact(base, out / "big-v1", seed=11, rank=80),
+        "big-v2": make_artifact(base, out / "big-v2", seed=12, rank=80),
+    }
+    for i in range(12):
+        made[f"small-{i}"] = make_artifact(base, out / f"small-{i}", seed=100 + i)
+    return made
+
+
+def record(world: World, key: str, seconds: float) -> None:
+    world.timings[key] = round(seconds, 3)
+    print(f"\n[measure] {key}: {seconds:.3f}s")
+
+
+def test_the_model_gets_its_children_and_status(world: World) -> None:
+    out = world.cluster.kubectl(
+        "get", "deployment,service,poddisruptionbudget,serviceaccount,role,rolebinding",
+        "-n", world.namespace, "-l", f"saigon.ai/model={MODEL}", "-o", "json",
+    )  # fmt: skip
+    items = json.loads(out)["items"]
+    kinds = sorted(i["kind"] for i in items)
+    assert kinds == ["Deployment", "PodDisruptionBudget", "Role", "RoleBinding", "Service", "Service", "ServiceAccount"]
+    uid = world.get_model()["metadata"]["uid"]
+    assert all(i["metadata"]["ownerReferences"][0]["uid"] == uid for i in items)
+    status = world.wait_for(
+        lambda: (s := world.get_model().get("status") or {}).get("readyReplicas") == REPLICAS and s, 120, "model ready"
+    )
+    assert status["replicas"] == REPLICAS and status["updatedReplicas"] == REPLICAS
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+
+
+def test_apply_serves_on_every_replica_then_new_version_then_delete(
+    world: World, artifacts: dict[str, Artifact]
+) -> None:
+    v1, v2 = artifacts["big-v1"], artifacts["big-v2"]
+    assert v1.size > 4_500_000, v1.size
+
+    started = time.perf_counter()
+    world.kubectl_apply(world.adapter_manifest("alice", user="alice", version="v1", artifact=v1))
+    status = world.wait_for(lambda: world.served_everywhere("alice", "v1"), 60, "v1 served by every replica")
+    record(world, "apply_to_served_5MB_3_replicas_s", time.perf_counter() - started)
+    assert world.runtimes_serve("user_alice", "v1")
+    assert {p["digest"] for p in status["pods"]} == {v1.sha256}
+    assert status["adapterName"] == "user_alice" and status["serving"] == "3/3"
+    for pod in world.pods:
+        assert os.readlink(pod.adapters_dir / "user_alice" / "active") == "v1"
+        assert world.complete(pod, "user_alice")["choices"][0]["text"] is not None
+
+    started = time.perf_counter()
+    world.kubectl_apply(world.adapter_manifest("alice", user="alice", version="v2", artifact=v2))
+    world.wait_for(lambda: world.served_everywhere("alice", "v2"), 60, "v2 served by every replica")
+    record(world, "version_change_to_served_5MB_3_replicas_s", time.perf_counter() - started)
+    assert world.runtimes_serve("user_alice", "v2")
+    for pod in world.pods:
+        assert os.readlink(pod.adapters_dir / "user_alice" / "active") == "v2"
+    reasons = [reason for _, reason, _ in world.events_for("alice")]
+    assert reasons.count("Syncing") == 2 and "Served" in reasons
+
+    started = time.perf_counter()
+    world.delete_adapter("alice")
+    world.wait_for(lambda: world.get_adapter("alice") is None, 60, "alice deleted")
+    record(world, "delete_to_gone_3_replicas_s", time.perf_counter() - started)
+    assert world.runtimes_serve("user_alice", None)
+    for pod in world.pods:
+        assert not (pod.adapters_dir / "user_alice").exists()
+
+
+def test_ten_adapters_on_three_replicas(world: World, artifacts: dict[str, Artifact]) -> None:
+    manifests = [
+        world.adapter_manifest(f"team-{i}", user=f"u{i}", version="v1", artifact=artifacts[f"small-{i}"])
+        for i in range(10)
+    ]
+    started = time.perf_counter()
+    world.kubectl_apply(*manifests)
+    for i in range(10):
+        world.wait_for(lambda i=i: world.served_everywhere(f"team-{i}", "v1"), 90, f"team-{i} served")
+    record(world, "apply_10_adapters_to_served_3_replicas_s", time.perf_counter() - started)
+    for i in range(10):
+        assert world.runtimes_serve(f"user_u{i}", "v1")
+    model = world.wait_for(lambda: (s := world.get_model()["status"]).get("adapters") == 10 and s, 30, "model counts")
+    assert all(p["adaptersLoaded"] == 10 for p in model["pods"])
+
+
+def test_bad_sources_fail_alone(world: World, artifacts: dict[str, Artifact]) -> None:
+    good = artifacts["small-10"]
+    closed_port = free_port()
+    bad = {
+        "wrong-digest": world.adapter_manifest(
+            "wrong-digest", user="wd", version="v1", url=world.sources.put("wd.tar", good.data), sha256="0" * 64
+        ),
+        "to-metadata": world.adapter_manifest(
+            "to-metadata", user="md", version="v1",
+            url=world.sources.put("md.tar", redirect="https://169.254.169.254/latest/meta-data/"), sha256=good.sha256,
+        ),
+        "other-loopback": world.adapter_manifest(
+            "other-loopback", user="lo", version="v1", url="https://127.0.0.2:8443/a.tar", sha256=good.sha256
+        ),
+        "unreachable": world.adapter_manifest(
+            "unreachable", user="ur", version="v1", url=f"https://127.0.0.1:{closed_port}/a.tar", sha256=good.sha256
+        ),
+        "corrupt": world.adapter_manifest(
+            "corrupt", user="cr", version="v1",
+            url=world.sources.put("cr.tar", b"not a tar" * 100), sha256=_sha(b"not a tar" * 100),
+        ),
+    }  # fmt: skip
+    world.kubectl_apply(*bad.values(), world.adapter_manifest("fine", user="fine", version="v1", artifact=good))
+    world.wait_for(lambda: world.served_everywhere("fine", "v1"), 60, "the good adapter is served")
+
+    expected = {
+        "wrong-digest": "DigestMismatch",
+        "to-metadata": "SourceRejected",
+        "other-loopback": "SourceRejected",
+        "unreachable": "FetchFailed",
+        "corrupt": "InvalidArtifact",
+    }
+    for name, reason in expected.items():
+
+        def failed(name: str = name, reason: str = reason) -> dict[str, object] | None:
+            status = (world.get_adapter(name) or {}).get("status") or {}
+            ready = {c["type"]: c for c in status.get("conditions") or []}.get("Ready", {})
+            ok = status.get("phase") == "Failed" and ready.get("reason") == reason and len(status.get("pods", [])) == 3
+            return status if ok else None
+
+        status = world.wait_for(failed, 60, f"{name} failed with {reason}")
+        assert all(p["reason"] == reason for p in status["pods"])
+        assert ("Warning", reason) in {(t, r) for t, r, _ in world.events_for(name)}
+    digest = world.get_adapter("wrong-digest")["status"]["pods"][0]["error"]  # type: ignore[index]
+    assert good.sha256 in digest
+    # Nothing half-written, nothing loaded, and every pod stays Ready.
+    for pod in world.pods:
+        for user in ("wd", "md", "lo", "ur", "cr"):
+            assert not list((pod.adapters_dir / f"user_{user}").glob("v1")), user
+        assert world.runtime_adapters(pod).keys().isdisjoint({"user_wd", "user_md", "user_lo", "user_ur", "user_cr"})
+    ready_pods = [p for p in world.core.list_namespaced_pod(world.namespace).items if _ready(p)]
+    assert len(ready_pods) == REPLICAS
+    for name in bad:
+        world.delete_adapter(name)
+    for name in bad:
+        world.wait_for(lambda name=name: world.get_adapter(name) is None, 60, f"{name} deleted")
+
+
+def test_invalid_spec_is_reported_and_not_retried(world: World, artifacts: dict[str, Artifact]) -> None:
+    before = world.operator.metric("saigon_operator_reconciles_total", kind="SaigonAdapter", outcome="invalid")
+    world.kubectl_apply(
+        world.adapter_manifest(
+            "canary", user="cn", version="v1", artifact=artifacts["small-11"], promotion={"strategy": "Canary"}
+        )
+    )
+
+    def invalid() -> dict[str, object] | None:
+        status = (world.get_adapter("canary") or {}).get("status") or {}
+        ready = {c["type"]: c for c in status.get("conditions") or []}.get("Ready", {})
+        return status if ready.get("reason") == "UnsupportedPromotion" and ready.get("status") == "False" else None
+
+    status = world.wait_for(invalid, 30, "Ready=False UnsupportedPromotion")
+    assert status["phase"] == "Invalid" and not status.get("target")
+    time.sleep(3)
+    after = world.operator.metric("saigon_operator_reconciles_total", kind="SaigonAdapter", outcome="invalid")
+    assert after - before == 1  # handled once, not in a loop
+    assert world.runtimes_serve("user_cn", None)
+    world.delete_adapter("canary")
+    world.wait_for(lambda: world.get_adapter("canary") is None, 30, "canary deleted")
+
+
+def test_conflicting_adapters_for_one_name(world: World, artifacts: dict[str, Artifact]) -> None:
+    world.kubectl_apply(world.adapter_manifest("first", user="dup", version="v1", artifact=artifacts["small-0"]))
+    world.wait_for(lambda: world.served_everywhere("first", "v1"), 60, "first served")
+    world.kubectl_apply(world.adapter_manifest("second", user="dup", version="v9", artifact=artifacts["small-1"]))
+
+    def conflict() -> bool:
+        status = (world.get_adapter("second") or {}).get("status") or {}
+        return status.get("phase") == "Conflict"
+
+    world.wait_for(conflict, 30, "second reports a conflict")
+    assert world.runtimes_serve("user_dup", "v1")
+    world.delete_adapter("first")
+    world.wait_for(lambda: world.served_everywhere("second", "v9"), 60, "second takes the name over")
+    assert world.runtimes_serve("user_dup", "v9")
+    world.delete_adapter("second")
+    world.wait_for(lambda: world.get_adapter("second") is None, 60, "second deleted")
+
+
+def test_pvc_source(world: World, artifacts: dict[str, Artifact]) -> None:
+    claim = world.workdir / "sources" / "team"
+    source = artifacts["small-2"].directory
+    target = claim / "adapters" / "legal"
+    target.mkdir(parents=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (target / name).write_bytes((source / name).read_bytes())
+    manifest = world.adapter_manifest(
+        "legal", user="x", version="2026-01", source={"pvc": {"claimName": "team", "path": "adapters/legal"}}
+    )
+    manifest["spec"]["scope"] = {"domain": "legal"}
+    world.kubectl_apply(manifest)
+    status = world.wait_for(lambda: world.served_everywhere("legal", "2026-01"), 60, "pvc adapter served")
+    assert status["adapterName"] == "domain_legal"
+    assert world.runtimes_serve("domain_legal", "2026-01")
+
+
+def test_agent_killed_mid_write_recovers_cleanly(world: World, artifacts: dict[str, Artifact]) -> None:
+    assert world.kubelet is not None
+    art = artifacts["small-3"]
+    payload = pack(art.directory) + b"\0" * 0  # the same bytes, served slowly
+    url = world.sources.put("slow/v1.tar", payload, bytes_per_s=max(len(payload) / 4, 2048))
+    victim = world.pods[0]
+    world.kubectl_apply(world.adapter_manifest("slow", user="slow", version="v1", artifact=art, url=url))
+    world.wait_for(lambda: list((victim.adapters_dir / "user_slow").glob(".staging-*")), 30, "a write in progress")
+    world.kubelet.kill_agent(victim)
+    assert not (victim.adapters_dir / "user_slow" / "v1").exists()  # never half-published
+    assert "user_slow" not in world.runtime_adapters(victim)
+    world.sources.routes["slow/v1.tar"].bytes_per_s = None
+    world.kubelet.start_agent(victim)
+    world.wait_for(lambda: world.served_everywhere("slow", "v1"), 60, "served after the agent restarted")
+    assert world.runtimes_serve("user_slow", "v1")
+    assert not list((victim.adapters_dir / "user_slow").glob(".staging-*"))
+
+
+def test_operator_restart_mid_sync_and_deletion_while_down(world: World, artifacts: dict[str, Artifact]) -> None:
+    art = artifacts["small-4"]
+    url = world.sources.put("restart/v1.tar", art.data, bytes_per_s=max(art.size / 2, 2048))
+    world.kubectl_apply(world.adapter_manifest("restart", user="rs", version="v1", artifact=art, url=url))
+    world.wait_for(lambda: (world.get_adapter("restart") or {}).get("status", {}).get("target"), 30, "target published")
+    world.operator.kill()  # mid-sync: the pods are still downloading
+    world.wait_for(lambda: world.runtimes_serve("user_rs", "v1"), 60, "agents finish without the operator")
+    # A deletion made while the operator is down: the agents unload, the finalizer waits.
+    world.kubectl_apply(world.adapter_manifest("doomed", user="dm", version="v1", artifact=artifacts["small-5"]))
+    time.sleep(1)
+    assert world.get_adapter("doomed") is not None
+    world.delete_adapter("doomed")
+    time.sleep(2)
+    assert world.get_adapter("doomed") is not None  # no operator yet: the finalizer holds it
+
+    started = time.perf_counter()
+    world.operator.start()
+    world.operator.wait_leading(timeout=60)
+    record(world, "operator_restart_to_leading_s", time.perf_counter() - started)
+    world.wait_for(lambda: world.served_everywhere("restart", "v1"), 60, "status converges after the restart")
+    world.wait_for(lambda: world.get_adapter("doomed") is None, 60, "the deletion completes")
+    assert world.runtimes_serve("user_dm", None)
+
+
+def test_a_new_pod_is_ready_only_once_its_adapters_are_loaded(world: World) -> None:
+    assert world.kubelet is not None
+    names = {
+        (s := o.get("status") or {}).get("adapterName"): s["target"]["version"]
+        for o in world.custom.list_namespaced_custom_object("saigon.ai", "v1alpha1", world.namespace, "saigonadapters")[
+            "items"
+        ]
+        if (o.get("status") or {}).get("target") and (o.get("status") or {}).get("phase") == "Ready"
+    }
+    assert len(names) >= 10
+    pod = world.kubelet.start_pod()
+    try:
+        world.kubelet.wait_runtimes_up()
+        while not _ready(world.core.read_namespaced_pod(pod.name, world.namespace)):
+            served = world.runtime_adapters(pod)
+            assert len(served) < len(names) or all(served[n]["version"] == v for n, v in names.items())
+            time.sleep(0.1)
+        served = world.runtime_adapters(pod)
+        assert all(served.get(n, {}).get("version") == v for n, v in names.items())
+    finally:
+        world.kubelet.stop_pod(pod)
+
+
+def _ready(pod: kubernetes.client.V1Pod) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
