@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine.engine import Engine
 from saigon_runtime.server.app import create_app

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import openai
 import pytest
-from server_support import LiveServer, live_server, make_config
-
 from saigon_runtime.engine.types import AdapterRef, GenerationRequest, SamplingParams
 from saigon_runtime.testing.tiny import install_adapter
+from server_support import LiveServer, live_server, make_config
 
 PROMPT = "the cat and the dog"
 

@@ -115,13 +115,8 @@ def _responses(
         ok["content"] = {"application/json": {"schema": refs[(route.response_model, "serialization")]}}
         if route.response_kind is ResponseKind.JSON_OR_SSE:
             assert route.stream_model is not None, route.name
-            chunk_ref = refs[(route.stream_model, "serialization")]["$ref"]
             ok["content"]["text/event-stream"] = {
-                "schema": {
-                    "type": "string",
-                    "description": f"Sent when `stream` is true: `data: <{chunk_ref.rsplit('/', 1)[-1]} JSON>` "
-                    "events, then `data: [DONE]`.",
-                }
+                "schema": _event_schema(refs[(route.stream_model, "serialization")], refs)
             }
     responses: dict[str, Any] = {"200": ok}
     for status in sorted(set(route.errors) | _implied_errors(route, inference_auth)):
@@ -132,6 +127,27 @@ def _responses(
             "content": {"application/json": {"schema": refs[(model, "serialization")]}},
         }
     return responses
+
+
+def _event_schema(chunk_ref: dict[str, Any], refs: dict[tuple[type[BaseModel], str], dict[str, Any]]) -> dict[str, Any]:
+    """One server-sent event (OpenAPI 3.1 reads an event-stream schema per event): `data` is a
+    JSON chunk, an error that happened after the stream started, or the final `[DONE]`."""
+    return {
+        "type": "object",
+        "description": "Sent when `stream` is true: one event per chunk, then `data: [DONE]`.",
+        "required": ["data"],
+        "properties": {
+            "event": {"type": "string"},
+            "data": {
+                "type": "string",
+                "if": {"const": "[DONE]"},
+                "else": {
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"anyOf": [chunk_ref, refs[(ErrorResponse, "serialization")]]},
+                },
+            },
+        },
+    }
 
 
 def _implied_errors(route: RouteDef, inference_auth: bool) -> set[int]:

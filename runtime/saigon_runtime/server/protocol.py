@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from saigon_runtime.mesh.schema import MeshGraph
 
 __all__ = ["MeshGraph"]
@@ -29,12 +29,22 @@ MAX_MESSAGES = 256
 MAX_PATH_CHARS = 4096
 ABSOLUTE_PATH_PATTERN = r"^/[^\x00]*$"
 
+
+def _integral(value: object) -> object:
+    # JSON Schema counts 2.0 as an integer; strict pydantic would not. Agree with the schema.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Goes after the constraints in Annotated[...] so they still reach the JSON Schema.
+INTEGRAL = BeforeValidator(_integral)
 UserId = Annotated[str, Field(pattern=USER_ID_PATTERN, examples=["alice"])]
 AdapterName = Annotated[str, Field(pattern=ADAPTER_NAME_PATTERN, examples=["user_alice"])]
 AdapterVersion = Annotated[str, Field(pattern=VERSION_PATTERN, examples=["v1"])]
 Temperature = Annotated[float, Field(ge=0.0, le=2.0, description="0 means greedy decoding")]
 TopP = Annotated[float, Field(gt=0.0, le=1.0)]
-Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1), INTEGRAL]
 AbsolutePath = Annotated[str, Field(max_length=MAX_PATH_CHARS, pattern=ABSOLUTE_PATH_PATTERN)]
 StopSequence = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -87,7 +97,7 @@ class InferRequest(_Request):
     input_text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
     use_mesh_context: bool = True
     temperature: Temperature = 0.7
-    max_length: Annotated[int, Field(ge=1, description="maximum number of new tokens")] | None = None
+    max_length: Annotated[int, Field(ge=1, description="maximum number of new tokens"), INTEGRAL] | None = None
     system_prompt: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] | None = None
     adapter: AdapterName | None = Field(None, description="serve with this adapter instead of the cascade")
 
@@ -230,7 +240,7 @@ class _SamplingFields(_Request):
     model: Annotated[str, Field(min_length=1, max_length=256, description="an adapter name or the base model")]
     temperature: Temperature = 1.0
     top_p: TopP = 1.0
-    n: Annotated[int, Field(ge=1, le=1, description="only 1 is supported")] = 1
+    n: Annotated[int, Field(ge=1, le=1, description="only 1 is supported"), INTEGRAL] = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: StopSequence | Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
@@ -244,8 +254,8 @@ class _SamplingFields(_Request):
 
 
 class CompletionRequest(_SamplingFields):
-    prompt: Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
-    max_tokens: Annotated[int, Field(ge=1)] | None = 16
+    prompt: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+    max_tokens: Annotated[int, Field(ge=1), INTEGRAL] | None = 16
 
 
 class TextPart(_Request):
@@ -266,8 +276,8 @@ class ChatMessage(_Request):
 
 class ChatCompletionRequest(_SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1), INTEGRAL] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1), INTEGRAL] | None = None
 
 
 class Usage(_Response):
