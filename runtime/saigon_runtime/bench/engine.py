@@ -33,7 +33,7 @@ from transformers import AutoModelForCausalLM
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine.engine import Engine
 from saigon_runtime.engine.types import AdapterRef, GenerationRequest, SamplingParams
-from saigon_runtime.testing.tiny import install_adapter, make_adapter, make_llama
+from saigon_runtime.testing.tiny import install_adapter, make_llama, write_random_adapter
 
 
 @dataclass
@@ -51,8 +51,10 @@ class Shape:
 class Report:
     rows: dict[str, float] = field(default_factory=dict)
     notes: dict[str, object] = field(default_factory=dict)
+    prefix: str = ""
 
     def add(self, key: str, value: float) -> None:
+        key = self.prefix + key
         self.rows[key] = value
         print(f"  {key:<52} {value:10.2f}", flush=True)
 
@@ -78,13 +80,13 @@ class Bench:
         self.root, self.shape, self.device, self.dtype = root, shape, torch.device(device), dtype
         self.base = make_llama(
             root / "base", hidden=shape.hidden, layers=shape.layers, intermediate=shape.intermediate,
-            heads=shape.heads, kv_heads=shape.kv_heads, vocab=shape.vocab, max_positions=1024,
+            heads=shape.heads, kv_heads=shape.kv_heads, vocab=shape.vocab, max_positions=1024, dtype=dtype,
         )  # fmt: skip
         self.adapters_dir = root / "adapters"
         self.sources: list[Path] = []
         for i in range(adapters):
-            src = make_adapter(self.base, root / "src" / f"a{i}", rank=shape.rank, alpha=2.0 * shape.rank,
-                               seed=100 + i, scale=0.02)  # fmt: skip
+            src = write_random_adapter(self.base, root / "src" / f"a{i}", rank=shape.rank, alpha=2.0 * shape.rank,
+                                       seed=100 + i)  # fmt: skip
             install_adapter(self.adapters_dir, f"user_{i}", "v1", src)
             self.sources.append(src)
 
@@ -127,7 +129,13 @@ def hf_generate(model: Any, prompts: list[list[int]], new: int, **kwargs: object
 
 
 def peft_baselines(
-    bench: Bench, report: Report, prompts: list[list[int]], names: list[str], new: int, repeats: int
+    bench: Bench,
+    report: Report,
+    prompts: list[list[int]],
+    names: list[str],
+    new: int,
+    repeats: int,
+    one_at_a_time: bool = True,
 ) -> tuple[float, float, float]:
     """(a) the base-only ceiling, (b) the original one-at-a-time design, (c) PEFT mixed batches."""
     base_model = bench.hf_model()
@@ -135,15 +143,16 @@ def peft_baselines(
     report.add("tok/s base model alone, batched (ceiling)", base)
     peft = bench.peft_model(len(names))
 
-    def one_at_a_time() -> int:
+    def sequential() -> int:
         total = 0
         for p, name in zip(prompts, names, strict=True):
             peft.set_adapter(name)
             total += hf_generate(peft, [p], new)
         return total
 
-    original = _best(one_at_a_time, 1)
-    report.add("tok/s original design: PEFT set_adapter+generate, 1 by 1", original)
+    original = _best(sequential, 1) if one_at_a_time else float("nan")
+    if one_at_a_time:
+        report.add("tok/s original design: PEFT set_adapter+generate, 1 by 1", original)
     mixed = _best(lambda: hf_generate(peft, prompts, new, adapter_names=names), repeats)
     report.add("tok/s PEFT mixed batch generate(adapter_names=...)", mixed)
     start = time.perf_counter()
@@ -238,6 +247,9 @@ def main(argv: list[str] | None = None) -> Report:
         if args.soak:
             soak(bench, report, args.soak, shape)
 
+    if args.large:
+        large_model(report, args.device, args.prompt_tokens, new, args.repeats)
+
     if args.json:
         args.json.write_text(json.dumps({"rows": report.rows, "notes": report.notes}, indent=2))
     if args.plot:
@@ -246,6 +258,27 @@ def main(argv: list[str] | None = None) -> Report:
         plot_engine(report.rows, sweep, args.plot)
         print(f"plot written to {args.plot}")
     return report
+
+
+def large_model(report: Report, device: str, prompt_tokens: int, new: int, repeats: int) -> None:
+    """A ~1B LLaMA-shaped model in fp16 with 64 adapters, 64 requests (for a GPU)."""
+    shape = Shape(hidden=2048, layers=16, intermediate=5504, vocab=32000, heads=16, kv_heads=16, rank=16)
+    print("== ~1B LLaMA-shaped model, fp16, 64 adapters of rank 16, 64 requests", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = Bench(Path(tmp), shape, device, torch.float16, adapters=64)
+        prompts = _prompts(64, prompt_tokens, shape.vocab, seed=4)
+        names = [f"user_{i}" for i in range(64)]
+        report.prefix = "1B "
+        base, _, mixed = peft_baselines(bench, report, prompts, names, new, repeats, one_at_a_time=False)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        engine = bench.engine(max_loras=64)
+        saigon = _best(lambda: run_engine(engine, prompts, names, new), repeats)
+        engine.stop()
+        report.add("tok/s Saigon, 64 distinct adapters", saigon)
+        report.add("ratio Saigon / base ceiling", saigon / base)
+        report.add("ratio Saigon / PEFT mixed batch", saigon / mixed)
+        report.prefix = ""
 
 
 def soak(bench: Bench, report: Report, requests: int, shape: Shape) -> None:

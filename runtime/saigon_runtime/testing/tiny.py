@@ -55,6 +55,7 @@ def make_llama(
     vocab: int = 256,
     seed: int = 0,
     max_positions: int = 512,
+    dtype: torch.dtype = torch.float32,
 ) -> Path:
     """A random LLaMA-shaped causal LM plus tokenizer, saved as safetensors."""
     path.mkdir(parents=True, exist_ok=True)
@@ -66,7 +67,9 @@ def make_llama(
         max_position_embeddings=max_positions, eos_token_id=0, pad_token_id=1, bos_token_id=None,
         tie_word_embeddings=False,
     )  # fmt: skip
-    LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
+    model = LlamaForCausalLM(config)
+    model.to(dtype)  # type: ignore[arg-type]  # transformers types .to() through a decorator
+    model.save_pretrained(path, safe_serialization=True)
     return path
 
 
@@ -103,7 +106,7 @@ def make_adapter(
     if targets is None:
         targets = GPT2_TARGETS if isinstance(model, GPT2LMHeadModel) else LLAMA_TARGETS
     config = LoraConfig(
-        r=rank, lora_alpha=alpha, target_modules=list(targets), use_rslora=rslora,
+        r=rank, lora_alpha=alpha,  # type: ignore[arg-type]  # PEFT accepts float alphas target_modules=list(targets), use_rslora=rslora,
         init_lora_weights=False, rank_pattern=rank_pattern or {}, alpha_pattern=alpha_pattern or {},
         fan_in_fan_out=isinstance(model, GPT2LMHeadModel),
     )  # fmt: skip
@@ -113,7 +116,7 @@ def make_adapter(
         for name, param in peft_model.named_parameters():
             if "lora_" in name:
                 param.copy_(torch.randn_like(param) * scale)
-    peft_model.save_pretrained(out_dir)
+    peft_model.save_pretrained(str(out_dir))
     return out_dir
 
 
@@ -141,3 +144,38 @@ def _load_base(base_dir: Path) -> torch.nn.Module:
     config = json.loads((base_dir / "config.json").read_text())
     cls = GPT2LMHeadModel if config.get("model_type") == "gpt2" else LlamaForCausalLM
     return cls.from_pretrained(base_dir, use_safetensors=True, local_files_only=True)
+
+
+def write_random_adapter(
+    base_dir: Path, out_dir: Path, *, rank: int = 16, alpha: float = 32.0, targets: Sequence[str] = LLAMA_TARGETS,
+    seed: int = 1, scale: float = 0.02, dtype: torch.dtype = torch.float32,
+) -> Path:  # fmt: skip
+    """A PEFT-format LoRA adapter written directly (no model load): fast for many or large adapters.
+
+    The module shapes come from the base config on the meta device, so this costs no memory
+    even for a billion-parameter base.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from saigon_runtime.engine.lora import lora_targets
+
+    config = AutoConfig.from_pretrained(base_dir)
+    with torch.device("meta"):
+        shapes = lora_targets(AutoModelForCausalLM.from_config(config))
+    g = torch.Generator().manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    for module, shape in shapes.items():
+        if module.rsplit(".", 1)[-1] not in targets:
+            continue
+        prefix = f"base_model.model.{module}"
+        tensors[f"{prefix}.lora_A.weight"] = (torch.randn(rank, shape.in_features, generator=g) * scale).to(dtype)
+        tensors[f"{prefix}.lora_B.weight"] = (torch.randn(shape.out_features, rank, generator=g) * scale).to(dtype)
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out_dir / "adapter_model.safetensors"))
+    (out_dir / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "target_modules": list(targets),
+                    "bias": "none", "use_rslora": False, "base_model_name_or_path": str(base_dir)})
+    )  # fmt: skip
+    return out_dir
