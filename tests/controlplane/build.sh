@@ -3,6 +3,8 @@
 # cache directory outside the clone, keyed by version. A second run is a no-op.
 #
 # Prints the directory that holds the binaries on its last line.
+# With --print-bin-dir it only prints that directory, built or not (the test fixtures
+# use it to find the binaries without ever starting a build).
 set -euo pipefail
 
 K8S_VERSION="${SAIGON_K8S_VERSION:-v1.36.3}"
@@ -10,9 +12,27 @@ HELM_VERSION="${SAIGON_HELM_VERSION:-v3.22.0}"
 CACHE_ROOT="${SAIGON_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/saigon}"
 OUT="$CACHE_ROOT/controlplane/k8s-${K8S_VERSION}_helm-${HELM_VERSION}"
 
-if [[ -x "$OUT/bin/kube-apiserver" && -x "$OUT/bin/etcd" && -x "$OUT/bin/kubectl" && -x "$OUT/bin/helm" ]]; then
+if [[ "${1:-}" == "--print-bin-dir" ]]; then
   echo "$OUT/bin"
   exit 0
+fi
+
+# VERSIONS is written last: its presence means every binary was built completely.
+built() { [[ -f "$OUT/VERSIONS" && -x "$OUT/bin/kube-apiserver" && -x "$OUT/bin/etcd" && -x "$OUT/bin/kubectl" && -x "$OUT/bin/helm" ]]; }
+if built; then
+  echo "$OUT/bin"
+  exit 0
+fi
+
+# Concurrent runs (two `make test`s) wait for the first build instead of racing it.
+mkdir -p "$OUT"
+exec 9>"$OUT.lock"
+if command -v flock >/dev/null; then
+  flock 9
+  if built; then
+    echo "$OUT/bin"
+    exit 0
+  fi
 fi
 
 command -v go >/dev/null || { echo "go is required to build the test control plane" >&2; exit 1; }

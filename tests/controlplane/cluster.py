@@ -60,6 +60,8 @@ def find_bin_dir() -> Path:
     result = subprocess.run(["bash", str(BUILD_SCRIPT), "--print-bin-dir"], capture_output=True, text=True, check=True)
     bin_dir = Path(result.stdout.strip().splitlines()[-1])
     missing = [name for name in BINARIES if not os.access(bin_dir / name, os.X_OK)]
+    if not missing and not (bin_dir.parent / "VERSIONS").is_file():
+        missing = ["VERSIONS (written when the build completes)"]
     if missing:
         raise ControlPlaneNotBuiltError(
             f"the test control plane is not built ({', '.join(missing)} missing in {bin_dir}): "
