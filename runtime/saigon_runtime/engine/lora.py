@@ -21,6 +21,11 @@ from transformers.pytorch_utils import Conv1D
 from saigon_runtime.adapters.format import ModuleShape
 
 ModuleWeights = dict[str, tuple[torch.Tensor, torch.Tensor]]
+# Per module for one composition: (A rows, B rows, shrink group or None, rank slice start, end).
+# Siblings that read the same input (q/k/v, gate/up) share one shrink matmul over their
+# concatenated A rows; each then takes its slice of the result.
+LayerWeights = tuple[torch.Tensor, torch.Tensor, str | None, int, int]
+SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("query", "key", "value"))
 _serials = itertools.count(1)
 
 
@@ -45,17 +50,21 @@ class LoraBatchState:
         self.shapes = shapes
         self.device = device
         self.dtype = dtype
-        self.weights: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
-        self._cache: OrderedDict[tuple[int, ...], dict[str, tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self.weights: dict[str, LayerWeights] | None = None
+        self.fuse_siblings = True
+        self.shrink_memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: OrderedDict[tuple[int, ...], dict[str, LayerWeights]] = OrderedDict()
         self._cache_size = cache_size
         self._zeros: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._groups = _sibling_groups(shapes)
 
     def set_rows(self, rows: Sequence[DeviceAdapter | None]) -> None:
         """Select per-row adapters for the next forward pass (None rows use the base)."""
+        self.shrink_memo.clear()
         if all(r is None for r in rows):
             self.weights = None
             return
-        key = tuple(r.serial if r is not None else 0 for r in rows)
+        key = (int(self.fuse_siblings), *(r.serial if r is not None else 0 for r in rows))
         cached = self._cache.get(key)
         if cached is None:
             cached = self._gather(rows)
@@ -68,6 +77,7 @@ class LoraBatchState:
 
     def clear(self) -> None:
         self.weights = None
+        self.shrink_memo.clear()
         self._cache.clear()
 
     def _zero(self, module: str, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +92,24 @@ class LoraBatchState:
             self._zeros[zkey] = z
         return z
 
-    def _gather(self, rows: Sequence[DeviceAdapter | None]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def _gather(self, rows: Sequence[DeviceAdapter | None]) -> dict[str, LayerWeights]:
+        pairs = self._gather_pairs(rows)
+        out: dict[str, LayerWeights] = {m: (a, b, None, 0, a.shape[2]) for m, (a, b) in pairs.items()}
+        if not self.fuse_siblings:
+            return out
+        for group, members in self._groups.items():
+            present = [m for m in members if m in pairs]
+            if len(present) < 2:
+                continue
+            fused = torch.cat([pairs[m][0] for m in present], dim=2)
+            start = 0
+            for m in present:
+                end = start + pairs[m][0].shape[2]
+                out[m] = (fused, pairs[m][1], group, start, end)
+                start = end
+        return out
+
+    def _gather_pairs(self, rows: Sequence[DeviceAdapter | None]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         present = [r for r in rows if r is not None]
         modules = set().union(*(r.modules.keys() for r in present))
         out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -119,13 +146,32 @@ class MultiLoraLinear(nn.Module):
         weights = self._state[0].weights
         if weights is None:
             return out
-        pair = weights.get(self.lora_key)
-        if pair is None:
+        entry = weights.get(self.lora_key)
+        if entry is None:
             return out
-        a, b = pair
+        a, b, group, start, end = entry
         if x.dim() != 3 or x.shape[0] != a.shape[0]:
             raise RuntimeError(f"LoRA batch mismatch in {self.lora_key}: input {tuple(x.shape)}, rows {a.shape[0]}")
-        return out.baddbmm_(torch.bmm(x, a), b)
+        if group is None:
+            return out.baddbmm_(torch.bmm(x, a), b)
+        memo = self._state[0].shrink_memo
+        hit = memo.get(group)
+        if hit is None or hit[0] is not x:
+            hit = (x, torch.bmm(x, a))
+            memo[group] = hit
+        return out.baddbmm_(hit[1][..., start:end], b)
+
+
+def _sibling_groups(shapes: dict[str, ModuleShape]) -> dict[str, tuple[str, ...]]:
+    groups: dict[str, tuple[str, ...]] = {}
+    for siblings in SIBLINGS:
+        parents = {name.rpartition(".")[0] for name in shapes if name.rpartition(".")[2] in siblings}
+        for parent in parents:
+            members = tuple(f"{parent}.{s}" if parent else s for s in siblings)
+            members = tuple(m for m in members if m in shapes)
+            if len(members) >= 2 and len({shapes[m].in_features for m in members}) == 1:
+                groups[f"{parent}:{siblings[0]}"] = members
+    return groups
 
 
 def lora_targets(model: nn.Module) -> dict[str, ModuleShape]:
