@@ -1,0 +1,404 @@
+"""The Helm chart with the real helm, kubectl, promtool and kube-apiserver.
+
+Offline: lint, schema, rendering, CRD copies, alert rules under promtool. Against the test
+control plane: a server-side dry run of everything the chart renders, install / upgrade /
+uninstall, the example objects, and the operator's RBAC through the API server's own
+authorizer (SubjectAccessReview). tests/test_dashboards.py runs the real operator under
+this RBAC and every alert and panel query against a real Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+from controlplane.cluster import Cluster
+from saigon_chart import (
+    ALL_ON,
+    CHART,
+    DASHBOARDS,
+    REPO,
+    alerts,
+    documents,
+    install_monitoring_crds,
+    only,
+    rule_groups,
+    run_helm,
+    template,
+    write_values,
+)
+
+REQUIRED_ALERTS = {
+    "SaigonAdapterLoadFailures",
+    "SaigonRolloutStuck",
+    "SaigonRolloutRejected",
+    "SaigonOperatorNotLeading",
+    "SaigonAdapterCacheThrash",
+    "SaigonLatencyP99High",
+    "SaigonRuntimeNotReady",
+}
+
+# What the operator creates for each SaigonModel (saigon_operator.builders.model.build_children).
+CHILDREN = [
+    ("", "serviceaccounts"),
+    ("", "services"),
+    ("apps", "deployments"),
+    ("policy", "poddisruptionbudgets"),
+    ("rbac.authorization.k8s.io", "roles"),
+    ("rbac.authorization.k8s.io", "rolebindings"),
+]
+# Every API call the operator makes (operator/saigon_operator and kopf as it is configured in
+# saigon_operator.main), as (verb, group, resource). The agent's calls are granted by the Role
+# the operator creates per SaigonModel, which the operator must itself hold to create it.
+OPERATOR_CALLS = [
+    # kopf: watch both kinds and runtime pods; finalizers and progress annotations by patch.
+    ("list", "saigon.ai", "saigonmodels"),
+    ("watch", "saigon.ai", "saigonmodels"),
+    ("patch", "saigon.ai", "saigonmodels"),
+    ("list", "saigon.ai", "saigonadapters"),
+    ("watch", "saigon.ai", "saigonadapters"),
+    ("patch", "saigon.ai", "saigonadapters"),  # also handlers.adapter.requeue
+    ("list", "", "pods"),
+    ("watch", "", "pods"),
+    # aggregator: the one status writer.
+    ("patch", "saigon.ai", "saigonmodels/status"),
+    ("patch", "saigon.ai", "saigonadapters/status"),
+    ("update", "saigon.ai", "saigonmodels/finalizers"),  # blockOwnerDeletion on children
+    # handlers.model.apply: server-side apply of every child.
+    *[(verb, group, res) for verb in ("create", "patch") for group, res in CHILDREN],
+    # builders.model.build_role grants the agent these; RBAC allows granting only what one holds.
+    ("get", "saigon.ai", "saigonadapters"),
+    ("get", "", "pods"),
+    ("patch", "", "pods"),
+    ("patch", "", "pods/status"),
+    ("get", "", "secrets"),
+    # events.EventRecorder
+    ("create", "", "events"),
+]
+LEADER_CALLS = [("get", "coordination.k8s.io", "leases"), ("create", "coordination.k8s.io", "leases"),
+                ("update", "coordination.k8s.io", "leases")]  # fmt: skip
+NOT_GRANTED = [
+    ("delete", "apps", "deployments"),
+    ("update", "apps", "deployments"),
+    ("create", "", "pods"),
+    ("delete", "", "pods"),
+    ("list", "", "secrets"),
+    ("create", "", "secrets"),
+    ("delete", "saigon.ai", "saigonadapters"),
+    ("update", "saigon.ai", "saigonmodels"),
+    ("get", "", "configmaps"),
+    ("escalate", "rbac.authorization.k8s.io", "roles"),
+    ("bind", "rbac.authorization.k8s.io", "roles"),
+]
+
+
+@pytest.fixture(scope="module")
+def all_on(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_values(tmp_path_factory.mktemp("values") / "all-on.yaml", ALL_ON)
+
+
+# --- offline ---------------------------------------------------------------------------------------
+
+
+def test_chart_crds_are_byte_identical_copies_of_crds() -> None:
+    source = {p.name: p.read_bytes() for p in (REPO / "crds").glob("*.yaml")}
+    copies = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
+    assert source, "crds/ is empty"
+    assert not (CHART / "crds").is_symlink(), "helm does not package a symlinked crds/ reliably"
+    stale = sorted(name for name in source.keys() | copies.keys() if source.get(name) != copies.get(name))
+    assert not stale, f"charts/saigon/crds differs from crds/ in {stale}: run scripts/sync-chart-crds.sh"
+
+
+@pytest.mark.parametrize("values", ["defaults", "all-on", "namespaced"])
+def test_helm_lint_strict(values: str, tmp_path: Path) -> None:
+    args = ["lint", "--strict", str(CHART), "--kube-version", "1.36.0"]
+    if values == "all-on":
+        args += ["--values", str(write_values(tmp_path / "v.yaml", ALL_ON))]
+    elif values == "namespaced":
+        args += ["--values", str(write_values(tmp_path / "v.yaml", {**ALL_ON, "watchNamespaces": ["a", "b"]}))]
+    out = run_helm(*args).stdout
+    assert "1 chart(s) linted, 0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"operator": {"replicas": "two"}}, "/operator/replicas"),
+        ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
+        ({"prometheusRule": {"rules": {"latencyHigh": {"window": "5 min"}}}}, "/rules/latencyHigh/window"),
+        ({"prometheusRule": {"rules": {"cacheThrash": {"maxHitRatio": 2}}}}, "/rules/cacheThrash/maxHitRatio"),
+        ({"metrics": {"podMonitor": {"enabeld": True}}}, "enabeld"),
+        ({"imageTag": "x"}, "imageTag"),
+    ],
+)  # fmt: skip
+def test_schema_refuses_bad_values_with_the_path(values: dict[str, Any], message: str, tmp_path: Path) -> None:
+    result = run_helm(
+        "template", "x", str(CHART), "--kube-version", "1.36.0",
+        "--values", str(write_values(tmp_path / "bad.yaml", values)), check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr
+
+
+def test_defaults_render_only_the_operator_and_its_rbac() -> None:
+    kinds = sorted(doc["kind"] for doc in documents(template()))
+    assert kinds == [
+        "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding",
+        "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount",
+    ]  # fmt: skip
+
+
+def test_every_object_carries_the_standard_labels(all_on: Path) -> None:
+    for doc in documents(template(all_on, release="obs")):
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "saigon", doc["metadata"]["name"]
+        assert labels["app.kubernetes.io/instance"] == "obs"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/part-of"] == "saigon"
+        assert labels["app.kubernetes.io/version"]
+
+
+def test_operator_deployment_is_hardened_and_runs_one_active_replica() -> None:
+    docs = documents(template(release="s", namespace="ops"))
+    (deployment,) = only(docs, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    hardened = container["securityContext"]
+    assert hardened["readOnlyRootFilesystem"] is True
+    assert hardened["allowPrivilegeEscalation"] is False
+    assert hardened["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http-metrics"}
+    # The Lease (one active replica among any number) lives in the release namespace.
+    assert {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in container["env"]
+    assert "--lease-name=s-saigon-operator" in container["args"]
+    assert pod["serviceAccountName"] == "s-saigon-operator"
+    assert container["args"][0] == "run"
+    assert not [a for a in container["args"] if a.startswith("--namespace")]
+
+
+def test_operator_args_are_accepted_by_the_operator_cli(tmp_path: Path) -> None:
+    """The chart's args parse with the real `saigon-operator` argument parser."""
+    from saigon_operator.cli import build_parser, config_from_args
+
+    values = write_values(tmp_path / "v.yaml", {"watchNamespaces": ["team-a", "team-b"], "operator": {"replicas": 2}})
+    (deployment,) = only(documents(template(values, namespace="ops")), "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    config = config_from_args(build_parser().parse_args(args))
+    assert config.namespaces == ("team-a", "team-b")
+    assert config.agent_image == "ghcr.io/saigon-ai/saigon-operator:0.1.0"
+    assert config.http_port == 8080 and config.lease_name == "saigon-operator"
+
+
+def test_rbac_has_no_wildcards_and_namespaced_mode_binds_only_listed_namespaces(tmp_path: Path) -> None:
+    values = write_values(tmp_path / "v.yaml", {"watchNamespaces": ["team-a", "team-b"]})
+    docs = documents(template(values, namespace="ops"))
+    for role in only(docs, "ClusterRole") + only(docs, "Role"):
+        for rule in role["rules"]:
+            for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+                assert "*" not in rule.get(key, []), (role["metadata"]["name"], rule)
+    assert not [b for b in only(docs, "ClusterRoleBinding") if b["roleRef"]["name"] == "saigon-operator"]
+    bindings = only(docs, "RoleBinding")
+    bound = sorted(b["metadata"]["namespace"] for b in bindings if b["roleRef"]["kind"] == "ClusterRole")
+    assert bound == ["team-a", "team-b"]
+
+
+def test_prometheus_rule_has_the_alerts_and_passes_promtool(all_on: Path, tmp_path: Path) -> None:
+    docs = documents(template(all_on))
+    found = alerts(docs)
+    assert set(found) == REQUIRED_ALERTS
+    for name, rule in found.items():
+        assert rule["labels"]["severity"] in {"warning", "critical"}, name
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump({"groups": rule_groups(docs)}))
+    result = subprocess.run(["promtool", "check", "rules", str(rules_file)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(REQUIRED_ALERTS)} rules found" in result.stdout
+
+
+def test_alert_thresholds_come_from_values(tmp_path: Path) -> None:
+    values = {**ALL_ON, "prometheusRule": {"enabled": True, "additionalLabels": {"team": "ml"}, "rules": {
+        "latencyHigh": {"p99Seconds": 2.5, "window": "3m", "for": "1m"},
+        "rolloutStuck": {"enabled": False},
+    }}}  # fmt: skip
+    found = alerts(documents(template(write_values(tmp_path / "v.yaml", values))))
+    assert "SaigonRolloutStuck" not in found
+    latency = found["SaigonLatencyP99High"]
+    assert "> 2.5" in latency["expr"] and "[3m]" in latency["expr"] and latency["for"] == "1m"
+    assert all(rule["labels"]["team"] == "ml" for rule in found.values())
+
+
+def test_dashboards_ship_as_sidecar_configmaps(all_on: Path) -> None:
+    maps = only(documents(template(all_on)), "ConfigMap")
+    files = {p.name: json.loads(p.read_text()) for p in DASHBOARDS.glob("*.json")}
+    assert set(files) == {"saigon-runtime.json", "saigon-rollouts.json"}
+    shipped = {}
+    for cm in maps:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert cm["metadata"]["annotations"]["grafana_folder"] == "Saigon"
+        shipped.update({k: json.loads(v) for k, v in cm["data"].items()})
+    assert shipped == files
+    uids = [board["uid"] for board in files.values()]
+    assert len(set(uids)) == len(uids)
+    titles = {p["title"] for board in files.values() for p in board["panels"]}
+    for wanted in (
+        "Throughput",
+        "Time to first token",
+        "Generation latency",
+        "Resident adapters",
+        "Adapter cache hit rate",
+        "Adapter loads and evictions",
+        "Adapter versions loaded into pods",
+    ):
+        assert any(t.startswith(wanted) for t in titles), wanted
+
+
+# --- against the control plane ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def monitoring_crds(k8s_cluster: Cluster) -> Cluster:
+    install_monitoring_crds(k8s_cluster)
+    return k8s_cluster
+
+
+@pytest.fixture
+def namespaces(k8s_api_client: kubernetes.client.ApiClient) -> Iterator[list[str]]:
+    core = kubernetes.client.CoreV1Api(k8s_api_client)
+    names = [f"chart-{secrets.token_hex(3)}" for _ in range(3)]
+    for name in names:
+        core.create_namespace({"metadata": {"name": name}})
+    yield names
+    for name in names:
+        core.delete_namespace(name)
+
+
+def test_rendered_chart_passes_a_server_side_dry_run(
+    monitoring_crds: Cluster, namespaces: list[str], tmp_path: Path
+) -> None:
+    release_ns, watched, _ = namespaces
+    for extra in ({}, {"watchNamespaces": [watched]}):
+        values = write_values(tmp_path / "v.yaml", {**ALL_ON, **extra})
+        rendered = template(values, release=f"dry-{secrets.token_hex(2)}", namespace=release_ns, include_crds=True)
+        out = monitoring_crds.kubectl(
+            "apply", "--server-side", "--dry-run=server", "--field-manager=chart-test", "--validate=strict", "-f", "-",
+            input=rendered,
+        )  # fmt: skip
+        applied = [line for line in out.splitlines() if "serverside-applied (server dry run)" in line]
+        assert len(applied) == len(documents(rendered)), out
+
+
+def test_examples_are_valid_objects(monitoring_crds: Cluster, namespaces: list[str]) -> None:
+    namespace = namespaces[0]
+    monitoring_crds.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    for name in ("saigonmodels.saigon.ai", "saigonadapters.saigon.ai"):
+        monitoring_crds.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    out = monitoring_crds.kubectl(
+        "apply", "--server-side", "--dry-run=server", "--validate=strict", "-n", namespace, "-f", str(REPO / "examples")
+    )
+    assert out.count("serverside-applied (server dry run)") == 3, out
+
+
+def test_install_upgrade_uninstall(monitoring_crds: Cluster, namespaces: list[str], tmp_path: Path) -> None:
+    release_ns, team_a, team_b = namespaces
+    release = f"sg-{secrets.token_hex(2)}"
+    operator = f"{release}-saigon-operator"
+    run_helm("install", release, str(CHART), "-n", release_ns, "--values",
+             str(write_values(tmp_path / "v1.yaml", ALL_ON)), cluster=monitoring_crds)  # fmt: skip
+    try:
+        kinds = "deployment,service,serviceaccount,role,rolebinding,servicemonitor,podmonitor,prometheusrule,configmap"
+        selector = f"app.kubernetes.io/instance={release}"
+        listed = monitoring_crds.kubectl("get", kinds, "-n", release_ns, "-l", selector, "-o", "json")
+        objects = json.loads(listed)["items"]
+        assert sorted(o["kind"] for o in objects) == [
+            "ConfigMap", "ConfigMap", "Deployment", "PodMonitor", "PrometheusRule", "Role", "RoleBinding",
+            "Service", "ServiceAccount", "ServiceMonitor",
+        ]  # fmt: skip
+        monitoring_crds.kubectl("get", "clusterrolebinding", operator)
+        for crd in ("saigonmodels.saigon.ai", "saigonadapters.saigon.ai"):
+            monitoring_crds.kubectl("get", "crd", crd)
+
+        # Upgrade to two watched namespaces: RoleBindings there, the ClusterRoleBinding gone.
+        run_helm("upgrade", release, str(CHART), "-n", release_ns, "--values",
+                 str(write_values(tmp_path / "v2.yaml", {**ALL_ON, "watchNamespaces": [team_a, team_b],
+                                                         "operator": {"replicas": 2}})),
+                 cluster=monitoring_crds)  # fmt: skip
+        for namespace in (team_a, team_b):
+            monitoring_crds.kubectl("get", "rolebinding", operator, "-n", namespace)
+        gone = monitoring_crds.kubectl("get", "clusterrolebinding", operator, "--ignore-not-found")
+        assert gone.strip() == ""
+        deployment = json.loads(monitoring_crds.kubectl("get", "deployment", operator, "-n", release_ns, "-o", "json"))
+        assert deployment["spec"]["replicas"] == 2
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert f"--namespace={team_a}" in args and f"--namespace={team_b}" in args
+        history = run_helm("history", release, "-n", release_ns, "-o", "json", cluster=monitoring_crds).stdout
+        assert [h["revision"] for h in json.loads(history)] == [1, 2]
+    finally:
+        run_helm("uninstall", release, "-n", release_ns, "--wait", "--timeout", "60s", cluster=monitoring_crds)
+    left = monitoring_crds.kubectl(
+        "get", "deployment,service,serviceaccount,role,rolebinding,configmap,prometheusrule", "-n", release_ns,
+        "-l", f"app.kubernetes.io/instance={release}", "-o", "name",
+    )  # fmt: skip
+    assert left.strip() == ""
+    for kind in ("clusterrole", "clusterrolebinding"):
+        assert monitoring_crds.kubectl("get", kind, "-l", f"app.kubernetes.io/instance={release}", "-o", "name") == ""
+    # Helm never deletes CRDs: SaigonModels and SaigonAdapters outlive the release.
+    monitoring_crds.kubectl("get", "crd", "saigonadapters.saigon.ai")
+
+
+def _allowed(api: kubernetes.client.ApiClient, user: str, verb: str, group: str, resource: str, namespace: str) -> bool:
+    resource, _, subresource = resource.partition("/")
+    review = kubernetes.client.V1SubjectAccessReview(
+        spec=kubernetes.client.V1SubjectAccessReviewSpec(
+            user=user,
+            groups=["system:serviceaccounts", "system:authenticated"],
+            resource_attributes=kubernetes.client.V1ResourceAttributes(
+                verb=verb, group=group, resource=resource, subresource=subresource or None, namespace=namespace,
+                name="saigon-operator" if resource == "leases" and verb != "create" else None,
+            ),
+        )
+    )  # fmt: skip
+    result = kubernetes.client.AuthorizationV1Api(api).create_subject_access_review(review)
+    return bool(result.status.allowed)
+
+
+@pytest.mark.parametrize("mode", ["cluster-wide", "namespaced"])
+def test_operator_rbac_grants_every_call_and_nothing_else(
+    mode: str, k8s_cluster: Cluster, k8s_api_client: kubernetes.client.ApiClient, namespaces: list[str], tmp_path: Path
+) -> None:
+    release_ns, watched, elsewhere = namespaces
+    values = {"watchNamespaces": [watched]} if mode == "namespaced" else {}
+    run_helm("install", "saigon", str(CHART), "-n", release_ns,
+             "--values", str(write_values(tmp_path / "v.yaml", values)), cluster=k8s_cluster)  # fmt: skip
+    try:
+        user = f"system:serviceaccount:{release_ns}:saigon-operator"
+        missing = [c for c in OPERATOR_CALLS if not _allowed(k8s_api_client, user, *c, watched)]
+        assert not missing, f"the chart's RBAC does not grant {missing}"
+        extra = [c for c in NOT_GRANTED if _allowed(k8s_api_client, user, *c, watched)]
+        assert not extra, f"the chart's RBAC grants more than the operator uses: {extra}"
+        for call in LEADER_CALLS:
+            assert _allowed(k8s_api_client, user, *call, release_ns), call
+            assert not _allowed(k8s_api_client, user, *call, watched), call
+        elsewhere_allowed = [c for c in OPERATOR_CALLS if _allowed(k8s_api_client, user, *c, elsewhere)]
+        if mode == "namespaced":
+            assert elsewhere_allowed == []
+        else:
+            assert elsewhere_allowed == OPERATOR_CALLS
+        assert _allowed(k8s_api_client, user, "watch", "apiextensions.k8s.io", "customresourcedefinitions", "")
+        assert _allowed(k8s_api_client, user, "list", "", "namespaces", "") == (mode == "namespaced")
+    finally:
+        run_helm("uninstall", "saigon", "-n", release_ns, "--wait", "--timeout", "60s", cluster=k8s_cluster)
