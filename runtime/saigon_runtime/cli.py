@@ -125,9 +125,12 @@ _COMMAND_ONLY = {"command", "log_level", "user_id", "prompt", "temperature", "ma
                  "adapter", "use_mesh_context", "json"}  # fmt: skip
 
 
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k not in _COMMAND_ONLY and v is not None}
+
+
 def config_from_args(args: argparse.Namespace) -> RuntimeConfig:
-    overrides = {k: v for k, v in vars(args).items() if k not in _COMMAND_ONLY and v is not None}
-    return RuntimeConfig.from_env(**overrides)
+    return RuntimeConfig.from_env(**overrides_from_args(args))
 
 
 def serve(config: RuntimeConfig) -> None:
@@ -148,10 +151,10 @@ def serve(config: RuntimeConfig) -> None:
     )
 
 
-def infer(config: RuntimeConfig, args: argparse.Namespace) -> dict[str, Any]:
+def infer(args: argparse.Namespace) -> dict[str, object]:
     from saigon_runtime.inference import SaigonInference
 
-    service = SaigonInference.from_config(config)
+    service = SaigonInference(**overrides_from_args(args))
     try:
         return service.run_inference(
             args.user_id,
@@ -178,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve(config)
         return 0
     try:
-        result = infer(config, args)
+        result = infer(args)
     except Exception as exc:
         print(f"saigon-runtime: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -55,11 +55,22 @@ def make_config(base_dir: Path, **overrides: Any) -> RuntimeConfig:
 
 
 @contextmanager
-def live_server(config: RuntimeConfig, *, engine: Engine | None = None) -> Iterator[LiveServer]:
-    """Serve `create_app(config, engine)` until the block exits (the app stops the engine)."""
-    if engine is None:
+def live_server(
+    config: RuntimeConfig,
+    *,
+    engine: Engine | None = None,
+    extra_routes: list[web.RouteDef] | None = None,
+    background_load: bool = False,
+) -> Iterator[LiveServer]:
+    """Serve `create_app(config, engine)` until the block exits (the app stops the engine).
+
+    With `background_load` the app loads the engine itself after it starts listening, as
+    `saigon-runtime serve` does. `extra_routes` are added outside the route table, as a
+    careless future change might."""
+    if engine is None and not background_load:
         engine = Engine.from_config(config)
     app = create_app(config, engine)
+    app.router.add_routes(extra_routes or [])
     loop = asyncio.new_event_loop()
     started = threading.Event()
     failure: list[BaseException] = []

@@ -121,9 +121,12 @@ async def _load_engine(state: ServerState) -> None:
 
 
 async def _attach(state: ServerState, engine: Engine) -> None:
+    from saigon_runtime.service import InferenceService
+
     engine.add_step_observer(state.metrics.observe_step)
     engine.start()
     await _load_required_adapters(state, engine)
+    state.service = InferenceService(engine, state.mesh, state.audit)
     state.engine = engine
 
 

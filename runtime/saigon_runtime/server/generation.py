@@ -5,54 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-from saigon_runtime.audit import AuditRecord
-from saigon_runtime.engine.types import (
-    AdapterRef,
-    GenerationRequest,
-    GenerationResult,
-    RequestHandle,
-    SamplingParams,
-    TokenEvent,
-)
-from saigon_runtime.server.errors import ApiError
+from saigon_runtime.engine.types import AdapterRef, GenerationRequest, GenerationResult, RequestHandle, TokenEvent
 from saigon_runtime.server.state import ServerState
+from saigon_runtime.service import Prepared
+
+# Below this, dividing logits by the temperature overflows to inf and sampling breaks; such
+# temperatures mean "as good as greedy" anyway (vLLM uses the same cut-off).
+MIN_SAMPLING_TEMPERATURE = 1e-5
 
 
 def new_request_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
-
-def encode(state: ServerState, text: str) -> list[int]:
-    """Token ids for a prompt string, exactly as the model will see it."""
-    engine = state.ready_engine()
-    try:
-        ids = engine.tokenizer.encode(text)
-    except Exception as exc:  # a tokenizer choking on odd input is a bad request, not a 500
-        raise ApiError(400, f"the prompt cannot be tokenized ({type(exc).__name__})", code="bad_prompt") from None
-    if not ids:
-        raise ApiError(400, "the prompt is empty once tokenized", param="prompt", code="empty_prompt")
-    return list(ids)
-
-
-def bounded_max_tokens(state: ServerState, prompt_tokens: int, requested: int | None) -> int:
-    """Requested new tokens, capped by the server limit and by what the context has left."""
-    engine = state.ready_engine()
-    context = int(engine.max_positions)
-    room = context - prompt_tokens
-    if room < 1:
-        raise ApiError(
-            400,
-            f"the prompt is {prompt_tokens} tokens; this model's context is {context}",
-            param="prompt",
-            code="context_length_exceeded",
-        )
-    limit = min(room, state.config.max_new_tokens)
-    return limit if requested is None else min(requested, limit)
 
 
 @dataclass
@@ -114,19 +83,12 @@ class Generation:
         )
 
 
-def submit(
-    state: ServerState,
-    prompt_ids: list[int],
-    adapter: AdapterRef | None,
-    sampling: SamplingParams,
-    *,
-    stream: bool = False,
-    request_id: str = "",
-) -> Generation:
+def submit(state: ServerState, request: GenerationRequest, *, stream: bool = False) -> Generation:
     """Hand one request to the engine (raises EngineBusy -> 429, InvalidRequest -> 400)."""
     engine = state.ready_engine()
-    sampling.validate()
-    request = GenerationRequest(prompt_ids=prompt_ids, adapter=adapter, sampling=sampling, request_id=request_id)
+    request.sampling.validate()
+    if 0.0 < request.sampling.temperature < MIN_SAMPLING_TEMPERATURE:
+        request.sampling = dataclasses.replace(request.sampling, temperature=0.0)
     events: asyncio.Queue[TokenEvent | None] | None = None
     if stream:
         loop = asyncio.get_running_loop()
@@ -143,38 +105,15 @@ def submit(
     except Exception as exc:
         state.metrics.rejections.labels(getattr(exc, "kind", "error")).inc()
         raise
-    return Generation(state, handle, adapter, events)
+    return Generation(state, handle, request.adapter, events)
 
 
-def record_served(
-    state: ServerState,
-    *,
-    request_id: str,
-    user_id: str | None,
-    adapter: AdapterRef | None,
-    result: GenerationResult,
-    prompt: str,
-    mesh_context_used: bool = False,
-) -> None:
-    """After a request finishes: remember it for /api/saigon/status and append the audit line."""
-    state.current_user = user_id
+def record_served(state: ServerState, prepared: Prepared, result: GenerationResult) -> dict[str, object]:
+    """After a request finishes: remember it for /api/saigon/status, write the audit record and
+    return the original API's answer (InferenceService.report: one format for every caller)."""
+    state.current_user = prepared.user_id
+    adapter = prepared.resolution.adapter
     state.current_adapter = adapter.name if adapter is not None else None
-    if state.audit is None:
-        return
-    engine = state.engine
-    state.audit.submit(
-        AuditRecord(
-            request_id=request_id,
-            user_id=user_id,
-            adapter_used=adapter.name if adapter is not None else None,
-            adapter_active=adapter.version if adapter is not None else None,
-            mesh_context_used=mesh_context_used,
-            device=str(engine.device) if engine is not None else "",
-            latency_ms=result.latency_s * 1000.0,
-            tokens_in=result.prompt_tokens,
-            tokens_out=result.completion_tokens,
-            status="ok" if result.error is None else "error",
-            prompt=prompt,
-            output=result.text,
-        )
-    )
+    # Not ready_service(): a request that started before draining still gets reported.
+    assert state.service is not None
+    return state.service.report(prepared, result)

@@ -107,12 +107,14 @@ class InferResponse(_Response):
     adapter_used: str | None = Field(description="the adapter that served, or null for the base model")
     adapter_active: str | None = Field(description="the version of that adapter that served")
     adapter_scope: Literal["user", "domain", "global", "named", "base"]
+    fallback_reason: str | None = Field(description="why adapters earlier in the cascade were passed over")
     mesh_context_used: bool
     device: str
     latency_ms: float
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    request_id: str
 
 
 class BatchInferRequest(_Request):

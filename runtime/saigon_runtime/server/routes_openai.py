@@ -11,19 +11,19 @@ from collections.abc import Callable
 
 from aiohttp import web
 from pydantic import BaseModel
+from saigon_runtime.adapters.manager import Resolution
 from saigon_runtime.adapters.names import NAME_RE
-from saigon_runtime.engine.types import AdapterNotFound, AdapterRef, EngineError, GenerationResult, SamplingParams
+from saigon_runtime.engine.types import (
+    AdapterNotFound,
+    EngineError,
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+)
 from saigon_runtime.mesh.prompt import build_chat_prompt
 from saigon_runtime.server.auth import check_adapter_visible, effective_user, principal, visible_to
 from saigon_runtime.server.errors import ApiError, from_engine_error
-from saigon_runtime.server.generation import (
-    Generation,
-    bounded_max_tokens,
-    encode,
-    new_request_id,
-    record_served,
-    submit,
-)
+from saigon_runtime.server.generation import Generation, new_request_id, record_served, submit
 from saigon_runtime.server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -44,6 +44,7 @@ from saigon_runtime.server.protocol import (
 from saigon_runtime.server.routing import Access, ResponseKind, RouteDef, parse_body
 from saigon_runtime.server.sse import open_event_stream, send_done, send_error, send_event
 from saigon_runtime.server.state import ServerState, state_of
+from saigon_runtime.service import Prepared
 
 OWNER = "saigon"
 
@@ -70,19 +71,18 @@ async def list_models(request: web.Request) -> web.Response:
     return web.json_response(json_body(ModelList(data=cards)))
 
 
-async def resolve_model(request: web.Request, model: str) -> AdapterRef | None:
-    """None for the base model, else the adapter `model` names at its current version."""
+async def resolve_model(request: web.Request, model: str) -> Resolution:
+    """The base model, or the adapter `model` names at its current version."""
     engine = state_of(request).ready_engine()
     if model == engine.model_id:
-        return None
+        return Resolution(None, "base")
     if not NAME_RE.match(model) or ".." in model:
         raise _model_not_found(model)
     check_adapter_visible(request, model)
     try:
-        resolution = await asyncio.to_thread(engine.adapters.resolve, None, model, strict=True)
+        return await asyncio.to_thread(engine.adapters.resolve, None, model, strict=True)
     except AdapterNotFound:
         raise _model_not_found(model) from None
-    return resolution.adapter
 
 
 def _model_not_found(model: str) -> ApiError:
@@ -111,11 +111,10 @@ async def completions(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, CompletionRequest)
     state = state_of(request)
     user_id = effective_user(request, body.user, field="user")
-    adapter = await resolve_model(request, body.model)
-    prompt_ids = encode(state, body.prompt)
-    sampling = _sampling(state, body, len(prompt_ids), body.max_tokens)
-    request_id = new_request_id("cmpl")
-    gen = submit(state, prompt_ids, adapter, sampling, stream=body.stream, request_id=request_id)
+    resolution = await resolve_model(request, body.model)
+    prepared = _prepare(state, user_id, resolution, body.prompt, body, body.max_tokens, "cmpl")
+    request_id = prepared.request_id
+    gen = submit(state, prepared.request, stream=body.stream)
     created = int(time.time())
 
     def chunk(text: str, finish: FinishReason | None) -> CompletionResponse:
@@ -136,13 +135,11 @@ async def completions(request: web.Request) -> web.StreamResponse:
             usage=usage_chunk,
         )
         if result is not None:
-            record_served(
-                state, request_id=request_id, user_id=user_id, adapter=adapter, result=result, prompt=body.prompt
-            )
+            record_served(state, prepared, result)
         return response
     result = await gen.result()
     _check_result(result)
-    record_served(state, request_id=request_id, user_id=user_id, adapter=adapter, result=result, prompt=body.prompt)
+    record_served(state, prepared, result)
     completion = chunk(result.text, _finish_reason(result))
     completion.usage = _usage(result)
     return web.json_response(json_body(completion))
@@ -152,7 +149,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, ChatCompletionRequest)
     state = state_of(request)
     user_id = effective_user(request, body.user, field="user")
-    adapter = await resolve_model(request, body.model)
+    resolution = await resolve_model(request, body.model)
     engine = state.ready_engine()
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
     try:
@@ -160,15 +157,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except Exception as exc:  # a template that refuses this conversation (e.g. role order)
         raise ApiError(
             400,
-            f"the conversation does not fit the model's chat template ({exc})",
+            f"the conversation does not fit the model's chat template ({type(exc).__name__})",
             param="messages",
             code="bad_messages",
         ) from None
-    prompt_ids = encode(state, prompt)
     requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    sampling = _sampling(state, body, len(prompt_ids), requested)
-    request_id = new_request_id("chatcmpl")
-    gen = submit(state, prompt_ids, adapter, sampling, stream=body.stream, request_id=request_id)
+    prepared = _prepare(state, user_id, resolution, prompt, body, requested, "chatcmpl")
+    request_id = prepared.request_id
+    gen = submit(state, prepared.request, stream=body.stream)
     created = int(time.time())
 
     def chunk(delta: ChatDelta, finish: FinishReason | None) -> ChatCompletionChunk:
@@ -189,11 +185,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             usage=usage_chunk,
         )
         if result is not None:
-            record_served(state, request_id=request_id, user_id=user_id, adapter=adapter, result=result, prompt=prompt)
+            record_served(state, prepared, result)
         return response
     result = await gen.result()
     _check_result(result)
-    record_served(state, request_id=request_id, user_id=user_id, adapter=adapter, result=result, prompt=prompt)
+    record_served(state, prepared, result)
     choice = ChatChoice(index=0, message=AssistantMessage(content=result.text), finish_reason=_finish_reason(result))
     answer = ChatCompletionResponse(
         id=request_id, created=created, model=body.model, choices=[choice], usage=_usage(result)
@@ -201,16 +197,27 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return web.json_response(json_body(answer))
 
 
-def _sampling(
-    state: ServerState, body: CompletionRequest | ChatCompletionRequest, prompt_tokens: int, requested: int | None
-) -> SamplingParams:
-    return SamplingParams(
+def _prepare(
+    state: ServerState,
+    user_id: str | None,
+    resolution: Resolution,
+    prompt: str,
+    body: CompletionRequest | ChatCompletionRequest,
+    requested: int | None,
+    prefix: str,
+) -> Prepared:
+    service = state.ready_service()
+    ids = service.encode(prompt)
+    sampling = SamplingParams(
         temperature=body.temperature,
         top_p=body.top_p,
-        max_new_tokens=bounded_max_tokens(state, prompt_tokens, requested),
+        max_new_tokens=service.max_new_tokens(len(ids), requested),
         stop=body.stop_sequences(),
         seed=body.seed,
     )
+    request_id = new_request_id(prefix)
+    request = GenerationRequest(ids, resolution.adapter, sampling, request_id=request_id)
+    return Prepared(request_id, user_id, resolution, prompt, request, mesh_context_used=False)
 
 
 async def _stream(

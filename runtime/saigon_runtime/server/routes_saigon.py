@@ -9,24 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 
 from aiohttp import web
 from saigon_runtime.adapters.names import user_adapter
-from saigon_runtime.engine.types import AdapterRef, GenerationResult, SamplingParams
-from saigon_runtime.mesh.prompt import build_prompt
-from saigon_runtime.mesh.retrieval import build_context
-from saigon_runtime.mesh.schema import MeshError
+from saigon_runtime.engine.types import GenerationResult
 from saigon_runtime.server.auth import check_adapter_visible, effective_user, principal, visible_to
 from saigon_runtime.server.errors import ApiError
-from saigon_runtime.server.generation import (
-    Generation,
-    bounded_max_tokens,
-    encode,
-    new_request_id,
-    record_served,
-    submit,
-)
+from saigon_runtime.server.generation import Generation, record_served, submit
 from saigon_runtime.server.protocol import (
     BatchInferRequest,
     BatchInferResponse,
@@ -42,99 +31,42 @@ from saigon_runtime.server.protocol import (
 from saigon_runtime.server.routes_admin import off_loop
 from saigon_runtime.server.routing import Access, RouteDef, parse_body
 from saigon_runtime.server.state import ServerState, state_of
+from saigon_runtime.service import Prepared
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_NEW_TOKENS = 256
-
-
-@dataclass
-class Prepared:
-    request_id: str
-    user_id: str | None
-    adapter: AdapterRef | None
-    scope: str
-    prompt: str
-    prompt_ids: list[int]
-    sampling: SamplingParams
-    mesh_context_used: bool
-
 
 async def prepare(request: web.Request, state: ServerState, item: InferRequest) -> Prepared:
+    """Cascade, mesh context, prompt and token ids, as SaigonInference does (off the event loop:
+    resolving an adapter or reading a mesh may touch the disk)."""
     user_id = effective_user(request, item.user_id)
-    engine = state.ready_engine()
     if item.adapter is not None:
         check_adapter_visible(request, item.adapter, field="adapter")
-    resolution = await asyncio.to_thread(engine.adapters.resolve, user_id, item.adapter, strict=True)
-    context = None
-    if item.use_mesh_context and user_id is not None and state.mesh is not None:
-        context = await asyncio.to_thread(_mesh_context, state, user_id, item.input_text, engine.tokenizer)
-    prompt = build_prompt(engine.tokenizer, item.input_text, item.system_prompt, context)
-    prompt_ids = encode(state, prompt)
-    requested = item.max_length if item.max_length is not None else DEFAULT_MAX_NEW_TOKENS
-    sampling = SamplingParams(
-        temperature=item.temperature, max_new_tokens=bounded_max_tokens(state, len(prompt_ids), requested)
-    )
-    return Prepared(
-        new_request_id("infer"),
+    return await asyncio.to_thread(
+        state.ready_service().prepare,
         user_id,
-        resolution.adapter,
-        resolution.scope,
-        prompt,
-        prompt_ids,
-        sampling,
-        context is not None,
+        item.input_text,
+        use_mesh_context=item.use_mesh_context,
+        temperature=item.temperature,
+        max_new_tokens=item.max_length,
+        system_prompt=item.system_prompt,
+        adapter=item.adapter,
+        strict_adapter=True,
     )
-
-
-def _mesh_context(state: ServerState, user_id: str, query: str, tokenizer: object) -> str | None:
-    assert state.mesh is not None
-    try:
-        graph = state.mesh.get(user_id)
-    except MeshError as exc:
-        # A broken mesh file costs this user their context, never their answer.
-        log.warning("mesh unusable, serving without context: %s", exc.kind)
-        return None
-    context = build_context(graph, query, tokenizer=tokenizer)
-    return context.text if context is not None else None
 
 
 def _response(state: ServerState, prepared: Prepared, result: GenerationResult) -> InferResponse:
     if result.finish_reason == "error" or result.error is not None:
         raise ApiError(500, "generation failed", code="generation_failed")
-    record_served(
-        state,
-        request_id=prepared.request_id,
-        user_id=prepared.user_id,
-        adapter=prepared.adapter,
-        result=result,
-        prompt=prepared.prompt,
-        mesh_context_used=prepared.mesh_context_used,
-    )
-    engine = state.engine
-    return InferResponse(
-        output=result.text,
-        adapter_used=prepared.adapter.name if prepared.adapter else None,
-        adapter_active=prepared.adapter.version if prepared.adapter else None,
-        adapter_scope=prepared.scope,  # type: ignore[arg-type]
-        mesh_context_used=prepared.mesh_context_used,
-        device=engine.device if engine is not None else "",
-        latency_ms=round(result.latency_s * 1000.0, 3),
-        finish_reason=result.finish_reason,
-        prompt_tokens=result.prompt_tokens,
-        completion_tokens=result.completion_tokens,
-    )
-
-
-def _submit(state: ServerState, prepared: Prepared) -> Generation:
-    return submit(state, prepared.prompt_ids, prepared.adapter, prepared.sampling, request_id=prepared.request_id)
+    answer = record_served(state, prepared, result)
+    return InferResponse.model_validate({k: v for k, v in answer.items() if k in InferResponse.model_fields})
 
 
 async def infer(request: web.Request) -> web.Response:
     body = await parse_body(request, InferRequest)
     state = state_of(request)
     prepared = await prepare(request, state, body)
-    result = await _submit(state, prepared).result()
+    result = await submit(state, prepared.request).result()
     return web.json_response(json_body(_response(state, prepared, result)))
 
 
@@ -152,7 +84,7 @@ async def infer_batch(request: web.Request) -> web.Response:
         generations: list[Generation] = []
         try:
             for p in prepared:
-                generations.append(_submit(state, p))
+                generations.append(submit(state, p.request))
         except BaseException:
             for g in generations:
                 g.handle.cancel()
@@ -160,7 +92,7 @@ async def infer_batch(request: web.Request) -> web.Response:
         results = list(await asyncio.gather(*(g.result() for g in generations)))
     else:
         for p in prepared:
-            results.append(await _submit(state, p).result())
+            results.append(await submit(state, p.request).result())
     responses = [_response(state, p, r) for p, r in zip(prepared, results, strict=True)]
     total = round((time.perf_counter() - started) * 1000.0, 3)
     return web.json_response(

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from saigon_runtime.audit import AuditLog
     from saigon_runtime.engine.engine import Engine
     from saigon_runtime.mesh.store import MeshStore
+    from saigon_runtime.service import InferenceService
 
 
 @dataclass
@@ -23,6 +24,7 @@ class ServerState:
     config: RuntimeConfig
     metrics: ServerMetrics
     engine: Engine | None = None
+    service: InferenceService | None = None  # prompt assembly and reporting, shared with SaigonInference
     engine_error: str | None = None  # why the base model failed to load, when it did
     mesh: MeshStore | None = None
     audit: AuditLog | None = None
@@ -43,6 +45,11 @@ class ServerState:
             detail = "the base model failed to load" if self.engine_error else "the base model is still loading"
             raise ApiError(503, detail, code="not_ready")
         return self.engine
+
+    def ready_service(self) -> InferenceService:
+        self.ready_engine()
+        assert self.service is not None
+        return self.service
 
     def stats(self) -> Any | None:
         return self.engine.stats() if self.engine is not None else None
