@@ -90,6 +90,7 @@ class AdapterManager:
         self._failures: dict[Key, tuple[tuple[float, ...], str]] = {}
         self._current: dict[str, str] = {}  # versions made current through the API
         self._disabled: set[str] = set()  # unloaded names: not served until loaded again
+        self._good: dict[str, str] = {}  # the last version of each name that passed verification
         self._lock = threading.RLock()
         self._loading: dict[Key, threading.Lock] = {}
         self.host_hits = 0
@@ -194,12 +195,50 @@ class AdapterManager:
         return Resolution(None, "base", "; ".join(reasons) or None)
 
     def _serviceable(self, name: str) -> AdapterRef:
+        """The version to serve for a name: the current one if it verifies, else the last good one.
+
+        A broken new version on disk (a bad `active` flip) never replaces a working one.
+        """
         version = self.current_version(name)
         if version is None:
             raise AdapterNotFound(f"adapter {name!r} is missing")
         ref = AdapterRef(name, version)
-        self.host_adapter(ref)
+        try:
+            self.host_adapter(ref)
+        except EngineError:
+            with self._lock:
+                good = self._good.get(name)
+            if good is None or good == version:
+                raise
+            fallback = AdapterRef(name, good)
+            self.host_adapter(fallback)
+            return fallback
+        with self._lock:
+            self._good[name] = version
         return ref
+
+    def refresh(self) -> dict[str, str]:
+        """Verify every name's active version on disk now (new adapters, new `active` targets).
+
+        Returns {name: outcome} for the names whose active version was not verified before.
+        Runs off the request path (a watcher thread), so requests rarely pay for a disk load.
+        """
+        if self.store is None:
+            return {}
+        outcomes: dict[str, str] = {}
+        for name in self.store.names():
+            version = self.current_version(name)
+            with self._lock:
+                known = version is None or self._good.get(name) == version or (name, version) in self._host
+            if known:
+                continue
+            assert version is not None
+            try:
+                self._serviceable(name)
+                outcomes[name] = f"verified {version}"
+            except EngineError as exc:
+                outcomes[name] = f"rejected {version}: {exc}"
+        return outcomes
 
     # ---- management ---------------------------------------------------------------------
     def load(self, name: str, version: str | None = None, path: str | Path | None = None) -> AdapterInfo:
