@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from saigon_runtime.server.errors import ApiError
 
 SSE_HEADERS = {
-    "Content-Type": "text/event-stream",
+    "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",  # proxies must not hold events back
 }

@@ -1,0 +1,159 @@
+"""The admin API contract the agent sidecar relies on, hot-swaps under load, and the original
+hot-swap endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from saigon_runtime.engine.types import AdapterRef, GenerationRequest, SamplingParams
+from saigon_runtime.testing.tiny import install_adapter
+from server_support import ADMIN_TOKEN, LiveServer, live_server, make_config
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+PROMPT = "the boat and the sea"
+INFO_KEYS = {"name", "version", "active_version", "tier", "pinned", "loaded_at", "error"}
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("admin") / "adapters"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_llama_dir: Path, adapter_factory, adapters: Path) -> Iterator[LiveServer]:
+    install_adapter(adapters, "user_alice", "v1", adapter_factory(tiny_llama_dir, seed=1))
+    install_adapter(adapters, "global", "v1", adapter_factory(tiny_llama_dir, seed=3))
+    with live_server(make_config(tiny_llama_dir, adapters_dir=adapters)) as live:
+        yield live
+
+
+def admin(server: LiveServer, action: str, body: dict[str, Any]) -> requests.Response:
+    return requests.post(f"{server.url}/admin/adapters/{action}", json=body, headers=ADMIN, timeout=60)
+
+
+def listed(server: LiveServer) -> dict[str, dict[str, Any]]:
+    body = requests.get(f"{server.url}/admin/adapters", headers=ADMIN, timeout=10).json()
+    assert set(body) == {"adapters"}
+    for info in body["adapters"]:
+        assert set(info) == INFO_KEYS
+    return {info["name"]: info for info in body["adapters"]}
+
+
+def greedy(server: LiveServer, adapter: AdapterRef | None, max_new_tokens: int) -> str:
+    engine = server.engine
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, ignore_eos=True)
+    return engine.generate(GenerationRequest(engine.tokenizer.encode(PROMPT), adapter, sampling), timeout=60).text
+
+
+def complete(server: LiveServer, model: str, max_tokens: int) -> str:
+    body = {"model": model, "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0}
+    response = requests.post(f"{server.url}/v1/completions", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    return str(response.json()["choices"][0]["text"])
+
+
+def test_listing_follows_the_contract(server: LiveServer) -> None:
+    infos = listed(server)
+    assert set(infos) == {"user_alice", "global"}
+    assert infos["user_alice"]["version"] == "v1" and infos["user_alice"]["active_version"] == "v1"
+    assert infos["user_alice"]["tier"] in {"device", "host", "disk"} and infos["user_alice"]["error"] is None
+
+
+def test_a_load_swaps_versions_while_a_stream_in_flight_finishes_on_the_old_one(
+    server: LiveServer, adapters: Path, tiny_llama_dir: Path, adapter_factory
+) -> None:
+    engine = server.engine
+    v1_text = greedy(server, AdapterRef("user_alice", "v1"), 24)
+    body = {"model": "user_alice", "prompt": PROMPT, "max_tokens": 24, "temperature": 0, "stream": True}
+    entered, gate = threading.Event(), threading.Event()
+    with requests.post(f"{server.url}/v1/completions", json=body, stream=True, timeout=60) as stream:
+        lines = (line for line in stream.iter_lines(decode_unicode=True) if line)
+        events = [next(lines)]
+
+        def hold(phase: str) -> None:
+            entered.set()
+            gate.wait(30)
+
+        engine.before_forward = hold  # keep the stream mid-flight while the swap happens
+        try:
+            assert entered.wait(30)
+            # The agent's part: write the version beside the others, then ask for it to be served.
+            shutil.copytree(adapter_factory(tiny_llama_dir, seed=5), adapters / "user_alice" / "v2")
+            path = str(adapters / "user_alice" / "v2")
+            loaded = admin(server, "load", {"name": "user_alice", "version": "v2", "path": path})
+            assert engine.stats().running == 1, "the stream must still be running during the swap"
+        finally:
+            engine.before_forward = None
+            gate.set()
+        events += list(lines)
+    assert loaded.status_code == 200, loaded.text
+    answer = loaded.json()
+    assert set(answer) == {"name", "version", "loaded_at"}
+    assert answer["name"] == "user_alice" and answer["version"] == "v2" and answer["loaded_at"] > 0
+    assert events[-1] == "data: [DONE]"
+    streamed = "".join(c["text"] for e in events[:-1] for c in json.loads(e[6:])["choices"])
+    assert streamed == v1_text, "a running request keeps the version it started with"
+    assert os.readlink(adapters / "user_alice" / "active") == "v2"
+    assert listed(server)["user_alice"]["version"] == "v2"
+    after = complete(server, "user_alice", 24)
+    assert after == greedy(server, AdapterRef("user_alice", "v2"), 24)
+    assert after != v1_text
+
+
+def test_a_rejected_adapter_is_422_and_the_current_version_keeps_serving(server: LiveServer, adapters: Path) -> None:
+    current = listed(server)["user_alice"]["version"]
+    broken = adapters / "user_alice" / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"]}')
+    (broken / "adapter_model.safetensors").write_bytes(b"not safetensors at all")
+    refused = admin(server, "load", {"name": "user_alice", "version": "broken", "path": str(broken)})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["code"] == "adapter_rejected"
+    assert listed(server)["user_alice"]["version"] == current
+    complete(server, "user_alice", 2)
+    missing = admin(server, "load", {"name": "user_alice", "version": "v9"})
+    assert missing.status_code == 404
+
+
+def test_pin_and_unload(server: LiveServer) -> None:
+    pinned = admin(server, "pin", {"name": "global", "pinned": True})
+    assert pinned.status_code == 200 and pinned.json() == {"name": "global", "pinned": True}
+    assert listed(server)["global"]["pinned"] is True
+    assert admin(server, "pin", {"name": "global", "pinned": False}).json()["pinned"] is False
+
+    served = requests.post(f"{server.url}/api/saigon/infer", json={"user_id": "carol", "input_text": "hi",
+                                                                   "max_length": 2}, timeout=60)  # fmt: skip
+    assert served.json()["adapter_used"] == "global"
+    unloaded = admin(server, "unload", {"name": "global"})
+    assert unloaded.status_code == 200 and unloaded.json() == {"name": "global", "version": None, "unloaded": True}
+    assert "global" not in listed(server)
+    models = {m["id"] for m in requests.get(f"{server.url}/v1/models", timeout=10).json()["data"]}
+    assert "global" not in models
+    served = requests.post(f"{server.url}/api/saigon/infer", json={"user_id": "carol", "input_text": "hi",
+                                                                   "max_length": 2}, timeout=60)  # fmt: skip
+    assert served.json()["adapter_used"] is None and served.json()["adapter_scope"] == "base"
+    assert admin(server, "load", {"name": "global"}).status_code == 200
+    assert admin(server, "unload", {"name": "domain_nothing"}).status_code == 404
+
+
+def test_the_original_hot_swap_endpoint(server: LiveServer, tiny_llama_dir: Path, adapter_factory) -> None:
+    source = str(adapter_factory(tiny_llama_dir, seed=6))
+    body = {"user_id": "dave", "new_adapter_path": source}
+    assert requests.post(f"{server.url}/api/saigon/adapters/hot-swap", json=body, timeout=30).status_code == 401
+    swapped = requests.post(f"{server.url}/api/saigon/adapters/hot-swap", json=body, headers=ADMIN, timeout=30)
+    assert swapped.status_code == 200, swapped.text
+    answer = swapped.json()
+    assert answer["success"] is True and answer["adapter"] == "user_dave" and answer["previous_version"] is None
+    served = requests.post(
+        f"{server.url}/api/saigon/infer", json={"user_id": "dave", "input_text": "hi", "max_length": 2}, timeout=60
+    )
+    assert served.json()["adapter_used"] == "user_dave"
+    assert served.json()["adapter_active"] == answer["version"]
