@@ -64,7 +64,7 @@ def find_bin_dir() -> Path:
         missing = ["VERSIONS (written when the build completes)"]
     if missing:
         raise ControlPlaneNotBuiltError(
-            f"the test control plane is not built ({', '.join(missing)} missing in {bin_dir}): "
+            f"the test control plane is not built ({', '.join(missing)} missing under {bin_dir.parent}): "
             f"run {BUILD_SCRIPT.relative_to(BUILD_SCRIPT.parents[2])} "
             "(or `make controlplane`; it takes several minutes once, then is cached)"
         )

@@ -24,6 +24,7 @@ _CLUSTER_FIXTURES = frozenset({"k8s_cluster", "k8s_api_client", "k8s_namespace"}
 TEST_NAMESPACE_LABEL = "saigon.ai/test-namespace"
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _CLUSTER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
@@ -32,10 +33,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def k8s_cluster() -> Iterator[Cluster]:
+    """The test cluster: a fresh etcd + kube-apiserver, or $SAIGON_TEST_KUBECONFIG's cluster."""
     try:
         cluster = open_cluster()
     except ControlPlaneNotBuiltError as error:
-        pytest.fail(str(error), pytrace=False)
+        # A missing build is a failure, never a skip: CI must not silently drop these tests.
+        raise pytest.fail.Exception(str(error), pytrace=False) from None
     try:
         yield cluster
     finally:
@@ -44,6 +47,7 @@ def k8s_cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def k8s_api_client(k8s_cluster: Cluster) -> Iterator[kubernetes.client.ApiClient]:
+    """A kubernetes ApiClient acting as the cluster admin."""
     client = kubernetes.config.new_client_from_config(config_file=str(k8s_cluster.kubeconfig))
     try:
         yield client
@@ -59,6 +63,7 @@ def namespace_name_for(test_name: str) -> str:
 
 @pytest.fixture
 def k8s_namespace(k8s_api_client: kubernetes.client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace (named after the test) that is deleted after the test."""
     core = kubernetes.client.CoreV1Api(k8s_api_client)
     name = namespace_name_for(request.node.name)
     core.create_namespace(

@@ -14,7 +14,9 @@ from controlplane.smoke import GROUP, HANDLED_BY_ANNOTATION, PLURAL, VERSION
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    return kopf.login_via_client(**kwargs)
+    # kopf's own kubeconfig reader looks at $KUBECONFIG when called; the kubernetes
+    # client's reader (login_via_client) froze it when `kubernetes` was first imported.
+    return kopf.login_with_kubeconfig(**kwargs)
 
 
 @kopf.on.startup()
