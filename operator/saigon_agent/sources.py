@@ -57,6 +57,7 @@ class Materializer:
             path = await asyncio.to_thread(self.store.commit, name, target.version, staging, digest)
         except BaseException:
             artifact.remove_tree(staging)
+            self.store.drop_if_empty(name)
             raise
         return Installed(path, digest, fetched=True)
 

@@ -100,6 +100,11 @@ class AdapterStore:
             if version not in keep and version != active:
                 remove_tree(self.adapter_dir(name) / version)
 
+    def drop_if_empty(self, name: str) -> None:
+        """Removes `<name>/` when nothing is in it (a failed first install), so readers do not list it."""
+        with contextlib.suppress(FileNotFoundError, OSError):
+            self.adapter_dir(name).rmdir()
+
     def remove_version(self, name: str, version: str) -> None:
         remove_tree(self.version_dir(name, version))
 

@@ -219,6 +219,7 @@ class Syncer:
         else:
             self.store.deactivate(name)
         self.store.remove_version(name, rejected)
+        self.store.drop_if_empty(name)
 
     def _already_served(self, name: str, target: Target) -> bool:
         served = self._served.get(name)

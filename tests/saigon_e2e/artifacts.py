@@ -8,7 +8,10 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from saigon_runtime.testing.tiny import make_adapter, make_llama
+import torch
+from peft import LoraConfig, get_peft_model
+from saigon_runtime.testing.tiny import LLAMA_TARGETS, make_llama
+from transformers import LlamaForCausalLM
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -33,8 +36,25 @@ def make_base(path: Path) -> Path:
 
 
 def make_artifact(base: Path, out: Path, *, seed: int, rank: int = 4) -> Artifact:
-    make_adapter(base, out, rank=rank, seed=seed)
+    make_lora(base, out, rank=rank, seed=seed)
     return Artifact(out, pack(out))
+
+
+def make_lora(base: Path, out: Path, *, rank: int, seed: int) -> Path:
+    """A PEFT LoRA on all seven LLaMA projections with random non-zero weights, in PEFT's format.
+
+    (saigon_runtime.testing.tiny.make_adapter would do, but it currently drops `target_modules`.)
+    """
+    model = LlamaForCausalLM.from_pretrained(base, use_safetensors=True, local_files_only=True)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(LLAMA_TARGETS), init_lora_weights=False)
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn_like(param) * 0.05)
+    peft_model.save_pretrained(str(out))
+    return out
 
 
 def pack(directory: Path) -> bytes:

@@ -89,6 +89,8 @@ class World:
             "replicas": replicas,
             "tokenSecretRef": {"name": "tokens"},
             "adapterSources": {"pvcs": ["team"], "allowedCidrs": ["127.0.0.1/32"]},
+            # The ~5 MB test adapter has rank 80.
+            "cache": {"maxLoras": 8, "maxCpuLoras": 64, "maxRank": 96},
         }
         body.update(spec)
         return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SaigonModel", "metadata": {"name": MODEL}, "spec": body}
@@ -144,10 +146,10 @@ class World:
         while time.monotonic() < deadline:
             try:
                 last = probe()
+                if last:
+                    return last
             except Exception as exc:  # not there yet
                 last = exc
-            if last:
-                return last
             time.sleep(interval)
         raise AssertionError(f"{what}: not reached in {timeout}s; last: {last!r}\n{self.diagnostics()}")
 

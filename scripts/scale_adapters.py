@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""Scale run (not a test): N SaigonAdapters against the test control plane.
+
+Starts etcd + kube-apiserver (tests/controlplane), the real operator, one SaigonModel and
+`--pods` runtime pods (real `saigon-runtime serve` + `saigon-agent run` processes, as in
+the end-to-end tests), then applies `--adapters` SaigonAdapters at once and reports:
+
+- how long until every adapter has a validated target (the operator alone),
+- how long until every adapter is Ready on every pod (operator + agents + runtimes),
+- the operator's resident memory and CPU time before and after.
+
+    .venv/bin/python scripts/scale_adapters.py --adapters 1000 --pods 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+import kubernetes  # noqa: E402
+from controlplane.cluster import open_cluster  # noqa: E402
+from saigon_e2e.kubelet import FakeKubelet  # noqa: E402
+from saigon_e2e.operator_proc import OperatorProcess  # noqa: E402
+from saigon_e2e.world import MODEL, World, install_crds, make_source_server  # noqa: E402
+from saigon_runtime.testing.tiny import make_adapter, make_llama  # noqa: E402
+
+
+def operator_usage(op: OperatorProcess) -> dict[str, float]:
+    """Resident memory and CPU time of the operator process, from /proc."""
+    assert op.process is not None
+    pid = op.process.pid
+    rss_kib = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    return {"rss_mib": round(rss_kib / 1024, 1), "cpu_s": round(ticks / os.sysconf("SC_CLK_TCK"), 2)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapters", type=int, default=1000)
+    parser.add_argument("--pods", type=int, default=1, help="runtime pods (0: the operator alone)")
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="saigon-scale-"))
+    cluster = open_cluster()
+    api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    figures: dict[str, object] = {"adapters": args.adapters, "pods": args.pods}
+    kubelet: FakeKubelet | None = None
+    operator: OperatorProcess | None = None
+    sources = None
+    try:
+        install_crds(cluster)
+        namespace = f"scale-{secrets.token_hex(3)}"
+        kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
+        sources, ca = make_source_server(workdir)
+        operator = OperatorProcess(cluster, namespace, workdir).start()
+        base = make_llama(workdir / "base")
+        world = World(cluster, api, namespace, workdir, sources, ca, base, operator)
+        world.create_token_secret()
+        operator.wait_leading()
+        world.kubectl_apply(world.model_manifest(replicas=args.pods, cache={"maxLoras": 8, "maxCpuLoras": 64}))
+        world.wait_for(lambda: cluster.kubectl("get", "deployment", MODEL, "-n", namespace), 30, "deployment")
+        shared = workdir / "sources" / "team" / "shared"
+        make_adapter(base, shared, rank=4, seed=1)
+        if args.pods:
+            kubelet = FakeKubelet(
+                cluster, api, namespace, MODEL,
+                base_model=base, workdir=workdir / "pods", ca_bundle=ca, sources_root=workdir / "sources",
+            )  # fmt: skip
+            world.kubelet = kubelet
+            kubelet.start_pods(args.pods)
+            kubelet.wait_runtimes_up()
+        figures["operator_idle"] = operator_usage(operator)
+
+        manifests = [
+            world.adapter_manifest(
+                f"a{i:05d}", user=f"{i:05d}", version="v1", source={"pvc": {"claimName": "team", "path": "shared"}}
+            )
+            for i in range(args.adapters)
+        ]
+        started = time.perf_counter()
+        for chunk in range(0, len(manifests), 250):
+            world.kubectl_apply(*manifests[chunk : chunk + 250])
+        figures["kubectl_apply_s"] = round(time.perf_counter() - started, 2)
+        custom = kubernetes.client.CustomObjectsApi(api)
+
+        def count(predicate: object) -> int:
+            items = custom.list_namespaced_custom_object("saigon.ai", "v1alpha1", namespace, "saigonadapters")["items"]
+            return sum(1 for item in items if predicate(item.get("status") or {}))  # type: ignore[operator]
+
+        targeted = served = None
+        peak_rss = 0.0
+        deadline = started + args.timeout
+        while time.perf_counter() < deadline:
+            peak_rss = max(peak_rss, operator_usage(operator)["rss_mib"])
+            if targeted is None and count(lambda s: bool(s.get("target"))) == args.adapters:
+                targeted = time.perf_counter() - started
+                print(f"all {args.adapters} targets published after {targeted:.1f}s", flush=True)
+            if args.pods == 0 and targeted is not None:
+                break
+            ready = count(lambda s: s.get("phase") == "Ready")
+            if ready == args.adapters:
+                served = time.perf_counter() - started
+                break
+            print(f"  {time.perf_counter() - started:6.1f}s: {ready}/{args.adapters} ready", flush=True)
+            time.sleep(2)
+        figures["time_to_all_targets_s"] = round(targeted, 2) if targeted is not None else None
+        figures["time_to_all_ready_on_all_pods_s"] = round(served, 2) if served is not None else None
+        figures["operator_after"] = operator_usage(operator)
+        figures["operator_peak_rss_mib"] = peak_rss
+        figures["operator_status_writes"] = operator.metric("saigon_operator_status_writes_total")
+        figures["operator_reconciles"] = operator.metric("saigon_operator_reconciles_total")
+        if kubelet is not None:
+            figures["runtime_lists"] = [len(world.runtime_adapters(p)) for p in kubelet.pods.values()]
+        print(json.dumps(figures, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2))
+        return 0 if (served is not None or (args.pods == 0 and targeted is not None)) else 1
+    finally:
+        if kubelet is not None:
+            kubelet.stop()
+        if operator is not None:
+            operator.stop()
+        if sources is not None:
+            sources.close()
+        api.close()
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
