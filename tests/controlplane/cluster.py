@@ -11,9 +11,11 @@ but nothing runs pods, garbage-collects owned objects or finishes namespace dele
 
 from __future__ import annotations
 
+import abc
 import ipaddress
 import json
 import os
+import re
 import secrets
 import shutil
 import ssl
@@ -26,6 +28,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from . import certs, kubeconfig, processes
 
@@ -71,7 +74,7 @@ def find_bin_dir() -> Path:
     return bin_dir
 
 
-class Cluster:
+class Cluster(abc.ABC):
     """A cluster reachable through an admin kubeconfig, with the real kubectl and helm."""
 
     def __init__(self, kubeconfig_path: Path, bin_dir: Path, workdir: Path) -> None:
@@ -110,6 +113,7 @@ class Cluster:
         timeout: float = 300.0,
         kubeconfig_path: Path | None = None,
     ) -> str:
+        """Runs the real helm like `kubectl` (its cache and config stay in the work directory)."""
         return self._run("helm", args, input, timeout, kubeconfig_path)
 
     def _run(
@@ -144,12 +148,14 @@ class Cluster:
         return self.kubeconfig_for_token(token.strip(), name=f"sa-{namespace}-{name}")
 
     def _new_kubeconfig_path(self, name: str) -> Path:
-        return self.workdir / "kubeconfigs" / f"{name}-{secrets.token_hex(4)}.yaml"
+        safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        return self.workdir / "kubeconfigs" / f"{safe_name}-{secrets.token_hex(4)}.yaml"
 
+    @abc.abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Releases what this object started or created; idempotent."""
 
-    def __enter__(self) -> Cluster:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -239,10 +245,10 @@ class ControlPlane(Cluster):
         pair = self._ca.issue_client_cert(user, groups)
         cluster = kubeconfig.cluster_entry(self.server, self._ca.cert_pem)
         return kubeconfig.write_kubeconfig(
-            self._new_kubeconfig_path(user.replace(":", "_")),
+            self._new_kubeconfig_path(user),
             cluster,
             kubeconfig.client_cert_user(pair.cert_pem, pair.key_pem),
-            user.replace(":", "_"),
+            "user",
         )
 
     def _start(self, startup_timeout: float, extra_apiserver_args: tuple[str, ...]) -> None:
