@@ -1,7 +1,7 @@
 """`SaigonInference`: the original design's Python API, usable without any server.
 
-    engine = SaigonInference(base_model_dir="...", adapters_dir="...", mesh_dir="...")
-    engine.run_inference("alice", "What should I cook tonight?", temperature=0)
+engine = SaigonInference(base_model_dir="...", adapters_dir="...", mesh_dir="...")
+engine.run_inference("alice", "What should I cook tonight?", temperature=0)
 """
 
 from __future__ import annotations
