@@ -30,6 +30,7 @@ ENV_VARS: dict[str, str] = {
     "SAIGON_MAX_NEW_TOKENS": "max_new_tokens",
     "SAIGON_MAX_BODY_BYTES": "max_body_bytes",
     "SAIGON_DRAIN_TIMEOUT": "drain_timeout_s",
+    "SAIGON_SLOT_WAIT_TIMEOUT": "slot_wait_timeout_s",
 }
 
 

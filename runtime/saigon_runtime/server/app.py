@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from saigon_runtime.config import RuntimeConfig
+from saigon_runtime.engine.types import scope_of
 from saigon_runtime.server import routes_admin, routes_health, routes_mesh, routes_openai, routes_saigon
 from saigon_runtime.server.auth import CREDENTIALS_KEY, ROUTE_ACCESS_KEY, Credentials, auth_middleware
 from saigon_runtime.server.errors import error_middleware
@@ -134,8 +135,9 @@ async def _load_required_adapters(state: ServerState, engine: Engine) -> None:
     for name in state.config.required_adapters:
         try:
             await asyncio.to_thread(engine.adapters.load, name)
-        except Exception as exc:  # reported by /readyz; the agent can load it later
-            log.warning("required adapter %s did not load: %s", name, exc)
+        except Exception as exc:  # /readyz names it; the agent can load it later
+            # Scope and error class only: adapter names and messages can carry a user id.
+            log.warning("a required %s adapter did not load (%s)", scope_of(name), type(exc).__name__)
             continue
         state.loaded_required.add(name)
 

@@ -247,7 +247,8 @@ class _SamplingFields(_Request):
     stream_options: StreamOptions | None = None
     stop: StopSequence | Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
     seed: Seed | None = None
-    user: UserId | None = Field(None, description="end-user id for the adapter cascade (auth off only)")
+    user: UserId | None = Field(None, description="end-user id, for the audit log (auth off only)")
+    ignore_eos: bool = Field(False, description="extension (as in vLLM): keep generating past end-of-sequence")
 
     def stop_sequences(self) -> tuple[str, ...]:
         if self.stop is None:

@@ -58,8 +58,8 @@ async def list_adapters(request: web.Request) -> web.Response:
 
 async def load_adapter(request: web.Request) -> web.Response:
     body = await parse_body(request, AdapterLoadRequest)
-    engine = state_of(request).ready_engine()
     state = state_of(request)
+    engine = state.ready_engine()
     info = await off_loop(engine.adapters.load, body.name, body.version, body.path)
     assert info.version is not None
     if body.name in state.config.required_adapters:

@@ -214,6 +214,7 @@ def _prepare(
         max_new_tokens=service.max_new_tokens(len(ids), requested),
         stop=body.stop_sequences(),
         seed=body.seed,
+        ignore_eos=body.ignore_eos,
     )
     request_id = new_request_id(prefix)
     request = GenerationRequest(ids, resolution.adapter, sampling, request_id=request_id)
