@@ -80,6 +80,26 @@ def query_range(base_url: str, expr: str, start: float, end: float, step: float,
     return out
 
 
+def on_grid(series: Series, start: float, end: float, step: float) -> tuple[list[float], list[float]]:
+    """The series on the query's time grid, NaN where it has no sample: lines break at gaps,
+    as Grafana draws them (spanNulls off)."""
+    by_time = {round(t, 3): v for t, v in zip(series.times, series.values, strict=True)}
+    count = int((end - start) / step) + 1
+    times = [start + i * step for i in range(count)]
+    return times, [by_time.get(round(t, 3), math.nan) for t in times]
+
+
+def line_style(overrides: Sequence[Mapping[str, Any]], name: str) -> str:
+    """Grafana's per-series override of the line style (matched by regex on the series name)."""
+    for override in overrides:
+        matcher = override.get("matcher", {})
+        if matcher.get("id") == "byRegexp" and re.fullmatch(str(matcher.get("options", "")), name):
+            for prop in override.get("properties", []):
+                if prop.get("id") == "custom.lineStyle" and prop.get("value", {}).get("fill") == "dash":
+                    return "--"
+    return "-"
+
+
 def _axis_label(unit: str) -> str:
     return {
         "s": "seconds",
@@ -124,16 +144,23 @@ def render(
         top_in = header + grid["y"] * unit_height + pad_top
         height_in = grid["h"] * unit_height - pad_top - pad_bottom
         ax = fig.add_axes((left, 1 - (top_in + height_in) / fig_height, width, height_in / fig_height))
-        unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
+        field_config = panel.get("fieldConfig", {})
+        unit = field_config.get("defaults", {}).get("unit", "")
         count = 0
         for target in panel["targets"]:
             expr = substitute(target["expr"], rate_interval, variables)
             for series in query_range(base_url, expr, start, end, step, target.get("legendFormat", "")):
-                finite = [(t, v) for t, v in zip(series.times, series.values, strict=True) if math.isfinite(v)]
-                if not finite:
+                times, values = on_grid(series, start, end, step)
+                if not any(math.isfinite(v) for v in values):
                     continue
-                times = [matplotlib.dates.date2num(_utc(t)) for t, _ in finite]
-                ax.plot(times, [v for _, v in finite], linewidth=1.4, label=series.legend)
+                # Later series thinner, so that equal series stay visible one inside the other.
+                ax.plot(
+                    [matplotlib.dates.date2num(_utc(t)) for t in times],
+                    values,
+                    linewidth=max(2.6 - 0.7 * count, 1.0),
+                    linestyle=line_style(field_config.get("overrides", []), series.legend),
+                    label=series.legend,
+                )
                 count += 1
         drawn[panel["title"]] = count
         ax.set_title(panel["title"], loc="left", fontsize=11)

@@ -313,13 +313,19 @@ def test_examples_are_valid_objects(monitoring_crds: Cluster, namespaces: list[s
     assert out.count("serverside-applied (server dry run)") == 3, out
 
 
-def test_install_upgrade_uninstall(monitoring_crds: Cluster, namespaces: list[str], tmp_path: Path) -> None:
+def test_install_upgrade_uninstall_and_the_operators_rbac(
+    monitoring_crds: Cluster, k8s_api_client: kubernetes.client.ApiClient, namespaces: list[str], tmp_path: Path
+) -> None:
     release_ns, team_a, team_b = namespaces
     release = f"sg-{secrets.token_hex(2)}"
     operator = f"{release}-saigon-operator"
-    run_helm("install", release, str(CHART), "-n", release_ns, "--values",
-             str(write_values(tmp_path / "v1.yaml", ALL_ON)), cluster=monitoring_crds)  # fmt: skip
+    installed = run_helm("install", release, str(CHART), "-n", release_ns, "--values",
+                         str(write_values(tmp_path / "v1.yaml", ALL_ON)), cluster=monitoring_crds)  # fmt: skip
     try:
+        # NOTES.txt: how to check the install and apply the examples, and what was switched on.
+        assert f"kubectl -n {release_ns} rollout status deployment/{operator}" in installed.stdout
+        assert "kubectl apply -f examples/saigonadapter.yaml" in installed.stdout
+        assert "PrometheusRule" in installed.stdout and "Saigon / Runtime" in installed.stdout
         kinds = "deployment,service,serviceaccount,role,rolebinding,servicemonitor,podmonitor,prometheusrule,configmap"
         selector = f"app.kubernetes.io/instance={release}"
         listed = monitoring_crds.kubectl("get", kinds, "-n", release_ns, "-l", selector, "-o", "json")
@@ -331,6 +337,8 @@ def test_install_upgrade_uninstall(monitoring_crds: Cluster, namespaces: list[st
         monitoring_crds.kubectl("get", "clusterrolebinding", operator)
         for crd in ("saigonmodels.saigon.ai", "saigonadapters.saigon.ai"):
             monitoring_crds.kubectl("get", "crd", crd)
+        # Cluster-wide: every call granted in any namespace, the Lease only in the release's.
+        _check_rbac(k8s_api_client, release_ns, operator, [team_a], team_b, cluster_wide=True)
 
         # Upgrade to two watched namespaces: RoleBindings there, the ClusterRoleBinding gone.
         run_helm("upgrade", release, str(CHART), "-n", release_ns, "--values",
@@ -345,6 +353,8 @@ def test_install_upgrade_uninstall(monitoring_crds: Cluster, namespaces: list[st
         assert deployment["spec"]["replicas"] == 2
         args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
         assert f"--namespace={team_a}" in args and f"--namespace={team_b}" in args
+        # Namespaced: the same calls in the watched namespaces and none elsewhere.
+        _check_rbac(k8s_api_client, release_ns, operator, [team_a, team_b], release_ns, cluster_wide=False)
         history = run_helm("history", release, "-n", release_ns, "-o", "json", cluster=monitoring_crds).stdout
         assert [h["revision"] for h in json.loads(history)] == [1, 2]
     finally:
@@ -360,7 +370,9 @@ def test_install_upgrade_uninstall(monitoring_crds: Cluster, namespaces: list[st
     monitoring_crds.kubectl("get", "crd", "saigonadapters.saigon.ai")
 
 
-def _allowed(api: kubernetes.client.ApiClient, user: str, verb: str, group: str, resource: str, namespace: str) -> bool:
+def _allowed(
+    api: kubernetes.client.ApiClient, user: str, lease: str, verb: str, group: str, resource: str, namespace: str
+) -> bool:
     resource, _, subresource = resource.partition("/")
     review = kubernetes.client.V1SubjectAccessReview(
         spec=kubernetes.client.V1SubjectAccessReviewSpec(
@@ -368,7 +380,7 @@ def _allowed(api: kubernetes.client.ApiClient, user: str, verb: str, group: str,
             groups=["system:serviceaccounts", "system:authenticated"],
             resource_attributes=kubernetes.client.V1ResourceAttributes(
                 verb=verb, group=group, resource=resource, subresource=subresource or None, namespace=namespace,
-                name="saigon-operator" if resource == "leases" and verb != "create" else None,
+                name=lease if resource == "leases" and verb != "create" else None,
             ),
         )
     )  # fmt: skip
@@ -376,29 +388,30 @@ def _allowed(api: kubernetes.client.ApiClient, user: str, verb: str, group: str,
     return bool(result.status.allowed)
 
 
-@pytest.mark.parametrize("mode", ["cluster-wide", "namespaced"])
-def test_operator_rbac_grants_every_call_and_nothing_else(
-    mode: str, k8s_cluster: Cluster, k8s_api_client: kubernetes.client.ApiClient, namespaces: list[str], tmp_path: Path
+def _check_rbac(
+    api: kubernetes.client.ApiClient,
+    release_ns: str,
+    operator: str,
+    watched: list[str],
+    elsewhere: str,
+    *,
+    cluster_wide: bool,
 ) -> None:
-    release_ns, watched, elsewhere = namespaces
-    values = {"watchNamespaces": [watched]} if mode == "namespaced" else {}
-    run_helm("install", "saigon", str(CHART), "-n", release_ns,
-             "--values", str(write_values(tmp_path / "v.yaml", values)), cluster=k8s_cluster)  # fmt: skip
-    try:
-        user = f"system:serviceaccount:{release_ns}:saigon-operator"
-        missing = [c for c in OPERATOR_CALLS if not _allowed(k8s_api_client, user, *c, watched)]
-        assert not missing, f"the chart's RBAC does not grant {missing}"
-        extra = [c for c in NOT_GRANTED if _allowed(k8s_api_client, user, *c, watched)]
+    """The API server's own authorizer on every call the operator makes, and on some it must not."""
+    user = f"system:serviceaccount:{release_ns}:{operator}"
+
+    def allowed(call: tuple[str, str, str], namespace: str) -> bool:
+        return _allowed(api, user, operator, *call, namespace)
+
+    for namespace in watched:
+        missing = [c for c in OPERATOR_CALLS if not allowed(c, namespace)]
+        assert not missing, f"the chart's RBAC does not grant {missing} in {namespace}"
+        extra = [c for c in NOT_GRANTED if allowed(c, namespace)]
         assert not extra, f"the chart's RBAC grants more than the operator uses: {extra}"
-        for call in LEADER_CALLS:
-            assert _allowed(k8s_api_client, user, *call, release_ns), call
-            assert not _allowed(k8s_api_client, user, *call, watched), call
-        elsewhere_allowed = [c for c in OPERATOR_CALLS if _allowed(k8s_api_client, user, *c, elsewhere)]
-        if mode == "namespaced":
-            assert elsewhere_allowed == []
-        else:
-            assert elsewhere_allowed == OPERATOR_CALLS
-        assert _allowed(k8s_api_client, user, "watch", "apiextensions.k8s.io", "customresourcedefinitions", "")
-        assert _allowed(k8s_api_client, user, "list", "", "namespaces", "") == (mode == "namespaced")
-    finally:
-        run_helm("uninstall", "saigon", "-n", release_ns, "--wait", "--timeout", "60s", cluster=k8s_cluster)
+        assert not [c for c in LEADER_CALLS if allowed(c, namespace)], "the Lease lives in the release namespace"
+    assert all(allowed(c, release_ns) for c in LEADER_CALLS)
+    outside = [c for c in OPERATOR_CALLS if allowed(c, elsewhere)]
+    assert outside == (OPERATOR_CALLS if cluster_wide else [])
+    assert allowed(("watch", "apiextensions.k8s.io", "customresourcedefinitions"), "")
+    # kopf lists namespaces only to resolve the ones it was told to watch.
+    assert allowed(("list", "", "namespaces"), "") is not cluster_wide

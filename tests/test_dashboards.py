@@ -129,10 +129,10 @@ class Stack:
         while time.monotonic() < deadline:
             try:
                 last = probe()
+                if last:
+                    return last
             except Exception as exc:  # not there yet
                 last = exc
-            if last:
-                return last
             if self.operator is not None and self.operator.poll() is not None:
                 break
             time.sleep(0.2)
@@ -148,7 +148,7 @@ def model_manifest(name: str, **spec: Any) -> dict[str, Any]:
         "image": "saigon/runtime:test",
         "replicas": 1,
         "tokenSecretRef": {"name": "tokens"},
-        "cache": {"maxLoras": 2, "maxCpuLoras": 2, "maxRank": 8},
+        "cache": {"maxLoras": 2, "maxCpuLoras": 3, "maxRank": 8},
         "adapterSources": {"allowedCidrs": ["127.0.0.1/32"]},
     }
     body.update(spec)

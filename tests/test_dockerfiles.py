@@ -145,7 +145,7 @@ def test_runtime_image_is_cuda_based_non_root_with_model_and_adapter_volumes() -
     assert final.all("EXPOSE") == [str(DEFAULT_PORT)]
     assert json.loads(final.all("ENTRYPOINT")[0]) == ["saigon-runtime"]
     build = "\n".join(rest for stage in dockerfile.stages for _, rest in stage.instructions)
-    assert "--package saigon-runtime" in build and "python install 3.11" in build
+    assert "--package saigon-runtime" in build and "python install 3.11." in build
     assert "torch" in lock_closure("saigon-runtime")
 
 
