@@ -1,0 +1,139 @@
+"""`python -m saigon_runtime.demo.main`: build prints where the assets are; serve really serves
+them (a subprocess on 127.0.0.1) with the cascade and the hot-swap its instructions describe."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+from saigon_runtime.demo import MINI, DemoAssets, build_demo_assets
+from saigon_runtime.demo.main import main
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> DemoAssets:
+    # Same cache entry as test_demo_build's fixture: whichever module runs first builds it.
+    return build_demo_assets(tmp_path_factory.getbasetemp() / "demo-cache", scale=MINI, progress=False)
+
+
+def test_build_reuses_the_cache_and_prints_where_everything_is(
+    assets: DemoAssets, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["build", "--scale", "mini", "--cache-dir", str(assets.root.parent), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"Demo assets reused from the cache: {assets.root}" in out
+    assert f"SAIGON_BASE_MODEL={assets.base_model_dir}" in out
+    assert f"SAIGON_ADAPTERS_DIR={assets.adapters_dir}" in out
+    assert "user_alice" in out and "v2 gardening" in out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _call(url: str, body: dict[str, object] | None = None, token: str | None = None) -> tuple[int, dict]:
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.fixture
+def served(assets: DemoAssets, tmp_path: Path) -> Iterator[tuple[str, Path, DemoAssets]]:
+    cache = tmp_path / "cache"
+    shutil.copytree(assets.root, cache / assets.root.name, symlinks=True)  # the hot-swap flips links
+    served_assets = build_demo_assets(cache, scale=MINI, progress=False)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAIGON_")}
+    env.update(SAIGON_DEVICE="cpu", OMP_NUM_THREADS="1")
+    log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "saigon_runtime.demo.main", "serve", "--scale", "mini", "--quiet"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [*command, "--cache-dir", str(cache), "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if _call(f"{url}/readyz")[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        yield url, log, served_assets
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_answers_through_the_cascade_and_hot_swaps_alice(served: tuple[str, Path, DemoAssets]) -> None:
+    url, log, assets = served
+    printed = log.read_text()
+    assert f"Serving the demo on {url}" in printed and "/v1/completions" in printed
+
+    prompt = "What should I do this weekend?"
+    served_by = {}
+    for user in ("alice", "bob", "carol", "zed"):
+        status, body = _call(f"{url}/api/saigon/infer", {"user_id": user, "input_text": prompt, "temperature": 0})
+        assert status == 200, body
+        assert body["output"]
+        served_by[user] = (body["adapter_used"], body["adapter_active"])
+    assert served_by == {
+        "alice": ("user_alice", "v1"),
+        "bob": ("user_bob", "v1"),
+        "carol": ("domain_maritime", "v1"),
+        "zed": ("global", "v1"),
+    }
+
+    client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+    models = {m.id for m in client.models.list().data}
+    assert {"user_alice", "user_bob", "domain_maritime", "global"} <= models
+    reply = client.completions.create(model="global", prompt=prompt, max_tokens=16, temperature=0)
+    assert reply.choices[0].text
+
+    # The printed hot-swap command, with the token the demo printed.
+    token = re.search(r'authorization: Bearer (\S+)"', printed)
+    assert token, printed
+    v2 = assets.adapters_dir / "user_alice" / "v2"
+    status, body = _call(
+        f"{url}/api/saigon/adapters/hot-swap", {"user_id": "alice", "new_adapter_path": str(v2)}, token.group(1)
+    )
+    assert status == 200 and body["success"] and body["previous_version"] == "v1", body
+    swapped = body["version"]  # the runtime imports the directory as a content-addressed version
+    installed = assets.adapters_dir / "user_alice" / swapped / "adapter_model.safetensors"
+    assert installed.read_bytes() == (v2 / "adapter_model.safetensors").read_bytes()
+    status, body = _call(f"{url}/api/saigon/infer", {"user_id": "alice", "input_text": prompt, "temperature": 0})
+    assert status == 200 and (body["adapter_used"], body["adapter_active"]) == ("user_alice", swapped), body
+    # Without the token, the admin route refuses.
+    assert _call(f"{url}/api/saigon/adapters/hot-swap", {"user_id": "alice", "new_adapter_path": str(v2)})[0] == 401
