@@ -103,12 +103,14 @@ class Aggregator:
         pods_of: PodsOf,
         *,
         debounce_s: float = 0.02,
+        model_debounce_s: float = 1.0,
         concurrency: int = 16,
     ) -> None:
         self.kube = kube
         self.events = events
         self.pods_of = pods_of
         self.debounce_s = debounce_s
+        self.model_debounce_s = model_debounce_s
         self.adapters: dict[Key, AdapterRecord] = {}
         self.models: dict[Key, ModelRecord] = {}
         self._by_model: dict[Key, set[str]] = {}  # (ns, model) -> adapter object names
@@ -117,6 +119,7 @@ class Aggregator:
         self._dirty_models: set[Key] = set()
         self._dirty_since: float | None = None
         self._wake = asyncio.Event()
+        self._wake_models = asyncio.Event()
         self._locks: dict[Key, asyncio.Lock] = {}
         self._slots = asyncio.Semaphore(concurrency)
 
@@ -189,31 +192,37 @@ class Aggregator:
 
     def mark_adapter(self, key: Key) -> None:
         self._dirty_adapters.add(key)
-        self._wake_up()
-
-    def mark_model(self, key: Key) -> None:
-        self._dirty_models.add(key)
-        self._wake_up()
-
-    def _wake_up(self) -> None:
         if self._dirty_since is None:
             self._dirty_since = time.perf_counter()
         self._wake.set()
 
+    def mark_model(self, key: Key) -> None:
+        self._dirty_models.add(key)
+        self._wake_models.set()
+
     async def run(self) -> None:
+        await asyncio.gather(self._run_adapters(), self._run_models())
+
+    async def _run_adapters(self) -> None:
         while True:
             await self._wake.wait()
             await asyncio.sleep(self.debounce_s)
             self._wake.clear()
             started, self._dirty_since = self._dirty_since, None
             adapters, self._dirty_adapters = self._dirty_adapters, set()
-            models, self._dirty_models = self._dirty_models, set()
-            await asyncio.gather(
-                *(self._guarded(self.write_adapter, key) for key in adapters),
-                *(self._guarded(self.write_model, key) for key in models),
-            )
+            await asyncio.gather(*(self._guarded(self.write_adapter, key) for key in adapters))
             if started is not None:
                 metrics.STATUS_LAG.observe(time.perf_counter() - started)
+
+    async def _run_models(self) -> None:
+        # Model status (replica and adapter counts) changes with every adapter and pod event;
+        # once a second is plenty for it, and spares the API server a write per adapter.
+        while True:
+            await self._wake_models.wait()
+            await asyncio.sleep(self.model_debounce_s)
+            self._wake_models.clear()
+            models, self._dirty_models = self._dirty_models, set()
+            await asyncio.gather(*(self._guarded(self.write_model, key) for key in models))
 
     async def _guarded(self, write: Callable[[Key], Any], key: Key) -> None:
         async with self._slots:
@@ -292,15 +301,6 @@ class Aggregator:
             degraded = find_condition(after.get("conditions"), "Degraded") or {}
             message = degraded.get("message") if new_phase in ("Degraded", "Failed") else ready.get("message")
             await self.events.post(record.ref(), "Warning", str(ready.get("reason", new_phase)), str(message or ""))
-
-    async def flush(self) -> None:
-        """Writes everything marked dirty now (tests and shutdown)."""
-        adapters, self._dirty_adapters = self._dirty_adapters, set()
-        models, self._dirty_models = self._dirty_models, set()
-        for key in adapters:
-            await self._guarded(self.write_adapter, key)
-        for key in models:
-            await self._guarded(self.write_model, key)
 
 
 def _drop_none(value: Any) -> Any:

@@ -47,7 +47,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     settings.posting.enabled = False  # the operator posts its own, user-facing events
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.batching.worker_limit = config.workers
+    settings.queueing.worker_limit = config.workers
     kube = KubeClient(Credentials.load(config.kubeconfig))
     events = EventRecorder(kube)
 

@@ -35,9 +35,10 @@ class OperatorProcess:
         self.unload_timeout = unload_timeout
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.kubeconfig: Path = cluster.kubeconfig  # whose credentials the operator uses
 
     def start(self) -> OperatorProcess:
-        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         self.process = spawn(
             [
                 str(VENV_BIN / "saigon-operator"),

@@ -98,7 +98,8 @@ async def reconcile(body: dict[str, Any], claims: Iterable[Claim], ctx: Operator
         else:
             record.target = Target(version=spec.version, sha256=spec.sha256, source=spec.source)
         await _write(ctx, record, retry)
-        if record.target is not None and (previous is None or previous.fingerprint() != record.target.fingerprint()):
+        if record.target is not None and previous is not None and previous.fingerprint() != record.target.fingerprint():
+            # A new version is a user-visible transition; a first version shows up as "Served".
             await ctx.events.post(record.ref(), "Normal", "Syncing", f"rolling out version {spec.version}")
         if spec.source.s3 is not None or (previous is not None and previous.source.s3 is not None):
             try:

@@ -1,0 +1,277 @@
+"""The operator process against a real API server, without runtime pods: leadership, children,
+rolling on spec change, spec errors, and the agent's RBAC."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from controlplane.cluster import Cluster, CommandError
+from controlplane.waiting import eventually
+from saigon_e2e.operator_proc import OperatorProcess
+from saigon_e2e.world import install_crds
+
+SHA = "e" * 64
+
+
+@pytest.fixture
+def ns(k8s_cluster: Cluster, k8s_namespace: str) -> str:
+    install_crds(k8s_cluster)
+    k8s_cluster.kubectl(
+        "create", "secret", "generic", "tokens", "-n", k8s_namespace, "--from-literal=admin-token=t0ken"
+    )
+    return k8s_namespace
+
+
+@pytest.fixture
+def operator(k8s_cluster: Cluster, ns: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(k8s_cluster, ns, tmp_path, lease_duration=3).start()
+    try:
+        op.wait_leading()
+        yield op
+    finally:
+        op.stop()
+
+
+def apply(cluster: Cluster, ns: str, obj: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=json.dumps(obj))
+
+
+def get(cluster: Cluster, ns: str, *what: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(cluster.kubectl("get", *what, "-n", ns, "-o", "json"))
+    return result
+
+
+def model(**spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "baseModel": {"path": "/models/m"},
+        "image": "saigon/runtime:1",
+        "tokenSecretRef": {"name": "tokens"},
+    }
+    body.update(spec)
+    return {"apiVersion": "saigon.ai/v1alpha1", "kind": "SaigonModel", "metadata": {"name": "m"}, "spec": body}
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def test_one_leader_at_a_time_and_a_quick_handover(k8s_cluster: Cluster, ns: str, tmp_path: Path) -> None:
+    first = OperatorProcess(k8s_cluster, ns, tmp_path / "a", lease_duration=3)
+    second = OperatorProcess(k8s_cluster, ns, tmp_path / "b", lease_duration=3)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first.start()
+    try:
+        first.wait_leading()
+        second.start()
+        eventually(second.healthy, timeout=60, what="standby answers /healthz")
+        time.sleep(2)
+        assert (first.metric("saigon_operator_leader"), second.metric("saigon_operator_leader")) == (1.0, 0.0)
+        apply(k8s_cluster, ns, model())
+        eventually(lambda: get(k8s_cluster, ns, "deployment", "m"), timeout=30, what="leader reconciles")
+        started = time.monotonic()
+        assert first.stop() == 0  # SIGTERM: releases the lease
+        second.wait_leading(timeout=30)
+        handover = time.monotonic() - started
+        print(f"\n[measure] leader handover after SIGTERM: {handover:.2f}s")
+        assert handover < 10
+        lease = get(k8s_cluster, ns, "lease", "saigon-operator")
+        assert lease["spec"]["leaseTransitions"] >= 1
+        eventually(  # the new leader resumes the existing model
+            lambda: second.metric("saigon_operator_reconciles_total", kind="SaigonModel") >= 1,
+            timeout=30,
+            what="resume",
+        )
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_spec_changes_roll_the_deployment(k8s_cluster: Cluster, ns: str, operator: OperatorProcess) -> None:
+    apply(k8s_cluster, ns, model(replicas=2))
+
+    def template_hash() -> str:
+        deployment = get(k8s_cluster, ns, "deployment", "m")
+        return str(deployment["spec"]["template"]["metadata"]["annotations"]["saigon.ai/spec-hash"])
+
+    first = eventually(template_hash, timeout=30, what="deployment")
+    apply(k8s_cluster, ns, model(replicas=3))
+    eventually(lambda: get(k8s_cluster, ns, "deployment", "m")["spec"]["replicas"] == 3, timeout=30, what="scaled")
+    assert template_hash() == first
+    apply(k8s_cluster, ns, model(replicas=3, image="saigon/runtime:2"))
+    second = eventually(lambda: (h := template_hash()) != first and h, timeout=30, what="rolled")
+    status = eventually(
+        lambda: (s := get(k8s_cluster, ns, "saigonmodel", "m")["status"]).get("specHash") == second and s,
+        timeout=30,
+        what="status follows",
+    )
+    assert status["observedGeneration"] == 3 and status["replicas"] == 0
+    assert condition({"status": status}, "Ready")["reason"] == "ReplicasNotReady"
+    assert operator.metric("saigon_operator_reconcile_duration_seconds_count", kind="SaigonModel") >= 3
+
+
+def test_a_spec_the_schema_admits_but_the_operator_refuses(
+    k8s_cluster: Cluster, ns: str, operator: OperatorProcess
+) -> None:
+    apply(k8s_cluster, ns, model(adapterSources={"allowedCidrs": ["not-a-network"]}))
+    obj = eventually(
+        lambda: (
+            (o := get(k8s_cluster, ns, "saigonmodel", "m"))
+            and condition(o, "Ready").get("reason") == "InvalidSpec"
+            and o
+        ),
+        timeout=30,
+        what="Ready=False InvalidSpec",
+    )
+    assert "allowedCidrs" in condition(obj, "Ready")["message"]
+    with pytest.raises(CommandError):
+        k8s_cluster.kubectl("get", "deployment", "m", "-n", ns)
+    time.sleep(2)
+    assert operator.metric("saigon_operator_reconciles_total", kind="SaigonModel", outcome="invalid") == 1.0
+
+
+def test_adapter_without_pods_has_a_target_and_says_why_it_is_not_ready(
+    k8s_cluster: Cluster, ns: str, operator: OperatorProcess
+) -> None:
+    apply(k8s_cluster, ns, model(replicas=0))
+    adapter = {
+        "apiVersion": "saigon.ai/v1alpha1",
+        "kind": "SaigonAdapter",
+        "metadata": {"name": "a"},
+        "spec": {
+            "modelRef": {"name": "m"},
+            "scope": {"global": True},
+            "version": "v1",
+            "sha256": SHA,
+            "source": {"https": {"url": "https://adapters.example.com/g.tar"}},
+        },
+    }
+    apply(k8s_cluster, ns, adapter)
+    obj = eventually(
+        lambda: (o := get(k8s_cluster, ns, "saigonadapter", "a")).get("status", {}).get("target") and o,
+        timeout=30,
+        what="target published",
+    )
+    assert obj["status"]["target"] == {
+        "version": "v1",
+        "sha256": SHA,
+        "source": {"https": {"url": "https://adapters.example.com/g.tar"}},
+    }
+    assert obj["status"]["adapterName"] == "global" and obj["status"]["phase"] == "Pending"
+    assert condition(obj, "Ready")["reason"] == "NoReplicas"
+    assert obj["metadata"]["finalizers"] == ["saigon.ai/finalizer"]
+    k8s_cluster.kubectl("delete", "saigonadapter", "a", "-n", ns, "--timeout=30s")  # no pods: nothing to wait for
+
+
+def test_the_agent_role_is_enough_and_no_more(k8s_cluster: Cluster, ns: str, operator: OperatorProcess) -> None:
+    apply(k8s_cluster, ns, model())
+    eventually(lambda: get(k8s_cluster, ns, "rolebinding", "m-agent"), timeout=30, what="rbac")
+    agent = k8s_cluster.kubeconfig_for_service_account(ns, "m-agent")
+
+    def can(*args: str) -> bool:
+        try:
+            k8s_cluster.kubectl("auth", "can-i", *args, "-n", ns, kubeconfig_path=agent)
+            return True
+        except CommandError:
+            return False
+
+    assert can("watch", "saigonadapters.saigon.ai")
+    assert can("patch", "pods")
+    assert can("patch", "pods", "--subresource=status")
+    for denied in (
+        ("update", "saigonadapters.saigon.ai"),
+        ("patch", "saigonadapters.saigon.ai", "--subresource=status"),
+        ("delete", "pods"),
+        ("create", "pods"),
+        ("get", "secrets"),
+        ("list", "saigonmodels.saigon.ai"),
+    ):
+        assert not can(*denied), denied
+
+
+# Everything the operator does, and nothing more (the Helm chart's ClusterRole should equal this).
+OPERATOR_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": ["saigon.ai"],
+        "resources": ["saigonmodels", "saigonadapters"],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+    {"apiGroups": ["saigon.ai"], "resources": ["saigonmodels/status", "saigonadapters/status"], "verbs": ["patch"]},
+    {"apiGroups": ["saigon.ai"], "resources": ["saigonmodels/finalizers"], "verbs": ["update"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["services", "serviceaccounts"], "verbs": ["get", "create", "patch"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "patch"]},
+    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["get", "create", "patch"]},
+    {
+        "apiGroups": ["rbac.authorization.k8s.io"],
+        "resources": ["roles", "rolebindings"],
+        "verbs": ["get", "create", "patch"],
+    },
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+    # kopf checks which namespaces exist (even when given explicit ones) and watches CRDs to
+    # notice resources appear; both read-only.
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]},
+]
+
+
+def test_the_operator_needs_no_more_than_its_rules(k8s_cluster: Cluster, ns: str, tmp_path: Path) -> None:
+    for rule in OPERATOR_RULES:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+    role = f"saigon-operator-{ns}"
+    docs = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "saigon-operator", "namespace": ns}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": role},
+            "rules": OPERATOR_RULES,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": "saigon-operator", "namespace": ns}],
+        },
+    ]
+    k8s_cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+    op = OperatorProcess(k8s_cluster, ns, tmp_path, lease_duration=3)
+    op.kubeconfig = k8s_cluster.kubeconfig_for_service_account(ns, "saigon-operator")
+    op.start()
+    try:
+        op.wait_leading()
+        apply(k8s_cluster, ns, model(replicas=1))
+        eventually(
+            lambda: get(k8s_cluster, ns, "rolebinding", "m-agent"), timeout=60, what="children with restricted RBAC"
+        )
+        eventually(
+            lambda: (get(k8s_cluster, ns, "saigonmodel", "m").get("status") or {}).get("selector"),
+            timeout=30,
+            what="status",
+        )
+        adapter = {
+            "apiVersion": "saigon.ai/v1alpha1",
+            "kind": "SaigonAdapter",
+            "metadata": {"name": "a"},
+            "spec": {"modelRef": {"name": "m"}, "scope": {"user": "1"}, "version": "v1", "sha256": SHA,
+                     "source": {"https": {"url": "https://adapters.example.com/1.tar"}}},
+        }  # fmt: skip
+        apply(k8s_cluster, ns, adapter)
+        eventually(
+            lambda: (get(k8s_cluster, ns, "saigonadapter", "a").get("status") or {}).get("target"),
+            timeout=30,
+            what="target",
+        )
+        k8s_cluster.kubectl("delete", "saigonadapter", "a", "-n", ns, "--timeout=30s")
+        assert "Forbidden" not in op.log() and "403" not in op.log(), op.log()[-3000:]
+    finally:
+        op.stop()
+        k8s_cluster.kubectl("delete", "clusterrolebinding,clusterrole", role, "--ignore-not-found")
