@@ -281,7 +281,7 @@ def namespaces(k8s_api_client: kubernetes.client.ApiClient) -> Iterator[list[str
     core = kubernetes.client.CoreV1Api(k8s_api_client)
     names = [f"chart-{secrets.token_hex(3)}" for _ in range(3)]
     for name in names:
-        core.create_namespace({"metadata": {"name": name}})
+        core.create_namespace(kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name)))
     yield names
     for name in names:
         core.delete_namespace(name)
@@ -385,6 +385,7 @@ def _allowed(
         )
     )  # fmt: skip
     result = kubernetes.client.AuthorizationV1Api(api).create_subject_access_review(review)
+    assert result.status is not None
     return bool(result.status.allowed)
 
 

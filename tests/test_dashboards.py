@@ -118,9 +118,8 @@ class Stack:
         self.cluster.kubectl("apply", "-n", self.namespace, "-f", "-", input=docs)
 
     def adapter(self, name: str) -> dict[str, Any]:
-        obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "saigonadapters", name
-        )
+        obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, "saigonadapters", name)
+        assert isinstance(obj, dict)
         return obj
 
     def wait(self, probe: Any, what: str, timeout: float = 120.0) -> Any:
@@ -246,7 +245,9 @@ def stack(
         suffix = secrets.token_hex(3)
         system_ns, namespace = f"obs-system-{suffix}", f"obs-{suffix}"
         for name in (system_ns, namespace):
-            kubernetes.client.CoreV1Api(k8s_api_client).create_namespace({"metadata": {"name": name}})
+            kubernetes.client.CoreV1Api(k8s_api_client).create_namespace(
+                kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name))
+            )
         values = write_values(workdir / "values.yaml", {"watchNamespaces": [namespace]})
         run_helm("install", RELEASE, str(CHART), "-n", system_ns, "--values", str(values), cluster=k8s_cluster)
         cleanup.callback(
@@ -322,7 +323,10 @@ def _bring_up(stack: Stack, ca: Path) -> None:
                "the operator took the Lease over")  # fmt: skip
     stack.mark("operator leading")
     kubernetes.client.CoreV1Api(stack.api).create_namespaced_secret(
-        stack.namespace, {"metadata": {"name": "tokens"}, "stringData": {"admin-token": ADMIN_TOKEN}}
+        stack.namespace,
+        kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name="tokens"), string_data={"admin-token": ADMIN_TOKEN}
+        ),
     )
     stack.apply(model_manifest(MODEL), model_manifest(BROKEN_MODEL))
     stack.wait(lambda: cluster.kubectl("get", "deployment", MODEL, "-n", stack.namespace), "runtime Deployment")
@@ -418,7 +422,7 @@ def test_the_operator_runs_under_the_charts_rbac_without_a_refusal(stack: Stack)
                                    "-n", stack.namespace, "-l", f"saigon.ai/model={MODEL}", "-o", "name")  # fmt: skip
     assert len(listed.split()) == 7, listed
     model = stack.custom.get_namespaced_custom_object(GROUP, VERSION, stack.namespace, "saigonmodels", MODEL)
-    assert model["status"]["readyReplicas"] == 1
+    assert isinstance(model, dict) and model["status"]["readyReplicas"] == 1
     assert stack.adapter("too-big")["status"]["conditions"][0]["status"] == "False"
     events = stack.cluster.kubectl("get", "events", "-n", stack.namespace, "-o", "jsonpath={.items[*].reason}")
     assert "Served" in events.split()
