@@ -71,7 +71,7 @@ class World:
 
     def kubectl_apply(self, *objs: dict[str, Any]) -> None:
         docs = "\n---\n".join(json.dumps(o) for o in objs)
-        self.cluster.kubectl("apply", "-n", self.namespace, "-f", "-", input=docs)
+        self.cluster.kubectl("apply", "--server-side", "-n", self.namespace, "-f", "-", input=docs)
 
     def create_token_secret(self) -> None:
         self.core.create_namespaced_secret(
