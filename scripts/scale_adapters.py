@@ -21,6 +21,7 @@ import secrets
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,11 +94,16 @@ def main() -> int:
             )
             for i in range(args.adapters)
         ]
-        started = time.perf_counter()
-        for chunk in range(0, len(manifests), 250):
-            world.kubectl_apply(*manifests[chunk : chunk + 250])
-        figures["kubectl_apply_s"] = round(time.perf_counter() - started, 2)
         custom = kubernetes.client.CustomObjectsApi(api)
+
+        def create(manifest: dict[str, object]) -> None:
+            custom.create_namespaced_custom_object("saigon.ai", "v1alpha1", namespace, "saigonadapters", manifest)
+
+        # Created through the API by 16 threads: kubectl's client-side apply would dominate the figure.
+        started = time.perf_counter()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(create, manifests))
+        figures["create_all_objects_s"] = round(time.perf_counter() - started, 2)
 
         def count(predicate: object) -> int:
             items = custom.list_namespaced_custom_object("saigon.ai", "v1alpha1", namespace, "saigonadapters")["items"]
