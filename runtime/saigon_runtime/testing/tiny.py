@@ -106,7 +106,10 @@ def make_adapter(
     if targets is None:
         targets = GPT2_TARGETS if isinstance(model, GPT2LMHeadModel) else LLAMA_TARGETS
     config = LoraConfig(
-        r=rank, lora_alpha=alpha,  # type: ignore[arg-type]  # PEFT accepts float alphas target_modules=list(targets), use_rslora=rslora,
+        r=rank,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # PEFT accepts float alphas
+        target_modules=list(targets),
+        use_rslora=rslora,
         init_lora_weights=False, rank_pattern=rank_pattern or {}, alpha_pattern=alpha_pattern or {},
         fan_in_fan_out=isinstance(model, GPT2LMHeadModel),
     )  # fmt: skip
