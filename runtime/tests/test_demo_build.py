@@ -14,7 +14,7 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 from saigon_runtime.adapters.store import AdapterStore
-from saigon_runtime.demo import MINI, DemoAssets, build_demo_assets, layout
+from saigon_runtime.demo import MINI, DemoAssets, build_demo_assets, default_cache_dir, layout
 from saigon_runtime.demo.build import entry_name
 from saigon_runtime.demo.catalog import DEMO_ADAPTERS, DEMO_DOMAINS, DEMO_MESHES
 from saigon_runtime.demo.corpus import GENERATOR_VERSION, topic_corpus
@@ -164,6 +164,7 @@ def test_interrupted_build_leaves_nothing_and_rebuilds_are_deterministic(
     shutil.copytree(assets.root, cache / name, symlinks=True)  # an entry built earlier
     stale = cache / f".{name}.tmp-killed"  # and what a SIGKILLed build leaves behind
     (stale / "base").mkdir(parents=True)
+    (cache / f".{name}.old-killed").mkdir()
     inode = (cache / name).stat().st_ino
     assert build_demo_assets(cache, scale=MINI, progress=False).built is False
 
@@ -178,3 +179,13 @@ def test_interrupted_build_leaves_nothing_and_rebuilds_are_deterministic(
     ours, reference = _tensors(rebuilt.root), _tensors(assets.root)
     assert ours.keys() == reference.keys() and len(ours) > 0
     assert all(torch.equal(ours[key], reference[key]) for key in ours)
+
+
+def test_default_cache_dir_follows_the_same_variables_as_the_scripts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SAIGON_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert default_cache_dir() == Path.home() / ".cache" / "saigon"
+    monkeypatch.setenv("XDG_CACHE_HOME", "/x/cache")
+    assert default_cache_dir() == Path("/x/cache/saigon")
+    monkeypatch.setenv("SAIGON_CACHE_DIR", "/y/saigon")
+    assert default_cache_dir() == Path("/y/saigon")

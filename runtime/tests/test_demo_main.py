@@ -42,6 +42,11 @@ def test_build_reuses_the_cache_and_prints_where_everything_is(
     assert "user_alice" in out and "v2 gardening" in out
 
 
+def test_chat_refuses_urls_that_are_not_http(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["chat", "--url", "file:///etc/passwd"]) == 2
+    assert "must be an http(s) URL" in capsys.readouterr().err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -115,6 +120,16 @@ def test_serve_answers_through_the_cascade_and_hot_swaps_alice(served: tuple[str
         "carol": ("domain_maritime", "v1"),
         "zed": ("global", "v1"),
     }
+
+    chat = subprocess.run(
+        [sys.executable, "-m", "saigon_runtime.demo.main", "chat", "--url", url, "--user", "carol"],
+        input="Tell me a short story.\n/user alice\nHello!\n/quit\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert "[domain_maritime v1] " in chat.stdout and "[user_alice v1] " in chat.stdout, chat.stdout
 
     client = OpenAI(base_url=f"{url}/v1", api_key="unused")
     models = {m.id for m in client.models.list().data}

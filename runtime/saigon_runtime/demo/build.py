@@ -3,7 +3,7 @@
 The build trains into a temporary directory next to the cache entry and renames it into place,
 so an interrupted build never leaves a half-built entry; a file lock keeps two builds of the same
 entry from training twice. Torch and friends are imported only when a build actually runs, so
-reusing the cache costs milliseconds.
+reusing the cache costs milliseconds (the manifest says where everything is).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any
 
 from saigon_runtime.demo.catalog import DEMO_ADAPTERS, DEMO_DOMAINS, DEMO_MESHES, DEMO_PROMPTS, AdapterSpec
 from saigon_runtime.demo.corpus import GENERATOR_VERSION
-from saigon_runtime.demo.layout import DOMAINS_FILE
 
 CACHE_DIR_ENV = "SAIGON_CACHE_DIR"
 DEFAULT_SEED = 1234
@@ -68,7 +67,7 @@ FULL = DemoScale(
     adapter_steps=80,
     adapter_batch=16,
     adapter_lr=5e-3,
-    lora_rank=8,
+    lora_rank=16,
 )
 
 MINI = DemoScale(
@@ -108,7 +107,7 @@ class DemoAssets:
             base_model_dir=root / "base",
             adapters_dir=root / "adapters",
             mesh_dir=root / "mesh",
-            domains_file=root / "adapters" / DOMAINS_FILE,
+            domains_file=root / manifest["domains_file"],
             built=built,
             manifest=manifest,
         )
@@ -123,8 +122,12 @@ class DemoAssets:
 
 
 def default_cache_dir() -> Path:
+    """`${SAIGON_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/saigon}`, as scripts/env.sh resolves it."""
     configured = os.environ.get(CACHE_DIR_ENV)
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "saigon"
+    if configured:
+        return Path(configured).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "saigon"
 
 
 def entry_name(scale: DemoScale = FULL, seed: int = DEFAULT_SEED) -> str:
@@ -151,8 +154,9 @@ def build_demo_assets(
     with _exclusive(parent / f".{name}.lock"):
         if not force and (final / MANIFEST).is_file():  # built by whoever held the lock before us
             return DemoAssets.at(final, built=False)
-        for stale in parent.glob(f".{name}.tmp-*"):  # left by a build that was killed
-            shutil.rmtree(stale, ignore_errors=True)
+        for pattern in (f".{name}.tmp-*", f".{name}.old-*"):  # left by a build that was killed
+            for stale in parent.glob(pattern):
+                shutil.rmtree(stale, ignore_errors=True)
         temp = parent / f".{name}.tmp-{uuid.uuid4().hex}"
         try:
             _build_into(temp, final, scale, seed, progress)
@@ -249,7 +253,7 @@ def _build_into(root: Path, final: Path, scale: DemoScale, seed: int, progress: 
             if spec.active:
                 layout.point_active(root / "adapters", spec.name, spec.version)
 
-        layout.write_domains(root / "adapters", DEMO_DOMAINS)
+        domains_file = layout.write_domains(root / "adapters", DEMO_DOMAINS)
         for user_id, graph in DEMO_MESHES.items():
             layout.write_mesh(root / "mesh", user_id, graph)
         stages.update()
@@ -262,6 +266,7 @@ def _build_into(root: Path, final: Path, scale: DemoScale, seed: int, progress: 
             "seed": seed,
             "adapters": [_describe(spec) for spec in DEMO_ADAPTERS],
             "domains": dict(DEMO_DOMAINS),
+            "domains_file": str(domains_file.relative_to(root)),
             "mesh_users": sorted(DEMO_MESHES),
             "prompts": list(DEMO_PROMPTS),
             "final_train_loss": {k: round(v, 4) for k, v in losses.items()},

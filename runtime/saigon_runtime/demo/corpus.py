@@ -13,11 +13,15 @@ import random
 import re
 from collections.abc import Mapping
 
+from saigon_runtime.demo.catalog import DEMO_MESHES
 from saigon_runtime.demo.grammar import INTENTS, QUESTIONS, SHARED_SLOTS, TOPICS, Topic
 from saigon_runtime.mesh.prompt import build_chat_prompt, build_prompt
+from saigon_runtime.mesh.retrieval import ScoredNode, render_context
+from saigon_runtime.mesh.schema import MeshEdge, MeshGraph, MeshNode
 
-# Bump when the grammar, the layouts or the training recipe change: it keys the demo cache.
-GENERATOR_VERSION = "1"
+# Bump when the grammar, the layouts, the training recipe or the FULL scale change: it keys the
+# demo cache, so a stale build is never reused.
+GENERATOR_VERSION = "3"
 
 BASE_TOPIC = "general"
 # General answers are the base model's majority voice, but it also learns every topic's
@@ -25,7 +29,7 @@ BASE_TOPIC = "general"
 # adapters for the same training cost than with a 0.75 general share).
 BASE_TOPIC_SHARE = 0.5
 
-LAYOUT_WEIGHTS: Mapping[str, float] = {"plain": 0.6, "chat": 0.3, "context": 0.1}
+LAYOUT_WEIGHTS: Mapping[str, float] = {"plain": 0.55, "chat": 0.3, "context": 0.15}
 
 _SLOT = re.compile(r"\{(\w+)\}")
 _SENTENCE_START = re.compile(r"(^|[.!?]\s+)([a-z])")
@@ -42,7 +46,21 @@ _CONTEXT_FACTS = (
     "walks to work every day",
     "collects old maps",
 )
-_CONTEXT_RELATIONS = ("knows", "works with", "lives near")
+_CONTEXT_RELATIONS = ("knows", "works with", "lives near", "likes", "owns")
+
+
+def _context_pool() -> tuple[list[tuple[str, str]], list[str]]:
+    """(label, text) nodes and relations: generic people, plus the demo users' own mesh nodes,
+    so the model has seen context blocks like the ones the demo will retrieve."""
+    nodes = [(name, f"{name} {fact}.") for name in _CONTEXT_NAMES for fact in _CONTEXT_FACTS]
+    relations = list(_CONTEXT_RELATIONS)
+    for graph in DEMO_MESHES.values():
+        nodes += [(str(n["label"]), str(n.get("text", ""))) for n in graph["nodes"]]
+        relations += [str(e["relation"]) for e in graph["edges"]]
+    return nodes, sorted(set(relations))
+
+
+_POOL_NODES, _POOL_RELATIONS = _context_pool()
 
 
 def stable_seed(*parts: object) -> int:
@@ -77,12 +95,16 @@ def answer(topic: Topic, intent: str, rng: random.Random) -> str:
 
 
 def mesh_context(rng: random.Random) -> str:
-    """A context block body shaped like the runtime's rendering of a user's mesh."""
-    names = rng.sample(_CONTEXT_NAMES, k=rng.choice((1, 2, 3)))
-    lines = [f"- {name}: {rng.choice(_CONTEXT_FACTS)}" for name in names]
-    if len(names) > 1:
-        lines += ["Relations:", f"- {names[0]} {rng.choice(_CONTEXT_RELATIONS)} {names[1]}"]
-    return "\n".join(lines)
+    """A context block body rendered by the runtime's own renderer from a random small graph."""
+    picked = rng.sample(_POOL_NODES, k=rng.choice((1, 2, 3, 4)))
+    nodes = [MeshNode(id=f"n{i}", label=label, text=text) for i, (label, text) in enumerate(picked)]
+    edges = []
+    if len(nodes) > 1 and rng.random() < 0.6:
+        edges.append(MeshEdge(source="n0", target="n1", relation=rng.choice(_POOL_RELATIONS)))
+    graph = MeshGraph(nodes=nodes, edges=edges)
+    rendered = render_context(graph, [ScoredNode(i, node, 1.0, True) for i, node in enumerate(nodes)])
+    assert rendered is not None
+    return rendered.text
 
 
 def document(topic: Topic, rng: random.Random) -> str:

@@ -174,8 +174,9 @@ def chat(url: str, user: str) -> int:
         except (urllib.error.URLError, OSError, ValueError) as exc:
             print(f"  ! {_error_text(exc)}")
             continue
-        served = reply.get("adapter_used") or "base"
-        print(f"  [{served} {reply.get('adapter_active') or ''}] {reply.get('output', '')}".replace(" ]", "]"))
+        parts = (reply.get("adapter_used") or "base", reply.get("adapter_active"))
+        served = " ".join(str(part) for part in parts if part)
+        print(f"  [{served}] {str(reply.get('output', '')).strip()}")
 
 
 def _post_json(url: str, body: dict[str, object]) -> dict[str, object]:
