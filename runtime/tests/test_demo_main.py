@@ -3,21 +3,14 @@ them (a subprocess on 127.0.0.1) with the cascade and the hot-swap its instructi
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from demo_support import call, serve_demo
 from openai import OpenAI
 from saigon_runtime.demo import MINI, DemoAssets, build_demo_assets
 from saigon_runtime.demo.main import main
@@ -47,59 +40,10 @@ def test_chat_refuses_urls_that_are_not_http(capsys: pytest.CaptureFixture[str])
     assert "must be an http(s) URL" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _call(url: str, body: dict[str, object] | None = None, token: str | None = None) -> tuple[int, dict]:
-    headers = {"content-type": "application/json"}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")  # noqa: S310
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
 @pytest.fixture
 def served(assets: DemoAssets, tmp_path: Path) -> Iterator[tuple[str, Path, DemoAssets]]:
-    cache = tmp_path / "cache"
-    shutil.copytree(assets.root, cache / assets.root.name, symlinks=True)  # the hot-swap flips links
-    served_assets = build_demo_assets(cache, scale=MINI, progress=False)
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SAIGON_")}
-    env.update(SAIGON_DEVICE="cpu", OMP_NUM_THREADS="1")
-    log = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "saigon_runtime.demo.main", "serve", "--scale", "mini", "--quiet"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [*command, "--cache-dir", str(cache), "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if _call(f"{url}/readyz")[0] == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
-        yield url, log, served_assets
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serve_demo(assets, tmp_path) as served:
+        yield served
 
 
 def test_serve_answers_through_the_cascade_and_hot_swaps_alice(served: tuple[str, Path, DemoAssets]) -> None:
@@ -110,7 +54,7 @@ def test_serve_answers_through_the_cascade_and_hot_swaps_alice(served: tuple[str
     prompt = "What should I do this weekend?"
     served_by = {}
     for user in ("alice", "bob", "carol", "zed"):
-        status, body = _call(f"{url}/api/saigon/infer", {"user_id": user, "input_text": prompt, "temperature": 0})
+        status, body = call(f"{url}/api/saigon/infer", {"user_id": user, "input_text": prompt, "temperature": 0})
         assert status == 200, body
         assert body["output"]
         served_by[user] = (body["adapter_used"], body["adapter_active"])
@@ -141,14 +85,14 @@ def test_serve_answers_through_the_cascade_and_hot_swaps_alice(served: tuple[str
     token = re.search(r'authorization: Bearer (\S+)"', printed)
     assert token, printed
     v2 = assets.adapters_dir / "user_alice" / "v2"
-    status, body = _call(
+    status, body = call(
         f"{url}/api/saigon/adapters/hot-swap", {"user_id": "alice", "new_adapter_path": str(v2)}, token.group(1)
     )
     assert status == 200 and body["success"] and body["previous_version"] == "v1", body
     swapped = body["version"]  # the runtime imports the directory as a content-addressed version
     installed = assets.adapters_dir / "user_alice" / swapped / "adapter_model.safetensors"
     assert installed.read_bytes() == (v2 / "adapter_model.safetensors").read_bytes()
-    status, body = _call(f"{url}/api/saigon/infer", {"user_id": "alice", "input_text": prompt, "temperature": 0})
+    status, body = call(f"{url}/api/saigon/infer", {"user_id": "alice", "input_text": prompt, "temperature": 0})
     assert status == 200 and (body["adapter_used"], body["adapter_active"]) == ("user_alice", swapped), body
     # Without the token, the admin route refuses.
-    assert _call(f"{url}/api/saigon/adapters/hot-swap", {"user_id": "alice", "new_adapter_path": str(v2)})[0] == 401
+    assert call(f"{url}/api/saigon/adapters/hot-swap", {"user_id": "alice", "new_adapter_path": str(v2)})[0] == 401

@@ -4,6 +4,7 @@ build  builds the demo model and adapters once (a few minutes on a laptop CPU, n
        reuses the cache, and prints where they are.
 serve  does the same, then serves them on http://127.0.0.1:8001 and prints how to talk to it.
 chat   an interactive prompt against a running demo server.
+menu   the interactive demo (inference, hot-swap, adapter management, performance, chat).
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from saigon_runtime.config import DEFAULT_PORT, RuntimeConfig
-from saigon_runtime.demo.build import CACHE_DIR_ENV, FULL, MINI, DemoAssets, build_demo_assets
+from saigon_runtime.demo.build import (
+    CACHE_DIR_ENV,
+    FULL,
+    MINI,
+    DemoAssets,
+    build_demo_assets,
+    default_cache_dir,
+    entry_name,
+)
 from saigon_runtime.demo.catalog import DEMO_ADAPTERS, DEMO_DOMAINS, DEMO_PROMPTS
 
 SCALES = {"full": FULL, "mini": MINI}
@@ -45,6 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     chat = commands.add_parser("chat", help="talk to a running demo server")
     chat.add_argument("--url", default=f"http://127.0.0.1:{DEFAULT_PORT}", help="the server's base URL")
     chat.add_argument("--user", default="alice", help="user id (the cascade picks the adapter)")
+    menu = commands.add_parser("menu", help="the interactive demo against a running demo server")
+    menu.add_argument("--url", default=f"http://127.0.0.1:{DEFAULT_PORT}", help="the server's base URL")
+    menu.add_argument(
+        "--admin-token",
+        default=os.environ.get(ADMIN_TOKEN_ENV),
+        help=f"admin bearer token for hot-swap and adapter management ({ADMIN_TOKEN_ENV}; serve prints it)",
+    )
+    menu.add_argument(
+        "--adapters-dir",
+        type=Path,
+        default=default_cache_dir() / entry_name() / "adapters",
+        help="the served adapters directory, where the hot-swap finds user_alice/v2 (serve prints it)",
+    )
     return parser
 
 
@@ -52,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "chat":
         return chat(args.url, args.user)
+    if args.command == "menu":
+        from saigon_runtime.demo.menu import run_menu
+
+        return run_menu(args.url, args.admin_token, args.adapters_dir)
     assets = build_demo_assets(args.cache_dir, force=args.force, scale=SCALES[args.scale], progress=not args.quiet)
     print(describe(assets), flush=True)
     if args.command == "build":
@@ -114,6 +140,9 @@ def how_to_talk(host: str, port: int, assets: DemoAssets, admin_token: str | Non
         "",
         f"  .venv/bin/python -m saigon_runtime.demo.main chat --url {url} --user carol    # interactive",
     ]
+    menu = f"  .venv/bin/python -m saigon_runtime.demo.main menu --url {url} --adapters-dir {assets.adapters_dir}"
+    lines += ["", "  the interactive demo (inference, hot-swap, adapters, performance, chat):"]
+    lines.append(menu + (f" \\\n       --admin-token {admin_token}" if admin_token else ""))
     if admin_token:
         lines += [
             "",
