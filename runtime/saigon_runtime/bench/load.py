@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -289,14 +290,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tiny model (smoke run)")
     parser.add_argument("--plot", type=Path, help="write a PNG of latencies over time and TTFTs")
     parser.add_argument("--json", type=Path, help="write the summary as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the generated model and adapters")
     args = parser.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="saigon-load-"))
+    try:
+        return _run(args, root)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, root: Path) -> int:
 
     from saigon_runtime.bench.engine import Shape
     from saigon_runtime.testing.tiny import install_adapter, make_llama, write_random_adapter
 
     shape = Shape(hidden=64, layers=2, intermediate=128, vocab=256, heads=4, kv_heads=2, rank=8) if args.quick \
         else Shape()  # fmt: skip
-    root = Path(tempfile.mkdtemp(prefix="saigon-load-"))
     print(f"building a {shape.layers}-layer model (hidden {shape.hidden}) and {args.adapters} adapters in {root}")
     base = make_llama(root / "base", hidden=shape.hidden, layers=shape.layers, intermediate=shape.intermediate,
                       heads=shape.heads, kv_heads=shape.kv_heads, vocab=shape.vocab, max_positions=1024)  # fmt: skip
