@@ -68,7 +68,7 @@ def test_every_menu_item_with_piped_input(served: tuple[str, str, DemoAssets]) -
     swap = section(out, "hot-swap")
     new = re.search(r"Swapped: user_alice v1 -> (\w+)", swap)
     assert new, swap
-    in_flight = re.findall(r"request \d \(in flight\): user_alice (\w+):", swap)
+    in_flight = re.findall(r"request \d \(in flight, finished (?:before|after) the swap\): user_alice (\w+):", swap)
     assert len(in_flight) == 6 and set(in_flight) <= {"v1", new.group(1)}, swap
     assert re.findall(r"request after the swap: user_alice (\w+):", swap) == [new.group(1)] * 2, swap
     assert f"Answers after the swap all come from {new.group(1)}: yes" in swap

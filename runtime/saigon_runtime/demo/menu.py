@@ -159,12 +159,13 @@ def hot_swap(client: Client, console: Console, adapters_dir: Path) -> None:
     print(f"Swapping {SWAP_ADAPTER} to {source} while 6 requests for {SWAP_USER} are running...")
     during, swap = _swap_under_load(client, source, requests=6)
     print(f"Swapped: {swap['adapter']} {swap['previous_version']} -> {swap['version']}")
-    for i, reply in enumerate(during, 1):
-        print(f"  request {i} (in flight): {served_by(reply)}: {one_line(reply['output'])}")
+    for i, (reply, finished_after) in enumerate(during, 1):
+        when = "finished after the swap" if finished_after else "finished before the swap"
+        print(f"  request {i} (in flight, {when}): {served_by(reply)}: {one_line(reply['output'])}")
     after = [client.infer(SWAP_USER, prompt) for prompt in DEMO_PROMPTS[:2]]
     for reply in after:
         print(f"  request after the swap: {served_by(reply)}: {one_line(reply['output'])}")
-    versions = {r.get("adapter_active") for r in during + after}
+    versions = {r.get("adapter_active") for r in [reply for reply, _ in during] + after}
     mixed = versions - {swap["previous_version"], swap["version"]}
     new_only = all(r.get("adapter_active") == swap["version"] for r in after)
     seen = ", ".join(sorted(map(str, versions)))
@@ -177,15 +178,24 @@ def hot_swap(client: Client, console: Console, adapters_dir: Path) -> None:
         print(f"Swapped back: {back['name']} is on {back['version']} again.")
 
 
-def _swap_under_load(client: Client, source: Path, requests: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Requests for the swapped user run in threads while the hot-swap call happens."""
+def _swap_under_load(
+    client: Client, source: Path, requests: int
+) -> tuple[list[tuple[dict[str, Any], bool]], dict[str, Any]]:
+    """Requests for the swapped user run in threads while the hot-swap call happens; each answer
+    comes back with whether it finished after the swap call returned."""
+
+    def timed_infer(prompt: str) -> tuple[dict[str, Any], float]:
+        reply = client.infer(SWAP_USER, prompt)
+        return reply, time.monotonic()
+
     with ThreadPoolExecutor(max_workers=requests) as pool:
         prompts = [DEMO_PROMPTS[i % len(DEMO_PROMPTS)] for i in range(requests)]
-        futures: list[Future[dict[str, Any]]] = [pool.submit(client.infer, SWAP_USER, p) for p in prompts]
-        time.sleep(0.05)  # let them reach the server first
+        futures: list[Future[tuple[dict[str, Any], float]]] = [pool.submit(timed_infer, p) for p in prompts]
+        time.sleep(0.02)  # let them reach the server first
         body = {"user_id": SWAP_USER, "new_adapter_path": str(source)}
         swap = client.post("/api/saigon/adapters/hot-swap", body, admin=True)
-        return [f.result() for f in futures], swap
+        swapped_at = time.monotonic()
+        return [(reply, done > swapped_at) for reply, done in (f.result() for f in futures)], swap
 
 
 # ---- 3 adapter management ---------------------------------------------------------------------
