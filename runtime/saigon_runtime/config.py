@@ -27,6 +27,7 @@ ENV_VARS: dict[str, str] = {
     "SAIGON_REQUIRED_ADAPTERS": "required_adapters",
     "SAIGON_LOG_PROMPTS": "log_prompts",
     "SAIGON_DTYPE": "dtype",
+    "SAIGON_WATCH_INTERVAL": "watch_interval_s",
     "SAIGON_MAX_NEW_TOKENS": "max_new_tokens",
     "SAIGON_MAX_BODY_BYTES": "max_body_bytes",
     "SAIGON_DRAIN_TIMEOUT": "drain_timeout_s",
@@ -59,6 +60,8 @@ class RuntimeConfig:
     max_body_bytes: int = 1 << 20
     max_new_tokens: int = 2048  # server cap on tokens generated per request
     drain_timeout_s: float = 30.0
+    # Seconds between scans of the adapters directory for new adapters and versions; 0 disables.
+    watch_interval_s: float = 2.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> RuntimeConfig:

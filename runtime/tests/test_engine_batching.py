@@ -151,3 +151,12 @@ def test_a_failing_prefill_fails_only_its_own_requests(engine):
     engine.before_forward = None
     assert survivor.result(60).token_ids == expected
     assert engine.submit(request(ids, None)).result(30).finish_reason in ("length", "stop")
+
+
+def test_a_tiny_temperature_samples_greedily_and_fails_no_one(engine):
+    ids = _ids(engine, PROMPTS[0])
+    greedy = _solo(engine, ids, None)
+    tiny = SamplingParams(temperature=1e-30, max_new_tokens=8)
+    others = [engine.submit(request(_ids(engine, p), None)) for p in PROMPTS[1:]]
+    assert engine.submit(request(ids, None, tiny)).result(30).token_ids == greedy
+    assert all(h.result(30).finish_reason in ("length", "stop") for h in others)

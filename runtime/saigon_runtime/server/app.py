@@ -101,7 +101,10 @@ def _engine_lifecycle(given: Engine | None) -> Callable[[web.Application], Async
                 await loader
         for task in list(state.background):
             task.cancel()
+        if state.watcher is not None:
+            await asyncio.to_thread(state.watcher.stop)
         if state.engine is not None:
+            await asyncio.to_thread(_save_hot_set, state.engine)
             await asyncio.to_thread(state.engine.stop, state.config.drain_timeout_s)
 
     return lifecycle
@@ -122,13 +125,31 @@ async def _load_engine(state: ServerState) -> None:
 
 
 async def _attach(state: ServerState, engine: Engine) -> None:
+    from saigon_runtime.adapters.hotset import load_hot_set
+    from saigon_runtime.adapters.watcher import AdapterWatcher
     from saigon_runtime.service import InferenceService
 
     engine.add_step_observer(state.metrics.observe_step)
     engine.start()
     await _load_required_adapters(state, engine)
+    # Warm restart: what was resident at the last shutdown is resident again before Ready.
+    preloaded = await asyncio.to_thread(load_hot_set, engine.adapters)
+    if preloaded:
+        log.info("preloaded %d adapters from the hot set", len(preloaded))
+    if state.config.watch_interval_s > 0 and engine.adapters.store is not None:
+        state.watcher = AdapterWatcher(engine.adapters, state.config.watch_interval_s)
+        state.watcher.start()
     state.service = InferenceService(engine, state.mesh, state.audit)
     state.engine = engine
+
+
+def _save_hot_set(engine: Engine) -> None:
+    from saigon_runtime.adapters.hotset import save_hot_set
+
+    try:
+        save_hot_set(engine.adapters)
+    except OSError as exc:  # a read-only adapters volume (the agent owns it): nothing to keep
+        log.info("hot set not saved (%s)", type(exc).__name__)
 
 
 async def _load_required_adapters(state: ServerState, engine: Engine) -> None:

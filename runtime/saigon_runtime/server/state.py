@@ -13,6 +13,7 @@ from saigon_runtime.server.errors import ApiError
 from saigon_runtime.server.metrics import ServerMetrics
 
 if TYPE_CHECKING:
+    from saigon_runtime.adapters.watcher import AdapterWatcher
     from saigon_runtime.audit import AuditLog
     from saigon_runtime.engine.engine import Engine
     from saigon_runtime.mesh.store import MeshStore
@@ -36,6 +37,7 @@ class ServerState:
     # Required adapters validated and loaded since start (by the startup task or the admin API).
     loaded_required: set[str] = field(default_factory=set)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    watcher: AdapterWatcher | None = None  # finds new adapters and `active` flips on disk
 
     def ready_engine(self) -> Engine:
         """The engine, or 503 while it loads, after it failed, or once the server is draining."""
