@@ -128,20 +128,44 @@ def hf_generate(model: Any, prompts: list[list[int]], new: int, **kwargs: object
     return int((out.shape[1] - ids.shape[1]) * out.shape[0])
 
 
-def peft_baselines(
-    bench: Bench,
-    report: Report,
-    prompts: list[list[int]],
-    names: list[str],
-    new: int,
-    repeats: int,
+def _interleaved(fns: dict[str, Callable[[], int]], rounds: int) -> dict[str, float]:
+    """Median tokens/s of each approach over `rounds` rounds that run every approach in turn.
+
+    Interleaving and medians keep a slow or fast spell of a shared machine from favouring
+    whichever approach happened to run during it.
+    """
+    for fn in fns.values():
+        fn()  # warm-up
+    rates: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            tokens = fn()
+            rates[key].append(tokens / (time.perf_counter() - start))
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def compare(
+    bench: Bench, report: Report, prompts: list[list[int]], names: list[str], new: int, rounds: int,
     one_at_a_time: bool = True,
-) -> tuple[float, float, float]:
-    """(a) the base-only ceiling, (b) the original one-at-a-time design, (c) PEFT mixed batches."""
+) -> dict[str, float]:  # fmt: skip
+    """(a) the base-only ceiling, (b) the original one-at-a-time design, (c) PEFT mixed batches and
+    (d) Saigon, on one model and one set of prompts, interleaved."""
     base_model = bench.hf_model()
-    base = _best(lambda: hf_generate(base_model, prompts, new), repeats)
-    report.add("tok/s base model alone, batched (ceiling)", base)
     peft = bench.peft_model(len(names))
+    engine = bench.engine(max_loras=max(64, len(names)))
+    n = len(prompts)
+    medians = _interleaved(
+        {
+            "ceiling": lambda: hf_generate(base_model, prompts, new),
+            "peft_mixed": lambda: hf_generate(peft, prompts, new, adapter_names=names),
+            "saigon": lambda: run_engine(engine, prompts, names, new),
+            "saigon_base": lambda: run_engine(engine, prompts, [None] * n, new),
+        },
+        rounds,
+    )
+    engine.stop()
+    report.add("tok/s base model alone, batched (ceiling)", medians["ceiling"])
 
     def sequential() -> int:
         total = 0
@@ -150,16 +174,21 @@ def peft_baselines(
             total += hf_generate(peft, [p], new)
         return total
 
-    original = _best(sequential, 1) if one_at_a_time else float("nan")
     if one_at_a_time:
-        report.add("tok/s original design: PEFT set_adapter+generate, 1 by 1", original)
-    mixed = _best(lambda: hf_generate(peft, prompts, new, adapter_names=names), repeats)
-    report.add("tok/s PEFT mixed batch generate(adapter_names=...)", mixed)
+        medians["original"] = _best(sequential, 1)
+        report.add("tok/s original design: PEFT set_adapter+generate, 1 by 1", medians["original"])
+    report.add("tok/s PEFT mixed batch generate(adapter_names=...)", medians["peft_mixed"])
+    report.add("tok/s Saigon, mixed adapters", medians["saigon"])
+    report.add("tok/s Saigon, base model only", medians["saigon_base"])
+    report.add("ratio Saigon / base ceiling", medians["saigon"] / medians["ceiling"])
+    if one_at_a_time:
+        report.add("ratio Saigon / original one-at-a-time", medians["saigon"] / medians["original"])
+    report.add("ratio Saigon / PEFT mixed batch", medians["saigon"] / medians["peft_mixed"])
     start = time.perf_counter()
     peft.load_adapter(bench.sources[-1], adapter_name="cold")
     report.add("ms PEFT load_adapter (cold)", (time.perf_counter() - start) * 1000)
     gc.collect()
-    return base, original, mixed
+    return medians
 
 
 def main(argv: list[str] | None = None) -> Report:
@@ -195,16 +224,8 @@ def main(argv: list[str] | None = None) -> Report:
         names = [f"user_{i}" for i in range(n)]
         print(f"== throughput: {n} requests, one adapter each, {args.prompt_tokens}+{new} tokens, greedy", flush=True)
 
-        base, original, mixed = peft_baselines(bench, report, prompts, names, new, args.repeats)
-
+        compare(bench, report, prompts, names, new, args.repeats)
         engine = bench.engine(max_loras=max(64, n))
-        saigon = _best(lambda: run_engine(engine, prompts, names, new), args.repeats)
-        report.add("tok/s Saigon, mixed adapters", saigon)
-        saigon_base = _best(lambda: run_engine(engine, prompts, [None] * n, new), args.repeats)
-        report.add("tok/s Saigon, base model only", saigon_base)
-        report.add("ratio Saigon / base ceiling", saigon / base)
-        report.add("ratio Saigon / original one-at-a-time", saigon / original)
-        report.add("ratio Saigon / PEFT mixed batch", saigon / mixed)
 
         print("== distinct adapters sweep (64 requests)", flush=True)
         sweep_prompts = _prompts(64, args.prompt_tokens, shape.vocab, seed=1)
@@ -232,13 +253,16 @@ def main(argv: list[str] | None = None) -> Report:
         # A stream of 4n requests cycling over n adapters, batches of at most n rows.
         wave = _prompts(4 * n, args.prompt_tokens, shape.vocab, seed=2)
         cyc = [f"user_{i % n}" for i in range(4 * n)]
-        engine = bench.engine(max_loras=n, max_batch=n)
-        resident = _best(lambda: run_engine(engine, wave, cyc, new), max(1, args.repeats - 1))
-        engine.stop()
-        engine = bench.engine(max_loras=n // 2, max_batch=n)
-        cliff = _best(lambda: run_engine(engine, wave, cyc, new), max(1, args.repeats - 1))
-        evictions = engine.adapters.stats().evictions
-        engine.stop()
+        roomy = bench.engine(max_loras=n, max_batch=n)
+        tight = bench.engine(max_loras=n // 2, max_batch=n)
+        rates = _interleaved(
+            {"resident": lambda: run_engine(roomy, wave, cyc, new), "cliff": lambda: run_engine(tight, wave, cyc, new)},
+            max(1, args.repeats - 1),
+        )
+        resident, cliff = rates["resident"], rates["cliff"]
+        evictions = tight.adapters.stats().evictions
+        roomy.stop()
+        tight.stop()
         report.add(f"tok/s all {n} adapters resident", resident)
         report.add(f"tok/s {n} adapters over {n // 2} slots", cliff)
         report.add("ratio cache cliff / all resident", cliff / resident)
@@ -269,15 +293,7 @@ def large_model(report: Report, device: str, prompt_tokens: int, new: int, repea
         prompts = _prompts(64, prompt_tokens, shape.vocab, seed=4)
         names = [f"user_{i}" for i in range(64)]
         report.prefix = "1B "
-        base, _, mixed = peft_baselines(bench, report, prompts, names, new, repeats, one_at_a_time=False)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        engine = bench.engine(max_loras=64)
-        saigon = _best(lambda: run_engine(engine, prompts, names, new), repeats)
-        engine.stop()
-        report.add("tok/s Saigon, 64 distinct adapters", saigon)
-        report.add("ratio Saigon / base ceiling", saigon / base)
-        report.add("ratio Saigon / PEFT mixed batch", saigon / mixed)
+        compare(bench, report, prompts, names, new, repeats, one_at_a_time=False)
         report.prefix = ""
 
 
