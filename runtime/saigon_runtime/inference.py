@@ -126,12 +126,7 @@ class SaigonInference:
             raise InvalidRequest("no current user: call load_model_with_adapter(user_id) or pass user_id")
         name = user_adapter(user)
         started = time.perf_counter()
-        previous = self.engine.adapters.current_version(name)
-        info = self.engine.adapters.load(name, None, Path(new_adapter_path))
-        store = self.engine.adapters.store
-        if not backup_current and previous not in (None, info.version) and store is not None:
-            assert previous is not None
-            store.remove_version(name, previous)
+        previous, info = self.engine.adapters.swap(name, Path(new_adapter_path), keep_previous=backup_current)
         self.current_user, self.current_adapter = user, name
         return {
             "success": True,

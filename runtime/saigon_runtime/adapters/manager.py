@@ -266,6 +266,19 @@ class AdapterManager:
             self.store.set_active(name, ref.version)
         return self.info(name)
 
+    def swap(self, name: str, path: str | Path, keep_previous: bool = True) -> tuple[str | None, AdapterInfo]:
+        """Install `path` as a new version of `name` and make it current; returns (previous, info).
+
+        Running requests keep their device copy of the previous version; with
+        `keep_previous=False` its files are removed once the new one is current.
+        """
+        previous = self.current_version(name)
+        info = self.load(name, None, path)
+        if not keep_previous and previous not in (None, info.version) and self.store is not None:
+            assert previous is not None
+            self.store.remove_version(name, previous)
+        return previous, info
+
     def unload(self, name: str, version: str | None = None) -> None:
         check_name(name)
         if version is not None:

@@ -105,13 +105,8 @@ async def hot_swap(request: web.Request) -> web.Response:
     state = state_of(request)
     engine = state.ready_engine()
     name = user_adapter(body.user_id)
-    previous = engine.adapters.current_version(name)
-    info = await off_loop(engine.adapters.load, name, None, body.new_adapter_path)
+    previous, info = await off_loop(engine.adapters.swap, name, body.new_adapter_path, body.backup_current)
     assert info.version is not None
-    store = engine.adapters.store
-    if not body.backup_current and previous is not None and previous != info.version and store is not None:
-        # Running requests keep their device copy; only the file copy goes.
-        await off_loop(store.remove_version, name, previous)
     response = HotSwapResponse(
         success=True, adapter=name, version=info.version, previous_version=previous, loaded_at=info.loaded_at
     )
