@@ -76,6 +76,37 @@ def test_a_waiting_request_gets_the_slot_when_it_frees(tiny_llama_dir, installed
         engine.stop()
 
 
+def test_a_starving_request_is_served_next_while_rows_that_end_sooner_still_fill_the_batch(tiny_llama_dir, installed):
+    engine = make_engine(tiny_llama_dir, installed, max_loras=1, slot_wait_timeout_s=30)
+    try:
+        ids = engine.tokenizer("hello world")["input_ids"]
+        first_token: dict[str, float] = {}
+
+        def tracked(key: str, name: str, new: int, delay: float = 0.0) -> GenerationRequest:
+            def on_token(_ev: object) -> None:
+                first_token.setdefault(key, time.perf_counter())
+                time.sleep(delay)
+
+            sampling = SamplingParams(temperature=0.0, max_new_tokens=new, ignore_eos=True)
+            return GenerationRequest(ids, AdapterRef(name, "v1"), sampling, on_token=on_token)
+
+        holder = engine.submit(tracked("holder", "user_c0", 150, delay=0.02))
+        while "holder" not in first_token:
+            time.sleep(0.01)
+        starving = engine.submit(tracked("starving", "user_c1", 4))
+        time.sleep(engine.starvation_s + 0.3)  # the other adapter now starves for the only slot
+        longer = engine.submit(tracked("longer", "user_c0", 400))  # would hold the slot past the holder
+        shorter = engine.submit(tracked("shorter", "user_c0", 5))  # ends before the holder: may join
+        shorter_done = shorter.result(60)
+        assert not holder.done(), "a row that ends sooner joins the held slot at once"
+        assert shorter_done.finish_reason == "length"
+        holder_result, starving_result, longer_result = holder.result(60), starving.result(60), longer.result(60)
+        assert {r.finish_reason for r in (holder_result, starving_result, longer_result)} == {"length"}
+        assert first_token["starving"] < first_token["longer"], "the starving request got the slot first"
+    finally:
+        engine.stop()
+
+
 def test_unload_frees_the_slot_for_real_and_the_name_stops_serving(tiny_llama_dir, installed):
     engine = make_engine(tiny_llama_dir, installed, max_loras=4)
     try:

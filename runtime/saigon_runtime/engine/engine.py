@@ -235,6 +235,13 @@ class Engine:
         admitted: list[_Seq] = []
         budget = self.max_prefill_tokens
         now = time.perf_counter()
+        # Steps until each held slot frees if nothing more joins it: while a request starves for a
+        # slot, others may still join a held slot, but only if they end no later than that slot's
+        # current rows, so they fill the batch without delaying the starving request.
+        horizons: dict[tuple[str, str], int] = {}
+        for s in self._running:
+            _extend_horizon(horizons, s)
+        starving = False
         with self._cond:
             candidates = list(self._waiting)
         for handle in candidates:
@@ -246,6 +253,10 @@ class Engine:
                 handle._finish(self._result(handle, None, [], "", "cancelled"))
                 self._count("cancelled")
                 continue
+            if starving and req.adapter is not None:
+                horizon = horizons.get((req.adapter.name, req.adapter.version))
+                if horizon is None or _remaining(req, self._resume.get(handle)) > horizon:
+                    continue
             dev: DeviceAdapter | None = None
             if req.adapter is not None:
                 try:
@@ -262,9 +273,7 @@ class Engine:
                         handle._finish(None, EngineBusy("every adapter slot is in use by running requests"))
                         self._count("busy")
                         continue
-                    if waited > self.starvation_s:
-                        # Admit nothing behind a starving request, so that busy slots drain and free up.
-                        break
+                    starving = starving or waited > self.starvation_s
                     continue
             self._remove_waiting(handle)
             seq = self._resume.pop(handle, None)
@@ -275,6 +284,7 @@ class Engine:
                 seq = _Seq(handle, dev, IncrementalText(self.tokenizer, req.sampling.stop), generator)
             seq.dev = dev
             admitted.append(seq)
+            _extend_horizon(horizons, seq)
             budget -= len(req.prompt_ids) + len(seq.generated)
         if admitted:
             self._prefill(admitted)
@@ -459,6 +469,16 @@ class Engine:
             self._resume[s.handle] = s
         with self._cond:
             self._waiting.extendleft(reversed([s.handle for s in seqs]))
+
+
+def _remaining(request: GenerationRequest, seq: _Seq | None) -> int:
+    return request.sampling.max_new_tokens - (len(seq.generated) if seq is not None else 0)
+
+
+def _extend_horizon(horizons: dict[tuple[str, str], int], seq: _Seq) -> None:
+    if seq.dev is not None:
+        key = seq.dev.key
+        horizons[key] = max(horizons.get(key, 0), _remaining(seq.request, seq))
 
 
 def _eos_ids(model: torch.nn.Module, tokenizer: object) -> set[int]:
