@@ -111,13 +111,33 @@ class Bench:
         return peft.eval()
 
 
-def run_engine(engine: Engine, prompts: list[list[int]], adapters: Sequence[str | None], new: int) -> int:
+def engine_tokens(
+    engine: Engine, prompts: list[list[int]], adapters: Sequence[str | None], new: int
+) -> list[list[int]]:
     sampling = SamplingParams(temperature=0.0, max_new_tokens=new, ignore_eos=True)
     handles = [
         engine.submit(GenerationRequest(p, AdapterRef(a, "v1") if a else None, sampling))
         for p, a in zip(prompts, adapters, strict=True)
     ]
-    return sum(h.result(3600).completion_tokens for h in handles)
+    return [h.result(3600).token_ids for h in handles]
+
+
+def run_engine(engine: Engine, prompts: list[list[int]], adapters: Sequence[str | None], new: int) -> int:
+    return sum(len(t) for t in engine_tokens(engine, prompts, adapters, new))
+
+
+def greedy_agreement(engine: Engine, peft: PeftModel, prompts: list[list[int]], names: list[str], new: int) -> float:
+    """The share of requests whose greedy tokens equal PEFT's for the same adapter, each run alone."""
+    ours = engine_tokens(engine, prompts, names, new)
+    same = 0
+    for p, name, tokens in zip(prompts, names, ours, strict=True):
+        peft.set_adapter(name)
+        ids = torch.tensor([p], device=next(peft.parameters()).device)
+        with torch.inference_mode():
+            out = peft.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,
+                                min_new_tokens=new, do_sample=False, pad_token_id=1)  # fmt: skip
+        same += out[0, len(p) :].tolist() == tokens
+    return same / len(prompts)
 
 
 def hf_generate(model: Any, prompts: list[list[int]], new: int, **kwargs: object) -> int:
@@ -164,7 +184,9 @@ def compare(
         },
         rounds,
     )
+    agreement = greedy_agreement(engine, peft, prompts[:8], names[:8], new)
     engine.stop()
+    report.add("% requests with PEFT's greedy tokens (8 checked)", 100 * agreement)
     report.add("tok/s base model alone, batched (ceiling)", medians["ceiling"])
 
     def sequential() -> int:
