@@ -124,25 +124,19 @@ async def completions(request: web.Request) -> web.StreamResponse:
     def usage_chunk(usage: Usage) -> CompletionResponse:
         return CompletionResponse(id=request_id, created=created, model=body.model, choices=[], usage=usage)
 
-    if body.stream:
-        response, result = await _stream(
-            request,
-            gen,
-            body.stream_options is not None and body.stream_options.include_usage,
-            first=None,
-            delta=lambda text: chunk(text, None),
-            last=lambda result: chunk("", _finish_reason(result)),
-            usage=usage_chunk,
-        )
-        if result is not None:
-            record_served(state, prepared, result)
-        return response
-    result = await gen.result()
-    _check_result(result)
-    record_served(state, prepared, result)
-    completion = chunk(result.text, _finish_reason(result))
-    completion.usage = _usage(result)
-    return web.json_response(json_body(completion))
+    def final(result: GenerationResult) -> CompletionResponse:
+        completion = chunk(result.text, _finish_reason(result))
+        completion.usage = _usage(result)
+        return completion
+
+    return await _serve(
+        request, state, prepared, gen, body,
+        first=None,
+        delta=lambda text: chunk(text, None),
+        last=lambda result: chunk("", _finish_reason(result)),
+        usage=usage_chunk,
+        final=final,
+    )  # fmt: skip
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -174,27 +168,48 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     def usage_chunk(usage: Usage) -> ChatCompletionChunk:
         return ChatCompletionChunk(id=request_id, created=created, model=body.model, choices=[], usage=usage)
 
+    def final(result: GenerationResult) -> ChatCompletionResponse:
+        message = AssistantMessage(content=result.text)
+        choice = ChatChoice(index=0, message=message, finish_reason=_finish_reason(result))
+        return ChatCompletionResponse(id=request_id, created=created, model=body.model, choices=[choice],
+                                      usage=_usage(result))  # fmt: skip
+
+    return await _serve(
+        request, state, prepared, gen, body,
+        first=chunk(ChatDelta(role="assistant", content=""), None),
+        delta=lambda text: chunk(ChatDelta(content=text), None),
+        last=lambda result: chunk(ChatDelta(), _finish_reason(result)),
+        usage=usage_chunk,
+        final=final,
+    )  # fmt: skip
+
+
+async def _serve(
+    request: web.Request,
+    state: ServerState,
+    prepared: Prepared,
+    gen: Generation,
+    body: CompletionRequest | ChatCompletionRequest,
+    *,
+    first: BaseModel | None,
+    delta: Callable[[str], BaseModel],
+    last: Callable[[GenerationResult], BaseModel],
+    usage: Callable[[Usage], BaseModel],
+    final: Callable[[GenerationResult], BaseModel],
+) -> web.StreamResponse:
+    """Answer with server-sent events or one JSON body, and record what was served."""
     if body.stream:
-        response, result = await _stream(
-            request,
-            gen,
-            body.stream_options is not None and body.stream_options.include_usage,
-            first=chunk(ChatDelta(role="assistant", content=""), None),
-            delta=lambda text: chunk(ChatDelta(content=text), None),
-            last=lambda result: chunk(ChatDelta(), _finish_reason(result)),
-            usage=usage_chunk,
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        response, streamed = await _stream(
+            request, gen, include_usage, first=first, delta=delta, last=last, usage=usage
         )
-        if result is not None:
-            record_served(state, prepared, result)
+        if streamed is not None:
+            record_served(state, prepared, streamed)
         return response
     result = await gen.result()
     _check_result(result)
     record_served(state, prepared, result)
-    choice = ChatChoice(index=0, message=AssistantMessage(content=result.text), finish_reason=_finish_reason(result))
-    answer = ChatCompletionResponse(
-        id=request_id, created=created, model=body.model, choices=[choice], usage=_usage(result)
-    )
-    return web.json_response(json_body(answer))
+    return web.json_response(json_body(final(result)))
 
 
 def _prepare(
