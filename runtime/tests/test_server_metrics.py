@@ -14,7 +14,7 @@ from saigon_runtime.testing.tiny import install_adapter, write_domains
 from server_support import LiveServer, live_server, make_config
 
 ALLOWED_LABELS = {"route", "method", "code", "scope", "finish_reason", "reason", "tier", "le"}
-USERS = ("alice", "bob", "carol")
+USERS = ("alice", "bob", "carol", "dave")  # dave's adapter is corrupt: refused once, then the cascade serves
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +23,11 @@ def server(tiny_llama_dir: Path, adapter_factory, tmp_path_factory: pytest.TempP
     install_adapter(adapters, "user_alice", "v1", adapter_factory(tiny_llama_dir, seed=1))
     install_adapter(adapters, "domain_cooking", "v1", adapter_factory(tiny_llama_dir, seed=2))
     install_adapter(adapters, "global", "v1", adapter_factory(tiny_llama_dir, seed=3))
+    install_adapter(adapters, "user_dave", "v1", adapter_factory(tiny_llama_dir, seed=4))
+    (adapters / "user_dave" / "v1" / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
     write_domains(adapters, {"bob": "cooking"})
     with live_server(make_config(tiny_llama_dir, adapters_dir=adapters)) as live:
-        for user in USERS:
+        for user in (*USERS, "dave"):  # a second request for dave finds the refusal remembered
             body = {"user_id": user, "input_text": "the soup", "max_length": 3}
             assert requests.post(f"{live.url}/api/saigon/infer", json=body, timeout=60).json()["adapter_used"]
         body = {"model": live.engine.model_id, "prompt": "the soup", "max_tokens": 3, "stream": True}
@@ -78,8 +80,9 @@ def test_the_figures_follow_the_traffic(server: LiveServer) -> None:
     assert value("saigon_adapter_loads_total") >= 3
     assert value("saigon_adapter_cache_misses_total") >= 3
     assert value("saigon_adapter_load_seconds_total") > 0
+    assert value("saigon_adapter_rejections_total") == 1
     assert value("saigon_adapters_resident", tier="device") >= 3
     assert value("saigon_adapter_slots", tier="device") == server.engine.adapters.pool.capacity
     assert value("saigon_batch_size_count") >= 1
     assert value("saigon_queue_depth") == 0
-    assert value("saigon_http_requests_total", route="saigon_infer", method="POST", code="200") == len(USERS)
+    assert value("saigon_http_requests_total", route="saigon_infer", method="POST", code="200") == len(USERS) + 1

@@ -64,6 +64,7 @@ class CacheStats:
     host_misses: int
     host_evictions: int
     device_bytes: int
+    rejections: int = 0  # versions refused: corrupt, unsafe or not fitting the base
     resident_by_scope: dict[str, int] = field(default_factory=dict)
 
 
@@ -95,6 +96,7 @@ class AdapterManager:
         self._loading: dict[Key, threading.Lock] = {}
         self.host_hits = 0
         self.host_misses = 0
+        self.rejections = 0
         self.host_evictions = 0
 
     # ---- versions -------------------------------------------------------------------
@@ -147,6 +149,7 @@ class AdapterManager:
             except AdapterRejected as exc:
                 with self._lock:
                     self._failures[key] = (signature, str(exc))
+                    self.rejections += 1
                 raise
             if self.pin_host_memory:
                 host.modules = {m: (a.pin_memory(), b.pin_memory()) for m, (a, b) in host.modules.items()}
@@ -346,7 +349,7 @@ class AdapterManager:
             resident_device=len(resident), resident_host=host_count,
             max_loras=self.pool.capacity, max_cpu_loras=self.max_cpu_loras,
             host_hits=self.host_hits, host_misses=self.host_misses, host_evictions=self.host_evictions,
-            device_bytes=self.pool.nbytes(), resident_by_scope=by_scope,
+            device_bytes=self.pool.nbytes(), rejections=self.rejections, resident_by_scope=by_scope,
         )  # fmt: skip
 
 

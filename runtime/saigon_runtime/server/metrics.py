@@ -124,6 +124,9 @@ class EngineCollector(Collector):
         yield _counter("saigon_adapter_loads", "Adapters loaded from disk.", cache.loads)
         yield _counter("saigon_adapter_evictions", "Adapters evicted from a cache tier.", cache.evictions)
         yield _counter("saigon_adapter_load_seconds", "Time spent loading adapters.", cache.load_seconds_total)
+        yield _counter(
+            "saigon_adapter_rejections", "Adapter versions refused (corrupt, unsafe or not fitting).", cache.rejections
+        )
         resident = GaugeMetricFamily("saigon_adapters_resident", "Adapters resident, by tier.", labels=["tier"])
         resident.add_metric(["device"], cache.resident_device)
         resident.add_metric(["host"], cache.resident_host)
