@@ -114,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     infer.add_argument("--json", action="store_true", help="print the whole result as JSON")
     _model_flags(infer)
+
+    legacy = commands.add_parser(
+        "import-legacy",
+        help="convert a pickle-era adapter (.bin/.pt state dict) into a safetensors adapter directory",
+        description="Reads the weights with torch.load(weights_only=True): a pickle that wants to build "
+        "anything but tensors is refused without running it. DEST must not exist yet.",
+    )
+    legacy.add_argument("source", type=Path, help="directory with adapter_config.json and adapter_model.bin/.pt")
+    legacy.add_argument("dest", type=Path, help="new directory for the converted adapter")
     return parser
 
 
@@ -121,7 +130,7 @@ def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-_COMMAND_ONLY = {"command", "log_level", "user_id", "prompt", "temperature", "max_length", "system_prompt",
+_COMMAND_ONLY = {"command", "log_level", "source", "dest", "user_id", "prompt", "temperature", "max_length", "system_prompt",
                  "adapter", "use_mesh_context", "json"}  # fmt: skip
 
 
@@ -169,9 +178,24 @@ def infer(args: argparse.Namespace) -> dict[str, object]:
         service.close()
 
 
+def import_legacy(source: Path, dest: Path) -> int:
+    from saigon_runtime.adapters.legacy import import_legacy as convert
+    from saigon_runtime.engine.types import AdapterRejected
+
+    try:
+        converted = convert(source, dest)
+    except (AdapterRejected, FileExistsError, OSError) as exc:
+        print(f"saigon-runtime: import-legacy refused {source}: {exc}", file=sys.stderr)
+        return 2
+    print(converted)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "import-legacy":
+        return import_legacy(args.source, args.dest)
     try:
         config = config_from_args(args)
     except (TypeError, ValueError) as exc:

@@ -60,3 +60,39 @@ def test_infer_reports_a_bad_base_model_plainly(tmp_path: Path, capsys: pytest.C
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "does not exist" in err and "Traceback" not in err
+
+
+def test_import_legacy_converts_a_plain_state_dict_and_refuses_a_malicious_pickle(
+    tiny_llama_dir: Path, adapter_factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pickle
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    legacy = tmp_path / "legacy"
+    shutil.copytree(adapter_factory(tiny_llama_dir, seed=7), legacy)
+    tensors = load_file(str(legacy / "adapter_model.safetensors"))
+    (legacy / "adapter_model.safetensors").unlink()
+    torch.save(tensors, legacy / "adapter_model.bin")
+    assert main(["import-legacy", str(legacy), str(tmp_path / "converted")]) == 0
+    converted = load_file(str(tmp_path / "converted" / "adapter_model.safetensors"))
+    assert converted.keys() == tensors.keys() and all(torch.equal(converted[k], tensors[k]) for k in tensors)
+    assert main(["import-legacy", str(legacy), str(tmp_path / "converted")]) == 2  # never over an existing one
+    assert "exists" in capsys.readouterr().err
+
+    marker = tmp_path / "marker"
+    with (legacy / "adapter_model.bin").open("wb") as f:
+        pickle.dump({"x": _WritesMarker(marker)}, f)
+    assert main(["import-legacy", str(legacy), str(tmp_path / "evil")]) == 2
+    assert "not a plain tensor state dict" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "evil").exists()
+
+
+class _WritesMarker:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Path.write_text, (self.marker, "pwned"))
