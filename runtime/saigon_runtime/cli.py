@@ -130,8 +130,8 @@ def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-_COMMAND_ONLY = {"command", "log_level", "source", "dest", "user_id", "prompt", "temperature", "max_length", "system_prompt",
-                 "adapter", "use_mesh_context", "json"}  # fmt: skip
+_COMMAND_ONLY = {"command", "log_level", "source", "dest", "user_id", "prompt", "temperature", "max_length",
+                 "system_prompt", "adapter", "use_mesh_context", "json"}  # fmt: skip
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
