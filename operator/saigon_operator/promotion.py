@@ -117,7 +117,7 @@ class PromotionState:
         return cls(
             stable=stable,
             candidate=candidate if stage is not None else None,
-            stage=stage if candidate is not None else None,  # type: ignore[arg-type]
+            stage=stage if candidate is not None else None,
             canary_pods=tuple(p for p in raw.get("canaryPods") or [] if isinstance(p, str)),
             stage_started_at=_epoch(raw.get("stageStartedAt")),
             analysis_started_at=_epoch(raw.get("analysisStartedAt")),

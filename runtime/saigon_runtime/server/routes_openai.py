@@ -85,6 +85,16 @@ async def resolve_model(request: web.Request, model: str) -> Resolution:
         raise _model_not_found(model) from None
 
 
+ADAPTER_HEADER = "X-Saigon-Adapter"
+VERSION_HEADER = "X-Saigon-Adapter-Version"
+
+
+def served_headers(resolution: Resolution) -> dict[str, str]:
+    """Which adapter version answered: set once, before the body, so a response carries exactly one."""
+    adapter = resolution.adapter
+    return {ADAPTER_HEADER: adapter.name, VERSION_HEADER: adapter.version} if adapter is not None else {}
+
+
 def _model_not_found(model: str) -> ApiError:
     shown = model if len(model) <= 64 else model[:61] + "..."
     return ApiError(404, f"the model {shown!r} does not exist", param="model", code="model_not_found")
@@ -129,6 +139,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
             request,
             gen,
             body.stream_options is not None and body.stream_options.include_usage,
+            headers=served_headers(resolution),
             first=None,
             delta=lambda text: chunk(text, None),
             last=lambda result: chunk("", _finish_reason(result)),
@@ -142,7 +153,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     record_served(state, prepared, result)
     completion = chunk(result.text, _finish_reason(result))
     completion.usage = _usage(result)
-    return web.json_response(json_body(completion))
+    return web.json_response(json_body(completion), headers=served_headers(resolution))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -179,6 +190,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             request,
             gen,
             body.stream_options is not None and body.stream_options.include_usage,
+            headers=served_headers(resolution),
             first=chunk(ChatDelta(role="assistant", content=""), None),
             delta=lambda text: chunk(ChatDelta(content=text), None),
             last=lambda result: chunk(ChatDelta(), _finish_reason(result)),
@@ -194,7 +206,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     answer = ChatCompletionResponse(
         id=request_id, created=created, model=body.model, choices=[choice], usage=_usage(result)
     )
-    return web.json_response(json_body(answer))
+    return web.json_response(json_body(answer), headers=served_headers(resolution))
 
 
 def _prepare(
@@ -226,6 +238,7 @@ async def _stream(
     gen: Generation,
     include_usage: bool,
     *,
+    headers: dict[str, str],
     first: BaseModel | None,
     delta: Callable[[str], BaseModel],
     last: Callable[[GenerationResult], BaseModel],
@@ -240,7 +253,7 @@ async def _stream(
         pending = await anext(tokens, None)
         if pending is None:
             await gen.result()  # raises the engine's error, if any, while a status can still be sent
-        response = await open_event_stream(request)
+        response = await open_event_stream(request, headers)
         try:
             if first is not None:
                 await send_event(response, first)
