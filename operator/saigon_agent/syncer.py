@@ -191,6 +191,20 @@ class Syncer:
         except SyncError as exc:
             self._fail(name, target, exc)
             return
+        desired = decision.desired
+        if desired.candidate and desired.evaluation:
+            # A candidate answers its evaluation prompts (pinned to it) before it takes traffic here.
+            await self._runtime_up.wait()
+            self._report(name, "Loading", target)
+            passed, detail = await self._evaluate(name, target.version, desired)
+            self._gates[name] = GateReport(target.version, passed=passed, detail=detail)
+            if passed is None:
+                unavailable = SyncError("the evaluation could not run", reason="EvaluationUnavailable", transient=True)
+                self._fail(name, target, unavailable, state="Loading")
+                return
+            if not passed:
+                self._fail(name, target, SyncError(detail or "evaluation failed", reason="EvaluationFailed"))
+                return
         # `active` flips before the load call: the runtime reads it (and must not have to write
         # it: its view of the adapters directory is read-only), so both agree once load returns.
         before = self.store.active_version(name)

@@ -282,8 +282,7 @@ class _Planner:
         if failed:
             first = failed[0].report
             assert first is not None
-            detail = f"{failed[0].name}: {first.reason or 'LoadFailed'}: {first.error or 'failed'}"
-            self._rollback("LoadFailed", detail)
+            self._rollback(first.reason or "LoadFailed", f"{failed[0].name}: {first.error or 'failed'}")
             return
         serving = [p for p in assigned if serves(p.report, candidate)]
         started = st.stage_started_at if st.stage_started_at is not None else self.now

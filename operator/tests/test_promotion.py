@@ -145,7 +145,7 @@ def test_a_pod_that_fails_to_load_rolls_back() -> None:
     failed = AdapterReport(state="Failed", target="v2", version="v1", digest=V1, reason="InvalidArtifact", error="bad")
     started = step(policy(), START, pods(), 0.0)
     result = step(policy(), started.state, pods(pod_c=failed), 1.0)
-    assert result.state.phase == "RolledBack" and "pod-c: InvalidArtifact" in result.state.message
+    assert result.state.phase == "RolledBack" and "InvalidArtifact: pod-c: bad" in result.state.message
     assert result.state.retain() == ["v1"]
 
 
