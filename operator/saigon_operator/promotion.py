@@ -27,6 +27,17 @@ from saigon_operator.specs import Promotion, SpecError, Target, parse_target
 
 Stage = Literal["Waiting", "Canary", "Full"]
 APPROVE_ANNOTATION = "saigon.ai/approve"
+_IN_FLIGHT_FIELDS = (
+    "candidate",
+    "version",
+    "stage",
+    "canaryPods",
+    "allPods",
+    "stageStartedAt",
+    "analysisStartedAt",
+    "evaluation",
+    "collectStats",
+)
 MAX_DETAIL = 300
 
 
@@ -71,6 +82,7 @@ class PromotionState:
         return sorted({t.version for t in (self.stable, self.candidate) if t is not None})
 
     def to_status(self, progress: str, policy: Promotion | None) -> dict[str, Any]:
+        # Status is merge-patched: a field that no longer applies must be written as null to go away.
         out: dict[str, Any] = {
             "phase": self.phase,
             "message": self.message,
@@ -78,6 +90,8 @@ class PromotionState:
             "stableVersion": self.stable.version if self.stable else None,
             "retain": self.retain(),
             "history": [h.as_dict() for h in self.history],
+            **dict.fromkeys(_IN_FLIGHT_FIELDS),
+            "rolledBack": None,
         }
         if self.candidate is not None:
             out["candidate"] = self.candidate.as_dict()

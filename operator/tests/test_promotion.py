@@ -111,6 +111,10 @@ def test_metric_gates_fail_and_roll_back() -> None:
     assert all(st.assigned(p) == STABLE for p in PODS)
     assert st.history[-1].outcome == "RolledBack" and "ErrorRate" in st.history[-1].reason
     assert judged.events[0][:2] == ("Warning", "RolledBack")
+    # Status is merge-patched: what no longer applies is written as null, so that agents stop seeing it.
+    written = st.to_status("0/4", pol)
+    assert written["candidate"] is None and written["canaryPods"] is None and written["allPods"] is None
+    assert written["rolledBack"] == {"version": "v2", "sha256": V2}
     # The rolled back version is not tried again while the spec still asks for it.
     later = step(pol, st, pods(), 50.0)
     assert later.state.candidate is None and later.state.phase == "RolledBack" and not later.events
