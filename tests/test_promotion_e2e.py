@@ -231,6 +231,8 @@ def test_a_bad_version_rolls_back_by_itself_while_the_good_one_keeps_serving(
     assert "InvalidArtifact" in rolled["history"][-1]["reason"]
     world.wait_for(lambda: world.served_everywhere(OBJECT, "v3"), 30, "every pod back on v3")
     assert world.runtimes_serve(ADAPTER, "v3")
+    assert world.operator.metric("saigon_operator_promotions_total", outcome="RolledBack") == 2
+    assert world.operator.metric("saigon_operator_promotions_total", outcome="Promoted") == 6
 
 
 def test_manual_waits_for_its_approval_then_proceeds(world: World, versions: dict[str, Artifact]) -> None:

@@ -291,6 +291,8 @@ class Aggregator:
                     current.promotion = promotion
                     current.target = promotion.stable
         for kind, reason, message in step.events if step is not None else ():
+            if reason in ("Promoted", "RolledBack"):
+                metrics.PROMOTIONS.labels(reason).inc()
             await self.events.post(record.ref(), kind, reason, message)
         await self._adapter_events(record, previous, status)
 
