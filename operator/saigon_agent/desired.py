@@ -137,6 +137,10 @@ class DesiredBook:
         after = set(self._by_uid.values())
         return {d.name for d in before ^ after}
 
+    def collecting(self) -> set[str]:
+        """Names whose promotion asks this pod for request figures (few; no scan per name)."""
+        return {d.name for d in self._by_uid.values() if d.collect_stats}
+
     def names(self) -> set[str]:
         return {d.name for d in self._by_uid.values()}
 

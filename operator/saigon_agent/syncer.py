@@ -279,7 +279,7 @@ class Syncer:
         """While a candidate with metric gates is assigned here, reports its request figures."""
         while True:
             await asyncio.sleep(interval_s)
-            for name in sorted(self.book.names()):
+            for name in sorted(self.book.collecting()):
                 decision = self.book.decide(name)
                 desired = decision.desired
                 served = self._served.get(name)

@@ -16,7 +16,6 @@ now, never at what happened in between, so running it twice changes nothing.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ _IN_FLIGHT_FIELDS = (
     "collectStats",
 )
 MAX_DETAIL = 300
+EARLY_MIN_REQUESTS = 20  # a canary failing its error rate on this many requests rolls back before its window ends
 
 
 @dataclass(frozen=True)
@@ -358,11 +358,16 @@ class _Planner:
             self.state = st = replace(st, analysis_started_at=began)
         left = began + canary.analysis_seconds - self.now
         if left > 0:
+            # A clearly failing error rate need not wait for the end of the window.
+            failure = self._metric_gates(serving, candidate, early=True)
+            if failure is not None:
+                self._rollback(*failure)
+                return
             self.state = replace(
                 st,
                 phase="Analyzing",
                 message=f"version {candidate.version} on {len(serving)} canary pods; "
-                f"analysis ends in {math.ceil(left)}s",
+                f"analysis ends at {_iso(began + canary.analysis_seconds)}",
             )
             self.recheck_s = left
             return
@@ -374,7 +379,10 @@ class _Planner:
         self.state = replace(st, stage="Full", stage_started_at=self.now, analysis_started_at=None)
         self._advance()
 
-    def _metric_gates(self, serving: Sequence[PodInput], candidate: Target) -> tuple[str, str] | None:
+    def _metric_gates(
+        self, serving: Sequence[PodInput], candidate: Target, *, early: bool = False
+    ) -> tuple[str, str] | None:
+        """The first failing metric gate; `early` (mid-window) judges only an error rate on enough requests."""
         gates = self.policy.gates
         if not gates.needs_stats:
             return None
@@ -388,8 +396,12 @@ class _Planner:
             errors += gate.errors or 0
             if gate.p99_ms is not None:
                 p99 = max(p99 or 0.0, gate.p99_ms)
+        if early and requests < EARLY_MIN_REQUESTS:
+            return None
         if gates.max_error_rate is not None and requests and errors / requests > gates.max_error_rate:
             return "ErrorRate", f"{errors}/{requests} requests failed, over {gates.max_error_rate:g}"
+        if early:
+            return None
         if gates.max_p99_latency_ms is not None and p99 is not None and p99 > gates.max_p99_latency_ms:
             return "Latency", f"p99 latency {p99:.0f} ms, over {gates.max_p99_latency_ms:g} ms"
         return None

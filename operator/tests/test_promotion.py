@@ -102,7 +102,7 @@ def test_a_canary_pod_that_goes_away_is_replaced() -> None:
 def test_metric_gates_fail_and_roll_back() -> None:
     pol = policy(strategy="Canary", canary={"analysisSeconds": 10}, gates={"maxErrorRate": 0.05})
     started = step(pol, START, pods(), 0.0)
-    bad = loaded(NEW, GateReport("v2", requests=100, errors=9, p99_ms=20.0))
+    bad = loaded(NEW, GateReport("v2", requests=10, errors=1, p99_ms=20.0))  # too few to fail early
     analyzing = step(pol, started.state, pods(pod_a=bad), 1.0)
     assert analyzing.state.phase == "Analyzing"
     judged = step(pol, analyzing.state, pods(pod_a=bad), 11.0)
@@ -118,6 +118,16 @@ def test_metric_gates_fail_and_roll_back() -> None:
     # The rolled back version is not tried again while the spec still asks for it.
     later = step(pol, st, pods(), 50.0)
     assert later.state.candidate is None and later.state.phase == "RolledBack" and not later.events
+
+
+def test_a_clearly_failing_error_rate_rolls_back_before_the_window_ends() -> None:
+    pol = policy(strategy="Canary", canary={"analysisSeconds": 600}, gates={"maxErrorRate": 0.05, "maxP99LatencyMs": 1})
+    started = step(pol, START, pods(), 0.0)
+    few = loaded(NEW, GateReport("v2", requests=5, errors=5, p99_ms=900.0))
+    assert step(pol, started.state, pods(pod_a=few), 1.0).state.phase == "Analyzing"  # too few to judge early
+    many = loaded(NEW, GateReport("v2", requests=40, errors=10, p99_ms=900.0))
+    result = step(pol, started.state, pods(pod_a=many), 2.0)
+    assert result.state.phase == "RolledBack" and "ErrorRate" in result.state.message
 
 
 def test_latency_gate() -> None:
