@@ -244,7 +244,7 @@ class Syncer:
             served = self._served.get(name)
             if served is not None and served.version == target.version:
                 self._report_served(name, target, served)
-        await self._collect(name, desired)
+        await self._collect(name, desired, previous)
 
     async def _evaluate(self, name: str, version: str, desired: Desired) -> tuple[bool | None, str | None]:
         try:
@@ -258,12 +258,17 @@ class Syncer:
                 return False, f"evaluation prompt {i} of {len(desired.evaluation)}: the answer lacks the expected text"
         return True, f"{len(desired.evaluation)} evaluation prompts passed"
 
-    async def _collect(self, name: str, desired: Desired) -> None:
-        """Removes versions no pod needs any more: not served, not retained for a rollback."""
+    async def _collect(self, name: str, desired: Desired, previous: str | None) -> None:
+        """Removes versions no pod needs any more: not served, not retained for a rollback.
+
+        Without a `retain` list (an operator from before promotions) the previous version stays.
+        """
         target = desired.target
         assert target is not None
+        if desired.retain is None and previous is None:
+            return
         served = self._served.get(name)
-        keep = set(desired.retain) if desired.retain is not None else set()
+        keep = set(desired.retain) if desired.retain is not None else ({previous} if previous else set())
         keep |= {target.version} | ({served.version} if served else set())
         active = self.store.active_version(name)
         for version in self.store.versions(name):
