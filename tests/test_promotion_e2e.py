@@ -254,3 +254,19 @@ def test_manual_waits_for_its_approval_then_proceeds(world: World, versions: dic
     assert "AwaitingApproval" in reasons and "Approved" in reasons
     row = world.cluster.kubectl("get", "sga", OBJECT, "-n", world.namespace).splitlines()[1].split()
     assert "Stable" in row and f"{REPLICAS}/{REPLICAS}" in row
+
+
+def test_an_operator_restart_mid_canary_resumes_from_status(world: World) -> None:
+    artifact = make_artifact(world.base_model, world.workdir / "artifacts" / "v7", seed=207)
+    apply(world, "v7", artifact, strategy="Canary", canary={"replicas": 1, "analysisSeconds": ANALYSIS_S})
+    analyzing = world.wait_for(lambda: (p := promotion(world)).get("phase") == "Analyzing" and p, 60, "canary")
+    world.operator.kill()
+    world.operator.start()
+    world.operator.wait_leading(timeout=60)
+    status = world.wait_for(lambda: promoted(world, "v7"), 60, "v7 promoted by the restarted operator")
+    history = status["promotion"]["history"]
+    assert [(h["version"], h["outcome"]) for h in history[-2:]] == [("v6", "Promoted"), ("v7", "Promoted")]
+    # Resumed from status, not started over: one start, one canary.
+    started = [m for _, r, m in world.events_for(OBJECT) if r in ("PromotionStarted", "CanaryStarted") and "v7" in m]
+    assert len(started) == 2, started
+    assert analyzing["canaryPods"] and world.runtimes_serve(ADAPTER, "v7")
