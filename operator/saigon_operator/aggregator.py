@@ -72,6 +72,11 @@ class AdapterRecord:
             policy=self.policy,
         )
 
+    def targets(self) -> list[Target]:
+        """Every version pods may fetch for this adapter: the stable one, a candidate, the spec's."""
+        found = [self.target, self.desired, self.promotion.candidate if self.promotion else None]
+        return [t for t in found if t is not None]
+
     def next_promotion(self, pods: Collection[PodView], now: float) -> Plan | None:
         """Runs the promotion planner, when there is a valid spec to promote."""
         if self.desired is None or self.policy is None or self.deleting:

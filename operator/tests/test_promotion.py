@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from saigon_operator.aggregator import AdapterRecord
+from saigon_operator.handlers.model import agent_secrets
 from saigon_operator.promotion import PodInput, PromotionState, plan, progress
 from saigon_operator.reports import AdapterReport, GateReport
 from saigon_operator.specs import Promotion, Target, parse_target
@@ -222,3 +225,13 @@ def test_state_survives_a_round_trip_through_status() -> None:
     assert status["promotion"]["collectStats"] is True and status["promotion"]["canaryPods"] == ["pod-a", "pod-b"]
     back = PromotionState.from_status(status)
     assert back == analyzing
+
+
+def test_the_agent_role_covers_a_candidate_fetched_from_s3() -> None:
+    s3 = {"endpoint": "https://s3.example", "bucket": "lora", "key": "v2.tar", "credentialsSecretRef": {"name": "s3"}}
+    candidate = parse_target({"version": "v2", "sha256": V2, "source": {"s3": s3}})
+    started = plan(candidate, policy(strategy="Canary"), START, pods(), 0.0).state
+    record = AdapterRecord("ns", "pro", "uid", "llama", target=STABLE, desired=candidate, promotion=started)
+    assert record.targets() == [STABLE, candidate, candidate]
+    ctx = SimpleNamespace(aggregator=SimpleNamespace(adapters_of=lambda namespace, model: [record]))
+    assert agent_secrets(ctx, "ns", "llama") == ("s3",)  # type: ignore[arg-type]
