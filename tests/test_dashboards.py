@@ -348,12 +348,15 @@ def _bring_up(stack: Stack, ca: Path) -> None:
     stack.apply(
         *[adapter_manifest(stack, user, user, stack.artifacts[user]) for user in USERS],
         adapter_manifest(stack, "too-big", "ed", too_big),
-        adapter_manifest(stack, "canary", "fay", stack.artifacts["ana"], promotion={"strategy": "Canary"}),
+        # The CRD lets this URL through; the operator refuses credentials in a URL.
+        adapter_manifest(
+            stack, "invalid", "fay", stack.artifacts["ana"], source={"https": {"url": "https://u:p@127.0.0.1/a.tar"}}
+        ),
     )
     for user in USERS:
         stack.wait(lambda u=user: stack.adapter(u).get("status", {}).get("phase") == "Ready", f"{user} served")
     stack.wait(lambda: stack.adapter("too-big").get("status", {}).get("phase") == "Failed", "too-big refused")
-    stack.wait(lambda: stack.adapter("canary").get("status", {}).get("phase") == "Invalid", "canary refused")
+    stack.wait(lambda: stack.adapter("invalid").get("status", {}).get("phase") == "Invalid", "invalid refused")
     stack.mark("adapters settled")
 
     served = _traffic(stack)

@@ -129,7 +129,12 @@ def test_apply_serves_on_every_replica_then_new_version_then_delete(
     for pod in world.pods:
         assert os.readlink(pod.adapters_dir / "user_alice" / "active") == "v2"
     reasons = [reason for _, reason, _ in world.events_for("alice")]
-    assert reasons.count("Syncing") == 1 and reasons.count("Served") == 2
+    assert reasons.count("PromotionStarted") == 1 and reasons.count("Promoted") == 1
+    assert reasons.count("Served") == 2
+    history = world.get_adapter("alice")["status"]["promotion"]["history"]  # type: ignore[index]
+    assert [(h["version"], h["outcome"]) for h in history] == [("v1", "Promoted"), ("v2", "Promoted")]
+    # The old version's files go once no pod serves it and no rollback may need it.
+    world.wait_for(lambda: all(not (p.adapters_dir / "user_alice" / "v1").exists() for p in world.pods), 30, "v1 gone")
 
     started = time.perf_counter()
     world.delete_adapter("alice")
@@ -222,25 +227,25 @@ def test_bad_sources_fail_alone(world: World, artifacts: dict[str, Artifact]) ->
 
 def test_invalid_spec_is_reported_and_not_retried(world: World, artifacts: dict[str, Artifact]) -> None:
     before = world.operator.metric("saigon_operator_reconciles_total", kind="SaigonAdapter", outcome="invalid")
+    # The CRD's pattern lets this URL through; the operator refuses credentials in a URL.
     world.kubectl_apply(
-        world.adapter_manifest(
-            "canary", user="cn", version="v1", artifact=artifacts["small-11"], promotion={"strategy": "Canary"}
-        )
+        world.adapter_manifest("invalid", user="cn", version="v1", url="https://u:p@127.0.0.1/a.tar", sha256="a" * 64)
     )
 
     def invalid() -> dict[str, object] | None:
-        status = (world.get_adapter("canary") or {}).get("status") or {}
+        status = (world.get_adapter("invalid") or {}).get("status") or {}
         ready = {c["type"]: c for c in status.get("conditions") or []}.get("Ready", {})
-        return status if ready.get("reason") == "UnsupportedPromotion" and ready.get("status") == "False" else None
+        return status if ready.get("reason") == "InvalidSpec" and ready.get("status") == "False" else None
 
-    status = world.wait_for(invalid, 30, "Ready=False UnsupportedPromotion")
+    status = world.wait_for(invalid, 30, "Ready=False InvalidSpec")
+    assert "credentials" in str(status["conditions"])
     assert status["phase"] == "Invalid" and not status.get("target")
     time.sleep(3)
     after = world.operator.metric("saigon_operator_reconciles_total", kind="SaigonAdapter", outcome="invalid")
     assert after - before == 1  # handled once, not in a loop
     assert world.runtimes_serve("user_cn", None)
-    world.delete_adapter("canary")
-    world.wait_for(lambda: world.get_adapter("canary") is None, 30, "canary deleted")
+    world.delete_adapter("invalid")
+    world.wait_for(lambda: world.get_adapter("invalid") is None, 30, "invalid deleted")
 
 
 def test_conflicting_adapters_for_one_name(world: World, artifacts: dict[str, Artifact]) -> None:

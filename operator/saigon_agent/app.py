@@ -44,6 +44,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         runtime=runtime,
         reporter=reporter,
         concurrency=config.concurrency,
+        pod=config.pod_name,
     )
     try:
         reporter.seed(await reporter.load_published())
@@ -54,6 +55,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         asyncio.create_task(_watch(kube, config, syncer), name="watch"),
         asyncio.create_task(syncer.watch_runtime(config.resync_s), name="runtime"),
         asyncio.create_task(reporter.run(), name="reporter"),
+        asyncio.create_task(syncer.watch_stats(config.stats_interval_s), name="stats"),
     ]
     log.info("agent started for pod %s/%s (model %s)", config.namespace, config.pod_name, config.model)
     try:

@@ -28,6 +28,8 @@ class ENV:
     FETCH_TIMEOUT_S = "SAIGON_AGENT_FETCH_TIMEOUT_S"
     CONCURRENCY = "SAIGON_AGENT_CONCURRENCY"
     RESYNC_S = "SAIGON_AGENT_RESYNC_S"
+    # How often a canary pod reports its candidate's request figures (promotion metric gates).
+    STATS_INTERVAL_S = "SAIGON_AGENT_STATS_INTERVAL_S"
     # Extra CA certificates for https sources (PEM file). Meant for tests and private CAs.
     CA_BUNDLE = "SAIGON_AGENT_CA_BUNDLE"
     KUBECONFIG = "KUBECONFIG"
@@ -58,6 +60,7 @@ class AgentConfig:
     health_port: int = 8081
     concurrency: int = 4
     resync_s: float = 30.0
+    stats_interval_s: float = 2.0
     kubeconfig: str | None = None
 
     @classmethod
@@ -90,6 +93,7 @@ class AgentConfig:
             health_port=int(env.get(ENV.HEALTH_PORT) or 8081),
             concurrency=max(1, int(env.get(ENV.CONCURRENCY) or 4)),
             resync_s=float(env.get(ENV.RESYNC_S) or 30.0),
+            stats_interval_s=max(0.2, float(env.get(ENV.STATS_INTERVAL_S) or 2.0)),
             kubeconfig=env.get(ENV.KUBECONFIG) or None,
         )
 

@@ -15,17 +15,35 @@ from saigon_operator.specs import SpecError, Target, parse_target
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """Prompts to run against a candidate version, each with a substring its answer must contain."""
+
+    prompt: str
+    expect: str
+    max_tokens: int
+
+
+@dataclass(frozen=True)
 class Desired:
     name: str  # the adapter name (user_<id>, ...)
     uid: str
     object_name: str  # the SaigonAdapter's name, for logs (adapter names may hold user ids)
     created: str
-    target: Target | None
+    target: Target | None  # what this pod must serve: the stable version, or a candidate assigned to it
     deleting: bool
+    # Versions to keep on disk (None: the operator does not say; keep the target and the previous one).
+    retain: frozenset[str] | None = None
+    candidate: bool = False  # `target` is a promotion candidate, not yet the stable version
+    evaluation: tuple[Evaluation, ...] = ()
+    collect_stats: bool = False
 
 
-def desired_from(obj: dict[str, Any]) -> Desired | None:
-    """None when the object carries no usable adapter name yet."""
+def desired_from(obj: dict[str, Any], pod: str = "") -> Desired | None:
+    """None when the object carries no usable adapter name yet.
+
+    A promotion in flight (status.promotion, see saigon_operator.promotion) assigns its
+    candidate to the canary pods or to every pod; any other pod serves status.target.
+    """
     meta = obj.get("metadata") or {}
     status = obj.get("status") or {}
     name = status.get("adapterName")
@@ -36,21 +54,43 @@ def desired_from(obj: dict[str, Any]) -> Desired | None:
         check_adapter_name(name)
     except InvalidName:
         return None
-    target: Target | None = None
-    raw_target = status.get("target")
-    if isinstance(raw_target, dict):
-        try:
-            target = parse_target(raw_target)
-        except SpecError:
-            target = None
+    target = _parse(status.get("target"))
+    promotion = status.get("promotion") if isinstance(status.get("promotion"), dict) else {}
+    assert isinstance(promotion, dict)
+    candidate = _parse(promotion.get("candidate"))
+    canary_pods = promotion.get("canaryPods") if isinstance(promotion.get("canaryPods"), list) else []
+    assigned = candidate is not None and (promotion.get("allPods") is True or pod in (canary_pods or []))
+    retain = promotion.get("retain")
     return Desired(
         name=name,
         uid=uid,
         object_name=str(meta.get("name", "")),
         created=str(meta.get("creationTimestamp", "")),
-        target=target,
+        target=candidate if assigned else target,
         deleting=bool(meta.get("deletionTimestamp")),
+        retain=frozenset(v for v in retain if isinstance(v, str)) if isinstance(retain, list) else None,
+        candidate=assigned,
+        evaluation=_evaluation(promotion.get("evaluation")) if assigned else (),
+        collect_stats=assigned and promotion.get("collectStats") is True,
     )
+
+
+def _parse(raw: object) -> Target | None:
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return parse_target(raw)
+    except SpecError:
+        return None
+
+
+def _evaluation(raw: object) -> tuple[Evaluation, ...]:
+    out = []
+    for item in raw if isinstance(raw, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("prompt"), str) and isinstance(item.get("expect"), str):
+            tokens = item.get("maxTokens")
+            out.append(Evaluation(item["prompt"], item["expect"], tokens if isinstance(tokens, int) else 16))
+    return tuple(out)
 
 
 Action = Literal["serve", "remove", "keep"]
@@ -65,14 +105,15 @@ class Decision:
 class DesiredBook:
     """All SaigonAdapters of this pod's model, indexed by uid; decides per adapter name."""
 
-    def __init__(self) -> None:
+    def __init__(self, pod: str = "") -> None:
+        self.pod = pod
         self._by_uid: dict[str, Desired] = {}
 
     def upsert(self, obj: dict[str, Any]) -> set[str]:
         """Returns the adapter names whose decision may have changed."""
         uid = (obj.get("metadata") or {}).get("uid")
         before = self._by_uid.get(uid) if isinstance(uid, str) else None
-        desired = desired_from(obj)
+        desired = desired_from(obj, self.pod)
         touched = {before.name} if before else set()
         if desired is None:
             if before is not None:
@@ -90,11 +131,15 @@ class DesiredBook:
         before = set(self._by_uid.values())
         self._by_uid = {}
         for obj in objs:
-            desired = desired_from(obj)
+            desired = desired_from(obj, self.pod)
             if desired is not None:
                 self._by_uid[desired.uid] = desired
         after = set(self._by_uid.values())
         return {d.name for d in before ^ after}
+
+    def collecting(self) -> set[str]:
+        """Names whose promotion asks this pod for request figures (few; no scan per name)."""
+        return {d.name for d in self._by_uid.values() if d.collect_stats}
 
     def names(self) -> set[str]:
         return {d.name for d in self._by_uid.values()}

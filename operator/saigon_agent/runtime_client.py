@@ -85,6 +85,35 @@ class RuntimeAdmin:
             raise RuntimeRejected(f"runtime rejected the adapter: {message}")
         raise RuntimeUnavailable(f"runtime could not load the adapter now: {message}")
 
+    async def evaluate(self, name: str, version: str, prompts: list[tuple[str, int]]) -> list[str]:
+        """Greedy answers of name@version (current or not) to `prompts` ([(prompt, max_tokens)])."""
+        body = {"name": name, "version": version, "prompts": [{"prompt": p, "max_tokens": n} for p, n in prompts]}
+        status, payload = await self._call("POST", "/admin/adapters/evaluate", body)
+        if status == 200 and isinstance(payload, dict) and isinstance(payload.get("results"), list):
+            outputs = [str(r.get("output", "")) if isinstance(r, dict) else "" for r in payload["results"]]
+            if len(outputs) == len(prompts):
+                return outputs
+        message = _error_message(payload) or f"HTTP {status}"
+        if status in (400, 404, 409, 422):
+            raise RuntimeRejected(f"runtime refused the evaluation: {message}")
+        raise RuntimeUnavailable(f"evaluation failed: {message}")
+
+    async def version_stats(self, name: str) -> dict[str, VersionFigures]:
+        """Requests, errors and p99 latency the runtime answered with each version of `name`."""
+        status, payload = await self._call("POST", "/admin/adapters/stats", {"name": name})
+        if status != 200 or not isinstance(payload, dict):
+            raise RuntimeUnavailable(f"adapter stats answered HTTP {status}")
+        out: dict[str, VersionFigures] = {}
+        for item in payload.get("versions") or []:
+            if isinstance(item, dict) and isinstance(item.get("version"), str):
+                p99 = item.get("p99_ms")
+                out[item["version"]] = VersionFigures(
+                    requests=int(item.get("requests") or 0),
+                    errors=int(item.get("errors") or 0),
+                    p99_ms=float(p99) if isinstance(p99, int | float) else None,
+                )
+        return out
+
     async def unload(self, name: str, version: str | None = None) -> None:
         body: dict[str, Any] = {"name": name}
         if version is not None:
@@ -93,6 +122,13 @@ class RuntimeAdmin:
         if status in (200, 204, 404):
             return
         raise RuntimeUnavailable(f"unloading answered HTTP {status}: {_error_message(payload)}")
+
+
+@dataclass(frozen=True)
+class VersionFigures:
+    requests: int
+    errors: int
+    p99_ms: float | None
 
 
 def iso_time(value: object) -> str | None:

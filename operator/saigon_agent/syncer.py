@@ -14,13 +14,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from saigon_operator.reports import AdapterReport, State
+from saigon_operator.reports import AdapterReport, GateReport, State
 from saigon_operator.specs import Target
 from saigon_operator.status import now_iso
 
-from saigon_agent.desired import DesiredBook
+from saigon_agent.desired import Desired, DesiredBook
 from saigon_agent.errors import RuntimeRejected, RuntimeUnavailable, SyncError
 from saigon_agent.reporter import PodReporter
 from saigon_agent.runtime_client import RuntimeAdapter, RuntimeAdmin
@@ -57,8 +57,9 @@ class Syncer:
         concurrency: int = 4,
         backoff_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        pod: str = "",
     ) -> None:
-        self.book = DesiredBook()
+        self.book = DesiredBook(pod)
         self.store = store
         self.materializer = materializer
         self.runtime = runtime
@@ -75,6 +76,7 @@ class Syncer:
         self._listed = False
         self._retry_handles: dict[str, asyncio.TimerHandle] = {}
         self._clock = clock
+        self._gates: dict[str, GateReport] = {}  # promotion gate inputs, per adapter name
 
     # --- inputs --------------------------------------------------------------------------------
 
@@ -179,6 +181,7 @@ class Syncer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._first_probe.wait(), timeout=5)
         if self._already_served(name, target):
+            await self._after_served(name, decision.desired)
             return
         try:
             async with self._fetch_slots:
@@ -188,6 +191,20 @@ class Syncer:
         except SyncError as exc:
             self._fail(name, target, exc)
             return
+        desired = decision.desired
+        if desired.candidate and desired.evaluation:
+            # A candidate answers its evaluation prompts (pinned to it) before it takes traffic here.
+            await self._runtime_up.wait()
+            self._report(name, "Loading", target)
+            passed, detail = await self._evaluate(name, target.version, desired)
+            self._gates[name] = GateReport(target.version, passed=passed, detail=detail)
+            if passed is None:
+                unavailable = SyncError("the evaluation could not run", reason="EvaluationUnavailable", transient=True)
+                self._fail(name, target, unavailable, state="Loading")
+                return
+            if not passed:
+                self._fail(name, target, SyncError(detail or "evaluation failed", reason="EvaluationFailed"))
+                return
         # `active` flips before the load call: the runtime reads it (and must not have to write
         # it: its view of the adapters directory is read-only), so both agree once load returns.
         before = self.store.active_version(name)
@@ -206,12 +223,86 @@ class Syncer:
             self._fail(name, target, exc, state="Loading")
             return
         previous = self._served.get(name)
-        self.store.prune(name, keep={target.version} | ({previous.version} if previous else set()))
         served = Served(target.version, installed.digest, loaded_at or now_iso())
         self._served[name] = served
         self._failures.pop(name, None)
         self._report_served(name, target, served)
         log.info("%s: version %s loaded", self._label(name), target.version)
+        await self._after_served(name, decision.desired, previous.version if previous else None)
+
+    async def _after_served(self, name: str, desired: Desired, previous: str | None = None) -> None:
+        """Once the pod serves its target: run a candidate's evaluation prompts, drop unneeded versions."""
+        target = desired.target
+        assert target is not None
+        gate = self._gates.get(name)
+        if not desired.candidate:
+            self._gates.pop(name, None)
+        elif desired.evaluation and (gate is None or gate.version != target.version or gate.passed is None):
+            passed, detail = await self._evaluate(name, target.version, desired)
+            base = gate if gate is not None and gate.version == target.version else GateReport(target.version)
+            self._gates[name] = replace(base, passed=passed, detail=detail)
+            served = self._served.get(name)
+            if served is not None and served.version == target.version:
+                self._report_served(name, target, served)
+        await self._collect(name, desired, previous)
+
+    async def _evaluate(self, name: str, version: str, desired: Desired) -> tuple[bool | None, str | None]:
+        try:
+            outputs = await self.runtime.evaluate(name, version, [(e.prompt, e.max_tokens) for e in desired.evaluation])
+        except (RuntimeRejected, RuntimeUnavailable) as exc:
+            # No verdict: the operator waits (and rolls back at its progress deadline).
+            log.warning("%s: evaluation of version %s could not run: %s", self._label(name), version, exc.message)
+            return None, None
+        for i, (check, output) in enumerate(zip(desired.evaluation, outputs, strict=True), start=1):
+            if check.expect not in output:
+                return False, f"evaluation prompt {i} of {len(desired.evaluation)}: the answer lacks the expected text"
+        return True, f"{len(desired.evaluation)} evaluation prompts passed"
+
+    async def _collect(self, name: str, desired: Desired, previous: str | None) -> None:
+        """Removes versions no pod needs any more: not served, not retained for a rollback.
+
+        Without a `retain` list (an operator from before promotions) the previous version stays.
+        """
+        target = desired.target
+        assert target is not None
+        if desired.retain is None and previous is None:
+            return
+        served = self._served.get(name)
+        keep = set(desired.retain) if desired.retain is not None else ({previous} if previous else set())
+        keep |= {target.version} | ({served.version} if served else set())
+        active = self.store.active_version(name)
+        for version in self.store.versions(name):
+            if version in keep or version == active:
+                continue
+            # Frees the runtime's memory copy first; in-flight requests keep their device copy.
+            with contextlib.suppress(RuntimeUnavailable):
+                await self.runtime.unload(name, version)
+            self.store.remove_version(name, version)
+            log.info("%s: removed version %s", self._label(name), version)
+
+    async def watch_stats(self, interval_s: float) -> None:
+        """While a candidate with metric gates is assigned here, reports its request figures."""
+        while True:
+            await asyncio.sleep(interval_s)
+            for name in sorted(self.book.collecting()):
+                decision = self.book.decide(name)
+                desired = decision.desired
+                served = self._served.get(name)
+                if desired is None or not desired.collect_stats or desired.target is None or served is None:
+                    continue
+                if served.version != desired.target.version:
+                    continue
+                try:
+                    figures = await self.runtime.version_stats(name)
+                except (RuntimeRejected, RuntimeUnavailable):
+                    continue
+                now = figures.get(served.version)
+                if now is None:
+                    continue
+                gate = self._gates.get(name)
+                base = gate if gate is not None and gate.version == served.version else GateReport(served.version)
+                self._gates[name] = replace(base, requests=now.requests, errors=now.errors, p99_ms=now.p99_ms)
+                self._report_served(name, desired.target, served)
 
     def _restore_active(self, name: str, before: str | None, *, rejected: str) -> None:
         if before is not None and before != rejected:
@@ -265,6 +356,7 @@ class Syncer:
         self.store.remove(name)
         self._served.pop(name, None)
         self._failures.pop(name, None)
+        self._gates.pop(name, None)
         if self._runtime_view is not None:
             self._runtime_view.pop(name, None)
         self.reporter.remove(name)
@@ -286,6 +378,7 @@ class Syncer:
         )
 
     def _report_served(self, name: str, target: Target, served: Served) -> None:
+        gate = self._gates.get(name)
         self.reporter.set(
             name,
             AdapterReport(
@@ -294,6 +387,7 @@ class Syncer:
                 version=served.version,
                 digest=served.digest,
                 loaded_at=served.loaded_at,
+                gate=gate if gate is not None and gate.version == served.version == target.version else None,
             ),
         )
 

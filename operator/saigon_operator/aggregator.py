@@ -20,7 +20,8 @@ from saigon_operator import metrics
 from saigon_operator import resources as r
 from saigon_operator.events import EventRecorder
 from saigon_operator.kube import ApiError, KubeClient, custom_path
-from saigon_operator.specs import SpecError, Target
+from saigon_operator.promotion import Plan, PodInput, PromotionState, plan
+from saigon_operator.specs import Promotion, SpecError, Target
 from saigon_operator.status import (
     AdapterFacts,
     ModelFacts,
@@ -51,16 +52,38 @@ class AdapterRecord:
     conflict_with: str | None = None
     deleting: bool = False
     written: dict[str, Any] = field(default_factory=dict)
+    # The spec's version and promotion policy (None while invalid or in conflict): the planner
+    # moves `promotion` towards `desired`; `target` is always the promotion's stable version.
+    desired: Target | None = None
+    policy: Promotion | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+    promotion: PromotionState | None = None
 
-    def facts(self) -> AdapterFacts:
+    def facts(self, promotion: PromotionState | None = None) -> AdapterFacts:
+        promotion = promotion or self.promotion
         return AdapterFacts(
             adapter_name=self.adapter_name,
             generation=self.generation,
-            target=self.target,
+            target=promotion.stable if promotion is not None else self.target,
             invalid=self.invalid,
             conflict_with=self.conflict_with,
             deleting=self.deleting,
+            promotion=promotion,
+            policy=self.policy,
         )
+
+    def targets(self) -> list[Target]:
+        """Every version pods may fetch for this adapter: the stable one, a candidate, the spec's."""
+        found = [self.target, self.desired, self.promotion.candidate if self.promotion else None]
+        return [t for t in found if t is not None]
+
+    def next_promotion(self, pods: Collection[PodView], now: float) -> Plan | None:
+        """Runs the promotion planner, when there is a valid spec to promote."""
+        if self.desired is None or self.policy is None or self.deleting:
+            return None
+        inputs = [PodInput(p.name, p.report.adapters.get(self.adapter_name or "")) for p in pods if p.active]
+        previous = self.promotion or PromotionState(stable=self.target)
+        return plan(self.desired, self.policy, previous, inputs, now, self.annotations)
 
     def ref(self) -> dict[str, str]:
         return {
@@ -121,6 +144,7 @@ class Aggregator:
         self._wake = asyncio.Event()
         self._wake_models = asyncio.Event()
         self._locks: dict[Key, asyncio.Lock] = {}
+        self._rechecks: dict[Key, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(concurrency)
 
     # --- what handlers tell us -------------------------------------------------------------------
@@ -142,6 +166,9 @@ class Aggregator:
             self._by_model.get((record.namespace, record.model), set()).discard(record.name)
             self.mark_model((record.namespace, record.model))
         self._dirty_adapters.discard(key)
+        handle = self._rechecks.pop(key, None)
+        if handle is not None:
+            handle.cancel()
         metrics.OBJECTS.labels("SaigonAdapter").set(len(self.adapters))
 
     def put_model(self, record: ModelRecord) -> ModelRecord:
@@ -245,15 +272,42 @@ class Aggregator:
         if record is None:
             return
         async with self._lock("adapter", key):
-            pods = self.pods_of(record.namespace, record.model)
-            status = adapter_status(record.facts(), list(pods), record.written.get("conditions"), now_iso())
+            pods = list(self.pods_of(record.namespace, record.model))
+            step = record.next_promotion(pods, time.time())
+            promotion = step.state if step is not None else record.promotion
+            status = adapter_status(record.facts(promotion), pods, record.written.get("conditions"), now_iso())
+            if step is not None and step.recheck_s is not None:
+                self._recheck(key, step.recheck_s)
             if _same(status, record.written):
+                if promotion is not None and record.desired is not None:
+                    record.promotion = promotion
+                    record.target = promotion.stable
                 return
             path = custom_path(r.GROUP, r.VERSION, r.ADAPTER_PLURAL, record.namespace, record.name, "status")
             await self.kube.merge_patch(path, {"status": status})
             metrics.STATUS_WRITES.labels("SaigonAdapter").inc()
-            previous, record.written = record.written, status
+            previous = record.written
+            # Only a written promotion step counts: a failed write is planned again from the old state.
+            # A handler may have put a fresher record meanwhile (it copied the promotion before this write).
+            fresh = self.adapters.get(key)
+            for current in (record,) if fresh is None or fresh is record else (record, fresh):
+                current.written = status
+                if promotion is not None and current.desired is not None:
+                    current.promotion = promotion
+                    current.target = promotion.stable
+        for kind, reason, message in step.events if step is not None else ():
+            if reason in ("Promoted", "RolledBack"):
+                metrics.PROMOTIONS.labels(reason).inc()
+            await self.events.post(record.ref(), kind, reason, message)
         await self._adapter_events(record, previous, status)
+
+    def _recheck(self, key: Key, delay_s: float) -> None:
+        """Looks at an adapter again once a promotion timer (analysis window, deadline) runs out."""
+        handle = self._rechecks.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+        loop = asyncio.get_running_loop()
+        self._rechecks[key] = loop.call_later(max(0.05, delay_s + 0.05), self.mark_adapter, key)
 
     async def write_model(self, key: Key) -> None:
         record = self.models.get(key)

@@ -22,6 +22,9 @@ STATUS_LAG = Histogram(
     "Time from a pod report change to the status patches it causes",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+PROMOTIONS = Counter(
+    "saigon_operator_promotions_total", "Adapter promotions that ended, by outcome (Promoted, RolledBack)", ["outcome"]
+)
 OBJECTS = Gauge("saigon_operator_objects", "Objects the operator tracks", ["kind"])
 LEADER = Gauge("saigon_operator_leader", "1 while this replica holds the leader lease")
 

@@ -13,7 +13,7 @@ import base64
 import gzip
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 FORMAT_VERSION = 1
 GZIP_ABOVE = 64 * 1024
@@ -22,6 +22,47 @@ _GZ_PREFIX = "gz:"
 
 State = Literal["Pending", "Fetching", "Loading", "Loaded", "Failed", "Unloading"]
 STATES: tuple[str, ...] = ("Pending", "Fetching", "Loading", "Loaded", "Failed", "Unloading")
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """Promotion gate inputs for one version on one pod (only while that version is a candidate).
+
+    `passed`/`detail`: the evaluation prompts run against that version (None: not run);
+    `requests`/`errors`/`p99_ms`: what the runtime answered with that version so far.
+    """
+
+    version: str
+    passed: bool | None = None
+    detail: str | None = None
+    requests: int | None = None
+    errors: int | None = None
+    p99_ms: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        keys = {"p99_ms": "p99Ms"}
+        return {keys.get(k, k): v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, raw: object) -> GateReport | None:
+        if not isinstance(raw, dict) or not isinstance(raw.get("version"), str):
+            return None
+
+        def number(key: str) -> float | None:
+            value = raw.get(key)
+            return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+        requests, errors = number("requests"), number("errors")
+        passed = raw.get("passed")
+        detail = raw.get("detail")
+        return cls(
+            version=raw["version"][:256],
+            passed=passed if isinstance(passed, bool) else None,
+            detail=detail[:1024] if isinstance(detail, str) else None,
+            requests=int(requests) if requests is not None else None,
+            errors=int(errors) if errors is not None else None,
+            p99_ms=number("p99Ms"),
+        )
 
 
 @dataclass(frozen=True)
@@ -40,10 +81,18 @@ class AdapterReport:
     loaded_at: str | None = None
     reason: str | None = None
     error: str | None = None
+    gate: GateReport | None = None
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, Any]:
         keys = {"loaded_at": "loadedAt"}
-        return {keys.get(k, k): v for k, v in asdict(self).items() if v is not None}
+        out: dict[str, Any] = {
+            keys.get(k, k): getattr(self, k)
+            for k in ("state", "target", "version", "digest", "loaded_at", "reason", "error")
+        }
+        out = {k: v for k, v in out.items() if v is not None}
+        if self.gate is not None:
+            out["gate"] = self.gate.to_json()
+        return out
 
     @classmethod
     def from_json(cls, raw: object) -> AdapterReport | None:
@@ -65,6 +114,7 @@ class AdapterReport:
             loaded_at=text("loadedAt"),
             reason=text("reason"),
             error=text("error"),
+            gate=GateReport.from_json(raw.get("gate")),
         )
 
 

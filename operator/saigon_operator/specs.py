@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
+import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -136,9 +138,69 @@ class ModelRef(_Model):
     name: str
 
 
+class CanaryOptions(_Model):
+    # A pod count, or a percentage of the replicas ("25%", rounded up, at least one pod).
+    replicas: int | str = 1
+    analysis_seconds: float = Field(default=60.0, alias="analysisSeconds", ge=0, le=86400)
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, v: int | str) -> int | str:
+        if isinstance(v, int):
+            if v < 1:
+                raise ValueError("must be at least 1")
+            return v
+        match = re.fullmatch(r"(\d{1,3})%", v)
+        if match is None or not 1 <= int(match.group(1)) <= 100:
+            raise ValueError("must be a pod count or a percentage from 1% to 100%")
+        return v
+
+    def pods(self, replicas: int) -> int:
+        """How many of `replicas` pods take the canary (never more than there are)."""
+        share = self.replicas
+        want = share if isinstance(share, int) else math.ceil(replicas * int(share[:-1]) / 100)
+        return max(0, min(replicas, max(1, want)))
+
+
+class EvalPrompt(_Model):
+    prompt: str = Field(min_length=1, max_length=4096)
+    expect: str = Field(min_length=1, max_length=1024, description="a substring the greedy completion must contain")
+    max_tokens: int = Field(default=16, alias="maxTokens", ge=1, le=256)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "expect": self.expect, "maxTokens": self.max_tokens}
+
+
+class Gates(_Model):
+    # Over the requests the new version answered on the canary pods during the analysis window.
+    max_error_rate: float | None = Field(default=None, alias="maxErrorRate", ge=0, le=1)
+    max_p99_latency_ms: float | None = Field(default=None, alias="maxP99LatencyMs", gt=0)
+    evaluation: tuple[EvalPrompt, ...] = Field(default=(), max_length=32)
+
+    @property
+    def needs_stats(self) -> bool:
+        return self.max_error_rate is not None or self.max_p99_latency_ms is not None
+
+
 class Promotion(_Model):
     model_config = ConfigDict(populate_by_name=True, extra="allow", frozen=True)
     strategy: Literal["Immediate", "Canary", "Manual"] = "Immediate"
+    canary: CanaryOptions | None = None
+    gates: Gates = Field(default_factory=Gates)
+    # Manual: the version allowed to proceed (the annotation saigon.ai/approve does the same).
+    approved_version: str | None = Field(default=None, alias="approvedVersion")
+    history_limit: int = Field(default=10, alias="historyLimit", ge=1, le=100)
+    # A stage whose pods do not all serve the new version by then rolls back.
+    progress_deadline_seconds: float = Field(default=600.0, alias="progressDeadlineSeconds", gt=0)
+
+    @property
+    def canary_options(self) -> CanaryOptions | None:
+        """Canary runs a canary stage; Manual runs one after approval only when it is configured."""
+        if self.strategy == "Canary":
+            return self.canary or CanaryOptions()
+        if self.strategy == "Manual":
+            return self.canary
+        return None
 
 
 class AdapterSpec(_Model):
@@ -189,9 +251,6 @@ def parse_adapter_spec(spec: dict[str, Any]) -> AdapterSpec:
         names.check_adapter_name(parsed.adapter_name)
     except (ValidationError, names.InvalidName) as exc:
         raise SpecError("InvalidSpec", _describe(exc)) from None
-    if parsed.promotion.strategy != "Immediate":
-        # The promotion controller (Canary, Manual) is not part of this operator version.
-        raise SpecError("UnsupportedPromotion", f"promotion strategy {parsed.promotion.strategy} is not supported yet")
     return parsed
 
 

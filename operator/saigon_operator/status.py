@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from saigon_operator import resources as r
+from saigon_operator.promotion import PodInput, PromotionState, progress, serves
 from saigon_operator.reports import AdapterReport, PodReport
-from saigon_operator.specs import SpecError, Target
+from saigon_operator.specs import Promotion, SpecError, Target
 
 MAX_MESSAGE_PODS = 5
 
@@ -91,15 +92,11 @@ class AdapterFacts:
     invalid: SpecError | None = None
     conflict_with: str | None = None
     deleting: bool = False
+    promotion: PromotionState | None = None
+    policy: Promotion | None = None
 
-
-def serves(report: AdapterReport | None, target: Target) -> bool:
-    return (
-        report is not None
-        and report.state == "Loaded"
-        and report.version == target.version
-        and (target.sha256 is None or report.digest == target.sha256)
-    )
+    def assigned(self, pod: str) -> Target | None:
+        return self.promotion.assigned(pod) if self.promotion is not None else self.target
 
 
 def _pod_entry(pod: PodView, report: AdapterReport | None) -> dict[str, Any]:
@@ -135,14 +132,15 @@ def adapter_status(
         status["adapterName"] = facts.adapter_name
     status["target"] = facts.target.as_dict() if facts.target is not None else None
 
-    serving = [p.name for p in active if facts.target is not None and serves(reports[p.name], facts.target)]
+    # Each pod is judged against the version it is assigned (a canary pod: the candidate).
+    serving = [p.name for p in active if (want := facts.assigned(p.name)) is not None and serves(reports[p.name], want)]
     failed = [
         (p.name, rep)
         for p in active
         if (rep := reports[p.name]) is not None
         and rep.state == "Failed"
-        and facts.target is not None
-        and rep.target == facts.target.version
+        and (want := facts.assigned(p.name)) is not None
+        and rep.target == want.version
     ]
     status["replicasServing"] = len(serving)
     status["serving"] = f"{len(serving)}/{len(active)}"
@@ -181,6 +179,9 @@ def adapter_status(
     )
     status["phase"] = phase
     status["conditions"] = merge_conditions(previous_conditions, [ready, synced, degraded], now)
+    if facts.promotion is not None:
+        inputs = [PodInput(p.name, reports[p.name]) for p in active]
+        status["promotion"] = facts.promotion.to_status(progress(facts.promotion, inputs), facts.policy)
     return status
 
 

@@ -66,3 +66,44 @@ def test_relist_reports_vanished_and_changed_names() -> None:
     changed = book.replace_all([obj("u2", "user_2"), obj("u3", "user_3")])
     assert changed == {"user_1", "user_3"}
     assert book.names() == {"user_2", "user_3"}
+
+
+def with_promotion(stage: str, canary_pods: list[str], **extra: Any) -> dict[str, Any]:
+    body = obj("u1", "user_1", "v1")
+    candidate = {"version": "v2", "sha256": "b" * 64, "source": {"https": {"url": "https://e.example/b.tar"}}}
+    body["status"]["promotion"] = {
+        "candidate": candidate,
+        "stage": stage,
+        "canaryPods": canary_pods,
+        "allPods": stage == "Full",
+        "retain": ["v1", "v2"],
+        "evaluation": [{"prompt": "2+2=", "expect": "4", "maxTokens": 3}],
+        "collectStats": True,
+        **extra,
+    }
+    return body
+
+
+def test_each_pod_serves_the_version_its_promotion_assigns_it() -> None:
+    canary = with_promotion("Canary", ["pod-a"])
+    on_canary = desired_from(canary, "pod-a")
+    assert on_canary and on_canary.target and on_canary.target.version == "v2" and on_canary.candidate
+    assert on_canary.evaluation[0].expect == "4" and on_canary.collect_stats and on_canary.retain == {"v1", "v2"}
+    elsewhere = desired_from(canary, "pod-b")
+    assert elsewhere and elsewhere.target and elsewhere.target.version == "v1"
+    assert not elsewhere.candidate and not elsewhere.evaluation and not elsewhere.collect_stats
+    everyone = desired_from(with_promotion("Full", []), "pod-b")
+    assert everyone and everyone.target and everyone.target.version == "v2"
+    # Waiting for approval: nobody takes the candidate; a rollback writes null and every pod returns.
+    assert desired_from(with_promotion("Waiting", []), "pod-a").target.version == "v1"  # type: ignore[union-attr]
+    rolled_back = with_promotion("Canary", ["pod-a"])
+    rolled_back["status"]["promotion"].update(candidate=None, canaryPods=None, stage=None, allPods=None)
+    assert desired_from(rolled_back, "pod-a").target.version == "v1"  # type: ignore[union-attr]
+
+
+def test_the_book_decides_for_its_own_pod() -> None:
+    book = DesiredBook("pod-a")
+    book.upsert(with_promotion("Canary", ["pod-a"]))
+    assert book.decide("user_1").desired.target.version == "v2"  # type: ignore[union-attr]
+    assert book.upsert(obj("u1", "user_1", "v1")) == {"user_1"}  # the rollback reaches the syncer
+    assert book.decide("user_1").desired.target.version == "v1"  # type: ignore[union-attr]

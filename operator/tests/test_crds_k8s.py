@@ -98,12 +98,29 @@ def test_defaults_are_applied(crds: Cluster, k8s_namespace: str) -> None:
         ),
         ({"source": {"huggingFace": {"repo": "org/lora", "revision": "main"}}}, "spec.source.huggingFace.revision"),
         ({"promotion": {"strategy": "YOLO"}}, "spec.promotion.strategy"),
+        ({"promotion": {"strategy": "Canary", "canary": {"replicas": "150%"}}}, "spec.promotion.canary.replicas"),
+        ({"promotion": {"strategy": "Canary", "canary": {"replicas": 0}}}, "spec.promotion.canary.replicas"),
+        ({"promotion": {"gates": {"maxErrorRate": 1.5}}}, "spec.promotion.gates.maxErrorRate"),
+        ({"promotion": {"gates": {"evaluation": [{"prompt": "hi"}]}}}, "expect"),
     ],
 )
 def test_bad_adapters_are_rejected_at_admission(
     crds: Cluster, k8s_namespace: str, spec: dict[str, Any], message: str
 ) -> None:
     assert message in rejected(crds, k8s_namespace, adapter(**spec))
+
+
+def test_promotion_policies_are_accepted(crds: Cluster, k8s_namespace: str) -> None:
+    promotion = {
+        "strategy": "Canary",
+        "canary": {"replicas": "25%", "analysisSeconds": 30},
+        "gates": {"maxErrorRate": 0.01, "maxP99LatencyMs": 500, "evaluation": [{"prompt": "2+2=", "expect": "4"}]},
+        "historyLimit": 5,
+    }
+    stored = apply(crds, k8s_namespace, adapter(promotion=promotion))
+    assert stored["spec"]["promotion"] == promotion
+    stored = apply(crds, k8s_namespace, adapter(promotion={"strategy": "Manual", "canary": {"replicas": 2}}))
+    assert stored["spec"]["promotion"]["canary"] == {"replicas": 2}
 
 
 def test_pvc_sources_need_no_digest(crds: Cluster, k8s_namespace: str) -> None:
@@ -132,7 +149,8 @@ def test_short_names_categories_and_printer_columns(crds: Cluster, k8s_namespace
     apply(crds, k8s_namespace, model())
     apply(crds, k8s_namespace, adapter())
     header = crds.kubectl("get", "sga", "-n", k8s_namespace).splitlines()[0].split()
-    assert header == ["NAME", "MODEL", "ADAPTER", "VERSION", "SERVING", "READY", "PHASE", "AGE"]
+    columns = ["NAME", "MODEL", "ADAPTER", "VERSION", "SERVING", "READY", "PHASE", "PROMOTION", "PROGRESS", "AGE"]
+    assert header == columns
     assert crds.kubectl("get", "sgm", "-n", k8s_namespace).splitlines()[0].split() == [
         "NAME",
         "READY",

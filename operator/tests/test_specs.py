@@ -51,7 +51,10 @@ def test_scope_names(scope: dict[str, Any], name: str) -> None:
         ({"source": {}}, "exactly one of https, s3, pvc or huggingFace"),
         ({"source": {"pvc": {"claimName": "c", "path": "../../etc"}}, "sha256": None}, "must not contain '..'"),
         ({"source": {"huggingFace": {"repo": "a/b", "revision": "main"}}}, "revision"),
-        ({"promotion": {"strategy": "Canary"}}, "not supported yet"),
+        ({"promotion": {"strategy": "Canary", "canary": {"replicas": "150%"}}}, "percentage"),
+        ({"promotion": {"strategy": "Canary", "canary": {"replicas": 0}}}, "at least 1"),
+        ({"promotion": {"gates": {"maxErrorRate": 2}}}, "maxErrorRate"),
+        ({"promotion": {"gates": {"evaluation": [{"prompt": "hi"}]}}}, "expect"),
     ],
 )
 def test_invalid_adapter_specs_say_why(overrides: dict[str, Any], fragment: str) -> None:
@@ -60,7 +63,24 @@ def test_invalid_adapter_specs_say_why(overrides: dict[str, Any], fragment: str)
     with pytest.raises(SpecError) as info:
         parse_adapter_spec(spec)
     assert fragment in info.value.message
-    assert info.value.reason in ("InvalidSpec", "UnsupportedPromotion")
+    assert info.value.reason == "InvalidSpec"
+
+
+def test_promotion_policies_parse() -> None:
+    canary = parse_adapter_spec(
+        adapter(promotion={"strategy": "Canary", "canary": {"replicas": "25%", "analysisSeconds": 5}})
+    ).promotion
+    options = canary.canary_options
+    assert options is not None and options.analysis_seconds == 5
+    # Percentages round up, never below one pod, never above the replicas there are.
+    assert [options.pods(n) for n in (1, 3, 4, 5, 8)] == [1, 1, 1, 2, 2]
+    assert parse_adapter_spec(adapter(promotion={"strategy": "Canary"})).promotion.canary_options is not None
+    manual = parse_adapter_spec(adapter(promotion={"strategy": "Manual", "approvedVersion": "v1"})).promotion
+    assert manual.canary_options is None and manual.approved_version == "v1" and manual.history_limit == 10
+    gated = parse_adapter_spec(
+        adapter(promotion={"gates": {"maxErrorRate": 0.01, "evaluation": [{"prompt": "2+2", "expect": "4"}]}})
+    ).promotion
+    assert gated.gates.needs_stats and gated.gates.evaluation[0].max_tokens == 16
 
 
 def test_pvc_sources_may_omit_the_digest() -> None:

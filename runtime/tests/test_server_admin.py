@@ -157,3 +157,50 @@ def test_the_original_hot_swap_endpoint(server: LiveServer, tiny_llama_dir: Path
     )
     assert served.json()["adapter_used"] == "user_dave"
     assert served.json()["adapter_active"] == answer["version"]
+
+
+def test_evaluation_answers_with_the_version_asked_for_current_or_not(
+    server: LiveServer, adapters: Path, tiny_llama_dir: Path, adapter_factory
+) -> None:
+    install_adapter(adapters, "global", "eval-cand", adapter_factory(tiny_llama_dir, seed=41))
+    current = listed(server)["global"]["version"]
+    assert current != "eval-cand"
+    body = {"name": "global", "version": "eval-cand", "prompts": [{"prompt": PROMPT, "max_tokens": 6}]}
+    response = admin(server, "evaluate", body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["version"] == "eval-cand" and len(result["results"]) == 1
+    engine = server.engine
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=6)
+    expected = engine.generate(
+        GenerationRequest(engine.tokenizer.encode(PROMPT), AdapterRef("global", "eval-cand"), sampling), timeout=60
+    ).text
+    assert result["results"][0]["output"] == expected
+    assert listed(server)["global"]["version"] == current  # evaluating never makes a version current
+    assert admin(server, "evaluate", {**body, "version": "nope"}).status_code == 404
+    assert admin(server, "evaluate", {**body, "prompts": []}).status_code == 422
+    denied = requests.post(f"{server.url}/admin/adapters/evaluate", json=body, timeout=10)
+    assert denied.status_code in (401, 403)
+
+
+def test_responses_name_their_version_and_the_version_figures_count_them(server: LiveServer) -> None:
+    version = listed(server)["global"]["version"]
+
+    def figures() -> dict[str, Any]:
+        response = admin(server, "stats", {"name": "global"})
+        assert response.status_code == 200, response.text
+        return {v["version"]: v for v in response.json()["versions"]}
+
+    before = figures().get(version, {"requests": 0, "errors": 0})
+    body = {"model": "global", "prompt": PROMPT, "max_tokens": 2, "temperature": 0}
+    plain = requests.post(f"{server.url}/v1/completions", json=body, timeout=60)
+    assert plain.status_code == 200
+    assert plain.headers["X-Saigon-Adapter"] == "global" and plain.headers["X-Saigon-Adapter-Version"] == version
+    with requests.post(f"{server.url}/v1/completions", json={**body, "stream": True}, stream=True, timeout=60) as s:
+        assert s.headers["X-Saigon-Adapter-Version"] == version
+        assert "[DONE]" in s.text
+    base = requests.post(f"{server.url}/v1/completions", json={**body, "model": server.engine.model_id}, timeout=60)
+    assert "X-Saigon-Adapter-Version" not in base.headers
+    after = figures()[version]
+    assert after["requests"] - before["requests"] == 2 and after["errors"] == before["errors"]
+    assert after["p99_ms"] is not None and after["p99_ms"] >= after["p50_ms"] > 0

@@ -16,6 +16,7 @@ from saigon_operator.aggregator import AdapterRecord
 from saigon_operator.handlers.context import OperatorContext, classify
 from saigon_operator.handlers.model import sync_agent_role
 from saigon_operator.kube import ApiError, custom_path
+from saigon_operator.promotion import PromotionState
 from saigon_operator.specs import SpecError, Target, parse_adapter_spec, parse_target
 from saigon_operator.status import PodView, now_iso
 
@@ -79,6 +80,9 @@ async def reconcile(body: dict[str, Any], claims: Iterable[Claim], ctx: Operator
         written=existing.written if existing else dict(status),
     )
     previous = existing.target if existing else _previous_target(status)
+    record.target = previous
+    record.promotion = existing.promotion if existing else PromotionState.from_status(status)
+    record.annotations = {k: str(v) for k, v in (meta.get("annotations") or {}).items()}
     with metrics.reconciling("SaigonAdapter") as result:
         try:
             spec = parse_adapter_spec(spec_raw)
@@ -86,7 +90,6 @@ async def reconcile(body: dict[str, Any], claims: Iterable[Claim], ctx: Operator
             # Pods keep serving the last good target; nothing is retried until the spec changes.
             record.invalid = exc
             record.adapter_name = status.get("adapterName") if isinstance(status.get("adapterName"), str) else None
-            record.target = previous
             result["outcome"] = "invalid"
             await _write(ctx, record, retry)
             return
@@ -94,13 +97,13 @@ async def reconcile(body: dict[str, Any], claims: Iterable[Claim], ctx: Operator
         owner = winner(claims)
         if owner is not None and owner.name != name:
             record.conflict_with = owner.name
+            record.target = record.promotion = None
             result["outcome"] = "conflict"
         else:
-            record.target = Target(version=spec.version, sha256=spec.sha256, source=spec.source)
+            # The aggregator's planner promotes it (and posts the promotion's events).
+            record.desired = Target(version=spec.version, sha256=spec.sha256, source=spec.source)
+            record.policy = spec.promotion
         await _write(ctx, record, retry)
-        if record.target is not None and previous is not None and previous.fingerprint() != record.target.fingerprint():
-            # A new version is a user-visible transition; a first version shows up as "Served".
-            await ctx.events.post(record.ref(), "Normal", "Syncing", f"rolling out version {spec.version}")
         if spec.source.s3 is not None or (previous is not None and previous.source.s3 is not None):
             try:
                 await sync_agent_role(ctx, namespace, record.model)

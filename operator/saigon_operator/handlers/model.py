@@ -63,9 +63,11 @@ async def apply(ctx: OperatorContext, manifest: dict[str, Any]) -> None:
 def agent_secrets(ctx: OperatorContext, namespace: str, model: str) -> tuple[str, ...]:
     """Credential Secrets the agents of this model may read: those its S3 adapters name."""
     names = {
-        a.target.source.s3.credentials_secret_ref.name
+        t.source.s3.credentials_secret_ref.name
         for a in ctx.aggregator.adapters_of(namespace, model)
-        if a.target is not None and a.target.source.s3 is not None and not a.deleting
+        if not a.deleting
+        for t in a.targets()
+        if t.source.s3 is not None
     }
     return tuple(sorted(names))
 

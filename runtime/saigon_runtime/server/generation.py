@@ -11,13 +11,24 @@ import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-from saigon_runtime.engine.types import AdapterRef, GenerationRequest, GenerationResult, RequestHandle, TokenEvent
+from saigon_runtime.engine.types import (
+    AdapterRef,
+    EngineBusy,
+    EngineError,
+    EngineStopped,
+    GenerationRequest,
+    GenerationResult,
+    RequestHandle,
+    TokenEvent,
+)
 from saigon_runtime.server.state import ServerState
 from saigon_runtime.service import Prepared
 
 # Below this, dividing logits by the temperature overflows to inf and sampling breaks; such
 # temperatures mean "as good as greedy" anyway (vLLM uses the same cut-off).
 MIN_SAMPLING_TEMPERATURE = 1e-5
+# Refusals that say nothing about an adapter version's health (load, shutdown).
+_NOT_THE_VERSION = (EngineBusy, EngineStopped)
 
 
 def new_request_id(prefix: str) -> str:
@@ -42,8 +53,10 @@ class Generation:
     async def result(self) -> GenerationResult:
         try:
             result = await self.handle.wait()
-        except BaseException:
+        except BaseException as exc:
             self.handle.cancel()
+            if self.adapter is not None and isinstance(exc, EngineError) and not isinstance(exc, _NOT_THE_VERSION):
+                self.state.versions.record(self.adapter.name, self.adapter.version, ok=False)
             raise
         self._record(result)
         return result
@@ -73,6 +86,9 @@ class Generation:
         if self._recorded:
             return
         self._recorded = True
+        if self.adapter is not None and result.finish_reason != "cancelled":
+            ok = result.finish_reason != "error" and result.error is None
+            self.state.versions.record(self.adapter.name, self.adapter.version, ok=ok, latency_s=result.latency_s)
         self.state.metrics.observe_generation(
             self.scope,
             prompt_tokens=result.prompt_tokens,

@@ -231,6 +231,45 @@ class AdapterPinResponse(_Response):
     pinned: bool
 
 
+class EvalPrompt(_Request):
+    prompt: Annotated[str, Field(min_length=1, max_length=4096)]
+    max_tokens: Annotated[int, Field(ge=1, le=256), INTEGRAL] = 16
+
+
+class AdapterEvalRequest(_Request):
+    name: AdapterName
+    version: AdapterVersion = Field(description="any version on disk, current or not (a promotion candidate)")
+    prompts: list[EvalPrompt] = Field(min_length=1, max_length=32)
+
+
+class EvalResult(_Response):
+    output: str
+    completion_tokens: int
+
+
+class AdapterEvalResponse(_Response):
+    name: str
+    version: str
+    results: list[EvalResult]
+
+
+class AdapterStatsRequest(_Request):
+    name: AdapterName
+
+
+class VersionStatsModel(_Response):
+    version: str
+    requests: int
+    errors: int
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+class AdapterStatsResponse(_Response):
+    name: str
+    versions: list[VersionStatsModel]
+
+
 # ---------------------------------------------------------------- OpenAI-compatible API
 
 

@@ -11,16 +11,24 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
+from saigon_runtime.engine.types import AdapterRef, GenerationRequest, SamplingParams
 from saigon_runtime.server.errors import ApiError
+from saigon_runtime.server.generation import new_request_id
 from saigon_runtime.server.protocol import (
+    AdapterEvalRequest,
+    AdapterEvalResponse,
     AdapterInfoModel,
     AdapterListResponse,
     AdapterLoadRequest,
     AdapterLoadResponse,
     AdapterPinRequest,
     AdapterPinResponse,
+    AdapterStatsRequest,
+    AdapterStatsResponse,
     AdapterUnloadRequest,
     AdapterUnloadResponse,
+    EvalResult,
+    VersionStatsModel,
     json_body,
 )
 from saigon_runtime.server.routing import Access, RouteDef, parse_body
@@ -86,6 +94,39 @@ async def pin_adapter(request: web.Request) -> web.Response:
     return web.json_response(json_body(AdapterPinResponse(name=body.name, pinned=body.pinned)))
 
 
+async def evaluate_adapter(request: web.Request) -> web.Response:
+    """Greedy answers of one adapter version to a few prompts, pinned to that version.
+
+    Promotion gates use it to judge a candidate before (or while) it serves traffic; the
+    answers go back to the agent only, and the requests do not count in the version's figures.
+    """
+    body = await parse_body(request, AdapterEvalRequest)
+    state = state_of(request)
+    engine = state.ready_engine()
+    service = state.ready_service()
+    ref = AdapterRef(body.name, body.version)
+    await off_loop(engine.adapters.host_adapter, ref)  # 404 / 422 before any generation
+
+    async def one(prompt: str, max_tokens: int) -> EvalResult:
+        ids = service.encode(prompt)
+        sampling = SamplingParams(temperature=0.0, max_new_tokens=service.max_new_tokens(len(ids), max_tokens))
+        handle = engine.submit(GenerationRequest(ids, ref, sampling, request_id=new_request_id("eval")))
+        result = await handle.wait()
+        if result.finish_reason == "error" or result.error is not None:
+            raise ApiError(500, "generation failed", code="generation_failed")
+        return EvalResult(output=result.text, completion_tokens=result.completion_tokens)
+
+    results = await asyncio.gather(*(one(p.prompt, p.max_tokens) for p in body.prompts))
+    return web.json_response(json_body(AdapterEvalResponse(name=body.name, version=body.version, results=results)))
+
+
+async def adapter_stats(request: web.Request) -> web.Response:
+    body = await parse_body(request, AdapterStatsRequest)
+    state = state_of(request)
+    versions = [VersionStatsModel(**vars(f)) for f in state.versions.of(body.name)]
+    return web.json_response(json_body(AdapterStatsResponse(name=body.name, versions=versions)))
+
+
 ROUTES = [
     RouteDef(
         "GET",
@@ -133,5 +174,28 @@ ROUTES = [
         request_model=AdapterPinRequest,
         response_model=AdapterPinResponse,
         errors=(404, 503),
+    ),
+    RouteDef(
+        "POST",
+        "/admin/adapters/evaluate",
+        evaluate_adapter,
+        "admin_evaluate_adapter",
+        Access.ADMIN,
+        "Answer prompts greedily with one adapter version, current or not (promotion gates)",
+        "admin",
+        request_model=AdapterEvalRequest,
+        response_model=AdapterEvalResponse,
+        errors=(404, 422, 503),
+    ),
+    RouteDef(
+        "POST",
+        "/admin/adapters/stats",
+        adapter_stats,
+        "admin_adapter_stats",
+        Access.ADMIN,
+        "Requests, errors and latency per version of one adapter (promotion gates)",
+        "admin",
+        request_model=AdapterStatsRequest,
+        response_model=AdapterStatsResponse,
     ),
 ]

@@ -85,6 +85,16 @@ async def resolve_model(request: web.Request, model: str) -> Resolution:
         raise _model_not_found(model) from None
 
 
+ADAPTER_HEADER = "X-Saigon-Adapter"
+VERSION_HEADER = "X-Saigon-Adapter-Version"
+
+
+def served_headers(resolution: Resolution) -> dict[str, str]:
+    """Which adapter version answered: set once, before the body, so a response carries exactly one."""
+    adapter = resolution.adapter
+    return {ADAPTER_HEADER: adapter.name, VERSION_HEADER: adapter.version} if adapter is not None else {}
+
+
 def _model_not_found(model: str) -> ApiError:
     shown = model if len(model) <= 64 else model[:61] + "..."
     return ApiError(404, f"the model {shown!r} does not exist", param="model", code="model_not_found")
@@ -201,15 +211,16 @@ async def _serve(
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         response, streamed = await _stream(
-            request, gen, include_usage, first=first, delta=delta, last=last, usage=usage
-        )
+            request, gen, include_usage, headers=served_headers(prepared.resolution),
+            first=first, delta=delta, last=last, usage=usage,
+        )  # fmt: skip
         if streamed is not None:
             record_served(state, prepared, streamed)
         return response
     result = await gen.result()
     _check_result(result)
     record_served(state, prepared, result)
-    return web.json_response(json_body(final(result)))
+    return web.json_response(json_body(final(result)), headers=served_headers(prepared.resolution))
 
 
 def _prepare(
@@ -241,6 +252,7 @@ async def _stream(
     gen: Generation,
     include_usage: bool,
     *,
+    headers: dict[str, str],
     first: BaseModel | None,
     delta: Callable[[str], BaseModel],
     last: Callable[[GenerationResult], BaseModel],
@@ -255,7 +267,7 @@ async def _stream(
         pending = await anext(tokens, None)
         if pending is None:
             await gen.result()  # raises the engine's error, if any, while a status can still be sent
-        response = await open_event_stream(request)
+        response = await open_event_stream(request, headers)
         try:
             if first is not None:
                 await send_event(response, first)

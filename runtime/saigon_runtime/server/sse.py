@@ -15,8 +15,8 @@ SSE_HEADERS = {
 }
 
 
-async def open_event_stream(request: web.Request) -> web.StreamResponse:
-    response = web.StreamResponse(status=200, headers=SSE_HEADERS)
+async def open_event_stream(request: web.Request, headers: dict[str, str] | None = None) -> web.StreamResponse:
+    response = web.StreamResponse(status=200, headers={**SSE_HEADERS, **(headers or {})})
     await response.prepare(request)
     return response
 

@@ -11,6 +11,7 @@ from aiohttp import web
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.server.errors import ApiError
 from saigon_runtime.server.metrics import ServerMetrics
+from saigon_runtime.server.version_stats import VersionStats
 
 if TYPE_CHECKING:
     from saigon_runtime.adapters.watcher import AdapterWatcher
@@ -38,6 +39,7 @@ class ServerState:
     loaded_required: set[str] = field(default_factory=set)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     watcher: AdapterWatcher | None = None  # finds new adapters and `active` flips on disk
+    versions: VersionStats = field(default_factory=VersionStats)  # per adapter version, for promotion gates
 
     def ready_engine(self) -> Engine:
         """The engine, or 503 while it loads, after it failed, or once the server is draining."""
