@@ -167,7 +167,12 @@ def test_canary_holds_one_pod_through_the_analysis_window_then_rolls_out(
     policy = {
         "strategy": "Canary",
         "canary": {"replicas": "30%", "analysisSeconds": ANALYSIS_S},
-        "gates": {"maxErrorRate": 0.01, "maxP99LatencyMs": 60000},
+        "gates": {
+            "maxErrorRate": 0.01,
+            "maxP99LatencyMs": 60000,
+            # Scored by the candidate itself on each pod: a generous bound a real loss always meets.
+            "evaluation": [{"prompt": "the cat sat", "completion": " on the mat", "maxLoss": 1000}],
+        },
     }
     with Load(urls(world), ADAPTER, clients=4) as load:
         time.sleep(1.0)

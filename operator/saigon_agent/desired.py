@@ -16,11 +16,14 @@ from saigon_operator.specs import SpecError, Target, parse_target
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Prompts to run against a candidate version, each with a substring its answer must contain."""
+    """A prompt to run against a candidate version: a substring its greedy answer must contain,
+    and/or a completion whose mean loss (nats per token) must stay at or below `max_loss`."""
 
     prompt: str
-    expect: str
+    expect: str | None
     max_tokens: int
+    completion: str | None = None
+    max_loss: float | None = None
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,30 @@ def _parse(raw: object) -> Target | None:
         return None
 
 
+def number(value: object) -> float | None:
+    """A JSON number as a float (never a bool), else None."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def _evaluation(raw: object) -> tuple[Evaluation, ...]:
     out = []
     for item in raw if isinstance(raw, list) else []:
-        if isinstance(item, dict) and isinstance(item.get("prompt"), str) and isinstance(item.get("expect"), str):
-            tokens = item.get("maxTokens")
-            out.append(Evaluation(item["prompt"], item["expect"], tokens if isinstance(tokens, int) else 16))
+        if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
+            continue
+        expect, completion, max_loss = item.get("expect"), item.get("completion"), number(item.get("maxLoss"))
+        scored = isinstance(completion, str) and max_loss is not None
+        if not isinstance(expect, str) and not scored:
+            continue
+        tokens = item.get("maxTokens")
+        out.append(
+            Evaluation(
+                item["prompt"],
+                expect if isinstance(expect, str) else None,
+                tokens if isinstance(tokens, int) else 16,
+                completion if scored else None,
+                max_loss if scored else None,
+            )
+        )
     return tuple(out)
 
 

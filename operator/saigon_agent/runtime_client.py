@@ -8,7 +8,14 @@ from typing import Any
 
 import aiohttp
 
+from saigon_agent.desired import Evaluation, number
 from saigon_agent.errors import RuntimeRejected, RuntimeUnavailable
+
+
+@dataclass(frozen=True)
+class EvalAnswer:
+    output: str
+    loss: float | None  # mean NLL of the asked completion, when one was asked
 
 
 @dataclass(frozen=True)
@@ -85,14 +92,21 @@ class RuntimeAdmin:
             raise RuntimeRejected(f"runtime rejected the adapter: {message}")
         raise RuntimeUnavailable(f"runtime could not load the adapter now: {message}")
 
-    async def evaluate(self, name: str, version: str, prompts: list[tuple[str, int]]) -> list[str]:
-        """Greedy answers of name@version (current or not) to `prompts` ([(prompt, max_tokens)])."""
-        body = {"name": name, "version": version, "prompts": [{"prompt": p, "max_tokens": n} for p, n in prompts]}
-        status, payload = await self._call("POST", "/admin/adapters/evaluate", body)
+    async def evaluate(self, name: str, version: str, prompts: list[Evaluation]) -> list[EvalAnswer]:
+        """Greedy answers of name@version (current or not) to `prompts`, with the loss of each completion."""
+        items = []
+        for e in prompts:
+            item: dict[str, object] = {"prompt": e.prompt, "max_tokens": e.max_tokens}
+            if e.completion is not None:
+                item["completion"] = e.completion
+            items.append(item)
+        status, payload = await self._call(
+            "POST", "/admin/adapters/evaluate", {"name": name, "version": version, "prompts": items}
+        )
         if status == 200 and isinstance(payload, dict) and isinstance(payload.get("results"), list):
-            outputs = [str(r.get("output", "")) if isinstance(r, dict) else "" for r in payload["results"]]
-            if len(outputs) == len(prompts):
-                return outputs
+            answers = [_answer(r) for r in payload["results"]]
+            if len(answers) == len(prompts):
+                return answers
         message = _error_message(payload) or f"HTTP {status}"
         if status in (400, 404, 409, 422):
             raise RuntimeRejected(f"runtime refused the evaluation: {message}")
@@ -136,6 +150,12 @@ def iso_time(value: object) -> str | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
     return value if isinstance(value, str) else None
+
+
+def _answer(item: object) -> EvalAnswer:
+    if not isinstance(item, dict):
+        return EvalAnswer("", None)
+    return EvalAnswer(str(item.get("output", "")), number(item.get("loss")))
 
 
 def _error_message(payload: Any) -> str | None:

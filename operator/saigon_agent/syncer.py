@@ -13,17 +13,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from saigon_operator.reports import AdapterReport, GateReport, State
 from saigon_operator.specs import Target
 from saigon_operator.status import now_iso
 
-from saigon_agent.desired import Desired, DesiredBook
+from saigon_agent.desired import Desired, DesiredBook, Evaluation
 from saigon_agent.errors import RuntimeRejected, RuntimeUnavailable, SyncError
 from saigon_agent.reporter import PodReporter
-from saigon_agent.runtime_client import RuntimeAdapter, RuntimeAdmin
+from saigon_agent.runtime_client import EvalAnswer, RuntimeAdapter, RuntimeAdmin
 from saigon_agent.sources import Materializer
 from saigon_agent.store import AdapterStore
 
@@ -248,15 +248,12 @@ class Syncer:
 
     async def _evaluate(self, name: str, version: str, desired: Desired) -> tuple[bool | None, str | None]:
         try:
-            outputs = await self.runtime.evaluate(name, version, [(e.prompt, e.max_tokens) for e in desired.evaluation])
+            answers = await self.runtime.evaluate(name, version, list(desired.evaluation))
         except (RuntimeRejected, RuntimeUnavailable) as exc:
             # No verdict: the operator waits (and rolls back at its progress deadline).
             log.warning("%s: evaluation of version %s could not run: %s", self._label(name), version, exc.message)
             return None, None
-        for i, (check, output) in enumerate(zip(desired.evaluation, outputs, strict=True), start=1):
-            if check.expect not in output:
-                return False, f"evaluation prompt {i} of {len(desired.evaluation)}: the answer lacks the expected text"
-        return True, f"{len(desired.evaluation)} evaluation prompts passed"
+        return judge(desired.evaluation, answers)
 
     async def _collect(self, name: str, desired: Desired, previous: str | None) -> None:
         """Removes versions no pod needs any more: not served, not retained for a rollback.
@@ -439,3 +436,15 @@ class Syncer:
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+
+def judge(checks: Sequence[Evaluation], answers: Sequence[EvalAnswer]) -> tuple[bool, str]:
+    """The verdict on a candidate's evaluation: every answer holds its text and keeps its loss low."""
+    count = len(checks)
+    for i, (check, answer) in enumerate(zip(checks, answers, strict=True), start=1):
+        if check.expect is not None and check.expect not in answer.output:
+            return False, f"evaluation prompt {i} of {count}: the answer lacks the expected text"
+        if check.max_loss is not None and (answer.loss is None or answer.loss > check.max_loss):
+            shown = "not reported" if answer.loss is None else f"{answer.loss:.3f}"
+            return False, f"evaluation prompt {i} of {count}: completion loss {shown} > maxLoss {check.max_loss:g}"
+    return True, f"{count} evaluation prompts passed"

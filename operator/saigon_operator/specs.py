@@ -164,11 +164,28 @@ class CanaryOptions(_Model):
 
 class EvalPrompt(_Model):
     prompt: str = Field(min_length=1, max_length=4096)
-    expect: str = Field(min_length=1, max_length=1024, description="a substring the greedy completion must contain")
+    expect: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="a substring the greedy completion must contain"
+    )
     max_tokens: int = Field(default=16, alias="maxTokens", ge=1, le=256)
+    completion: str | None = Field(default=None, min_length=1, max_length=4096)
+    max_loss: float | None = Field(default=None, alias="maxLoss", ge=0, description="largest mean NLL of completion")
+
+    @model_validator(mode="after")
+    def _one_check_at_least(self) -> EvalPrompt:
+        if (self.completion is None) != (self.max_loss is None):
+            raise ValueError("completion and maxLoss go together")
+        if self.expect is None and self.max_loss is None:
+            raise ValueError("an evaluation prompt needs expect, or completion with maxLoss")
+        return self
 
     def as_dict(self) -> dict[str, Any]:
-        return {"prompt": self.prompt, "expect": self.expect, "maxTokens": self.max_tokens}
+        out: dict[str, Any] = {"prompt": self.prompt, "maxTokens": self.max_tokens}
+        if self.expect is not None:
+            out["expect"] = self.expect
+        if self.completion is not None:
+            out.update(completion=self.completion, maxLoss=self.max_loss)
+        return out
 
 
 class Gates(_Model):

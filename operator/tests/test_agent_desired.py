@@ -77,7 +77,11 @@ def with_promotion(stage: str, canary_pods: list[str], **extra: Any) -> dict[str
         "canaryPods": canary_pods,
         "allPods": stage == "Full",
         "retain": ["v1", "v2"],
-        "evaluation": [{"prompt": "2+2=", "expect": "4", "maxTokens": 3}],
+        "evaluation": [
+            {"prompt": "2+2=", "expect": "4", "maxTokens": 3},
+            {"prompt": "2+2=", "completion": " 4", "maxLoss": 2},
+            {"prompt": "ignored: neither check"},
+        ],
         "collectStats": True,
         **extra,
     }
@@ -89,6 +93,8 @@ def test_each_pod_serves_the_version_its_promotion_assigns_it() -> None:
     on_canary = desired_from(canary, "pod-a")
     assert on_canary and on_canary.target and on_canary.target.version == "v2" and on_canary.candidate
     assert on_canary.evaluation[0].expect == "4" and on_canary.collect_stats and on_canary.retain == {"v1", "v2"}
+    assert len(on_canary.evaluation) == 2 and on_canary.evaluation[1].expect is None
+    assert (on_canary.evaluation[1].completion, on_canary.evaluation[1].max_loss) == (" 4", 2.0)
     elsewhere = desired_from(canary, "pod-b")
     assert elsewhere and elsewhere.target and elsewhere.target.version == "v1"
     assert not elsewhere.candidate and not elsewhere.evaluation and not elsewhere.collect_stats
@@ -107,3 +113,20 @@ def test_the_book_decides_for_its_own_pod() -> None:
     assert book.decide("user_1").desired.target.version == "v2"  # type: ignore[union-attr]
     assert book.upsert(obj("u1", "user_1", "v1")) == {"user_1"}  # the rollback reaches the syncer
     assert book.decide("user_1").desired.target.version == "v1"  # type: ignore[union-attr]
+
+
+def test_a_candidate_passes_its_evaluation_only_if_every_answer_holds_its_text_and_keeps_its_loss_low() -> None:
+    from saigon_agent.runtime_client import EvalAnswer
+    from saigon_agent.syncer import judge
+
+    checks = desired_from(with_promotion("Full", []), "pod-a")
+    assert checks is not None
+    good = [EvalAnswer("2+2=4", None), EvalAnswer("", 1.5)]
+    assert judge(checks.evaluation, good) == (True, "2 evaluation prompts passed")
+    assert judge(checks.evaluation, [EvalAnswer("5", None), good[1]]) == (
+        False, "evaluation prompt 1 of 2: the answer lacks the expected text",
+    )  # fmt: skip
+    assert judge(checks.evaluation, [good[0], EvalAnswer("", 2.25)]) == (
+        False, "evaluation prompt 2 of 2: completion loss 2.250 > maxLoss 2",
+    )  # fmt: skip
+    assert judge(checks.evaluation, [good[0], EvalAnswer("", None)])[1].endswith("loss not reported > maxLoss 2")

@@ -101,7 +101,8 @@ def test_defaults_are_applied(crds: Cluster, k8s_namespace: str) -> None:
         ({"promotion": {"strategy": "Canary", "canary": {"replicas": "150%"}}}, "spec.promotion.canary.replicas"),
         ({"promotion": {"strategy": "Canary", "canary": {"replicas": 0}}}, "spec.promotion.canary.replicas"),
         ({"promotion": {"gates": {"maxErrorRate": 1.5}}}, "spec.promotion.gates.maxErrorRate"),
-        ({"promotion": {"gates": {"evaluation": [{"prompt": "hi"}]}}}, "expect"),
+        ({"promotion": {"gates": {"evaluation": [{"prompt": "hi"}]}}}, "needs expect, or completion with maxLoss"),
+        ({"promotion": {"gates": {"evaluation": [{"prompt": "hi", "maxLoss": 1}]}}}, "completion and maxLoss go"),
     ],
 )
 def test_bad_adapters_are_rejected_at_admission(
@@ -114,7 +115,11 @@ def test_promotion_policies_are_accepted(crds: Cluster, k8s_namespace: str) -> N
     promotion = {
         "strategy": "Canary",
         "canary": {"replicas": "25%", "analysisSeconds": 30},
-        "gates": {"maxErrorRate": 0.01, "maxP99LatencyMs": 500, "evaluation": [{"prompt": "2+2=", "expect": "4"}]},
+        "gates": {
+            "maxErrorRate": 0.01,
+            "maxP99LatencyMs": 500,
+            "evaluation": [{"prompt": "2+2=", "expect": "4"}, {"prompt": "2+2=", "completion": " 4", "maxLoss": 2.5}],
+        },
         "historyLimit": 5,
     }
     stored = apply(crds, k8s_namespace, adapter(promotion=promotion))

@@ -55,6 +55,8 @@ def test_scope_names(scope: dict[str, Any], name: str) -> None:
         ({"promotion": {"strategy": "Canary", "canary": {"replicas": 0}}}, "at least 1"),
         ({"promotion": {"gates": {"maxErrorRate": 2}}}, "maxErrorRate"),
         ({"promotion": {"gates": {"evaluation": [{"prompt": "hi"}]}}}, "expect"),
+        ({"promotion": {"gates": {"evaluation": [{"prompt": "hi", "completion": "yo"}]}}}, "go together"),
+        ({"promotion": {"gates": {"evaluation": [{"prompt": "hi", "maxLoss": -1, "completion": "yo"}]}}}, "maxLoss"),
     ],
 )
 def test_invalid_adapter_specs_say_why(overrides: dict[str, Any], fragment: str) -> None:
@@ -81,6 +83,11 @@ def test_promotion_policies_parse() -> None:
         adapter(promotion={"gates": {"maxErrorRate": 0.01, "evaluation": [{"prompt": "2+2", "expect": "4"}]}})
     ).promotion
     assert gated.gates.needs_stats and gated.gates.evaluation[0].max_tokens == 16
+    scored = parse_adapter_spec(
+        adapter(promotion={"gates": {"evaluation": [{"prompt": "2+2=", "completion": " 4", "maxLoss": 2.5}]}})
+    ).promotion.gates.evaluation[0]
+    assert scored.expect is None and scored.as_dict() == {"prompt": "2+2=", "maxTokens": 16, "completion": " 4",
+                                                         "maxLoss": 2.5}  # fmt: skip
 
 
 def test_pvc_sources_may_omit_the_digest() -> None:

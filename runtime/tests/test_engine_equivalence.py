@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from engine_helpers import make_engine, peft_greedy, peft_reference, request
-from saigon_runtime.engine.types import AdapterRef
+from saigon_runtime.engine.types import AdapterRef, InvalidRequest
 
 PROMPTS = ["the cat and the dog", "hello world", "a ship on the sea with wind", "red", "code data model graph node"]
 
@@ -102,5 +102,39 @@ def test_mixed_batch_greedy_tokens_match_peft(
             answers.setdefault(tuple(ids), set()).add(tuple(result.token_ids))
         # Different adapters really answer one prompt differently.
         assert all(len(outs) >= 2 for outs in answers.values())
+    finally:
+        engine.stop()
+
+
+def test_score_is_peft_mean_nll_and_leaves_the_running_batch_alone(
+    tiny_llama_dir, adapter_factory, adapters_dir, install
+):
+    sources = _setup(tiny_llama_dir, {"user_all_r4": LLAMA_VARIANTS["user_all_r4"]}, adapter_factory, adapters_dir,
+                     install)  # fmt: skip
+    peft = peft_reference(tiny_llama_dir, sources)
+    engine = make_engine(tiny_llama_dir, adapters_dir)
+    try:
+        prompt = engine.tokenizer("the cat and the dog")["input_ids"]
+        completion = engine.tokenizer(" a ship on the sea")["input_ids"]
+        ids = torch.tensor([prompt + completion])
+        expected = {}
+        with torch.inference_mode():
+            for name in ("user_all_r4", None):
+                if name is None:
+                    with peft.disable_adapter():
+                        logits = peft(input_ids=ids).logits
+                else:
+                    peft.set_adapter(name)
+                    logits = peft(input_ids=ids).logits
+                nll = torch.nn.functional.cross_entropy(logits[0, len(prompt) - 1 : -1], torch.tensor(completion))
+                expected[name] = float(nll)
+        ref = AdapterRef("user_all_r4", "v1")
+        running = engine.submit(request(prompt, ref))  # scoring between its steps must not change it
+        assert abs(engine.score(prompt, completion, ref) - expected["user_all_r4"]) < 1e-4
+        assert abs(engine.score(prompt, completion, None) - expected[None]) < 1e-4
+        assert expected["user_all_r4"] != pytest.approx(expected[None], abs=1e-3)  # the adapter mattered
+        assert running.result(60).token_ids == peft_greedy(peft, "user_all_r4", prompt, 8)
+        with pytest.raises(InvalidRequest, match="needs a prompt and a completion"):
+            engine.score(prompt, [], ref)
     finally:
         engine.stop()

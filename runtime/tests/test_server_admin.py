@@ -175,7 +175,12 @@ def test_evaluation_answers_with_the_version_asked_for_current_or_not(
     expected = engine.generate(
         GenerationRequest(engine.tokenizer.encode(PROMPT), AdapterRef("global", "eval-cand"), sampling), timeout=60
     ).text
-    assert result["results"][0]["output"] == expected
+    assert result["results"][0]["output"] == expected and result["results"][0]["loss"] is None
+    scored = admin(server, "evaluate", {**body, "prompts": [{"prompt": PROMPT, "max_tokens": 2, "completion": " red"}]})
+    assert scored.status_code == 200, scored.text
+    completion_ids = engine.tokenizer.encode(" red", add_special_tokens=False)
+    loss = engine.score(engine.tokenizer.encode(PROMPT), completion_ids, AdapterRef("global", "eval-cand"))
+    assert scored.json()["results"][0]["loss"] == pytest.approx(loss, abs=1e-5) and loss > 0
     assert listed(server)["global"]["version"] == current  # evaluating never makes a version current
     assert admin(server, "evaluate", {**body, "version": "nope"}).status_code == 404
     assert admin(server, "evaluate", {**body, "prompts": []}).status_code == 422

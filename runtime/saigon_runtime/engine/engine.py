@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from transformers import DynamicCache
 
 from saigon_runtime.adapters.manager import AdapterManager, CacheStats
@@ -32,6 +35,7 @@ from saigon_runtime.engine.model_loader import LoadedModel, load_base_model
 from saigon_runtime.engine.sampling import sample_next
 from saigon_runtime.engine.types import (
     AdapterNotFound,
+    AdapterRef,
     AdapterRejected,
     EngineBusy,
     EngineError,
@@ -121,6 +125,7 @@ class Engine:
         self._last_batch = 0
         self._admit_limit = config.max_batch_size
         self._resume: dict[RequestHandle, _Seq] = {}  # rows sent back to the queue after an OOM
+        self._tasks: deque[tuple[Callable[[], object], Future[object]]] = deque()  # run between steps
         # Test hook: called before every forward pass (fault injection).
         self.before_forward: Callable[[str], None] | None = None
 
@@ -178,6 +183,44 @@ class Engine:
     def generate(self, request: GenerationRequest, timeout: float | None = None) -> GenerationResult:
         return self.submit(request).result(timeout)
 
+    def score(
+        self, prompt_ids: list[int], completion_ids: list[int], adapter: AdapterRef | None, timeout: float = 120.0
+    ) -> float:
+        """Mean negative log-likelihood (nats per token) of `completion_ids` after `prompt_ids`.
+
+        It runs on the engine thread between two steps, with the adapter in a slot of its own row,
+        so it never disturbs the running batch; a busy cache raises `EngineBusy`.
+        """
+        if not prompt_ids or not completion_ids:
+            raise InvalidRequest("scoring needs a prompt and a completion")
+        ids = [*prompt_ids, *completion_ids]
+        if min(ids) < 0 or max(ids) >= self.vocab_size:
+            raise InvalidRequest(f"token ids must be in [0, {self.vocab_size})")
+        if len(ids) > self.max_positions:
+            raise InvalidRequest(f"prompt plus completion exceeds the model's context of {self.max_positions}")
+        future: Future[object] = Future()
+        with self._cond:
+            if not self._accepting:
+                raise EngineStopped("the engine is shutting down")
+            self._tasks.append((lambda: self._score(prompt_ids, completion_ids, adapter), future))
+            self._cond.notify_all()
+        return float(future.result(timeout))  # type: ignore[arg-type]
+
+    def _score(self, prompt_ids: list[int], completion_ids: list[int], adapter: AdapterRef | None) -> float:
+        dev = self.adapters.acquire(adapter) if adapter is not None else None
+        if adapter is not None and dev is None:
+            raise EngineBusy("every adapter slot is in use by running requests", retry_after_s=1.0)
+        try:
+            self.lora.set_rows([dev])
+            ids = torch.tensor([[*prompt_ids, *completion_ids]], device=self.torch_device)
+            logits = self.model(input_ids=ids, use_cache=False).logits[0, len(prompt_ids) - 1 : -1].float()
+            target = torch.tensor(completion_ids, device=self.torch_device)
+            loss = float(F.cross_entropy(logits, target))
+        finally:
+            if dev is not None:
+                self.adapters.release(dev)
+        return loss if math.isfinite(loss) else math.inf
+
     def _validate(self, request: GenerationRequest) -> None:
         request.sampling.validate()
         ids = request.prompt_ids
@@ -210,9 +253,12 @@ class Engine:
                 with self._cond:
                     if self._stop:
                         break
-                    if not self._running and not self._waiting:
+                    if not self._running and not self._waiting and not self._tasks:
                         self._cond.wait(0.1)
                         continue
+                    tasks, self._tasks = self._tasks, deque()
+                for fn, future in tasks:
+                    _run_task(fn, future)
                 try:
                     self._admit()
                     if self._running:
@@ -225,6 +271,9 @@ class Engine:
         self._fail_running("engine stopped", reason="cancelled")
         with self._cond:
             pending, self._waiting = list(self._waiting), deque()
+            tasks, self._tasks = self._tasks, deque()
+        for _, future in tasks:
+            future.set_exception(EngineStopped("the engine stopped before this task ran"))
         for handle in pending:
             handle._finish(None, EngineStopped("the engine stopped before this request ran"))
 
@@ -469,6 +518,15 @@ class Engine:
             self._resume[s.handle] = s
         with self._cond:
             self._waiting.extendleft(reversed([s.handle for s in seqs]))
+
+
+def _run_task(fn: Callable[[], object], future: Future[object]) -> None:
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(fn())
+    except Exception as exc:  # the caller gets it; the engine keeps serving
+        future.set_exception(exc)
 
 
 def _remaining(request: GenerationRequest, seq: _Seq | None) -> int:

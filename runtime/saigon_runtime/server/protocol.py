@@ -234,6 +234,9 @@ class AdapterPinResponse(_Response):
 class EvalPrompt(_Request):
     prompt: Annotated[str, Field(min_length=1, max_length=4096)]
     max_tokens: Annotated[int, Field(ge=1, le=256), INTEGRAL] = 16
+    completion: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        default=None, description="also score this answer: its mean negative log-likelihood after the prompt"
+    )
 
 
 class AdapterEvalRequest(_Request):
@@ -245,6 +248,7 @@ class AdapterEvalRequest(_Request):
 class EvalResult(_Response):
     output: str
     completion_tokens: int
+    loss: float | None = Field(default=None, description="mean NLL of `completion` in nats per token, if asked")
 
 
 class AdapterEvalResponse(_Response):

@@ -27,6 +27,7 @@ from saigon_runtime.server.protocol import (
     AdapterStatsResponse,
     AdapterUnloadRequest,
     AdapterUnloadResponse,
+    EvalPrompt,
     EvalResult,
     VersionStatsModel,
     json_body,
@@ -107,16 +108,22 @@ async def evaluate_adapter(request: web.Request) -> web.Response:
     ref = AdapterRef(body.name, body.version)
     await off_loop(engine.adapters.host_adapter, ref)  # 404 / 422 before any generation
 
-    async def one(prompt: str, max_tokens: int) -> EvalResult:
-        ids = service.encode(prompt)
-        sampling = SamplingParams(temperature=0.0, max_new_tokens=service.max_new_tokens(len(ids), max_tokens))
+    async def one(item: EvalPrompt) -> EvalResult:
+        ids = service.encode(item.prompt)
+        sampling = SamplingParams(temperature=0.0, max_new_tokens=service.max_new_tokens(len(ids), item.max_tokens))
         handle = engine.submit(GenerationRequest(ids, ref, sampling, request_id=new_request_id("eval")))
         result = await handle.wait()
         if result.finish_reason == "error" or result.error is not None:
             raise ApiError(500, "generation failed", code="generation_failed")
-        return EvalResult(output=result.text, completion_tokens=result.completion_tokens)
+        loss = None
+        if item.completion is not None:
+            completion_ids = list(engine.tokenizer.encode(item.completion, add_special_tokens=False))
+            if not completion_ids:
+                raise ApiError(400, "the completion is empty once tokenized", param="completion")
+            loss = await off_loop(engine.score, ids, completion_ids, ref)
+        return EvalResult(output=result.text, completion_tokens=result.completion_tokens, loss=loss)
 
-    results = await asyncio.gather(*(one(p.prompt, p.max_tokens) for p in body.prompts))
+    results = await asyncio.gather(*(one(p) for p in body.prompts))
     return web.json_response(json_body(AdapterEvalResponse(name=body.name, version=body.version, results=results)))
 
 
