@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> Report:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="a small model and fewer runs (smoke)")
     ap.add_argument("--large", action="store_true", help="add a ~1B LLaMA-shaped fp16 model with 64 adapters (GPU)")
+    ap.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="default: float32 on CPU, else float16")
     ap.add_argument("--soak", type=int, default=0, help="requests for the memory soak over 200 adapters")
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--json", type=Path)
@@ -229,10 +230,11 @@ def main(argv: list[str] | None = None) -> Report:
     torch.manual_seed(0)
     quick = Shape(hidden=128, layers=2, intermediate=256, vocab=512, heads=4, kv_heads=4, rank=8)
     shape = quick if args.quick else Shape()
-    dtype = torch.float32 if args.device == "cpu" else torch.float16
+    dtype = getattr(torch, args.dtype) if args.dtype else torch.float32 if args.device == "cpu" else torch.float16
     report = Report()
     report.notes.update(
         device=args.device,
+        dtype=str(dtype).removeprefix("torch."),
         torch_threads=torch.get_num_threads(),
         shape=shape.__dict__,
         requests=args.requests,
