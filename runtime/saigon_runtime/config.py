@@ -32,6 +32,7 @@ ENV_VARS: dict[str, str] = {
     "SAIGON_MAX_BODY_BYTES": "max_body_bytes",
     "SAIGON_DRAIN_TIMEOUT": "drain_timeout_s",
     "SAIGON_SLOT_WAIT_TIMEOUT": "slot_wait_timeout_s",
+    "SAIGON_GIE_METRICS": "gie_metrics",
 }
 
 
@@ -62,6 +63,9 @@ class RuntimeConfig:
     drain_timeout_s: float = 30.0
     # Seconds between scans of the adapters directory for new adapters and versions; 0 disables.
     watch_interval_s: float = 2.0
+    # Gateway API Inference Extension gauges (vLLM names) and per-adapter residency: adapter
+    # names, which carry user ids, become label values, so an operator opts in.
+    gie_metrics: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> RuntimeConfig:

@@ -29,6 +29,7 @@ RUNTIME_ENV = {
     "port": "SAIGON_PORT",
     "admin_token": "SAIGON_ADMIN_TOKEN",
     "inference_tokens": "SAIGON_INFERENCE_TOKENS",
+    "gie_metrics": "SAIGON_GIE_METRICS",
 }
 
 RUNTIME_CONTAINER = "runtime"
@@ -332,6 +333,8 @@ def _runtime_container(spec: ModelSpec) -> dict[str, Any]:
         _secret_env(RUNTIME_ENV["inference_tokens"], tokens.name, tokens.inference_tokens_key, optional=True),
         {"name": "HOME", "value": "/tmp"},
     ]
+    if spec.gie_metrics:
+        env.append({"name": RUNTIME_ENV["gie_metrics"], "value": "true"})
     mounts = [
         {"name": "adapters", "mountPath": r.ADAPTERS_MOUNT, "readOnly": True},
         {"name": "runtime-tmp", "mountPath": "/tmp"},

@@ -55,6 +55,11 @@ def create_app(config: RuntimeConfig, engine: Engine | None = None) -> web.Appli
         middlewares=[metrics_middleware, error_middleware, auth_middleware],
     )
     app[STATE_KEY] = state
+    if config.gie_metrics:
+        from saigon_runtime.server.gie_metrics import AdapterRequests, GieCollector
+
+        state.gie_requests = AdapterRequests()
+        state.metrics.registry.register(GieCollector(lambda: state.engine, state.gie_requests))
     app[CREDENTIALS_KEY] = Credentials(config.admin_token, dict(config.inference_tokens))
     routes = all_routes()
     access: dict[web.AbstractRoute, Access] = {}

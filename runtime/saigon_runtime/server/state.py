@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from saigon_runtime.audit import AuditLog
     from saigon_runtime.engine.engine import Engine
     from saigon_runtime.mesh.store import MeshStore
+    from saigon_runtime.server.gie_metrics import AdapterRequests
     from saigon_runtime.service import InferenceService
 
 
@@ -38,6 +39,7 @@ class ServerState:
     loaded_required: set[str] = field(default_factory=set)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     watcher: AdapterWatcher | None = None  # finds new adapters and `active` flips on disk
+    gie_requests: AdapterRequests | None = None  # adapters of requests in flight (SAIGON_GIE_METRICS)
 
     def ready_engine(self) -> Engine:
         """The engine, or 503 while it loads, after it failed, or once the server is draining."""
