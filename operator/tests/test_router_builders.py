@@ -114,3 +114,15 @@ def test_gie_metrics_are_opt_in_on_the_runtime() -> None:
 
     assert "SAIGON_GIE_METRICS" not in runtime_env()
     assert runtime_env(gieMetrics=True)["SAIGON_GIE_METRICS"] == "true"
+
+
+def test_the_hot_set_is_kept_on_a_writable_volume_that_outlives_container_restarts() -> None:
+    pod = build_deployment(OWNER, spec(), Defaults(agent_image="saigon/operator:1"))["spec"]["template"]["spec"]
+    (runtime,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in runtime["env"]}
+    mounts = {m["mountPath"]: m for m in runtime["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert env["SAIGON_HOTSET_FILE"] == "/tmp/saigon-hotset.json"
+    tmp = mounts["/tmp"]
+    assert not tmp.get("readOnly") and "emptyDir" in volumes[tmp["name"]]
+    assert mounts["/var/lib/saigon/adapters"]["readOnly"] is True  # why the default place will not do

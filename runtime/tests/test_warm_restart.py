@@ -1,6 +1,7 @@
-"""A warm restart of a real `saigon-runtime serve` process: SIGTERM records the hot set in the
-adapters volume; the next process preloads it before it reports Ready, so the first requests
-of the hot users are adapter cache hits (read from /metrics)."""
+"""A warm restart of a real `saigon-runtime serve` process: SIGTERM records the hot set; the next
+process preloads it before it reports Ready, so the first requests of the hot users are adapter
+cache hits (read from /metrics). The record goes where SAIGON_HOTSET_FILE says, as in a pod
+(whose adapters volume belongs to the agent)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(base: Path, adapters: Path, port: int) -> subprocess.Popen[str]:
+def serve(base: Path, adapters: Path, port: int, hotset: Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAIGON_")}
+    env["SAIGON_HOTSET_FILE"] = str(hotset)
     command = [sys.executable, "-m", "saigon_runtime.cli", "serve", "--port", str(port), "--base-model", str(base),
                "--adapters-dir", str(adapters), "--device", "cpu", "--cache-size", "4"]  # fmt: skip
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -77,7 +79,8 @@ def test_after_a_restart_the_first_requests_of_the_hot_users_are_hits(
         install_adapter(adapters, f"user_r{user}", "v1", adapter_factory(tiny_llama_dir, seed=70 + user))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = serve(tiny_llama_dir, adapters, port)
+    hotset = tmp_path / "pod-tmp" / "saigon-hotset.json"
+    server = serve(tiny_llama_dir, adapters, port, hotset)
     try:
         wait_ready(url, server)
         for user in (0, 1, 2, 3, 4, 5, 2, 3, 4, 5):  # four slots: users 2..5 are hot at the end
@@ -87,11 +90,12 @@ def test_after_a_restart_the_first_requests_of_the_hot_users_are_hits(
         if server.poll() is None:
             server.kill()
     assert "Traceback" not in output
-    recorded = json.loads((adapters / HOTSET_FILE).read_text())["adapters"]
+    assert not (adapters / HOTSET_FILE).exists()
+    recorded = json.loads(hotset.read_text())["adapters"]
     assert sorted(e["name"] for e in recorded) == [f"user_r{u}" for u in (2, 3, 4, 5)]
     assert {e["version"] for e in recorded} == {"v1"}
 
-    server = serve(tiny_llama_dir, adapters, port)
+    server = serve(tiny_llama_dir, adapters, port, hotset)
     try:
         wait_ready(url, server)
         # Loaded before Ready: the preload is all the loading this process has done.

@@ -423,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         base = build_assets(root, args.users, quick=args.quick)
         dirs = install_copies(root, args.runtimes)
         modes = [run_mode(root, base, dirs, args, affinity) for affinity in (True, False)]
+        if args.keep:
+            print(f"kept: {root} (runtime logs in {root / 'logs'})")
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
