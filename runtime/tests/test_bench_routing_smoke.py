@@ -6,14 +6,26 @@ import json
 from pathlib import Path
 
 import pytest
-from saigon_runtime.bench.routing import main
-
-pytestmark = pytest.mark.slow
+from saigon_runtime.bench.routing import ModeResult, main, median_result
 
 
+def test_rounds_combine_into_medians_and_sums() -> None:
+    def result(rps: float, failed: int, spread: int) -> ModeResult:
+        return ModeResult(mode="affinity", requests=10, failed=failed, wall_s=1.0, requests_per_s=rps,
+                          tokens_per_s=rps * 4, latency_p50_ms=rps, latency_p99_ms=rps * 2, hits=9.0, misses=1.0,
+                          hit_rate=0.9, max_replicas_per_user=spread, mean_replicas_per_user=1.0,
+                          errors=[f"e{failed}"] if failed else [])  # fmt: skip
+
+    combined = median_result([result(1.0, 0, 1), result(5.0, 2, 2), result(3.0, 0, 1)])
+    assert combined.requests_per_s == 3.0 and combined.latency_p99_ms == 6.0
+    assert combined.requests == 30 and combined.failed == 2 and combined.errors == ["e2"]
+    assert combined.max_replicas_per_user == 2
+
+
+@pytest.mark.slow
 def test_the_routing_benchmark_compares_affinity_with_round_robin(tmp_path: Path) -> None:
     out, png = tmp_path / "routing.json", tmp_path / "routing.png"
-    args = ["--quick", "--runtimes", "2", "--users", "8", "--active", "4", "--requests-per-user", "3",
+    args = ["--quick", "--runtimes", "2", "--users", "8", "--active", "4", "--requests-per-user", "3", "--rounds", "1",
             "--max-loras", "2", "--max-tokens", "1", "--json", str(out), "--plot", str(png)]  # fmt: skip
     assert main(args) == 0
     report = json.loads(out.read_text())

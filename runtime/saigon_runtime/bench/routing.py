@@ -5,11 +5,12 @@ have) and an HAProxy in front of them, configured by the operator's own renderer
 (saigon_operator.builders.haproxy) with static servers instead of DNS. Users hold sessions:
 `--active` users at a time each send `--requests-per-user` requests one after another, so
 each runtime sees about active/N users at once with affinity and all `--active` users with
-round-robin. Each mode runs on freshly started runtimes (no hot set carried over):
+round-robin. Each mode runs on freshly started runtimes (no hot set carried over); with
+`--rounds`, the modes alternate and each figure is the median over rounds:
 
     python -m saigon_runtime.bench.routing [--runtimes 3] [--users 300] [--max-loras 16]
-        [--active 48] [--requests-per-user 6] [--max-tokens 8] [--quick] [--plot routing.png]
-        [--json routing.json]
+        [--active 48] [--requests-per-user 6] [--max-tokens 8] [--rounds 1] [--quick]
+        [--plot routing.png] [--json routing.json]
 
 Reports throughput, p50/p99 latency and the adapter cache hit rate (from the runtimes' own
 /metrics) for both modes, and their ratios. Needs `haproxy` on PATH (Debian package haproxy).
@@ -26,6 +27,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -403,6 +405,24 @@ def run_mode(root: Path, base: Path, dirs: Sequence[Path], args: argparse.Namesp
     )  # fmt: skip
 
 
+def median_result(results: Sequence[ModeResult]) -> ModeResult:
+    """Each figure's median over rounds; counts of requests and failures are summed."""
+    first = results[0]
+
+    def med(name: str) -> float:
+        return float(statistics.median(getattr(r, name) for r in results))
+
+    return ModeResult(
+        mode=first.mode, requests=sum(r.requests for r in results), failed=sum(r.failed for r in results),
+        wall_s=med("wall_s"), requests_per_s=med("requests_per_s"), tokens_per_s=med("tokens_per_s"),
+        latency_p50_ms=med("latency_p50_ms"), latency_p99_ms=med("latency_p99_ms"), hits=med("hits"),
+        misses=med("misses"), hit_rate=med("hit_rate"),
+        max_replicas_per_user=max(r.max_replicas_per_user for r in results),
+        mean_replicas_per_user=med("mean_replicas_per_user"),
+        errors=sorted({e for r in results for e in r.errors})[:5],
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtimes", type=int, default=3)
@@ -412,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests-per-user", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=8, help="new tokens per request")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="rounds of both modes, alternating which goes first; each figure is the median over rounds",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a tiny model (smoke run)")
     parser.add_argument("--plot", type=Path, help="write a PNG comparing the two modes")
     parser.add_argument("--json", type=Path, help="write the report as JSON")
@@ -422,7 +446,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"building a base model and {args.users} adapters, {args.runtimes} copies, in {root}")
         base = build_assets(root, args.users, quick=args.quick)
         dirs = install_copies(root, args.runtimes)
-        modes = [run_mode(root, base, dirs, args, affinity) for affinity in (True, False)]
+        runs: dict[bool, list[ModeResult]] = {True: [], False: []}
+        for round_ in range(args.rounds):
+            # Alternate the order, so a noisy spell on a shared machine favours neither mode.
+            for with_affinity in (True, False) if round_ % 2 == 0 else (False, True):
+                runs[with_affinity].append(run_mode(root, base, dirs, args, with_affinity))
+        modes = [median_result(runs[True]), median_result(runs[False])]
         if args.keep:
             print(f"kept: {root} (runtime logs in {root / 'logs'})")
     finally:
