@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # System packages the test suite needs beyond the Python environment:
-# promtool (Debian package `prometheus`) to lint the runtime's /metrics output.
+# promtool (Debian package `prometheus`) to lint the runtime's /metrics output, and haproxy
+# (Debian package `haproxy`) for the router tests and the routing benchmark.
 # Idempotent: does nothing when every tool is already on PATH.
 set -euo pipefail
 
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
 if [[ ${#missing[@]} -eq 0 ]]; then
   exit 0
 fi

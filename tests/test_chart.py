@@ -73,6 +73,12 @@ OPERATOR_CALLS = [
     ("update", "saigon.ai", "saigonmodels/finalizers"),  # blockOwnerDeletion on children
     # handlers.model.apply: server-side apply of every child.
     *[(verb, group, res) for verb in ("create", "patch") for group, res in CHILDREN],
+    # builders.router: the router's ConfigMap, Deployment and Service, deleted when it is off.
+    ("create", "", "configmaps"),
+    ("patch", "", "configmaps"),
+    ("delete", "", "configmaps"),
+    ("delete", "", "services"),
+    ("delete", "apps", "deployments"),
     # builders.model.build_role grants the agent these; RBAC allows granting only what one holds.
     ("get", "saigon.ai", "saigonadapters"),
     ("get", "", "pods"),
@@ -85,7 +91,7 @@ OPERATOR_CALLS = [
 LEADER_CALLS = [("get", "coordination.k8s.io", "leases"), ("create", "coordination.k8s.io", "leases"),
                 ("update", "coordination.k8s.io", "leases")]  # fmt: skip
 NOT_GRANTED = [
-    ("delete", "apps", "deployments"),
+    ("delete", "policy", "poddisruptionbudgets"),
     ("update", "apps", "deployments"),
     ("create", "", "pods"),
     ("delete", "", "pods"),
@@ -136,6 +142,9 @@ def test_helm_lint_strict(values: str, tmp_path: Path) -> None:
         ({"prometheusRule": {"rules": {"cacheThrash": {"maxHitRatio": 2}}}}, "/rules/cacheThrash/maxHitRatio"),
         ({"metrics": {"podMonitor": {"enabeld": True}}}, "enabeld"),
         ({"imageTag": "x"}, "imageTag"),
+        ({"inferencePools": [{"model": "llama"}]}, "endpointPicker"),
+        ({"inferencePools": [{"model": "llama", "endpointPicker": {"name": "e", "failureMode": "x"}}]},
+         "/inferencePools/0/endpointPicker/failureMode"),
     ],
 )  # fmt: skip
 def test_schema_refuses_bad_values_with_the_path(values: dict[str, Any], message: str, tmp_path: Path) -> None:
@@ -300,6 +309,41 @@ def test_rendered_chart_passes_a_server_side_dry_run(
         )  # fmt: skip
         applied = [line for line in out.splitlines() if "serverside-applied (server dry run)" in line]
         assert len(applied) == len(documents(rendered)), out
+
+
+def test_inference_pools_select_the_runtime_pods_of_their_model(
+    k8s_cluster: Cluster, namespaces: list[str], tmp_path: Path
+) -> None:
+    release_ns, other, _ = namespaces
+    pools = [
+        {"model": "llama", "endpointPicker": {"name": "llama-epp"}},
+        {"model": "qwen", "namespace": other, "name": "qwen-pool", "port": 9001,
+         "endpointPicker": {"name": "qwen-epp", "port": 9100, "failureMode": "FailOpen"}},
+    ]  # fmt: skip
+    values = write_values(tmp_path / "v.yaml", {"inferencePools": pools})
+    rendered = template(values, namespace=release_ns)
+    found = only(documents(rendered), "InferencePool")
+    assert [(p["metadata"]["name"], p["metadata"]["namespace"]) for p in found] == [
+        ("llama", release_ns),
+        ("qwen-pool", other),
+    ]
+    llama = found[0]["spec"]
+    # The same labels the operator puts on runtime pods (and only runtime pods: not the router's).
+    from saigon_operator.builders.model import selector_labels
+
+    assert llama["selector"]["matchLabels"] == selector_labels("llama")
+    assert llama["targetPorts"] == [{"number": 8001}]
+    assert llama["endpointPickerRef"] == {"kind": "Service", "name": "llama-epp", "port": {"number": 9002},
+                                          "failureMode": "FailClose"}  # fmt: skip
+    k8s_cluster.kubectl("apply", "--server-side", "-f", str(Path(__file__).parent / "saigon_chart" /
+                                                             "inferencepool-crd.yaml"))  # fmt: skip
+    k8s_cluster.kubectl("wait", "--for=condition=Established", "crd/inferencepools.inference.networking.k8s.io",
+                        "--timeout=60s")  # fmt: skip
+    out = k8s_cluster.kubectl(
+        "apply", "--server-side", "--dry-run=server", "--validate=strict", "-f", "-",
+        input="\n---\n".join(json.dumps(p) for p in found),
+    )  # fmt: skip
+    assert out.count("serverside-applied (server dry run)") == 2, out
 
 
 def test_examples_are_valid_objects(monitoring_crds: Cluster, namespaces: list[str]) -> None:

@@ -33,3 +33,11 @@ def test_names_the_operator_accepts_are_names_the_runtime_accepts() -> None:
     for version in ["v1", "2026-01-02", "v1.2.3", "a" * 63]:
         names.check_version(version)
         runtime_names.check_version(version)
+
+
+def test_the_routing_benchmark_speaks_the_routers_headers() -> None:
+    from saigon_operator.builders import haproxy
+    from saigon_runtime.bench import routing
+
+    assert routing.USER_HEADER == haproxy.DEFAULT_USER_HEADER
+    assert routing.REPLICA_HEADER == haproxy.REPLICA_HEADER

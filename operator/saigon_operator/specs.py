@@ -368,6 +368,29 @@ class DisruptionBudget(_Model):
     max_unavailable: Quantity = Field(default=1, alias="maxUnavailable")
 
 
+# The official HAProxy image, pinned; a SaigonModel may name another (spec.router.image).
+ROUTER_IMAGE = "haproxy:3.0.10"
+
+
+class RouterOptions(_Model):
+    enabled: bool = False
+    replicas: int = Field(default=2, ge=1)
+    image: str = Field(default=ROUTER_IMAGE, min_length=1)
+    user_header: str = Field(default="X-Saigon-User", alias="userHeader", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+    hash_balance_factor: int = Field(default=150, alias="hashBalanceFactor", ge=0, le=1000)
+    server_slots: int = Field(default=0, alias="serverSlots", ge=0, le=1024)
+    timeout_seconds: int = Field(default=600, alias="timeoutSeconds", ge=10)
+    cluster_domain: str = Field(default="cluster.local", alias="clusterDomain", min_length=1)
+    resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("hash_balance_factor")
+    @classmethod
+    def _factor(cls, v: int) -> int:
+        if 0 < v <= 100:
+            raise ValueError("must be 0 (no bound) or more than 100")
+        return v
+
+
 class ModelSpec(_Model):
     base_model: BaseModelSource = Field(alias="baseModel")
     image: str = Field(min_length=1)
@@ -387,6 +410,8 @@ class ModelSpec(_Model):
     adapter_sources: AdapterSources = Field(default_factory=AdapterSources, alias="adapterSources")
     pod_disruption_budget: DisruptionBudget = Field(default_factory=DisruptionBudget, alias="podDisruptionBudget")
     termination_grace_period_seconds: int = Field(default=60, ge=0, alias="terminationGracePeriodSeconds")
+    gie_metrics: bool = Field(default=False, alias="gieMetrics")
+    router: RouterOptions = Field(default_factory=RouterOptions)
 
 
 def parse_model_spec(spec: dict[str, Any]) -> ModelSpec:

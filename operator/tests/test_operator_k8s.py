@@ -115,6 +115,34 @@ def test_spec_changes_roll_the_deployment(k8s_cluster: Cluster, ns: str, operato
     assert operator.metric("saigon_operator_reconcile_duration_seconds_count", kind="SaigonModel") >= 3
 
 
+def test_the_router_comes_and_goes_with_the_spec(k8s_cluster: Cluster, ns: str, operator: OperatorProcess) -> None:
+    apply(k8s_cluster, ns, model(replicas=2, router={"enabled": True, "replicas": 1}))
+    config = eventually(lambda: get(k8s_cluster, ns, "configmap", "m-router"), timeout=30, what="router config")
+    assert f"server-template rt 8 m-pods.{ns}.svc.cluster.local:8001" in config["data"]["haproxy.cfg"]
+    router = get(k8s_cluster, ns, "deployment", "m-router")
+    assert router["spec"]["replicas"] == 1
+    assert router["metadata"]["ownerReferences"][0]["kind"] == "SaigonModel"
+    assert get(k8s_cluster, ns, "service", "m-router")["spec"]["selector"]["saigon.ai/router"] == "m"
+    headless = get(k8s_cluster, ns, "service", "m-pods")["spec"]
+    assert headless["clusterIP"] == "None" and headless.get("publishNotReadyAddresses", False) is False
+    # The schema refuses a balance factor that would bound nothing.
+    with pytest.raises(CommandError, match="hashBalanceFactor"):
+        apply(k8s_cluster, ns, model(replicas=2, router={"enabled": True, "hashBalanceFactor": 50}))
+    apply(k8s_cluster, ns, model(replicas=2, router={"enabled": False}))
+
+    def gone() -> bool:
+        for kind in ("deployment", "service", "configmap"):
+            try:
+                get(k8s_cluster, ns, kind, "m-router")
+                return False
+            except CommandError:
+                continue
+        return True
+
+    eventually(gone, timeout=30, what="router removed")
+    assert get(k8s_cluster, ns, "deployment", "m")["spec"]["replicas"] == 2
+
+
 def test_a_spec_the_schema_admits_but_the_operator_refuses(
     k8s_cluster: Cluster, ns: str, operator: OperatorProcess
 ) -> None:
@@ -206,8 +234,9 @@ OPERATOR_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    {"apiGroups": [""], "resources": ["services", "serviceaccounts"], "verbs": ["get", "create", "patch"]},
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "patch"]},
+    {"apiGroups": [""], "resources": ["services", "configmaps"], "verbs": ["get", "create", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "create", "patch"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "patch", "delete"]},
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["get", "create", "patch"]},
     {
         "apiGroups": ["rbac.authorization.k8s.io"],

@@ -32,6 +32,8 @@ ENV_VARS: dict[str, str] = {
     "SAIGON_MAX_BODY_BYTES": "max_body_bytes",
     "SAIGON_DRAIN_TIMEOUT": "drain_timeout_s",
     "SAIGON_SLOT_WAIT_TIMEOUT": "slot_wait_timeout_s",
+    "SAIGON_GIE_METRICS": "gie_metrics",
+    "SAIGON_HOTSET_FILE": "hotset_file",
 }
 
 
@@ -62,6 +64,13 @@ class RuntimeConfig:
     drain_timeout_s: float = 30.0
     # Seconds between scans of the adapters directory for new adapters and versions; 0 disables.
     watch_interval_s: float = 2.0
+    # Gateway API Inference Extension gauges (vLLM names) and per-adapter residency: adapter
+    # names, which carry user ids, become label values, so an operator opts in.
+    gie_metrics: bool = False
+    # Where the hot set is kept across restarts; default <adapters_dir>/.saigon-hotset.json. In a
+    # pod the adapters volume is the agent's (read-only here), so the operator points this at a
+    # writable volume that outlives container restarts.
+    hotset_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> RuntimeConfig:
@@ -74,7 +83,7 @@ class RuntimeConfig:
                 continue
             values[name] = _parse(str(types[name]), raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for name in ("base_model_dir", "adapters_dir", "mesh_dir", "log_dir"):
+        for name in ("base_model_dir", "adapters_dir", "mesh_dir", "log_dir", "hotset_file"):
             if isinstance(values.get(name), str):
                 values[name] = Path(str(values[name]))
         return cls(**values)  # type: ignore[arg-type]

@@ -29,6 +29,8 @@ RUNTIME_ENV = {
     "port": "SAIGON_PORT",
     "admin_token": "SAIGON_ADMIN_TOKEN",
     "inference_tokens": "SAIGON_INFERENCE_TOKENS",
+    "gie_metrics": "SAIGON_GIE_METRICS",
+    "hotset_file": "SAIGON_HOTSET_FILE",
 }
 
 RUNTIME_CONTAINER = "runtime"
@@ -331,7 +333,11 @@ def _runtime_container(spec: ModelSpec) -> dict[str, Any]:
         _secret_env(RUNTIME_ENV["admin_token"], tokens.name, tokens.admin_token_key),
         _secret_env(RUNTIME_ENV["inference_tokens"], tokens.name, tokens.inference_tokens_key, optional=True),
         {"name": "HOME", "value": "/tmp"},
+        # The adapters volume is the agent's; /tmp (an emptyDir) outlives container restarts.
+        {"name": RUNTIME_ENV["hotset_file"], "value": "/tmp/saigon-hotset.json"},
     ]
+    if spec.gie_metrics:
+        env.append({"name": RUNTIME_ENV["gie_metrics"], "value": "true"})
     mounts = [
         {"name": "adapters", "mountPath": r.ADAPTERS_MOUNT, "readOnly": True},
         {"name": "runtime-tmp", "mountPath": "/tmp"},

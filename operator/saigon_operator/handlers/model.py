@@ -8,6 +8,7 @@ from saigon_operator import metrics
 from saigon_operator import resources as r
 from saigon_operator.aggregator import ModelRecord
 from saigon_operator.builders.model import Owner, build_children, build_role, selector_string
+from saigon_operator.builders.router import build_router, router_kinds, router_names
 from saigon_operator.handlers.context import OperatorContext, classify
 from saigon_operator.kube import ApiError, object_path
 from saigon_operator.specs import SpecError, parse_model_spec
@@ -40,11 +41,21 @@ async def reconcile(body: dict[str, Any], ctx: OperatorContext, retry: int) -> N
         deployment = children[-1]
         record.desired_replicas = spec.replicas
         record.spec_hash = deployment["spec"]["template"]["metadata"]["annotations"][r.SPEC_HASH_ANNOTATION]
+        what = ""
         try:
             for child in children:
+                what = f"applying {child['kind']} {child['metadata']['name']}"
                 await apply(ctx, child)
+            if spec.router.enabled:
+                for child in build_router(owner, spec):
+                    what = f"applying {child['kind']} {child['metadata']['name']}"
+                    await apply(ctx, child)
+            else:
+                for kind, key in router_kinds():
+                    what = f"deleting {kind} {router_names(name)[key]}"
+                    await ctx.kube.delete(object_path(kind, namespace, router_names(name)[key]))
         except ApiError as exc:
-            error = classify(exc, f"applying {child['kind']} {child['metadata']['name']}", retry)
+            error = classify(exc, what, retry)
             record.apply_error = str(error)
             ctx.aggregator.put_model(record)
             await ctx.aggregator.write_model((namespace, name))

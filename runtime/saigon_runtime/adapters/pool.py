@@ -113,6 +113,11 @@ class SlotPool:
         with self._lock:
             return name in self._pinned
 
+    def in_use_names(self) -> list[str]:
+        """Names whose slots running requests hold now."""
+        with self._lock:
+            return sorted({k[0] for k, n in self._refs.items() if n > 0})
+
     def in_use(self) -> int:
         with self._lock:
             return sum(1 for n in self._refs.values() if n > 0)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -55,6 +56,11 @@ def create_app(config: RuntimeConfig, engine: Engine | None = None) -> web.Appli
         middlewares=[metrics_middleware, error_middleware, auth_middleware],
     )
     app[STATE_KEY] = state
+    if config.gie_metrics:
+        from saigon_runtime.server.gie_metrics import AdapterRequests, GieCollector
+
+        state.gie_requests = AdapterRequests()
+        state.metrics.registry.register(GieCollector(lambda: state.engine, state.gie_requests))
     app[CREDENTIALS_KEY] = Credentials(config.admin_token, dict(config.inference_tokens))
     routes = all_routes()
     access: dict[web.AbstractRoute, Access] = {}
@@ -104,7 +110,7 @@ def _engine_lifecycle(given: Engine | None) -> Callable[[web.Application], Async
         if state.watcher is not None:
             await asyncio.to_thread(state.watcher.stop)
         if state.engine is not None:
-            await asyncio.to_thread(_save_hot_set, state.engine)
+            await asyncio.to_thread(_save_hot_set, state.engine, state.config.hotset_file)
             await asyncio.to_thread(state.engine.stop, state.config.drain_timeout_s)
 
     return lifecycle
@@ -133,7 +139,7 @@ async def _attach(state: ServerState, engine: Engine) -> None:
     engine.start()
     await _load_required_adapters(state, engine)
     # Warm restart: what was resident at the last shutdown is resident again before Ready.
-    preloaded = await asyncio.to_thread(load_hot_set, engine.adapters)
+    preloaded = await asyncio.to_thread(load_hot_set, engine.adapters, state.config.hotset_file)
     if preloaded:
         log.info("preloaded %d adapters from the hot set", len(preloaded))
     if state.config.watch_interval_s > 0 and engine.adapters.store is not None:
@@ -143,11 +149,11 @@ async def _attach(state: ServerState, engine: Engine) -> None:
     state.engine = engine
 
 
-def _save_hot_set(engine: Engine) -> None:
+def _save_hot_set(engine: Engine, path: Path | None) -> None:
     from saigon_runtime.adapters.hotset import save_hot_set
 
     try:
-        save_hot_set(engine.adapters)
+        save_hot_set(engine.adapters, path)
     except OSError as exc:  # a read-only adapters volume (the agent owns it): nothing to keep
         log.info("hot set not saved (%s)", type(exc).__name__)
 
