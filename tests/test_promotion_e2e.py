@@ -16,22 +16,17 @@ state and during a promotion) print as `[measure]` lines; run with `-s` to see t
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import secrets
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
 from controlplane.cluster import Cluster
-from saigon_e2e.artifacts import Artifact, make_artifact, make_base
-from saigon_e2e.kubelet import FakeKubelet
+from saigon_e2e.artifacts import Artifact, make_artifact
 from saigon_e2e.load import Answer, Load, summarize
-from saigon_e2e.operator_proc import OperatorProcess
-from saigon_e2e.world import MODEL, World, install_crds, make_source_server
+from saigon_e2e.world import World, running_world
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 
@@ -46,32 +41,11 @@ def world(
     k8s_cluster: Cluster, k8s_api_client: kubernetes.client.ApiClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
     workdir = tmp_path_factory.mktemp("promotion-e2e")
-    install_crds(k8s_cluster)
-    namespace = f"e2e-promotion-{secrets.token_hex(3)}"
-    kubernetes.client.CoreV1Api(k8s_api_client).create_namespace({"metadata": {"name": namespace}})
-    sources, ca = make_source_server(workdir)
-    operator = OperatorProcess(k8s_cluster, namespace, workdir, lease_duration=3, unload_timeout=60).start()
-    w = World(k8s_cluster, k8s_api_client, namespace, workdir, sources, ca, make_base(workdir / "base"), operator)
-    try:
-        w.create_token_secret()
-        operator.wait_leading()
-        w.kubectl_apply(w.model_manifest(replicas=REPLICAS))
-        w.wait_for(lambda: w.cluster.kubectl("get", "deployment", MODEL, "-n", namespace), 30, "deployment created")
-        (workdir / "sources").mkdir()
-        w.kubelet = FakeKubelet(
-            k8s_cluster, k8s_api_client, namespace, MODEL,
-            base_model=w.base_model, workdir=workdir / "pods", ca_bundle=ca, sources_root=workdir / "sources",
-        )  # fmt: skip
-        w.kubelet.start_pods(REPLICAS)
-        w.kubelet.wait_runtimes_up()
+    with running_world(
+        k8s_cluster, k8s_api_client, workdir, prefix="e2e-promotion", replicas=REPLICAS, source_dirs=(),
+        results=RESULTS,
+    ) as w:  # fmt: skip
         yield w
-    finally:
-        if w.kubelet is not None:
-            w.kubelet.stop()
-        operator.stop()
-        sources.close()
-        if RESULTS:
-            Path(RESULTS).write_text(json.dumps(w.timings, indent=2))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from saigon_operator.names import InvalidName, check_adapter_name
-from saigon_operator.specs import SpecError, Target, parse_target
+from saigon_operator.specs import Target, target_or_none
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,10 @@ def desired_from(obj: dict[str, Any], pod: str = "") -> Desired | None:
         check_adapter_name(name)
     except InvalidName:
         return None
-    target = _parse(status.get("target"))
+    target = target_or_none(status.get("target"))
     promotion = status.get("promotion") if isinstance(status.get("promotion"), dict) else {}
     assert isinstance(promotion, dict)
-    candidate = _parse(promotion.get("candidate"))
+    candidate = target_or_none(promotion.get("candidate"))
     canary_pods = promotion.get("canaryPods") if isinstance(promotion.get("canaryPods"), list) else []
     assigned = candidate is not None and (promotion.get("allPods") is True or pod in (canary_pods or []))
     retain = promotion.get("retain")
@@ -76,15 +76,6 @@ def desired_from(obj: dict[str, Any], pod: str = "") -> Desired | None:
         evaluation=_evaluation(promotion.get("evaluation")) if assigned else (),
         collect_stats=assigned and promotion.get("collectStats") is True,
     )
-
-
-def _parse(raw: object) -> Target | None:
-    if not isinstance(raw, dict):
-        return None
-    try:
-        return parse_target(raw)
-    except SpecError:
-        return None
 
 
 def number(value: object) -> float | None:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from saigon_operator.reports import AdapterReport
-from saigon_operator.specs import Promotion, SpecError, Target, parse_target
+from saigon_operator.specs import Promotion, Target, target_or_none
 
 Stage = Literal["Waiting", "Canary", "Full"]
 APPROVE_ANNOTATION = "saigon.ai/approve"
@@ -113,8 +113,8 @@ class PromotionState:
         """Back from a written status (an operator restart); anything unreadable reads as absent."""
         raw = status.get("promotion") if isinstance(status.get("promotion"), dict) else {}
         assert isinstance(raw, dict)
-        stable = _target(status.get("target"))
-        candidate = _target(raw.get("candidate"))
+        stable = target_or_none(status.get("target"))
+        candidate = target_or_none(raw.get("candidate"))
         stage = raw.get("stage") if raw.get("stage") in ("Waiting", "Canary", "Full") else None
         rolled = raw.get("rolledBack")
         history = tuple(
@@ -479,12 +479,3 @@ def _epoch(value: object) -> float | None:
         except ValueError:
             continue
     return None
-
-
-def _target(raw: object) -> Target | None:
-    if not isinstance(raw, dict):
-        return None
-    try:
-        return parse_target(raw)
-    except SpecError:
-        return None

@@ -282,6 +282,16 @@ def parse_target(raw: dict[str, Any]) -> Target:
     return target
 
 
+def target_or_none(raw: object) -> Target | None:
+    """A target read back from status: None when absent or not valid (status is ours, but old)."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return parse_target(raw)
+    except SpecError:
+        return None
+
+
 # --- SaigonModel -------------------------------------------------------------------------------
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ import kubernetes
 from controlplane.certs import CertificateAuthority
 from controlplane.cluster import Cluster
 
-from saigon_e2e.artifacts import Artifact
+from saigon_e2e.artifacts import Artifact, make_base
 from saigon_e2e.kubelet import FakeKubelet, RuntimePod
 from saigon_e2e.operator_proc import OperatorProcess
 from saigon_e2e.source_server import SourceServer
@@ -199,3 +202,40 @@ class World:
         for pod in self.pods if self.kubelet else []:
             parts.append(f"--- agent {pod.name} (tail) ---\n{pod.log('agent')[-2000:]}")
         return "\n".join(parts)
+
+
+@contextmanager
+def running_world(
+    cluster: Cluster, api: kubernetes.client.ApiClient, workdir: Path, *, prefix: str, replicas: int,
+    source_dirs: tuple[str, ...] = (), results: str | None = None,
+) -> Iterator[World]:  # fmt: skip
+    """A namespace with the operator leading, a SaigonModel of `replicas` pods whose runtimes and
+    agents run for real under the fake kubelet, and an HTTPS source server; all stopped after."""
+    install_crds(cluster)
+    namespace = f"{prefix}-{secrets.token_hex(3)}"
+    kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
+    sources, ca = make_source_server(workdir)
+    operator = OperatorProcess(cluster, namespace, workdir, lease_duration=3, unload_timeout=60).start()
+    w = World(cluster, api, namespace, workdir, sources, ca, make_base(workdir / "base"), operator)
+    try:
+        w.create_token_secret()
+        operator.wait_leading()
+        w.kubectl_apply(w.model_manifest(replicas=replicas))
+        w.wait_for(lambda: w.cluster.kubectl("get", "deployment", MODEL, "-n", namespace), 30, "deployment created")
+        (workdir / "sources").mkdir(exist_ok=True)
+        for sub in source_dirs:
+            (workdir / "sources" / sub).mkdir(parents=True)
+        w.kubelet = FakeKubelet(
+            cluster, api, namespace, MODEL,
+            base_model=w.base_model, workdir=workdir / "pods", ca_bundle=ca, sources_root=workdir / "sources",
+        )  # fmt: skip
+        w.kubelet.start_pods(replicas)
+        w.kubelet.wait_runtimes_up()
+        yield w
+    finally:
+        if w.kubelet is not None:
+            w.kubelet.stop()
+        operator.stop()
+        sources.close()
+        if results:
+            Path(results).write_text(json.dumps(w.timings, indent=2))

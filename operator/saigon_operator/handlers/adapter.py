@@ -17,7 +17,7 @@ from saigon_operator.handlers.context import OperatorContext, classify
 from saigon_operator.handlers.model import sync_agent_role
 from saigon_operator.kube import ApiError, custom_path
 from saigon_operator.promotion import PromotionState
-from saigon_operator.specs import SpecError, Target, parse_adapter_spec, parse_target
+from saigon_operator.specs import SpecError, Target, parse_adapter_spec, target_or_none
 from saigon_operator.status import PodView, now_iso
 
 log = logging.getLogger(__name__)
@@ -55,16 +55,6 @@ def winner(claims: Iterable[Claim]) -> Claim | None:
     return live[0] if live else None
 
 
-def _previous_target(status: Mapping[str, Any]) -> Target | None:
-    raw = status.get("target")
-    if not isinstance(raw, dict):
-        return None
-    try:
-        return parse_target(raw)
-    except SpecError:
-        return None
-
-
 async def reconcile(body: dict[str, Any], claims: Iterable[Claim], ctx: OperatorContext, retry: int) -> None:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
@@ -79,7 +69,7 @@ async def reconcile(body: dict[str, Any], claims: Iterable[Claim], ctx: Operator
         generation=meta.get("generation"),
         written=existing.written if existing else dict(status),
     )
-    previous = existing.target if existing else _previous_target(status)
+    previous = existing.target if existing else target_or_none(status.get("target"))
     record.target = previous
     record.promotion = existing.promotion if existing else PromotionState.from_status(status)
     record.annotations = {k: str(v) for k, v in (meta.get("annotations") or {}).items()}

@@ -26,7 +26,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,18 +39,14 @@ from typing import Any
 
 import aiohttp
 
+from saigon_runtime.bench.load import free_port, percentile
+
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 USER_HEADER = "X-Saigon-User"
 REPLICA_HEADER = "X-Saigon-Replica"
 PROMPT = "the cat and the dog sail on the river"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def user_name(user: int) -> str:
@@ -341,15 +336,6 @@ def replicas_per_user(outcomes: Sequence[Outcome]) -> dict[int, set[str]]:
         if o.error is None and o.replica:
             seen.setdefault(o.user, set()).add(o.replica)
     return seen
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = q / 100.0 * (len(ordered) - 1)
-    low, high = int(rank), min(int(rank) + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 # ---- the benchmark ------------------------------------------------------------------------------
