@@ -234,6 +234,11 @@ class Engine:
                 f"exceeds the model's context of {self.max_positions}"
             )
 
+    def waiting_adapters(self) -> set[str]:
+        """Names of the adapters that queued requests ask for."""
+        with self._cond:
+            return {h.request.adapter.name for h in self._waiting if h.request.adapter is not None}
+
     def stats(self) -> EngineStats:
         with self._cond:
             queue, running = len(self._waiting), len(self._running)

@@ -57,10 +57,9 @@ def create_app(config: RuntimeConfig, engine: Engine | None = None) -> web.Appli
     )
     app[STATE_KEY] = state
     if config.gie_metrics:
-        from saigon_runtime.server.gie_metrics import AdapterRequests, GieCollector
+        from saigon_runtime.server.gie_metrics import GieCollector
 
-        state.gie_requests = AdapterRequests()
-        state.metrics.registry.register(GieCollector(lambda: state.engine, state.gie_requests))
+        state.metrics.registry.register(GieCollector(lambda: state.engine))
     app[CREDENTIALS_KEY] = Credentials(config.admin_token, dict(config.inference_tokens))
     routes = all_routes()
     access: dict[web.AbstractRoute, Access] = {}

@@ -121,8 +121,6 @@ def submit(state: ServerState, request: GenerationRequest, *, stream: bool = Fal
     except Exception as exc:
         state.metrics.rejections.labels(getattr(exc, "kind", "error")).inc()
         raise
-    if state.gie_requests is not None and request.adapter is not None:
-        state.gie_requests.add(handle, request.adapter.name)
     return Generation(state, handle, request.adapter, events)
 
 

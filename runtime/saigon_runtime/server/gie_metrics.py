@@ -9,7 +9,6 @@ batch rows in use (max_batch_size is what fills first).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -19,35 +18,11 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from saigon_runtime.engine.engine import Engine, EngineStats
-    from saigon_runtime.engine.types import RequestHandle
-
-
-class AdapterRequests:
-    """The adapters of the requests in flight (submitted, not finished), for the waiting list."""
-
-    def __init__(self) -> None:
-        self._live: dict[int, tuple[RequestHandle, str]] = {}
-        self._lock = threading.Lock()
-
-    def add(self, handle: RequestHandle, adapter: str) -> None:
-        with self._lock:
-            self._prune()
-            self._live[id(handle)] = (handle, adapter)
-
-    def names(self) -> set[str]:
-        with self._lock:
-            self._prune()
-            return {name for _, name in self._live.values()}
-
-    def _prune(self) -> None:
-        for key in [k for k, (h, _) in self._live.items() if h.done()]:
-            del self._live[key]
 
 
 class GieCollector(Collector):
-    def __init__(self, engine_source: Callable[[], Engine | None], requests: AdapterRequests) -> None:
+    def __init__(self, engine_source: Callable[[], Engine | None]) -> None:
         self._engine_source = engine_source
-        self._requests = requests
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -68,7 +43,7 @@ class GieCollector(Collector):
             gauge.add_metric(model, float(value))
             yield gauge
         running = engine.adapters.pool.in_use_names()
-        waiting = sorted(self._requests.names() - set(running))
+        waiting = sorted(engine.waiting_adapters() - set(running))
         info = GaugeMetricFamily(
             "vllm:lora_requests_info",
             "Adapters of running and waiting requests; the value is when this was read.",

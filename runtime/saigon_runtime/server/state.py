@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from saigon_runtime.audit import AuditLog
     from saigon_runtime.engine.engine import Engine
     from saigon_runtime.mesh.store import MeshStore
-    from saigon_runtime.server.gie_metrics import AdapterRequests
     from saigon_runtime.service import InferenceService
 
 
@@ -41,7 +40,6 @@ class ServerState:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     watcher: AdapterWatcher | None = None  # finds new adapters and `active` flips on disk
     versions: VersionStats = field(default_factory=VersionStats)  # per adapter version, for promotion gates
-    gie_requests: AdapterRequests | None = None  # adapters of requests in flight (SAIGON_GIE_METRICS)
 
     def ready_engine(self) -> Engine:
         """The engine, or 503 while it loads, after it failed, or once the server is draining."""
