@@ -32,6 +32,7 @@ import kubernetes
 import pytest
 from controlplane.cluster import Cluster
 from controlplane.processes import free_port, spawn, terminate
+from controlplane.waiting import eventually
 from saigon_chart import (
     ALL_ON,
     CHART,
@@ -123,19 +124,12 @@ class Stack:
         return obj
 
     def wait(self, probe: Any, what: str, timeout: float = 120.0) -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            try:
-                last = probe()
-                if last:
-                    return last
-            except Exception as exc:  # not there yet
-                last = exc
-            if self.operator is not None and self.operator.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise AssertionError(f"{what}: not reached; last: {last!r}\n--- operator log ---\n{self.operator_log_tail()}")
+        operator = self.operator
+        return eventually(
+            probe, timeout, 0.2, what,
+            details=lambda: f"--- operator log ---\n{self.operator_log_tail()}",
+            give_up=lambda: operator is not None and operator.poll() is not None,
+        )  # fmt: skip
 
     def operator_log_tail(self) -> str:
         return self.operator_log.read_text(errors="replace")[-4000:] if self.operator_log.exists() else ""

@@ -9,11 +9,20 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def eventually(probe: Callable[[], T], timeout: float = 30.0, interval: float = 0.2, what: str = "") -> T:
+def eventually(
+    probe: Callable[[], T],
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    what: str = "",
+    *,
+    details: Callable[[], str] | None = None,
+    give_up: Callable[[], bool] | None = None,
+) -> T:
     """Calls `probe` until it returns a truthy value, and returns that value.
 
-    Exceptions raised by `probe` count as "not yet"; after `timeout` seconds an
-    AssertionError reports the last value or exception.
+    Exceptions raised by `probe` count as "not yet"; after `timeout` seconds, or as soon as
+    `give_up()` is true (the process that should get there died), an AssertionError reports
+    the last value or exception, followed by `details()`.
     """
     deadline = time.monotonic() + timeout
     last: object = None
@@ -25,6 +34,7 @@ def eventually(probe: Callable[[], T], timeout: float = 30.0, interval: float = 
             last = value
         except Exception as error:
             last = error
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what or probe!r} not reached within {timeout}s; last: {last!r}")
+        if time.monotonic() > deadline or (give_up is not None and give_up()):
+            message = f"{what or probe!r} not reached within {timeout}s; last: {last!r}"
+            raise AssertionError(message + (f"\n{details()}" if details is not None else ""))
         time.sleep(interval)

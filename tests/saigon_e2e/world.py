@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from typing import Any
 import kubernetes
 from controlplane.certs import CertificateAuthority
 from controlplane.cluster import Cluster
+from controlplane.waiting import eventually
 
 from saigon_e2e.artifacts import Artifact, make_base
 from saigon_e2e.kubelet import FakeKubelet, RuntimePod
@@ -144,17 +144,7 @@ class World:
     # --- waiting ----------------------------------------------------------------------------------
 
     def wait_for(self, probe: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            try:
-                last = probe()
-                if last:
-                    return last
-            except Exception as exc:  # not there yet
-                last = exc
-            time.sleep(interval)
-        raise AssertionError(f"{what}: not reached in {timeout}s; last: {last!r}\n{self.diagnostics()}")
+        return eventually(probe, timeout, interval, what, details=self.diagnostics)
 
     def served_everywhere(self, name: str, version: str, replicas: int | None = None) -> dict[str, Any] | None:
         """The adapter's status says every replica serves `version` (and how many replicas)."""
