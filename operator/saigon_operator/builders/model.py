@@ -159,32 +159,29 @@ def build_role_binding(owner: Owner) -> dict[str, Any]:
     }
 
 
-def build_service(owner: Owner, spec: ModelSpec) -> dict[str, Any]:
+def http_service(metadata: dict[str, Any], selector: dict[str, str], port: int, **spec: Any) -> dict[str, Any]:
+    """A Service with one `http` port onto the pods' `http` container port."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(owner, names_for(owner.name)["service"]),
+        "metadata": metadata,
         "spec": {
-            "type": "ClusterIP",
-            "selector": selector_labels(owner.name),
-            "ports": [{"name": "http", "port": spec.port, "targetPort": "http", "protocol": "TCP"}],
+            **spec,
+            "selector": selector,
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
+
+
+def build_service(owner: Owner, spec: ModelSpec) -> dict[str, Any]:
+    meta = _meta(owner, names_for(owner.name)["service"])
+    return http_service(meta, selector_labels(owner.name), spec.port, type="ClusterIP")
 
 
 def build_headless_service(owner: Owner, spec: ModelSpec) -> dict[str, Any]:
     """Per-pod DNS and endpoints, for clients (and a router) that pick a replica themselves."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _meta(owner, names_for(owner.name)["headless"]),
-        "spec": {
-            "clusterIP": "None",
-            "selector": selector_labels(owner.name),
-            "publishNotReadyAddresses": False,
-            "ports": [{"name": "http", "port": spec.port, "targetPort": "http", "protocol": "TCP"}],
-        },
-    }
+    meta = _meta(owner, names_for(owner.name)["headless"])
+    return http_service(meta, selector_labels(owner.name), spec.port, clusterIP="None", publishNotReadyAddresses=False)
 
 
 def build_pdb(owner: Owner, spec: ModelSpec) -> dict[str, Any]:

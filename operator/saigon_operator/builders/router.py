@@ -12,7 +12,7 @@ from typing import Any
 
 from saigon_operator import resources as r
 from saigon_operator.builders import haproxy
-from saigon_operator.builders.model import Owner, names_for
+from saigon_operator.builders.model import Owner, http_service, names_for
 from saigon_operator.specs import ModelSpec
 
 ROUTER_CONTAINER = "haproxy"
@@ -91,16 +91,8 @@ def build_config_map(owner: Owner, spec: ModelSpec) -> dict[str, Any]:
 
 
 def build_router_service(owner: Owner, spec: ModelSpec) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _meta(owner, router_names(owner.name)["service"]),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": router_selector(owner.name),
-            "ports": [{"name": "http", "port": spec.port, "targetPort": "http", "protocol": "TCP"}],
-        },
-    }
+    meta = _meta(owner, router_names(owner.name)["service"])
+    return http_service(meta, router_selector(owner.name), spec.port, type="ClusterIP")
 
 
 def build_router_deployment(owner: Owner, spec: ModelSpec, config_map: dict[str, Any]) -> dict[str, Any]:
