@@ -140,7 +140,8 @@ def test_a_lost_notification_channel_never_serves_stale_data(
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         # Kill every LISTEN connection: b's listener drops, b stops caching until it is back.
         conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
         )
     a.put_mesh("alice", graph("after"))
     eventually(lambda: text_of(b.get_mesh("alice")) == "after")

@@ -85,7 +85,7 @@ def running_postgres(workdir: Path | None = None, *, max_connections: int = 200)
     own = workdir is None or os.geteuid() == 0
     root = Path(tempfile.mkdtemp(prefix="saigon-pg-")) if own or workdir is None else workdir
     root.mkdir(parents=True, exist_ok=True)
-    os.chmod(root, 0o755)
+    os.chmod(root, 0o755)  # noqa: S103 - the server runs as another user and must enter it
     bin_dir = find_bin_dir()
     data, sockets = root / "data", root / "sockets"
     sockets.mkdir(exist_ok=True)
