@@ -128,6 +128,7 @@ def _parse(type_name: str, raw: str) -> object:
     if type_name.startswith("list"):
         return [item.strip() for item in raw.split(",") if item.strip()]
     if type_name.startswith("dict"):
-        pairs = (item.split("=", 1) for item in raw.split(",") if "=" in item)
-        return {token.strip(): user.strip() for token, user in pairs}
+        from saigon_runtime.server.tokens import parse_tokens
+
+        return parse_tokens(raw)
     return raw

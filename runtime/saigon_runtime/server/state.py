@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from saigon_runtime.adapters.watcher import AdapterWatcher
     from saigon_runtime.audit import AuditLog
     from saigon_runtime.engine.engine import Engine
-    from saigon_runtime.mesh.store import MeshStore
     from saigon_runtime.service import InferenceService
+    from saigon_runtime.userstore import UserStore
 
 
 @dataclass
@@ -28,7 +28,7 @@ class ServerState:
     engine: Engine | None = None
     service: InferenceService | None = None  # prompt assembly and reporting, shared with SaigonInference
     engine_error: str | None = None  # why the base model failed to load, when it did
-    mesh: MeshStore | None = None
+    users: UserStore | None = None  # per-user data: meshes, the user -> domain map
     audit: AuditLog | None = None
     draining: bool = False
     started_at: float = field(default_factory=time.time)

@@ -54,7 +54,7 @@ def migrate(conn: psycopg.Connection[object]) -> list[int]:
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         rows = conn.execute("SELECT version FROM saigon_schema_migrations").fetchall()
-        done = {int(row[0]) for row in rows}  # type: ignore[index, call-overload]
+        done = {int(row[0]) for row in rows}  # type: ignore[index]
         if done and max(done) > LATEST:
             raise SchemaTooNew(f"the database schema is at version {max(done)}; this runtime knows up to {LATEST}")
         for migration in MIGRATIONS:
@@ -71,4 +71,4 @@ def migrate(conn: psycopg.Connection[object]) -> list[int]:
 
 def schema_version(conn: psycopg.Connection[object]) -> int:
     row = conn.execute("SELECT coalesce(max(version), 0) FROM saigon_schema_migrations").fetchone()
-    return int(row[0]) if row is not None else 0  # type: ignore[index, call-overload]
+    return int(row[0]) if row is not None else 0  # type: ignore[index]

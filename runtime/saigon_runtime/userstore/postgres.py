@@ -60,7 +60,7 @@ class PostgresUserStore:
         try:
             self.pool.open(wait=True, timeout=timeout_s)
             with self.pool.connection() as conn:
-                applied = migrate(conn)  # type: ignore[arg-type]
+                applied = migrate(conn)
         except (psycopg.Error, PoolTimeout) as exc:
             self.pool.close()
             raise StoreUnavailable(f"cannot reach the user store database ({type(exc).__name__})") from None
