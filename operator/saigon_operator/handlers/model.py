@@ -10,6 +10,7 @@ from saigon_operator.aggregator import ModelRecord
 from saigon_operator.builders.model import Owner, build_children, build_role, selector_string
 from saigon_operator.builders.router import build_router, router_kinds, router_names
 from saigon_operator.handlers.context import OperatorContext, classify
+from saigon_operator.handlers.credentials import ensure_credentials
 from saigon_operator.kube import ApiError, object_path
 from saigon_operator.specs import SpecError, parse_model_spec
 
@@ -43,6 +44,8 @@ async def reconcile(body: dict[str, Any], ctx: OperatorContext, retry: int) -> N
         record.spec_hash = deployment["spec"]["template"]["metadata"]["annotations"][r.SPEC_HASH_ANNOTATION]
         what = ""
         try:
+            what = "creating the model's credentials"
+            await ensure_credentials(ctx, owner, spec)
             for child in children:
                 what = f"applying {child['kind']} {child['metadata']['name']}"
                 await apply(ctx, child)
