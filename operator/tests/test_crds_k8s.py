@@ -173,3 +173,26 @@ def test_agents_can_select_adapters_by_model(crds: Cluster, k8s_namespace: str) 
     apply(crds, k8s_namespace, adapter("a2", modelRef={"name": "other"}))
     out = crds.kubectl("get", "sga", "-n", k8s_namespace, "--field-selector", "spec.modelRef.name=other", "-o", "name")
     assert out.split() == ["saigonadapter.saigon.ai/a2"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"userStore": {"files": {}, "postgres": {"dsnSecretRef": {"name": "pg"}}}}, "one of files or postgres"),
+        ({"audit": {"destination": "Volume"}}, "needs audit.claimName"),
+        ({"auth": {"users": ["a..b"]}}, "must not contain '..'"),
+        ({"auth": {"users": ["../x"]}}, "spec.auth.users"),
+        ({"auth": {"inference": "Sometimes"}}, "spec.auth.inference"),
+    ],
+)
+def test_bad_per_user_settings_are_rejected_at_admission(
+    crds: Cluster, k8s_namespace: str, spec: dict[str, Any], message: str
+) -> None:
+    assert message in rejected(crds, k8s_namespace, model(**spec))
+
+
+def test_per_user_defaults_are_applied(crds: Cluster, k8s_namespace: str) -> None:
+    stored = apply(crds, k8s_namespace, model(name="peruser", auth={}, mesh={}, audit={}))["spec"]
+    assert stored["auth"] == {"inference": "Required"}
+    assert stored["mesh"] == {"openaiDefault": False, "maxContextTokens": 256}
+    assert stored["audit"] == {"destination": "Stdout", "logPrompts": False, "rawUserIds": False}
