@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 MAX_TOKENS_FILE_BYTES = 4 << 20
 
 
-class InvalidTokens(ValueError):
-    pass
+class InvalidTokens(Exception):
+    """Not a ValueError: the config loader quotes a ValueError's raw value, and this one is a secret."""
 
 
 def parse_tokens(text: str, *, source: str = "SAIGON_INFERENCE_TOKENS") -> dict[str, str]:
