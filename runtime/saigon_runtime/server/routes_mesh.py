@@ -17,12 +17,7 @@ from saigon_runtime.userstore import UserStore
 
 
 def _store(request: web.Request) -> UserStore:
-    store = state_of(request).users
-    if store is None:
-        raise ApiError(
-            409, "this runtime has no user store (set SAIGON_MESH_DIR or SAIGON_USER_STORE)", code="mesh_disabled"
-        )
-    return store
+    return state_of(request).user_store()
 
 
 def _user(request: web.Request) -> str:

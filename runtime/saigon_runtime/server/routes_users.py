@@ -7,7 +7,6 @@ import asyncio
 
 from aiohttp import web
 from saigon_runtime.mesh.schema import validate_user_id
-from saigon_runtime.server.errors import ApiError
 from saigon_runtime.server.protocol import USER_ID_PATTERN, UserDomainRequest, UserDomainResponse, json_body
 from saigon_runtime.server.routing import Access, RouteDef, parse_body
 from saigon_runtime.server.state import state_of
@@ -15,12 +14,7 @@ from saigon_runtime.userstore import UserStore
 
 
 def _store(request: web.Request) -> UserStore:
-    store = state_of(request).users
-    if store is None:
-        raise ApiError(
-            409, "this runtime has no user store (set SAIGON_MESH_DIR or SAIGON_USER_STORE)", code="user_store_disabled"
-        )
-    return store
+    return state_of(request).user_store("user_store_disabled")
 
 
 async def get_domain(request: web.Request) -> web.Response:

@@ -55,6 +55,12 @@ class ServerState:
         assert self.service is not None
         return self.service
 
+    def user_store(self, code: str = "mesh_disabled") -> UserStore:
+        """The user store, or 409 `code` when this runtime has none."""
+        if self.users is None:
+            raise ApiError(409, "this runtime has no user store (set SAIGON_MESH_DIR or SAIGON_USER_STORE)", code=code)
+        return self.users
+
     def stats(self) -> Any | None:
         return self.engine.stats() if self.engine is not None else None
 
