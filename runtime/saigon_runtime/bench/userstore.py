@@ -34,11 +34,20 @@ from saigon_runtime.bench.load import percentile
 from saigon_runtime.mesh.retrieval import DEFAULT_MAX_TOKENS, build_context
 from saigon_runtime.userstore.postgres import PostgresUserStore
 
-WORDS = (
+COMMON = (
     "goat river bread soup boat garden music piano travel budget coffee tea bike mountain "
     "book film cat dog recipe oven market city train doctor school project meeting code "
     "python garden tomato salad friend sister brother holiday beach winter summer rain"
 ).split()
+# A person's notes use a few common words often and many rare ones: Zipf-distributed draws from
+# the common words and 2,000 rarer ones (with only the common words, every query term would
+# match a third of the nodes, which no real graph does).
+WORDS = COMMON + [f"{COMMON[i % len(COMMON)]}{i}" for i in range(2000)]
+_ZIPF = [1.0 / (rank + 1) for rank in range(len(WORDS))]
+
+
+def words(rng: random.Random, k: int) -> list[str]:
+    return rng.choices(WORDS, weights=_ZIPF, k=k)
 
 
 @dataclass
@@ -59,8 +68,8 @@ class Figures:
 
 def make_graph(rng: random.Random, nodes: int, marker: str = "") -> dict[str, Any]:
     items = [
-        {"id": f"n{i}", "label": f"{rng.choice(WORDS)} {i}",
-         "text": " ".join(rng.choices(WORDS, k=rng.randint(6, 12))) + (f" {marker}" if marker and i == 0 else ""),
+        {"id": f"n{i}", "label": f"{words(rng, 1)[0]} {i}",
+         "text": " ".join(words(rng, rng.randint(6, 12))) + (f" {marker}" if marker and i == 0 else ""),
          "weight": round(rng.uniform(0.5, 2.0), 2)}
         for i in range(nodes)
     ]  # fmt: skip
@@ -132,7 +141,7 @@ def run(*, users: int, nodes: int, requests: int, writes: int, dsn: str | None =
         b = PostgresUserStore(url, max_cached=max(16, requests))
         stack.callback(b.close)
         sample = rng.sample(range(users), min(requests, users))
-        queries = [" ".join(rng.choices(WORDS, k=6)) for _ in sample]
+        queries = [" ".join(words(rng, 6)) for _ in sample]
         cold = [retrieval_ms(a, user_id(u), q, tokenizer) for u, q in zip(sample, queries, strict=True)]
         warm = [retrieval_ms(a, user_id(u), q, tokenizer) for u, q in zip(sample, queries, strict=True)]
         visible = [visibility_ms(a, b, user_id(rng.randrange(users)), nodes, f"mark{i}") for i in range(writes)]

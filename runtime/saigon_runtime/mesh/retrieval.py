@@ -129,6 +129,9 @@ def render_context(
     count = count_tokens or make_token_counter(None)
     node_lines: list[str] = []
     chosen: list[ScoredNode] = []
+    # Each line is counted once (plus one token per line break), not the growing text after every
+    # line: that was quadratic in the lines. The exact count of the final text has the last word.
+    used = 0
 
     def clean(text: str) -> str:
         return neutralise(one_line(text), forbidden_tokens)
@@ -136,30 +139,40 @@ def render_context(
     for item in selected:
         label, body = clean(item.node.label), clean(item.node.text)
         line = f"- {label}: {body}" if body else f"- {label}"
-        if count(_join([*node_lines, line])) <= max_tokens:
+        cost = count(line) + (1 if node_lines else 0)
+        if used + cost <= max_tokens:
             node_lines.append(line)
             chosen.append(item)
+            used += cost
             continue
         truncated = _truncate_to_fit(node_lines, f"- {label}:", body.split(), count, max_tokens)
         if truncated is not None:
             node_lines.append(truncated)
             chosen.append(item)
         break
+    while node_lines and count(_join(node_lines)) > max_tokens:
+        node_lines.pop()
+        chosen.pop()
     if not chosen:
         return None
 
     text = _join(node_lines)
+    used = count(text)
     chosen_ids = {item.node.id for item in chosen}
     label_of = {item.node.id: clean(item.node.label) for item in chosen}
     relation_lines: list[str] = []
     for edge in graph.edges:
         if edge.source in chosen_ids and edge.target in chosen_ids and edge.source != edge.target:
             line = f"- {label_of[edge.source]} {clean(edge.relation)} {label_of[edge.target]}"
-            candidate = _join([*node_lines, RELATIONS_HEADER, *relation_lines, line])
-            if count(candidate) > max_tokens:
+            cost = count(line) + 1 + (0 if relation_lines else count(RELATIONS_HEADER) + 1)
+            if used + cost > max_tokens:
                 break
             relation_lines.append(line)
-            text = candidate
+            used += cost
+    while relation_lines and count(_join([*node_lines, RELATIONS_HEADER, *relation_lines])) > max_tokens:
+        relation_lines.pop()
+    if relation_lines:
+        text = _join([*node_lines, RELATIONS_HEADER, *relation_lines])
     return MeshContext(text=text, node_ids=tuple(item.node.id for item in chosen), tokens=count(text))
 
 
