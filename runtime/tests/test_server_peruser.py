@@ -100,6 +100,7 @@ def test_an_admin_set_domain_takes_its_place_in_the_cascade(server: LiveServer) 
     assert infer["fallback_reason"] == "user_jason: missing"
     assert requests.put(url, json={"domain": None}, headers=ADMIN, timeout=10).json()["domain"] is None
     assert requests.put(url, json={"domain": "../x"}, headers=ADMIN, timeout=10).status_code == 422
+    assert requests.put(url, json={"domain": "cooking\n"}, headers=ADMIN, timeout=10).status_code in (400, 422)
     assert requests.get(url, headers=ADMIN, timeout=10).json() == {"user_id": "jason", "domain": None}
 
 

@@ -274,7 +274,8 @@ class AdapterStatsResponse(_Response):
     versions: list[VersionStatsModel]
 
 
-DomainName = Annotated[str, Field(pattern=r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z", examples=["cooking"])]
+# (The user store checks it again as a full match: no trailing newline.)
+DomainName = Annotated[str, Field(pattern=r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", examples=["cooking"])]
 
 
 class UserDomainRequest(_Request):
