@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from saigon_operator import names
+from saigon_contract import names
 from saigon_operator.builders.model import RUNTIME_ENV
 from saigon_runtime.adapters import names as runtime_names
 from saigon_runtime.config import DEFAULT_PORT, ENV_VARS

@@ -14,7 +14,7 @@ import os
 import secrets
 from pathlib import Path
 
-from saigon_operator.names import ACTIVE_LINK, check_adapter_name, check_version
+from saigon_contract.names import ACTIVE_LINK, check_adapter_name, check_version
 
 from saigon_agent.artifact import fsync_dir, fsync_tree, remove_tree
 from saigon_agent.errors import VersionConflict

@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from saigon_operator.reports import AdapterReport, GateReport, State
-from saigon_operator.specs import Target
-from saigon_operator.status import now_iso
+from saigon_contract.reports import AdapterReport, GateReport, State
+from saigon_contract.specs import Target
+from saigon_contract.status import now_iso
 
 from saigon_agent.desired import Desired, DesiredBook, Evaluation
 from saigon_agent.errors import RuntimeRejected, RuntimeUnavailable, SyncError

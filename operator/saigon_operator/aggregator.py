@@ -16,12 +16,14 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from saigon_contract import resources as r
+from saigon_contract.kube import ApiError, KubeClient, custom_path
+from saigon_contract.specs import Promotion, SpecError, Target
+from saigon_contract.status import now_iso
+
 from saigon_operator import metrics
-from saigon_operator import resources as r
 from saigon_operator.events import EventRecorder
-from saigon_operator.kube import ApiError, KubeClient, custom_path
 from saigon_operator.promotion import Plan, PodInput, PromotionState, plan
-from saigon_operator.specs import Promotion, SpecError, Target
 from saigon_operator.status import (
     AdapterFacts,
     ModelFacts,
@@ -29,7 +31,6 @@ from saigon_operator.status import (
     adapter_status,
     find_condition,
     model_status,
-    now_iso,
     without_timestamps,
 )
 

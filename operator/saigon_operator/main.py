@@ -8,14 +8,14 @@ import logging
 from typing import Any
 
 import kopf
+from saigon_contract import resources as r
+from saigon_contract.kube import Credentials, KubeClient
 
-from saigon_operator import resources as r
 from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.model import Defaults
 from saigon_operator.events import EventRecorder
 from saigon_operator.handlers import adapter, model, pods
 from saigon_operator.handlers.context import OperatorContext
-from saigon_operator.kube import Credentials, KubeClient
 from saigon_operator.settings import OperatorConfig
 from saigon_operator.status import PodView, pod_view
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from saigon_operator import resources as r
+from saigon_contract import resources as r
+
 from saigon_operator.handlers.context import OperatorContext
 from saigon_operator.status import PodView, pod_view
 

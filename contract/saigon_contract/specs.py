@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from saigon_operator import names
+from saigon_contract import names
 
 
 class SpecError(ValueError):
