@@ -7,14 +7,35 @@ The runtime enforces the same shapes on its side; both follow the on-disk layout
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
-# The runtime's rules (runtime/saigon_runtime/adapters/names.py): one path segment, at most
-# 63 characters, never "." / ".." / "active", and no ".." anywhere.
-_ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
-SCOPE_ID_RE = re.compile(rf"^{_ID}$")
-VERSION_RE = re.compile(rf"^{_ID}$")
-ADAPTER_NAME_RE = re.compile(rf"^(user_{_ID}|domain_{_ID}|global)$")
+# A user id, a domain or a version: one path segment of at most 63 characters (the CRD's
+# scope.user maxLength), never "." / ".." / "active", and no ".." anywhere. Match with
+# fullmatch (or the anchored *_PATTERN strings): `$` would let a trailing newline through.
+ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
+SCOPE_ID_RE = re.compile(ID)
+VERSION_RE = re.compile(ID)
+ADAPTER_NAME_RE = re.compile(rf"user_{ID}|domain_{ID}|global")
 ACTIVE_LINK = "active"
+# The same rules as one anchored pattern each, for JSON schemas and pydantic fields (python-re:
+# the lookaheads forbid ".." and, since Python's `$` also matches before a final newline, "\n").
+_GUARD = r"^(?!.*\.\.)(?!.*\n)"
+USER_ID_PATTERN = rf"{_GUARD}{ID}$"
+VERSION_PATTERN = rf"{_GUARD}(?!{ACTIVE_LINK}$){ID}$"
+
+
+def is_scope_id(value: object) -> TypeGuard[str]:
+    """A user id or domain: what follows `user_` / `domain_` in an adapter name."""
+    return isinstance(value, str) and SCOPE_ID_RE.fullmatch(value) is not None and ".." not in value
+
+
+def is_version(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and VERSION_RE.fullmatch(value) is not None
+        and value != ACTIVE_LINK
+        and ".." not in value
+    )
 
 
 class InvalidName(ValueError):
@@ -30,18 +51,18 @@ def adapter_name(scope: dict[str, object]) -> str:
     if kind == "global":
         return "global"
     value = scope[kind]
-    if not isinstance(value, str) or not SCOPE_ID_RE.match(value) or ".." in value:
+    if not is_scope_id(value):
         raise InvalidName(f"scope.{kind} must match {SCOPE_ID_RE.pattern}")
     return f"{kind}_{value}"
 
 
 def check_adapter_name(name: str) -> str:
-    if not ADAPTER_NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not ADAPTER_NAME_RE.fullmatch(name) or ".." in name:
         raise InvalidName(f"adapter name must match {ADAPTER_NAME_RE.pattern}")
     return name
 
 
 def check_version(version: str) -> str:
-    if not VERSION_RE.match(version) or version == ACTIVE_LINK or ".." in version:
+    if not is_version(version):
         raise InvalidName(f"version must match {VERSION_RE.pattern}, hold no '..' and not be {ACTIVE_LINK!r}")
     return version

@@ -54,25 +54,30 @@ class RolledBack(_Status):
 _EVAL_PROMPT = TypeAdapter(EvalPrompt)
 
 
+def _wire(default: Any, key: str) -> Any:
+    """A camelCase key on the wire; Python code uses the field's own name."""
+    return Field(default=default, validation_alias=key, serialization_alias=key)
+
+
 class PromotionStatus(_Status):
     """`status.promotion`; `status.target` (the stable version) sits beside it."""
 
     phase: str = "Stable"
     message: str = ""
     progress: str | None = None
-    stable_version: str | None = Field(default=None, alias="stableVersion")
+    stable_version: str | None = _wire(None, "stableVersion")
     retain: tuple[str, ...] | None = None
     history: tuple[HistoryEntry, ...] = ()
-    rolled_back: RolledBack | None = Field(default=None, alias="rolledBack")
+    rolled_back: RolledBack | None = _wire(None, "rolledBack")
     candidate: Target | None = None
     version: str | None = None
     stage: Stage | None = None
-    canary_pods: tuple[str, ...] = Field(default=(), alias="canaryPods")
-    all_pods: bool = Field(default=False, alias="allPods")
-    stage_started_at: str | None = Field(default=None, alias="stageStartedAt")
-    analysis_started_at: str | None = Field(default=None, alias="analysisStartedAt")
+    canary_pods: tuple[str, ...] = _wire((), "canaryPods")
+    all_pods: bool = _wire(False, "allPods")
+    stage_started_at: str | None = _wire(None, "stageStartedAt")
+    analysis_started_at: str | None = _wire(None, "analysisStartedAt")
     evaluation: tuple[EvalPrompt, ...] | None = None
-    collect_stats: bool = Field(default=False, alias="collectStats")
+    collect_stats: bool = _wire(False, "collectStats")
 
     @field_validator("candidate", mode="before")
     @classmethod
@@ -126,7 +131,7 @@ class PromotionStatus(_Status):
             pass
         fields: dict[str, Any] = {}
         for name, info in cls.model_fields.items():
-            key = info.alias or name
+            key = info.validation_alias if isinstance(info.validation_alias, str) else name
             if key not in raw:
                 continue
             try:

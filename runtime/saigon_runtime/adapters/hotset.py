@@ -12,8 +12,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from saigon_contract.names import is_version
+
 from saigon_runtime.adapters.manager import AdapterManager
-from saigon_runtime.adapters.names import NAME_RE, VERSION_RE
+from saigon_runtime.adapters.names import is_name
 from saigon_runtime.engine.types import AdapterRef, EngineError
 
 HOTSET_FILE = ".saigon-hotset.json"
@@ -50,9 +52,7 @@ def load_hot_set(manager: AdapterManager, path: Path | None = None) -> list[Adap
     loaded: list[AdapterRef] = []
     for entry in entries[-manager.pool.capacity :] if isinstance(entries, list) else []:
         name, version = entry.get("name"), entry.get("version")
-        if not (
-            isinstance(name, str) and isinstance(version, str) and NAME_RE.match(name) and VERSION_RE.match(version)
-        ):
+        if not (isinstance(name, str) and isinstance(version, str) and is_name(name) and is_version(version)):
             continue
         ref = AdapterRef(name, version)
         try:

@@ -76,7 +76,7 @@ async def resolve_model(request: web.Request, model: str) -> Resolution:
     engine = state_of(request).ready_engine()
     if model == engine.model_id:
         return Resolution(None, "base")
-    if not NAME_RE.match(model) or ".." in model:
+    if not NAME_RE.fullmatch(model) or ".." in model:
         raise _model_not_found(model)
     check_adapter_visible(request, model)
     try:
