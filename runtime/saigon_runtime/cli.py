@@ -180,7 +180,7 @@ def infer(args: argparse.Namespace) -> dict[str, object]:
 
 def import_legacy(source: Path, dest: Path) -> int:
     from saigon_runtime.adapters.legacy import import_legacy as convert
-    from saigon_runtime.engine.types import AdapterRejected
+    from saigon_runtime.errors import AdapterRejected
 
     try:
         converted = convert(source, dest)

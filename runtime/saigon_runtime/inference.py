@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from saigon_runtime.adapters.names import user_adapter
+from saigon_runtime.assembly import build_engine
 from saigon_runtime.audit import AuditLog
 from saigon_runtime.config import RuntimeConfig
-from saigon_runtime.engine.engine import Engine
-from saigon_runtime.engine.types import InvalidRequest
+from saigon_runtime.errors import InvalidRequest
 from saigon_runtime.mesh import MeshStore
 from saigon_runtime.service import InferenceService, Prepared
 
@@ -44,7 +44,7 @@ class SaigonInference:
         if not use_cache:  # the original "no cache" mode: one resident adapter, nothing kept in host memory
             self.config.max_loras, self.config.max_cpu_loras = 1, 1
         self.use_cache = use_cache
-        self.engine = Engine.from_config(self.config)
+        self.engine = build_engine(self.config)
         self.engine.start()
         mesh = MeshStore(self.config.mesh_dir) if self.config.mesh_dir is not None else None
         audit = AuditLog(self.config.log_dir, log_prompts=self.config.log_prompts) if self.config.log_dir else None

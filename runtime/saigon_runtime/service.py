@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from saigon_runtime.adapters.manager import Resolution
 from saigon_runtime.audit import AuditLog, AuditRecord
 from saigon_runtime.engine.engine import Engine
-from saigon_runtime.engine.types import GenerationRequest, GenerationResult, InvalidRequest, SamplingParams
+from saigon_runtime.engine.types import GenerationRequest, GenerationResult, SamplingParams
+from saigon_runtime.errors import InvalidRequest
 from saigon_runtime.mesh import MeshError, MeshStore, build_context, build_prompt
 
 log = logging.getLogger(__name__)

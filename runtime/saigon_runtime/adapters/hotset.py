@@ -16,7 +16,8 @@ from saigon_contract.names import is_version
 
 from saigon_runtime.adapters.manager import AdapterManager
 from saigon_runtime.adapters.names import is_name
-from saigon_runtime.engine.types import AdapterRef, EngineError
+from saigon_runtime.adapters.types import AdapterRef
+from saigon_runtime.errors import EngineError
 
 HOTSET_FILE = ".saigon-hotset.json"
 log = logging.getLogger(__name__)

@@ -6,7 +6,8 @@ import re
 
 from saigon_contract.names import ACTIVE_LINK, ID, VERSION_RE, is_scope_id, is_version
 
-from saigon_runtime.engine.types import InvalidRequest, scope_of
+from saigon_runtime.adapters.types import scope_of
+from saigon_runtime.errors import InvalidRequest
 
 __all__ = ["check_name", "check_user_id", "check_version", "domain_adapter", "is_name", "scope_of", "user_adapter"]
 

@@ -18,7 +18,7 @@ from saigon_contract import layout
 
 from saigon_runtime.adapters.format import CONFIG_FILE, WEIGHTS_FILE, file_digest, read_config
 from saigon_runtime.adapters.names import check_name, check_version, is_name
-from saigon_runtime.engine.types import AdapterNotFound, InvalidRequest
+from saigon_runtime.errors import AdapterNotFound, InvalidRequest
 
 DOMAINS_FILE = "domains.json"
 _TMP_PREFIX = ".tmp-"

@@ -11,16 +11,9 @@ import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-from saigon_runtime.engine.types import (
-    AdapterRef,
-    EngineBusy,
-    EngineError,
-    EngineStopped,
-    GenerationRequest,
-    GenerationResult,
-    RequestHandle,
-    TokenEvent,
-)
+from saigon_runtime.adapters.types import AdapterRef
+from saigon_runtime.engine.types import GenerationRequest, GenerationResult, RequestHandle, TokenEvent
+from saigon_runtime.errors import EngineBusy, EngineError, EngineStopped
 from saigon_runtime.server.state import ServerState
 from saigon_runtime.service import Prepared
 

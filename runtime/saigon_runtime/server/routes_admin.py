@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
-from saigon_runtime.engine.types import AdapterRef, GenerationRequest, SamplingParams
+from saigon_runtime.adapters.types import AdapterRef
+from saigon_runtime.engine.types import GenerationRequest, SamplingParams
 from saigon_runtime.server.errors import ApiError
 from saigon_runtime.server.generation import new_request_id
 from saigon_runtime.server.protocol import (

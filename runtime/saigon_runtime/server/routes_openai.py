@@ -13,13 +13,8 @@ from aiohttp import web
 from pydantic import BaseModel
 from saigon_runtime.adapters.manager import Resolution
 from saigon_runtime.adapters.names import NAME_RE
-from saigon_runtime.engine.types import (
-    AdapterNotFound,
-    EngineError,
-    GenerationRequest,
-    GenerationResult,
-    SamplingParams,
-)
+from saigon_runtime.engine.types import GenerationRequest, GenerationResult, SamplingParams
+from saigon_runtime.errors import AdapterNotFound, EngineError
 from saigon_runtime.mesh.prompt import build_chat_prompt
 from saigon_runtime.server.auth import check_adapter_visible, effective_user, principal, visible_to
 from saigon_runtime.server.errors import ApiError, from_engine_error
