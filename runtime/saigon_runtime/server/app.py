@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+
 from saigon_runtime.adapters.types import scope_of
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.server import routes_admin, routes_health, routes_mesh, routes_openai, routes_saigon

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from saigon_contract.names import ACTIVE_LINK, USER_ID_PATTERN, VERSION_PATTERN
+
 from saigon_runtime.adapters.names import NAME_RE
 from saigon_runtime.mesh.schema import MeshGraph
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
+
 from saigon_runtime.adapters.types import AdapterRef
 from saigon_runtime.engine.types import GenerationRequest, SamplingParams
 from saigon_runtime.server.errors import ApiError

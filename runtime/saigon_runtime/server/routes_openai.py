@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 from pydantic import BaseModel
+
 from saigon_runtime.adapters.manager import Resolution
 from saigon_runtime.adapters.names import NAME_RE
 from saigon_runtime.engine.types import GenerationRequest, GenerationResult, SamplingParams

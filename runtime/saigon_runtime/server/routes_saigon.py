@@ -11,6 +11,7 @@ import logging
 import time
 
 from aiohttp import web
+
 from saigon_runtime.adapters.names import user_adapter
 from saigon_runtime.engine.types import GenerationResult
 from saigon_runtime.server.auth import check_adapter_visible, effective_user, principal, visible_to
