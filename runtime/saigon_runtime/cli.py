@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from saigon_runtime.config import DEFAULT_PORT, RuntimeConfig
+from saigon_runtime.engine.types import DEFAULT_TEMPERATURE
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     infer = commands.add_parser("infer", help="answer one request and exit")
     infer.add_argument("--user_id", "--user-id", dest="user_id", help="whose adapter and mesh to use")
     infer.add_argument("--prompt", required=True, help="the user's input")
-    infer.add_argument("--temperature", type=float, default=0.7, help="0 is greedy (default 0.7)")
+    infer.add_argument(
+        "--temperature", type=float, default=DEFAULT_TEMPERATURE, help=f"0 is greedy (default {DEFAULT_TEMPERATURE})"
+    )
     infer.add_argument(
         "--max_length",
         "--max-length",

@@ -14,6 +14,7 @@ from saigon_runtime.adapters.names import user_adapter
 from saigon_runtime.assembly import build_engine
 from saigon_runtime.audit import AuditLog
 from saigon_runtime.config import RuntimeConfig
+from saigon_runtime.engine.types import DEFAULT_TEMPERATURE
 from saigon_runtime.errors import InvalidRequest
 from saigon_runtime.mesh import MeshStore
 from saigon_runtime.service import InferenceService, Prepared
@@ -58,7 +59,7 @@ class SaigonInference:
         user_id: str | None,
         user_input: str,
         use_mesh_context: bool = True,
-        temperature: float = 0.7,
+        temperature: float = DEFAULT_TEMPERATURE,
         max_length: int | None = None,
         system_prompt: str | None = None,
         adapter: str | None = None,
@@ -81,7 +82,7 @@ class SaigonInference:
             prepared.append(
                 self._prepare(
                     item.get("user_id"), item["user_input"], item.get("use_mesh_context", True),
-                    item.get("temperature", 0.7), item.get("max_length"), item.get("system_prompt"),
+                    item.get("temperature", DEFAULT_TEMPERATURE), item.get("max_length"), item.get("system_prompt"),
                     item.get("adapter"), item.get("top_p", 1.0),
                 )
             )  # fmt: skip

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # no torch at import: the CLI, the HTTP protocol and the Python API's types load without it
+    import torch
 
-ModuleWeights = dict[str, tuple[torch.Tensor, torch.Tensor]]
+    ModuleWeights = dict[str, tuple[torch.Tensor, torch.Tensor]]
 _serials = itertools.count(1)
 
 

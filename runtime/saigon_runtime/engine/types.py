@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -13,11 +14,17 @@ from saigon_runtime.adapters.types import AdapterRef
 from saigon_runtime.errors import InvalidRequest
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
+# The default of every entry point (Python API, CLI, HTTP); 0 means greedy.
+DEFAULT_TEMPERATURE = 0.7
+
+
+def new_request_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    temperature: float = 0.7  # 0 means greedy
+    temperature: float = DEFAULT_TEMPERATURE
     top_p: float = 1.0
     max_new_tokens: int = 128
     stop: tuple[str, ...] = ()
@@ -53,6 +60,10 @@ class GenerationResult:
     time_to_first_token_s: float | None
     latency_s: float
     error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.finish_reason == "error" or self.error is not None
 
 
 @dataclass

@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from saigon_contract.names import ACTIVE_LINK, USER_ID_PATTERN, VERSION_PATTERN
 
 from saigon_runtime.adapters.names import NAME_RE
+from saigon_runtime.engine.types import DEFAULT_TEMPERATURE
 from saigon_runtime.mesh.schema import MeshGraph
 
 __all__ = ["USER_ID_PATTERN", "VERSION_PATTERN", "MeshGraph"]
@@ -94,7 +95,7 @@ class InferRequest(_Request):
     )
     input_text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
     use_mesh_context: bool = True
-    temperature: Temperature = 0.7
+    temperature: Temperature = DEFAULT_TEMPERATURE
     max_length: Annotated[int, Field(ge=1, description="maximum number of new tokens"), INTEGRAL] | None = None
     system_prompt: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] | None = None
     adapter: AdapterName | None = Field(None, description="serve with this adapter instead of the cascade")

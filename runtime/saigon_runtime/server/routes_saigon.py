@@ -57,7 +57,7 @@ async def prepare(request: web.Request, state: ServerState, item: InferRequest) 
 
 
 def _response(state: ServerState, prepared: Prepared, result: GenerationResult) -> InferResponse:
-    if result.finish_reason == "error" or result.error is not None:
+    if result.failed:
         raise ApiError(500, "generation failed", code="generation_failed")
     answer = record_served(state, prepared, result)
     return InferResponse.model_validate({k: v for k, v in answer.items() if k in InferResponse.model_fields})
