@@ -20,6 +20,7 @@ from saigon_contract import resources as r
 from saigon_contract.kube import ApiError, KubeClient, custom_path
 from saigon_contract.specs import Promotion, SpecError, Target
 from saigon_contract.status import now_iso
+from saigon_contract.workqueue import KeyedQueue
 
 from saigon_operator import metrics
 from saigon_operator.events import EventRecorder
@@ -139,13 +140,16 @@ class Aggregator:
         self.models: dict[Key, ModelRecord] = {}
         self._by_model: dict[Key, set[str]] = {}  # (ns, model) -> adapter object names
         self._last_pods: dict[Key, PodView] = {}  # (ns, pod) -> last view, to diff reports
-        self._dirty_adapters: set[Key] = set()
-        self._dirty_models: set[Key] = set()
-        self._dirty_since: float | None = None
-        self._wake = asyncio.Event()
-        self._wake_models = asyncio.Event()
+        # Model status (replica and adapter counts) changes with every adapter and pod event;
+        # once a second is plenty for it, and spares the API server a write per adapter.
+        self._adapter_queue: KeyedQueue[Key] = KeyedQueue(
+            self._flush_adapter, delay_s=debounce_s, name="adapter-status"
+        )
+        self._model_queue: KeyedQueue[Key] = KeyedQueue(
+            self._flush_model, delay_s=model_debounce_s, name="model-status"
+        )
+        self._marked_at: dict[Key, float] = {}  # first mark of an adapter not yet written (status lag)
         self._locks: dict[Key, asyncio.Lock] = {}
-        self._rechecks: dict[Key, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(concurrency)
 
     # --- what handlers tell us -------------------------------------------------------------------
@@ -166,10 +170,8 @@ class Aggregator:
         if record is not None:
             self._by_model.get((record.namespace, record.model), set()).discard(record.name)
             self.mark_model((record.namespace, record.model))
-        self._dirty_adapters.discard(key)
-        handle = self._rechecks.pop(key, None)
-        if handle is not None:
-            handle.cancel()
+        self._adapter_queue.forget(key)
+        self._marked_at.pop(key, None)
         metrics.OBJECTS.labels("SaigonAdapter").set(len(self.adapters))
 
     def put_model(self, record: ModelRecord) -> ModelRecord:
@@ -183,7 +185,7 @@ class Aggregator:
 
     def forget_model(self, key: Key) -> None:
         self.models.pop(key, None)
-        self._dirty_models.discard(key)
+        self._model_queue.forget(key)
         metrics.OBJECTS.labels("SaigonModel").set(len(self.models))
 
     def adapters_of(self, namespace: str, model: str) -> list[AdapterRecord]:
@@ -219,40 +221,29 @@ class Aggregator:
     # --- flushing --------------------------------------------------------------------------------
 
     def mark_adapter(self, key: Key) -> None:
-        self._dirty_adapters.add(key)
-        if self._dirty_since is None:
-            self._dirty_since = time.perf_counter()
-        self._wake.set()
+        self._marked_at.setdefault(key, time.perf_counter())
+        self._adapter_queue.mark(key)
 
     def mark_model(self, key: Key) -> None:
-        self._dirty_models.add(key)
-        self._wake_models.set()
+        self._model_queue.mark(key)
 
     async def run(self) -> None:
-        await asyncio.gather(self._run_adapters(), self._run_models())
+        """Writes status as marks arrive, until cancelled."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            await asyncio.gather(self._adapter_queue.close(), self._model_queue.close())
 
-    async def _run_adapters(self) -> None:
-        while True:
-            await self._wake.wait()
-            await asyncio.sleep(self.debounce_s)
-            self._wake.clear()
-            started, self._dirty_since = self._dirty_since, None
-            adapters, self._dirty_adapters = self._dirty_adapters, set()
-            await asyncio.gather(*(self._guarded(self.write_adapter, key) for key in adapters))
-            if started is not None:
-                metrics.STATUS_LAG.observe(time.perf_counter() - started)
+    async def _flush_adapter(self, key: Key) -> None:
+        marked = self._marked_at.pop(key, None)
+        await self._guarded(self.write_adapter, key, self._adapter_queue)
+        if marked is not None:
+            metrics.STATUS_LAG.observe(time.perf_counter() - marked)
 
-    async def _run_models(self) -> None:
-        # Model status (replica and adapter counts) changes with every adapter and pod event;
-        # once a second is plenty for it, and spares the API server a write per adapter.
-        while True:
-            await self._wake_models.wait()
-            await asyncio.sleep(self.model_debounce_s)
-            self._wake_models.clear()
-            models, self._dirty_models = self._dirty_models, set()
-            await asyncio.gather(*(self._guarded(self.write_model, key) for key in models))
+    async def _flush_model(self, key: Key) -> None:
+        await self._guarded(self.write_model, key, self._model_queue)
 
-    async def _guarded(self, write: Callable[[Key], Any], key: Key) -> None:
+    async def _guarded(self, write: Callable[[Key], Any], key: Key, queue: KeyedQueue[Key]) -> None:
         async with self._slots:
             try:
                 await write(key)
@@ -261,9 +252,7 @@ class Aggregator:
                     return
                 log.warning("status write for %s/%s failed (will retry): %s", key[0], key[1], exc)
                 metrics.ERRORS.labels("status", exc.reason or str(exc.status)).inc()
-                asyncio.get_running_loop().call_later(
-                    1.0, self.mark_adapter if write == self.write_adapter else self.mark_model, key
-                )
+                queue.mark_later(key, 1.0)
 
     def _lock(self, kind: str, key: Key) -> asyncio.Lock:
         return self._locks.setdefault((f"{kind}/{key[0]}", key[1]), asyncio.Lock())
@@ -304,11 +293,7 @@ class Aggregator:
 
     def _recheck(self, key: Key, delay_s: float) -> None:
         """Looks at an adapter again once a promotion timer (analysis window, deadline) runs out."""
-        handle = self._rechecks.pop(key, None)
-        if handle is not None:
-            handle.cancel()
-        loop = asyncio.get_running_loop()
-        self._rechecks[key] = loop.call_later(max(0.05, delay_s + 0.05), self.mark_adapter, key)
+        self._adapter_queue.mark_later(key, max(0.05, delay_s + 0.05))
 
     async def write_model(self, key: Key) -> None:
         record = self.models.get(key)
