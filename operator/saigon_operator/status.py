@@ -6,7 +6,7 @@ agent reports the target version loaded with the target digest.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ class PodView:
         return self.phase == "Running" and not self.deleting
 
 
-def pod_view(body: dict[str, Any]) -> PodView:
+def pod_view(body: Mapping[str, Any]) -> PodView:
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
     annotations = meta.get("annotations") or {}

@@ -57,7 +57,7 @@ def winner(claims: Iterable[Claim]) -> Claim | None:
     return live[0] if live else None
 
 
-async def reconcile(body: dict[str, Any], claims: Iterable[Claim], ctx: OperatorContext, retry: int) -> None:
+async def reconcile(body: Mapping[str, Any], claims: Iterable[Claim], ctx: OperatorContext, retry: int) -> None:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     spec_raw = body.get("spec") or {}
@@ -112,7 +112,7 @@ async def _write(ctx: OperatorContext, record: AdapterRecord, retry: int) -> Non
 
 
 async def finalize(
-    body: dict[str, Any], claims: Iterable[Claim], pods: Iterable[PodView], ctx: OperatorContext, retry: int
+    body: Mapping[str, Any], claims: Iterable[Claim], pods: Iterable[PodView], ctx: OperatorContext, retry: int
 ) -> None:
     """Holds the deletion until no running pod of the model reports the adapter any more."""
     meta = body["metadata"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from saigon_contract import resources as r
@@ -15,7 +16,7 @@ from saigon_operator.builders.router import build_router, router_kinds, router_n
 from saigon_operator.handlers.context import OperatorContext, classify
 
 
-async def reconcile(body: dict[str, Any], ctx: OperatorContext, retry: int) -> None:
+async def reconcile(body: Mapping[str, Any], ctx: OperatorContext, retry: int) -> None:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     existing = ctx.aggregator.models.get((namespace, name))

@@ -1,7 +1,10 @@
-"""Warm restarts: the resident ("hot") adapters are recorded at shutdown and preloaded at start.
+"""Warm restarts: the device-resident ("hot") adapters, and which are pinned, are recorded at
+shutdown and preloaded at start, before the runtime reports Ready.
 
-The record lives in the adapters volume, so a restarted pod (or process) that keeps its
-volume comes back with the same adapters resident before it reports Ready.
+The record is the `hotset_file` setting (SAIGON_HOTSET_FILE), by default
+`<adapters_dir>/.saigon-hotset.json`. In a pod the adapters volume belongs to the agent and is
+read-only here, so the operator points the setting at a writable volume that outlives
+container restarts.
 """
 
 from __future__ import annotations
