@@ -1,9 +1,9 @@
 """The one writer of SaigonAdapter and SaigonModel status.
 
 Handlers record what they decided (a validated target, an invalid spec, a deletion);
-pod events mark the adapters whose per-pod reports changed. A flush loop then
+pod events mark the adapters whose per-pod reports changed. A keyed work queue then
 recomputes those statuses from the pod index (kopf keeps it current) and patches
-only what changed, posting Events on user-visible transitions. One writer means no
+only what changed, posting Events on user-visible transitions (saigon_operator.transitions). One writer means no
 two handlers race on `status.conditions`.
 """
 
@@ -13,111 +13,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from saigon_contract import resources as r
 from saigon_contract.kube import ApiError, KubeClient, custom_path
-from saigon_contract.specs import Promotion, SpecError, Target
 from saigon_contract.status import now_iso
 from saigon_contract.workqueue import KeyedQueue
 
 from saigon_operator import metrics
 from saigon_operator.events import EventRecorder
-from saigon_operator.promotion import Plan, PodInput, PromotionState, plan
-from saigon_operator.status import (
-    AdapterFacts,
-    ModelFacts,
-    PodView,
-    adapter_status,
-    find_condition,
-    model_status,
-    without_timestamps,
-)
+from saigon_operator.records import AdapterRecord, Key, ModelRecord
+from saigon_operator.status import ModelFacts, PodView, adapter_status, model_status, without_timestamps
+from saigon_operator.transitions import Transition, adapter_transition, model_transition
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]  # (namespace, name)
 PodsOf = Callable[[str, str], Collection[PodView]]  # (namespace, model) -> the model's pods
-
-
-@dataclass
-class AdapterRecord:
-    namespace: str
-    name: str
-    uid: str
-    model: str
-    generation: int | None = None
-    adapter_name: str | None = None
-    target: Target | None = None
-    invalid: SpecError | None = None
-    conflict_with: str | None = None
-    deleting: bool = False
-    written: dict[str, Any] = field(default_factory=dict)
-    # The spec's version and promotion policy (None while invalid or in conflict): the planner
-    # moves `promotion` towards `desired`; `target` is always the promotion's stable version.
-    desired: Target | None = None
-    policy: Promotion | None = None
-    annotations: dict[str, str] = field(default_factory=dict)
-    promotion: PromotionState | None = None
-
-    def facts(self, promotion: PromotionState | None = None) -> AdapterFacts:
-        promotion = promotion or self.promotion
-        return AdapterFacts(
-            adapter_name=self.adapter_name,
-            generation=self.generation,
-            target=promotion.stable if promotion is not None else self.target,
-            invalid=self.invalid,
-            conflict_with=self.conflict_with,
-            deleting=self.deleting,
-            promotion=promotion,
-            policy=self.policy,
-        )
-
-    def targets(self) -> list[Target]:
-        """Every version pods may fetch for this adapter: the stable one, a candidate, the spec's."""
-        found = [self.target, self.desired, self.promotion.candidate if self.promotion else None]
-        return [t for t in found if t is not None]
-
-    def next_promotion(self, pods: Collection[PodView], now: float) -> Plan | None:
-        """Runs the promotion planner, when there is a valid spec to promote."""
-        if self.desired is None or self.policy is None or self.deleting:
-            return None
-        inputs = [PodInput(p.name, p.report.adapters.get(self.adapter_name or "")) for p in pods if p.active]
-        previous = self.promotion or PromotionState(stable=self.target)
-        return plan(self.desired, self.policy, previous, inputs, now, self.annotations)
-
-    def ref(self) -> dict[str, str]:
-        return {
-            "apiVersion": r.API_VERSION,
-            "kind": r.ADAPTER_KIND,
-            "name": self.name,
-            "namespace": self.namespace,
-            "uid": self.uid,
-        }
-
-
-@dataclass
-class ModelRecord:
-    namespace: str
-    name: str
-    uid: str
-    generation: int | None = None
-    desired_replicas: int = 0
-    spec_hash: str | None = None
-    selector: str = ""
-    invalid: SpecError | None = None
-    apply_error: str | None = None
-    written: dict[str, Any] = field(default_factory=dict)
-
-    def ref(self) -> dict[str, str]:
-        return {
-            "apiVersion": r.API_VERSION,
-            "kind": r.MODEL_KIND,
-            "name": self.name,
-            "namespace": self.namespace,
-            "uid": self.uid,
-        }
 
 
 class Aggregator:
@@ -289,7 +200,7 @@ class Aggregator:
             if reason in ("Promoted", "RolledBack"):
                 metrics.PROMOTIONS.labels(reason).inc()
             await self.events.post(record.ref(), kind, reason, message)
-        await self._adapter_events(record, previous, status)
+        await self._post(record.ref(), adapter_transition(previous, status))
 
     def _recheck(self, key: Key, delay_s: float) -> None:
         """Looks at an adapter again once a promotion timer (analysis window, deadline) runs out."""
@@ -316,31 +227,12 @@ class Aggregator:
             await self.kube.merge_patch(path, {"status": status})
             metrics.STATUS_WRITES.labels("SaigonModel").inc()
             previous, record.written = record.written, status
-        before = find_condition(previous.get("conditions"), "Ready")
-        after = find_condition(status.get("conditions"), "Ready")
-        if after and (
-            before is None or before.get("status") != after["status"] or before.get("reason") != after["reason"]
-        ):
-            kind = (
-                "Normal"
-                if after["status"] == "True"
-                else "Warning"
-                if record.invalid or record.apply_error
-                else "Normal"
-            )
-            await self.events.post(record.ref(), kind, after["reason"], after["message"])
+        failing = bool(record.invalid or record.apply_error)
+        await self._post(record.ref(), model_transition(previous, status, failing=failing))
 
-    async def _adapter_events(self, record: AdapterRecord, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
-        old_phase, new_phase = before.get("phase"), after.get("phase")
-        if old_phase == new_phase:
-            return
-        ready = find_condition(after.get("conditions"), "Ready") or {}
-        if new_phase == "Ready":
-            await self.events.post(record.ref(), "Normal", "Served", ready.get("message", ""))
-        elif new_phase in ("Degraded", "Failed", "Invalid", "Conflict"):
-            degraded = find_condition(after.get("conditions"), "Degraded") or {}
-            message = degraded.get("message") if new_phase in ("Degraded", "Failed") else ready.get("message")
-            await self.events.post(record.ref(), "Warning", str(ready.get("reason", new_phase)), str(message or ""))
+    async def _post(self, ref: dict[str, str], event: Transition | None) -> None:
+        if event is not None:
+            await self.events.post(ref, *event)
 
 
 def _drop_none(value: Any) -> Any:

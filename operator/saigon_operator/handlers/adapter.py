@@ -16,10 +16,10 @@ from saigon_contract.specs import SpecError, Target, parse_adapter_spec, target_
 from saigon_contract.status import now_iso
 
 from saigon_operator import metrics
-from saigon_operator.aggregator import AdapterRecord
 from saigon_operator.handlers.context import OperatorContext, classify
 from saigon_operator.handlers.model import sync_agent_role
 from saigon_operator.promotion import PromotionState
+from saigon_operator.records import AdapterRecord
 from saigon_operator.status import PodView
 
 log = logging.getLogger(__name__)
