@@ -4,6 +4,10 @@
 and a key marked while its work runs runs once more afterwards, never twice at a time.
 `mark_later(key, delay_s)` marks it after a delay (one timer per key: backoff, rechecks);
 a `mark` in the meantime runs it now and drops the timer.
+
+The queue belongs to the event loop it was made in (or first marked from); `mark`,
+`mark_later` and `forget` may be called from other threads (kopf runs synchronous
+handlers in a thread pool) and take effect on that loop.
 """
 
 from __future__ import annotations
@@ -27,8 +31,23 @@ class KeyedQueue(Generic[K]):
         self._again: set[K] = set()
         self._started: set[K] = set()
         self._timers: dict[K, asyncio.TimerHandle] = {}
+        self._loop: asyncio.AbstractEventLoop | None = _running_loop()
+
+    def _elsewhere(self, call: Callable[..., None], *args: object) -> bool:
+        """True when called off the queue's loop: `call(*args)` then runs on it instead."""
+        here = _running_loop()
+        if self._loop is None:
+            if here is None:
+                raise RuntimeError(f"{self.name}: no event loop to run on")
+            self._loop = here
+        if here is self._loop:
+            return False
+        self._loop.call_soon_threadsafe(call, *args)
+        return True
 
     def mark(self, key: K) -> None:
+        if self._elsewhere(self.mark, key):
+            return
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -40,13 +59,18 @@ class KeyedQueue(Generic[K]):
         self._tasks[key] = asyncio.create_task(self._run(key), name=f"{self.name}-{key}")
 
     def mark_later(self, key: K, delay_s: float) -> None:
+        if self._elsewhere(self.mark_later, key, delay_s):
+            return
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
-        self._timers[key] = asyncio.get_running_loop().call_later(delay_s, self._fire, key)
+        assert self._loop is not None
+        self._timers[key] = self._loop.call_later(delay_s, self._fire, key)
 
     def forget(self, key: K) -> None:
         """Drops a pending timer and a queued rerun (work already running finishes)."""
+        if self._elsewhere(self.forget, key):
+            return
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -87,3 +111,10 @@ class KeyedQueue(Generic[K]):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

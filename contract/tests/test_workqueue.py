@@ -78,3 +78,22 @@ async def test_one_keys_error_does_not_stop_the_others() -> None:
     queue.mark("bad")
     await queue.idle()
     assert done == ["good"]
+
+
+async def test_marks_from_another_thread_run_on_the_queues_loop() -> None:
+    loop = asyncio.get_running_loop()
+    ran = asyncio.Event()
+    seen: list[asyncio.AbstractEventLoop] = []
+
+    async def work(key: str) -> None:
+        seen.append(asyncio.get_running_loop())
+        ran.set()
+
+    queue: KeyedQueue[str] = KeyedQueue(work)
+    await asyncio.to_thread(queue.mark, "from-a-thread")
+    await asyncio.wait_for(ran.wait(), 10)
+    await asyncio.to_thread(queue.mark_later, "later", 30)
+    await asyncio.to_thread(queue.forget, "later")
+    await asyncio.sleep(0)
+    assert seen == [loop]
+    await queue.close()
