@@ -23,10 +23,10 @@ import pytest
 import requests
 from controlplane.cluster import Cluster
 from controlplane.processes import free_port
+from saigon_contract.haproxy import REPLICA_HEADER, RouterConfig, StaticServer, StaticServers, render
 from saigon_e2e.artifacts import make_artifact
 from saigon_e2e.kubelet import RuntimePod
 from saigon_e2e.world import MODEL, World, running_world
-from saigon_operator.builders.haproxy import REPLICA_HEADER, RouterConfig, StaticServer, StaticServers, render
 from saigon_runtime.bench.routing import start_haproxy, stop_process
 from saigon_runtime.testing.postgres import PostgresServer
 

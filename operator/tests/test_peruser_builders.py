@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from saigon_contract.specs import SpecError, parse_model_spec
 from saigon_operator.builders.credentials import merged_tokens, secret_text, users_with_tokens
 from saigon_operator.builders.model import (
     AUDIT_MOUNT,
@@ -17,7 +18,6 @@ from saigon_operator.builders.model import (
     build_pod_template,
     build_tokens_secret,
 )
-from saigon_operator.specs import SpecError, parse_model_spec
 
 OWNER = Owner(name="llama", namespace="ml", uid="1234")
 DEFAULTS = Defaults(agent_image="saigon/operator:1")

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import logging
 
-from saigon_operator import resources as r
+from saigon_contract import resources as r
+from saigon_contract.kube import ApiError, custom_path, object_path
+from saigon_contract.specs import ModelSpec, SpecError, parse_model_spec
+
 from saigon_operator.builders.credentials import (
     TOKENS_KEY,
     merged_tokens,
@@ -15,8 +18,6 @@ from saigon_operator.builders.credentials import (
 )
 from saigon_operator.builders.model import Owner, build_audit_salt_secret, build_tokens_secret, names_for
 from saigon_operator.handlers.context import OperatorContext
-from saigon_operator.kube import ApiError, custom_path, object_path
-from saigon_operator.specs import ModelSpec, SpecError, parse_model_spec
 
 log = logging.getLogger(__name__)
 USER_PREFIX = "user_"

@@ -12,10 +12,11 @@ import re
 from dataclasses import dataclass
 
 from aiohttp import web
+from saigon_contract.names import is_scope_id
+
 from saigon_runtime.adapters.manager import Resolution
 from saigon_runtime.adapters.names import NAME_RE
-from saigon_runtime.engine.types import AdapterNotFound
-from saigon_runtime.mesh.schema import USER_ID_PATTERN
+from saigon_runtime.errors import AdapterNotFound
 from saigon_runtime.server.auth import check_adapter_visible, principal
 from saigon_runtime.server.errors import ApiError
 from saigon_runtime.server.state import state_of
@@ -41,7 +42,7 @@ async def resolve_target(request: web.Request, model: str, user_id: str | None) 
     if model == engine.model_id:
         return Target(Resolution(None, "base"), user_id)
     owner = model.removeprefix(USER_PREFIX) if model.startswith(USER_PREFIX) else None
-    if owner is not None and USER_ID_PATTERN.fullmatch(owner) and ".." not in owner:
+    if owner is not None and is_scope_id(owner):
         if user_id is not None and user_id != owner:
             status = 403 if principal(request).is_tenant else 400
             raise ApiError(status, f"model names another user than the one asking ({user_id!r})", param="model",

@@ -10,13 +10,14 @@ given they must agree (400). Every user id is checked as a full match of the pat
 from __future__ import annotations
 
 from aiohttp import web
+from saigon_contract.haproxy import DEFAULT_USER_HEADER
+
 from saigon_runtime.mesh.schema import InvalidUserId, validate_user_id
 from saigon_runtime.server.auth import principal
 from saigon_runtime.server.errors import ApiError
 
-# The router's default hash key (saigon_operator.builders.haproxy.DEFAULT_USER_HEADER; a
-# cross-part test keeps the two equal).
-USER_HEADER = "X-Saigon-User"
+# What the router hashes on by default.
+USER_HEADER = DEFAULT_USER_HEADER
 
 
 def header_user(request: web.Request) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+
 from saigon_runtime.mesh.schema import validate_user_id
 from saigon_runtime.server.protocol import USER_ID_PATTERN, UserDomainRequest, UserDomainResponse, json_body
 from saigon_runtime.server.routing import Access, RouteDef, parse_body

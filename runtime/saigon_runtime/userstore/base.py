@@ -3,13 +3,12 @@ small, synchronous, thread-safe API. Callers on an event loop run it in a worker
 
 from __future__ import annotations
 
-import re
 from typing import Any, Protocol
+
+from saigon_contract.names import ID, is_scope_id
 
 from saigon_runtime.mesh.schema import MeshError, MeshGraph
 
-# A domain becomes part of an adapter name (`domain_<name>`), so it follows the user id's rule.
-DOMAIN_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 MeshInput = str | bytes | dict[str, Any] | MeshGraph
 
 
@@ -25,8 +24,9 @@ class InvalidDomain(MeshError):
 
 
 def validate_domain(domain: object) -> str:
-    if not isinstance(domain, str) or not DOMAIN_PATTERN.fullmatch(domain) or ".." in domain:
-        raise InvalidDomain("domain must match [A-Za-z0-9][A-Za-z0-9_.-]{0,62} and must not contain '..'")
+    # A domain becomes part of an adapter name (`domain_<name>`): the user id's rule.
+    if not is_scope_id(domain):
+        raise InvalidDomain(f"domain must match {ID} and must not contain '..'")
     return domain
 
 
