@@ -5,6 +5,12 @@ the engine sets the batch composition (which adapter each row uses); the state t
 gathers, once per distinct composition, per-row A/B stacks for each module, and every
 layer call adds `bmm(bmm(x, A_rows), B_rows)` to the base output. Rows without an
 adapter get zeros, and modules no row targets are skipped.
+
+Each token takes its row's adapter. A layer may see its input as (batch, seq, hidden) or with
+the tokens flattened, (batch * seq, hidden) as OPT's fc1 does: tokens always come in (batch,
+seq) order, so any input whose leading dimensions hold rows x tokens is viewed as
+(rows, tokens per row, hidden). Inputs that are a routed subset of tokens (mixture-of-experts
+experts) cannot be mapped back to rows; those modules are never LoRA targets.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from saigon_runtime.adapters.format import ModuleShape
+from saigon_runtime.adapters.format import ModuleShape, is_expert_module
 
 ModuleWeights = dict[str, tuple[torch.Tensor, torch.Tensor]]
 # Per module for one composition: (A rows, B rows, shrink group or None, rank slice start, end).
@@ -150,16 +156,22 @@ class MultiLoraLinear(nn.Module):
         if entry is None:
             return out
         a, b, group, start, end = entry
-        if x.dim() != 3 or x.shape[0] != a.shape[0]:
-            raise RuntimeError(f"LoRA batch mismatch in {self.lora_key}: input {tuple(x.shape)}, rows {a.shape[0]}")
+        rows = a.shape[0]
+        tokens = x.numel() // x.shape[-1] if x.dim() >= 2 else 0
+        if tokens == 0 or tokens % rows:
+            raise RuntimeError(f"LoRA batch mismatch in {self.lora_key}: input {tuple(x.shape)}, rows {rows}")
+        per_row = x.reshape(rows, tokens // rows, x.shape[-1])
+        delta_out = out.view(rows, tokens // rows, out.shape[-1])
         if group is None:
-            return out.baddbmm_(torch.bmm(x, a), b)
+            delta_out.baddbmm_(torch.bmm(per_row, a), b)
+            return out
         memo = self._state[0].shrink_memo
         hit = memo.get(group)
         if hit is None or hit[0] is not x:
-            hit = (x, torch.bmm(x, a))
+            hit = (x, torch.bmm(per_row, a))
             memo[group] = hit
-        return out.baddbmm_(hit[1][..., start:end], b)
+        delta_out.baddbmm_(hit[1][..., start:end], b)
+        return out
 
 
 def _sibling_groups(shapes: dict[str, ModuleShape]) -> dict[str, tuple[str, ...]]:
@@ -175,12 +187,12 @@ def _sibling_groups(shapes: dict[str, ModuleShape]) -> dict[str, tuple[str, ...]
 
 
 def lora_targets(model: nn.Module) -> dict[str, ModuleShape]:
-    """Every Linear/Conv1D of the model except the output head, with its shape."""
+    """Every Linear/Conv1D of the model except the output head and MoE experts, with its shape."""
     get_output = getattr(model, "get_output_embeddings", None)
     output = get_output() if callable(get_output) else None
     shapes: dict[str, ModuleShape] = {}
     for name, module in model.named_modules():
-        if module is output:
+        if module is output or is_expert_module(name):
             continue
         if isinstance(module, nn.Linear):
             shapes[name] = ModuleShape(module.in_features, module.out_features)
