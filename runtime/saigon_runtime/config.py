@@ -14,6 +14,7 @@ ENV_VARS: dict[str, str] = {
     "SAIGON_ADAPTERS_DIR": "adapters_dir",
     "SAIGON_MESH_DIR": "mesh_dir",
     "SAIGON_DEVICE": "device",
+    "SAIGON_CPU_FALLBACK": "cpu_fallback",
     "SAIGON_CACHE_SIZE": "max_loras",
     "SAIGON_CPU_CACHE_SIZE": "max_cpu_loras",
     "SAIGON_MAX_RANK": "max_rank",
@@ -42,7 +43,10 @@ class RuntimeConfig:
     base_model_dir: Path | None = None
     adapters_dir: Path | None = None
     mesh_dir: Path | None = None
+    # auto: CUDA when a device is visible, else the CPU. A failure to load on the chosen
+    # accelerator keeps the runtime not Ready unless cpu_fallback allows serving from the CPU.
     device: str = "auto"
+    cpu_fallback: bool = False
     dtype: str = "auto"
     max_loras: int = 8
     max_cpu_loras: int = 64

@@ -133,7 +133,10 @@ class Engine:
     def from_config(cls, config: RuntimeConfig) -> Engine:
         if config.base_model_dir is None:
             raise EngineError("no base model directory configured (SAIGON_BASE_MODEL)")
-        return cls(load_base_model(Path(config.base_model_dir), config.device, config.dtype), config)
+        loaded = load_base_model(
+            Path(config.base_model_dir), config.device, config.dtype, cpu_fallback=config.cpu_fallback
+        )
+        return cls(loaded, config)
 
     # ---- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:

@@ -137,6 +137,7 @@ async def status(request: web.Request) -> web.Response:
                     resident_adapters=[],
                     queue_depth=0,
                     running=0,
+                    load_error=state.engine_error,
                 )
             )
         )
@@ -170,6 +171,7 @@ async def status(request: web.Request) -> web.Response:
         resident_adapters=resident,
         queue_depth=stats.queue_depth,
         running=stats.running,
+        device_fallback=engine.fallback_reason,
     )
     return web.json_response(json_body(body))
 
