@@ -332,7 +332,7 @@ class AgentOptions(_Model):
 
 
 class CacheOptions(_Model):
-    max_loras: int = Field(default=8, alias="maxLoras", ge=1)
+    max_loras: int | None = Field(default=None, alias="maxLoras", ge=1)
     max_cpu_loras: int = Field(default=64, alias="maxCpuLoras", ge=0)
     max_rank: int = Field(default=64, alias="maxRank", ge=1)
 

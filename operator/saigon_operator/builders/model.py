@@ -328,7 +328,6 @@ def _runtime_container(spec: ModelSpec) -> dict[str, Any]:
         {"name": RUNTIME_ENV["base_model"], "value": base_model},
         {"name": RUNTIME_ENV["adapters_dir"], "value": r.ADAPTERS_MOUNT},
         {"name": RUNTIME_ENV["device"], "value": runtime_device(spec)},
-        {"name": RUNTIME_ENV["max_loras"], "value": str(spec.cache.max_loras)},
         {"name": RUNTIME_ENV["max_cpu_loras"], "value": str(spec.cache.max_cpu_loras)},
         {"name": RUNTIME_ENV["max_rank"], "value": str(spec.cache.max_rank)},
         {"name": RUNTIME_ENV["host"], "value": "0.0.0.0"},
@@ -339,6 +338,8 @@ def _runtime_container(spec: ModelSpec) -> dict[str, Any]:
         # The adapters volume is the agent's; /tmp (an emptyDir) outlives container restarts.
         {"name": RUNTIME_ENV["hotset_file"], "value": "/tmp/saigon-hotset.json"},
     ]
+    if spec.cache.max_loras is not None:  # else the runtime sizes its device tier from memory
+        env.append({"name": RUNTIME_ENV["max_loras"], "value": str(spec.cache.max_loras)})
     if spec.gie_metrics:
         env.append({"name": RUNTIME_ENV["gie_metrics"], "value": "true"})
     mounts = [

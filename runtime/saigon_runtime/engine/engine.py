@@ -31,6 +31,7 @@ from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine import kv as kvops
 from saigon_runtime.engine.detokenize import IncrementalText
 from saigon_runtime.engine.lora import DeviceAdapter, wrap_model
+from saigon_runtime.engine.memory import NOMINAL_RANK, plan_adapter_memory
 from saigon_runtime.engine.model_loader import LoadedModel, load_base_model
 from saigon_runtime.engine.sampling import sample_next
 from saigon_runtime.engine.types import (
@@ -95,10 +96,20 @@ class Engine:
         self.fallback_reason = loaded.fallback_reason
         self.lora = wrap_model(self.model, loaded.device, loaded.dtype)
         store = AdapterStore(config.adapters_dir) if config.adapters_dir is not None else None
+        self.memory = plan_adapter_memory(
+            self.model, self.lora.shapes, loaded.device, loaded.dtype, utilization=config.memory_utilization,
+            max_batch_size=config.max_batch_size, max_rank=config.max_rank,
+        )  # fmt: skip
+        log.info("device tier: %s", self.memory.describe())
         self.adapters = AdapterManager(
             store,
             self.lora.shapes,
-            SlotPool(config.max_loras, loaded.device),
+            SlotPool(
+                config.max_loras,
+                loaded.device,
+                byte_budget=self.memory.adapter_budget,
+                nominal_adapter_bytes=self.memory.bytes_per_rank * NOMINAL_RANK,
+            ),  # fmt: skip
             max_rank=config.max_rank,
             max_cpu_loras=config.max_cpu_loras,
             host_dtype=loaded.dtype,
