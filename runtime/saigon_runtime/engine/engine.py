@@ -109,7 +109,7 @@ class Engine:
                 loaded.device,
                 byte_budget=self.memory.adapter_budget,
                 nominal_adapter_bytes=self.memory.bytes_per_rank * NOMINAL_RANK,
-            ),  # fmt: skip
+            ),
             max_rank=config.max_rank,
             max_cpu_loras=config.max_cpu_loras,
             host_dtype=loaded.dtype,
