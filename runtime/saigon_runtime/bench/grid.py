@@ -97,34 +97,43 @@ def build_adapters(base: Path, root: Path, count: int, ranks: str, targets: str)
     return sources
 
 
-def default_engine(base: Path, adapters_dir: Path) -> Engine:
+def default_engine(base: Path, adapters_dir: Path, device: str = "cpu") -> Engine:
     """An engine at the runtime's defaults (SAIGON_* variables apply, as in `serve`)."""
-    engine = Engine.from_config(RuntimeConfig.from_env(base_model_dir=base, adapters_dir=adapters_dir, device="cpu"))
+    config = RuntimeConfig.from_env(base_model_dir=base, adapters_dir=adapters_dir, device=device)
+    engine = Engine.from_config(config)
     engine.start()
     return engine
 
 
-def _hf(base: Path) -> Any:
-    return AutoModelForCausalLM.from_pretrained(base, use_safetensors=True).eval()
+def _hf(base: Path, device: str = "cpu") -> Any:
+    model = AutoModelForCausalLM.from_pretrained(base, use_safetensors=True, dtype=_dtype(device))
+    return model.to(device).eval()
 
 
-def _peft(base: Path, sources: dict[str, Path]) -> PeftModel:
+def _dtype(device: str) -> torch.dtype:
+    """What the runtime picks by default: float32 on the CPU, half precision on a GPU."""
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _peft(base: Path, sources: dict[str, Path], device: str = "cpu") -> PeftModel:
     names = list(sources)
-    peft = PeftModel.from_pretrained(_hf(base), sources[names[0]], adapter_name=names[0])
+    peft = PeftModel.from_pretrained(_hf(base, device), sources[names[0]], adapter_name=names[0])
     for name in names[1:]:
         peft.load_adapter(sources[name], adapter_name=name)
     return peft.eval()
 
 
 def run_point(
-    base: Path, root: Path, point: Point, *, prompt_tokens: int, new: int, rounds: int
+    base: Path, root: Path, point: Point, *, prompt_tokens: int, new: int, rounds: int, device: str = "cpu"
 ) -> Result:  # fmt: skip
     sources = build_adapters(base, root, point.adapters, point.ranks, point.targets)
     n = max(MIN_REQUESTS, point.adapters)
     names = [f"user_{i % point.adapters}" for i in range(n)]
     prompts = _prompts(n, prompt_tokens, 2048, seed=point.adapters)
-    base_model, peft = _hf(base), _peft(base, sources)
-    engine = default_engine(base, root / "adapters")
+    base_model, peft = _hf(base, device), _peft(base, sources, device)
+    engine = default_engine(base, root / "adapters", device)
     try:
         rates = _interleaved(
             {
@@ -148,7 +157,7 @@ def points(quick: bool) -> list[Point]:
 
 
 def run_grid(
-    selected: Sequence[Point], *, layers: int, prompt_tokens: int, new: int, rounds: int
+    selected: Sequence[Point], *, layers: int, prompt_tokens: int, new: int, rounds: int, device: str = "cpu"
 ) -> list[Result]:  # fmt: skip
     results = []
     print(f"{'point':<48} {'ceiling':>8} {'peft':>8} {'saigon':>8} {'÷ceil':>6} {'÷peft':>6}", flush=True)
@@ -156,7 +165,7 @@ def run_grid(
         bases = {w: build_base(Path(tmp), w, layers) for w in {p.width for p in selected}}
         for i, point in enumerate(selected):
             r = run_point(bases[point.width], Path(tmp) / f"p{i}", point, prompt_tokens=prompt_tokens, new=new,
-                          rounds=rounds)  # fmt: skip
+                          rounds=rounds, device=device)  # fmt: skip
             results.append(r)
             print(
                 f"{point.label:<48} {r.ceiling:8.1f} {r.peft_mixed:8.1f} {r.saigon:8.1f} "
@@ -225,6 +234,7 @@ def _done() -> Any:
 def main(argv: list[str] | None = None) -> list[Result]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="12 points on the narrow model (the full grid is 48)")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--prompt-tokens", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=32)
@@ -240,8 +250,9 @@ def main(argv: list[str] | None = None) -> list[Result]:
         return []
     selected = [p for p in points(args.quick) if args.only is None or args.only in p.label]
     results = run_grid(
-        selected, layers=args.layers, prompt_tokens=args.prompt_tokens, new=args.new_tokens, rounds=args.rounds
-    )
+        selected, layers=args.layers, prompt_tokens=args.prompt_tokens, new=args.new_tokens, rounds=args.rounds,
+        device=args.device,
+    )  # fmt: skip
     eight_plus = [r for r in results if r.point.adapters >= 8]
     if eight_plus:
         print(
