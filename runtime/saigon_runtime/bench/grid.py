@@ -107,7 +107,7 @@ def default_engine(base: Path, adapters_dir: Path, device: str = "cpu") -> Engin
 
 def _hf(base: Path, device: str = "cpu") -> Any:
     model = AutoModelForCausalLM.from_pretrained(base, use_safetensors=True, dtype=_dtype(device))
-    return model.to(device).eval()
+    return model.to(device).eval()  # type: ignore[arg-type]  # transformers types .to() through a decorator
 
 
 def _dtype(device: str) -> torch.dtype:

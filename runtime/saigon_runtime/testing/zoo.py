@@ -9,6 +9,7 @@ Linear (opt's fc1) and mixture-of-experts blocks (mixtral, qwen2_moe, qwen3_moe)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 @dataclass(frozen=True)
 class ZooModel:
     model_type: str
-    config: dict[str, object]
+    config: Mapping[str, object]
     # What a servable adapter targets. PEFT's "all-linear" on fused mixture-of-experts blocks also
     # puts LoRA on the expert and router parameters, which the runtime refuses; those models
     # take an attention-only adapter instead.
