@@ -52,6 +52,8 @@ def plan_adapter_memory(
     max_batch_size: int,
     max_rank: int,
 ) -> MemoryPlan:
+    if not 0.0 < utilization <= 1.0:
+        raise ValueError(f"memory_utilization must be in (0, 1], not {utilization}")
     element = torch.empty((), dtype=dtype).element_size()
     bytes_per_rank = sum(s.in_features + s.out_features for s in shapes.values()) * element
     total, in_use = _device_memory(device)
