@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from engine_helpers import make_engine
+from saigon_runtime.adapters.types import AdapterRef
 from saigon_runtime.config import RuntimeConfig
-from saigon_runtime.engine.memory import NOMINAL_RANK
-from saigon_runtime.engine.types import AdapterRef
+from saigon_runtime.engine.memory import NOMINAL_RANK, plan_adapter_memory
 
 
 def test_the_default_budget_holds_far_more_than_eight_adapters(tiny_llama_dir):
     assert RuntimeConfig().max_loras is None  # no fixed count by default
     engine = make_engine(tiny_llama_dir, None)
     try:
-        plan = engine.memory
+        plan = plan_adapter_memory(
+            engine.model, engine.lora.shapes, engine.torch_device, engine.dtype, utilization=0.9,
+            max_batch_size=32, max_rank=64,
+        )  # fmt: skip
         assert plan.adapter_budget > 0 and plan.in_use > 0 and plan.total > plan.adapter_budget
-        assert engine.adapters.pool.capacity == plan.adapter_budget // (plan.bytes_per_rank * NOMINAL_RANK)
-        assert engine.adapters.pool.capacity > 64
+        pool = engine.adapters.pool
+        assert pool.byte_budget is not None and pool.byte_budget > 0 and pool.max_slots is None
+        assert pool.capacity == pool.byte_budget // (plan.bytes_per_rank * NOMINAL_RANK)
+        assert pool.capacity > 64
     finally:
         engine.stop()
 

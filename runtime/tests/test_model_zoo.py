@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 from engine_helpers import peft_greedy, peft_reference, request
+from saigon_runtime.adapters.types import AdapterRef
+from saigon_runtime.assembly import build_engine
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine.engine import Engine
-from saigon_runtime.engine.types import AdapterRef, AdapterRejected, SamplingParams
+from saigon_runtime.engine.types import SamplingParams
+from saigon_runtime.errors import AdapterRejected
 from saigon_runtime.testing.tiny import install_adapter, make_adapter
 from saigon_runtime.testing.zoo import ZOO, make_zoo_model
 
@@ -31,7 +34,7 @@ MOE_WITH_FUSED_EXPERTS = [name for name, entry in ZOO.items() if entry.all_linea
 
 
 def _engine(base: Path, adapters: Path) -> Engine:
-    return Engine.from_config(RuntimeConfig(base_model_dir=base, adapters_dir=adapters, device="cpu"))
+    return build_engine(RuntimeConfig(base_model_dir=base, adapters_dir=adapters, device="cpu"))
 
 
 def _serve_together(engine: Engine, rows: list[tuple[str | None, list[int]]]) -> list[list[int]]:

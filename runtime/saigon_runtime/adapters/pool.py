@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from saigon_runtime.adapters.format import HostAdapter
-from saigon_runtime.engine.lora import DeviceAdapter
-from saigon_runtime.engine.types import AdapterRejected
+from saigon_runtime.adapters.types import DeviceAdapter
+from saigon_runtime.errors import AdapterRejected
 
 Key = tuple[str, str]
 

@@ -27,6 +27,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
+from saigon_runtime.assembly import build_engine
 from saigon_runtime.bench.engine import _interleaved, _prompts, hf_generate, run_engine
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine.engine import Engine
@@ -100,7 +101,7 @@ def build_adapters(base: Path, root: Path, count: int, ranks: str, targets: str)
 def default_engine(base: Path, adapters_dir: Path, device: str = "cpu") -> Engine:
     """An engine at the runtime's defaults (SAIGON_* variables apply, as in `serve`)."""
     config = RuntimeConfig.from_env(base_model_dir=base, adapters_dir=adapters_dir, device=device)
-    engine = Engine.from_config(config)
+    engine = build_engine(config)
     engine.start()
     return engine
 

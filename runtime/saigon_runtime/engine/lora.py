@@ -2,9 +2,10 @@
 
 Every targeted Linear/Conv1D is wrapped once by `MultiLoraLinear`. Before a forward pass
 the engine sets the batch composition (which adapter each row uses); the state then
-gathers, once per distinct composition, per-row A/B stacks for each module, and every
-layer call adds `bmm(bmm(x, A_rows), B_rows)` to the base output. Rows without an
-adapter get zeros, and modules no row targets are skipped.
+gathers, once per distinct composition, per-row A/B stacks for each group of rows that
+target the same modules, and every layer call adds `bmm(bmm(x, A_rows), B_rows)` to the
+base output of those rows. Rows without an adapter, or whose adapter leaves a module out,
+are not multiplied at all, and modules no row targets are skipped.
 
 Each token takes its row's adapter. A layer may see its input as (batch, seq, hidden) or with
 the tokens flattened, (batch * seq, hidden) as OPT's fc1 does: tokens always come in (batch,
@@ -18,19 +19,17 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from saigon_runtime.adapters.format import ModuleShape, is_expert_module
+from saigon_runtime.adapters.types import DeviceAdapter, ModuleShape, is_expert_module
 
-ModuleWeights = dict[str, tuple[torch.Tensor, torch.Tensor]]
 # Siblings that read the same input (q/k/v, gate/up) share one shrink matmul over their
 # concatenated A rows; each then takes its slice of the result.
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("query", "key", "value"))
-_serials = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -51,18 +50,6 @@ class ModuleDelta:
     start: int
     end: int
     b: torch.Tensor  # [rows, rank, out]
-
-
-@dataclass(eq=False)
-class DeviceAdapter:
-    """An adapter's tensors on the compute device: what occupies one slot."""
-
-    key: tuple[str, str]  # (name, version)
-    modules: ModuleWeights
-    rank: int
-    nbytes: int
-    # Compositions are cached by serial, never by id(): a freed slot's id may be reused.
-    serial: int = field(default_factory=lambda: next(_serials))
 
 
 class LoraBatchState:
