@@ -54,6 +54,10 @@ class Gone(ApiError):
     """The watch's resourceVersion is too old: list again."""
 
 
+class CredentialsError(Exception):
+    """No usable Kubernetes credentials: a missing or broken kubeconfig, outside a pod."""
+
+
 @dataclass
 class Credentials:
     host: str
@@ -73,7 +77,13 @@ class Credentials:
         from kubernetes import client, config  # deferred: a heavy import only needed here
 
         configuration = client.Configuration()
-        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+        source = f"kubeconfig {kubeconfig}" if kubeconfig else "the default kubeconfig (~/.kube/config)"
+        try:
+            config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+        except (config.ConfigException, OSError, ValueError) as exc:
+            raise CredentialsError(
+                f"cannot read Kubernetes credentials from {source} (--kubeconfig, $KUBECONFIG): {exc}"
+            ) from None
         token = configuration.api_key.get("authorization") or configuration.api_key.get("BearerToken")
         if token and token.lower().startswith("bearer "):
             token = token[7:]

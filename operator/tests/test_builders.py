@@ -129,3 +129,11 @@ def test_agent_role_has_exact_verbs_and_no_wildcards() -> None:
     }
     for rule in build_role(OWNER, secret_names=("x",))["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+
+
+def test_the_operators_log_format_reaches_the_runtime_and_the_agent() -> None:
+    for fmt in ("text", "json"):
+        pod = build_deployment(OWNER, spec(), Defaults(agent_image="saigon/operator:1", log_format=fmt))["spec"]
+        template = pod["template"]["spec"]
+        for container in [*template["containers"], *template["initContainers"]]:
+            assert env_of(container)["SAIGON_LOG_FORMAT"] == fmt, container["name"]
