@@ -52,7 +52,13 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
         "--cache-size",
         dest="max_loras",
         type=int,
-        help="adapter slots on the device (SAIGON_CACHE_SIZE)",
+        help="adapter slots on the device (SAIGON_CACHE_SIZE; default: sized from the memory budget)",
+    )
+    parser.add_argument(
+        "--memory-utilization",
+        dest="memory_utilization",
+        type=float,
+        help="share of device (or host) memory the runtime may use (SAIGON_MEMORY_UTILIZATION, default 0.9)",
     )
     parser.add_argument(
         "--cpu_cache_size",

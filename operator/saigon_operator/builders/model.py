@@ -399,6 +399,12 @@ def _per_user_env(owner: Owner, spec: ModelSpec) -> tuple[list[dict[str, Any]], 
     return env, mounts
 
 
+def runtime_device(spec: ModelSpec) -> str:
+    """A pod given GPUs serves on CUDA: with `auto` a GPU that fails to load would not be noticed
+    as early; the runtime then stays not Ready with the reason instead of serving from the CPU."""
+    return "cuda" if spec.device == "auto" and spec.gpus > 0 else spec.device
+
+
 def _runtime_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
     tokens = spec.token_secret_ref
     base_model = (
@@ -410,8 +416,7 @@ def _runtime_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dic
     env = [
         {"name": RUNTIME_ENV["base_model"], "value": base_model},
         {"name": RUNTIME_ENV["adapters_dir"], "value": r.ADAPTERS_MOUNT},
-        {"name": RUNTIME_ENV["device"], "value": spec.device},
-        {"name": RUNTIME_ENV["max_loras"], "value": str(spec.cache.max_loras)},
+        {"name": RUNTIME_ENV["device"], "value": runtime_device(spec)},
         {"name": RUNTIME_ENV["max_cpu_loras"], "value": str(spec.cache.max_cpu_loras)},
         {"name": RUNTIME_ENV["max_rank"], "value": str(spec.cache.max_rank)},
         {"name": RUNTIME_ENV["host"], "value": "0.0.0.0"},
@@ -423,6 +428,8 @@ def _runtime_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dic
         {"name": RUNTIME_ENV["hotset_file"], "value": "/tmp/saigon-hotset.json"},
         {"name": LOG_FORMAT_ENV, "value": defaults.log_format},
     ]
+    if spec.cache.max_loras is not None:  # else the runtime sizes its device tier from memory
+        env.append({"name": RUNTIME_ENV["max_loras"], "value": str(spec.cache.max_loras)})
     if spec.gie_metrics:
         env.append({"name": RUNTIME_ENV["gie_metrics"], "value": "true"})
     per_user_env, per_user_mounts = _per_user_env(owner, spec)
