@@ -20,7 +20,14 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine.types import scope_of
-from saigon_runtime.server import routes_admin, routes_health, routes_mesh, routes_openai, routes_saigon
+from saigon_runtime.server import (
+    routes_admin,
+    routes_health,
+    routes_lora,
+    routes_mesh,
+    routes_openai,
+    routes_saigon,
+)
 from saigon_runtime.server.auth import CREDENTIALS_KEY, ROUTE_ACCESS_KEY, Credentials, auth_middleware
 from saigon_runtime.server.errors import error_middleware
 from saigon_runtime.server.metrics import ServerMetrics
@@ -44,6 +51,7 @@ def all_routes() -> list[RouteDef]:
         *routes_mesh.ROUTES,
         *routes_openai.ROUTES,
         *routes_admin.ROUTES,
+        *routes_lora.ROUTES,
     ]
 
 

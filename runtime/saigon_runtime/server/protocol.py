@@ -267,6 +267,18 @@ class AdapterPinResponse(_Response):
     pinned: bool
 
 
+class LoadLoraAdapterRequest(_Request):
+    """vLLM's dynamic LoRA loading request."""
+
+    lora_name: AdapterName
+    lora_path: AbsolutePath = Field(description="a PEFT adapter directory; imported as a new version of lora_name")
+    load_inplace: bool = Field(False, description="replace an adapter already loaded under this name")
+
+
+class UnloadLoraAdapterRequest(_Request):
+    lora_name: AdapterName
+
+
 class EvalPrompt(_Request):
     prompt: Annotated[str, Field(min_length=1, max_length=4096)]
     max_tokens: Annotated[int, Field(ge=1, le=256), INTEGRAL] = 16
