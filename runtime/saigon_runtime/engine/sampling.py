@@ -40,10 +40,13 @@ class Pick:
 def seeded_generator(seed: int) -> torch.Generator:
     """A CPU generator for any signed or unsigned 64-bit seed.
 
-    torch's CPU generator keeps only the low 32 bits of a seed; folding the high half in keeps
-    seeds that differ only above bit 31 (negative ones included) apart."""
-    value = seed & _U64
-    return torch.Generator().manual_seed((value ^ (value >> 32)) & 0xFFFFFFFF)
+    torch's CPU generator keeps only the low 32 bits of a seed; mixing all 64 bits first (the
+    splitmix64 finalizer) keeps seeds that differ only in their high bits (negative ones
+    included) apart."""
+    z = (seed & _U64) + 0x9E3779B97F4A7C15 & _U64
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 & _U64
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EB & _U64
+    return torch.Generator().manual_seed((z ^ (z >> 31)) & 0xFFFFFFFF)
 
 
 def sample_next(logits: torch.Tensor, rows: list[RowSampling]) -> list[Pick]:
