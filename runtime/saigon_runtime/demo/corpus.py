@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from saigon_runtime.demo.catalog import DEMO_MESHES
 from saigon_runtime.demo.grammar import INTENTS, QUESTION_SLOTS, QUESTIONS, SHARED_SLOTS, TOPICS, Topic
@@ -93,9 +93,12 @@ def all_questions() -> set[str]:
     for template in (t for templates in QUESTIONS.values() for t in templates):
         names = _SLOT.findall(template)
         for values in itertools.product(*(QUESTION_SLOTS[n] for n in names)):
-            filled = iter(values)
-            out.add(_SLOT.sub(lambda _: next(filled), template))
+            out.add(_fill(template, iter(values)))
     return out
+
+
+def _fill(template: str, values: Iterator[str]) -> str:
+    return _SLOT.sub(lambda _: next(values), template)
 
 
 def capitalise_sentences(text: str) -> str:

@@ -77,7 +77,7 @@ QUESTION_SLOTS: Mapping[str, Sequence[str]] = {
         "this summer",
         "after work",
         "on holiday",
-    ),  # fmt: skip
+    ),
     "when_past": ("today", "yesterday", "last week", "this morning"),
     "event": ("a picnic", "a party", "a trip", "a quiet day", "a dinner", "a day out"),
     "count": ("three", "two", "some", "a few"),
@@ -122,7 +122,7 @@ QUESTION_SLOTS: Mapping[str, Sequence[str]] = {
         "dragons",
         "islands",
         "maps",
-    ),  # fmt: skip
+    ),
     "quality": ("big", "bright", "blue", "old", "strange", "important", "beautiful"),
     "skill": (
         "cook",
@@ -137,7 +137,7 @@ QUESTION_SLOTS: Mapping[str, Sequence[str]] = {
         "sail a boat",
         "keep calm",
         "start a garden",
-    ),  # fmt: skip
+    ),
     "learner": ("a beginner", "a new cook", "a student", "someone new in town"),
     "mood": ("sad", "tired", "lonely", "nervous", "happy", "hungry", "bored"),
     "need": ("some motivation", "some encouragement", "a little help", "a new idea", "some advice"),
