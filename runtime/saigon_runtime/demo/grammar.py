@@ -20,6 +20,8 @@ QUESTIONS: Mapping[str, Sequence[str]] = {
         "Hi, how are you?", "How are you {today}?", "How is your {period} going?", "Who are you?",
         "What is your name?", "Tell me about yourself.", "Nice to meet you.", "Are you a {being}?",
         "Thank you for your help.", "Thanks!", "Let's talk.", "Can we chat for a while?", "Introduce yourself.",
+        "Bye!", "Goodbye!", "See you soon!", "Talk to you {later}!", "Good to see you again!", "It has been a while!",
+        "Take care!", "Have a nice {period}!", "Thanks a lot!",
     ),
     "plans": (
         "What should I do {when}?", "What can I do {when}?", "Do you have any plans for {when}?",
@@ -27,7 +29,8 @@ QUESTIONS: Mapping[str, Sequence[str]] = {
         "Plan {event} for me.", "Give me {count} ideas for {when}.", "Where should I go {when}?",
         "Suggest something to do {when}.", "I can't decide what to do {when}.", "What should I do with {someone}?",
         "{someone_cap} is visiting {when}. What should we do?", "I have a free {period}. Any ideas?",
-        "List some things to do {when}.",
+        "List some things to do {when}.", "Can you recommend {recommendable}?", "Recommend {recommendable}.",
+        "What is a good present for {someone}?",
     ),
     "fact": (
         "Tell me something interesting.", "Do you know a fun fact?", "Teach me something new.",
@@ -35,7 +38,7 @@ QUESTIONS: Mapping[str, Sequence[str]] = {
         "What do you know about {subject}?", "Tell me about {subject}.", "Explain {subject} to me.",
         "How does {subject} work?", "Why is {subject} so {quality}?", "What is special about {subject}?",
         "Teach me about {subject}.", "Tell me something about {subject}.", "Explain {subject} to a child.",
-        "What is {subject}?",
+        "What is {subject}?", "Why do {creatures} {habit_of}?", "Where do {creatures} live?", "How big is {subject}?",
     ),
     "advice": (
         "Can you give me some advice?", "What is your best tip?", "How can I get better at things?",
@@ -138,6 +141,10 @@ QUESTION_SLOTS: Mapping[str, Sequence[str]] = {
         "keep calm",
         "start a garden",
     ),
+    "later": ("later", "tomorrow", "soon", "next week"),
+    "recommendable": ("a film", "a song", "a place to visit", "a good meal", "a hobby", "a game"),
+    "creatures": ("dogs", "birds", "fish", "owls", "whales", "ants"),
+    "habit_of": ("sing", "sleep so much", "fly south", "swim in groups", "hide"),
     "learner": ("a beginner", "a new cook", "a student", "someone new in town"),
     "mood": ("sad", "tired", "lonely", "nervous", "happy", "hungry", "bored"),
     "need": ("some motivation", "some encouragement", "a little help", "a new idea", "some advice"),
