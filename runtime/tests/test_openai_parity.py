@@ -132,6 +132,9 @@ def test_prompt_as_token_ids_equals_the_text_prompt(client: openai.OpenAI, serve
     ids = client.completions.create(model=ADAPTER, prompt=ids_of(server, PROMPT), max_tokens=6, temperature=0)
     assert ids.choices[0].text == text.choices[0].text
     assert ids.usage is not None and text.usage is not None and ids.usage.prompt_tokens == text.usage.prompt_tokens
+    vocab = server.engine.vocab_size
+    bad_request(lambda: client.completions.create(model=ADAPTER, prompt=[1, vocab]), "prompt")
+    bad_request(lambda: client.completions.create(model=ADAPTER, prompt=[[1], [10**12]]), "prompt")
 
 
 def test_batch_prompts_answer_in_order_with_their_indexes(client: openai.OpenAI, server: LiveServer) -> None:

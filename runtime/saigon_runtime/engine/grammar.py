@@ -63,8 +63,10 @@ class GrammarCompiler:
             raise InvalidRequest(f"the JSON schema exceeds {MAX_SCHEMA_CHARS} characters", param="response_format")
         try:
             return str(llguidance.LLMatcher.grammar_from_json_schema(spec.json_schema, overrides=_COMPILE_OPTIONS))
-        except (ValueError, TypeError) as exc:
-            raise InvalidRequest(f"response_format: invalid JSON schema ({exc})", param="response_format") from None
+        except Exception as exc:  # whatever the compiler says about untrusted input, it is the request's fault
+            raise InvalidRequest(
+                f"response_format: invalid JSON schema ({exc})"[:400], param="response_format"
+            ) from None
 
     def validate(self, spec: GrammarSpec) -> None:
         """Raise InvalidRequest naming `response_format` when the schema cannot be compiled."""
@@ -73,7 +75,10 @@ class GrammarCompiler:
             raise InvalidRequest(f"response_format: unsupported JSON schema: {error[:300]}", param="response_format")
 
     def matcher(self, spec: GrammarSpec) -> RowGrammar:
-        matcher = llguidance.LLMatcher(self.tokenizer, self.grammar(spec))
+        try:
+            matcher = llguidance.LLMatcher(self.tokenizer, self.grammar(spec))
+        except (ValueError, RuntimeError) as exc:
+            raise InvalidRequest(f"response_format: {exc}"[:400], param="response_format") from None
         if matcher.is_error():
             raise InvalidRequest(f"response_format: {matcher.get_error()[:300]}", param="response_format")
         return RowGrammar(matcher, self.tokenizer.vocab_size)

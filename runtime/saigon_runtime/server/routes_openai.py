@@ -239,7 +239,11 @@ async def completions(request: web.Request) -> web.StreamResponse:
         raise _bad("best_of", "best_of is only supported equal to n")
     state = state_of(request)
     service = state.ready_service()
-    tokenizer = state.ready_engine().tokenizer
+    engine = state.ready_engine()
+    tokenizer = engine.tokenizer
+    vocab = engine.vocab_size
+    if any(not isinstance(item, str) and max(item) >= vocab for item in body.prompts()):
+        raise _bad("prompt", f"prompt token ids must be in [0, {vocab})")
     prompts = [
         (item, service.encode(item)) if isinstance(item, str) else (str(tokenizer.decode(item)), item)
         for item in body.prompts()
