@@ -122,7 +122,7 @@ def test_echo_prepends_the_prompt_and_scores_its_tokens(client: openai.OpenAI, s
     # The prompt's scores equal the engine's own scoring of those tokens.
     ids = ids_of(server, PROMPT)
     nll = -sum(v for v in lp.token_logprobs[1:n_prompt] if v is not None) / (n_prompt - 1)
-    from saigon_runtime.engine.types import AdapterRef
+    from saigon_runtime.adapters.types import AdapterRef
 
     assert nll == pytest.approx(server.engine.score(ids[:1], ids[1:], AdapterRef(ADAPTER, "v1")), abs=1e-4)
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from saigon_runtime.engine.grammar import GrammarCompiler, GrammarSpec
 from saigon_runtime.engine.sampling import RowSampling, sample_next, seeded_generator
-from saigon_runtime.engine.types import InvalidRequest, SamplingParams
+from saigon_runtime.engine.types import SamplingParams
+from saigon_runtime.errors import InvalidRequest
 from transformers import AutoTokenizer
 
 GREEDY = SamplingParams(temperature=0.0)

@@ -18,7 +18,7 @@ import torch
 from llguidance.hf import from_tokenizer
 from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
 
-from saigon_runtime.engine.types import InvalidRequest
+from saigon_runtime.errors import InvalidRequest
 
 # A schema document larger than this is refused before compiling.
 MAX_SCHEMA_CHARS = 64_000

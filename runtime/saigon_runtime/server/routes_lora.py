@@ -8,7 +8,8 @@ the admin API does (same checks, same atomic install) and makes it current.
 from __future__ import annotations
 
 from aiohttp import web
-from saigon_runtime.engine.types import AdapterNotFound, AdapterRejected
+
+from saigon_runtime.errors import AdapterNotFound, AdapterRejected
 from saigon_runtime.server.errors import ApiError
 from saigon_runtime.server.protocol import LoadLoraAdapterRequest, UnloadLoraAdapterRequest
 from saigon_runtime.server.routes_admin import off_loop

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+
 from saigon_runtime.adapters.manager import AdapterInfo
 from saigon_runtime.engine.engine import Engine
 from saigon_runtime.server.auth import principal, visible_to

@@ -20,22 +20,23 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from pydantic import BaseModel
+
 from saigon_runtime.adapters.manager import Resolution
 from saigon_runtime.adapters.names import NAME_RE
 from saigon_runtime.engine.grammar import GrammarSpec, json_object_spec
 from saigon_runtime.engine.types import (
-    AdapterNotFound,
-    EngineError,
     GenerationRequest,
     GenerationResult,
     SamplingParams,
     TokenEvent,
     TokenLogprob,
+    new_request_id,
 )
+from saigon_runtime.errors import AdapterNotFound, EngineError
 from saigon_runtime.mesh.prompt import build_chat_prompt
 from saigon_runtime.server.auth import check_adapter_visible, effective_user
 from saigon_runtime.server.errors import ApiError, from_engine_error
-from saigon_runtime.server.generation import Generation, new_request_id, record_served, submit
+from saigon_runtime.server.generation import Generation, record_served, submit
 from saigon_runtime.server.logprobs import TokenNames, chat_logprobs, completion_logprobs
 from saigon_runtime.server.protocol import (
     AssistantMessage,
@@ -72,7 +73,7 @@ async def resolve_model(request: web.Request, model: str) -> Resolution:
     engine = state_of(request).ready_engine()
     if model == engine.model_id:
         return Resolution(None, "base")
-    if not NAME_RE.match(model) or ".." in model:
+    if not NAME_RE.fullmatch(model) or ".." in model:
         raise model_not_found(model)
     check_adapter_visible(request, model)
     try:
@@ -89,10 +90,6 @@ def served_headers(resolution: Resolution) -> dict[str, str]:
 
 def _finish_reason(result: GenerationResult) -> FinishReason:
     return "length" if result.finish_reason == "length" else "stop"
-
-
-def _failed(result: GenerationResult) -> bool:
-    return result.finish_reason == "error" or result.error is not None
 
 
 def _bad(param: str, message: str) -> ApiError:
@@ -219,7 +216,7 @@ async def _results(plan: Plan) -> list[GenerationResult]:
     """Await every row; a cancelled handler (the client went away) cancels them all."""
     gens = [c.gen for c in plan.choices if c.gen is not None]
     results = list(await asyncio.gather(*(g.result() for g in gens)))
-    if any(_failed(r) for r in results):
+    if any(r.failed for r in results):
         raise ApiError(500, "generation failed", code="generation_failed")
     return results
 
@@ -464,7 +461,7 @@ async def _stream(
                 stream = streams[choice.index]
                 if token is None:
                     result = await _finished(choice)
-                    if _failed(result):
+                    if result.failed:
                         await send_error(response, ApiError(500, "generation failed", code="generation_failed"))
                         await send_done(response)
                         return response
