@@ -10,12 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 from demo_answers import MIN_WORDS, check_answers
-
-REQUIRED_SHARE = 0.98
 from everyday_prompts import EVERYDAY_PROMPTS
 from saigon_runtime.demo import build_demo_assets
 from saigon_runtime.demo.catalog import DEMO_ADAPTERS
 from server_support import LiveServer, live_server, make_config
+
+REQUIRED_SHARE = 0.98
 
 
 @pytest.fixture(scope="module")

@@ -225,9 +225,7 @@ def test_logit_bias_takes_effect_and_is_validated(client: openai.OpenAI, server:
     bad_request(
         lambda: client.completions.create(model=ADAPTER, prompt=PROMPT, logit_bias={str(vocab): 1}), "logit_bias"
     )
-    bad_request(
-        lambda: client.completions.create(model=ADAPTER, prompt=PROMPT, logit_bias={"x": 1}), "logit_bias.x.[key]"
-    )
+    bad_request(lambda: client.completions.create(model=ADAPTER, prompt=PROMPT, logit_bias={"x": 1}), "logit_bias")
     bad_request(lambda: client.completions.create(model=ADAPTER, prompt=PROMPT, logit_bias={"5": 101}), "logit_bias.5")
 
 

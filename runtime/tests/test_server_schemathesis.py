@@ -33,6 +33,7 @@ SEMANTIC_CODES = {
     "mesh_too_large",
     "batch_too_large",
     "bad_messages",
+    "unsupported_value",  # OpenAI-route rules across fields or against the model (routes_openai._bad)
 }
 
 

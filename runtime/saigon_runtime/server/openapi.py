@@ -154,7 +154,7 @@ def _event_schema(chunk_ref: dict[str, Any], refs: dict[tuple[type[BaseModel], s
 def _implied_errors(route: RouteDef, inference_auth: bool) -> set[int]:
     statuses: set[int] = set()
     if route.request_model is not None:
-        statuses |= {400, 413}
+        statuses |= {400, 413, 422}  # 422: the adapter the request names was rejected
     if route.path_params:
         statuses.add(400)
     if route.access is Access.ADMIN or (route.access is Access.TENANT and inference_auth):

@@ -332,7 +332,7 @@ MAX_CHOICES = 16  # n
 MAX_PROMPTS = 32  # prompts in one completions request
 LogitBias = Annotated[
     dict[
-        Annotated[str, Field(pattern=r"^[0-9]{1,9}$")],
+        Annotated[str, Field(max_length=12)],
         Annotated[float, Field(ge=LOGIT_BIAS_RANGE[0], le=LOGIT_BIAS_RANGE[1])],
     ],
     Field(max_length=MAX_LOGIT_BIAS_ENTRIES, description="token id (as a string) -> added to its logit"),
@@ -400,7 +400,7 @@ class _SamplingFields(_Request):
         return next((name for name in UNSUPPORTED_PARAMS if extra.get(name) is not None), None)
 
 
-TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+TokenIds = Annotated[list[Annotated[int, Field(ge=0), INTEGRAL]], Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 Prompt = (
     Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
     | Annotated[

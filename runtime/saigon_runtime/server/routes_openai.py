@@ -93,7 +93,9 @@ def _finish_reason(result: GenerationResult) -> FinishReason:
 
 
 def _bad(param: str, message: str) -> ApiError:
-    return ApiError(400, message, param=param, code="invalid_value")
+    # A rule across fields or against the model (best_of vs n, token ids vs the vocabulary) that
+    # the schema cannot state.
+    return ApiError(400, message, param=param, code="unsupported_value")
 
 
 # ---------------------------------------------------------------- one request, several rows
@@ -139,6 +141,8 @@ def _sampling(
 ) -> SamplingParams:
     bias: list[tuple[int, float]] = []
     for token, value in (body.logit_bias or {}).items():
+        if not token.isascii() or not token.isdigit():
+            raise _bad("logit_bias", f"logit_bias keys are token ids; {token[:12]!r} is not")
         bias.append((int(token), float(value)))
     return SamplingParams(
         temperature=body.temperature,
