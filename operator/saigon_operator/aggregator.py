@@ -21,6 +21,7 @@ from saigon_operator import resources as r
 from saigon_operator.events import EventRecorder
 from saigon_operator.kube import ApiError, KubeClient, custom_path
 from saigon_operator.promotion import Plan, PodInput, PromotionState, plan
+from saigon_operator.retry import backoff
 from saigon_operator.specs import Promotion, SpecError, Target
 from saigon_operator.status import (
     AdapterFacts,
@@ -128,6 +129,8 @@ class Aggregator:
         debounce_s: float = 0.02,
         model_debounce_s: float = 1.0,
         concurrency: int = 16,
+        retry_base_s: float = 1.0,
+        retry_cap_s: float = 60.0,
     ) -> None:
         self.kube = kube
         self.events = events
@@ -146,6 +149,10 @@ class Aggregator:
         self._locks: dict[Key, asyncio.Lock] = {}
         self._rechecks: dict[Key, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(concurrency)
+        self.retry_base_s = retry_base_s
+        self.retry_cap_s = retry_cap_s
+        # (kind, key) -> (failed attempts in a row, monotonic time before which no write is tried)
+        self._failing: dict[tuple[str, Key], tuple[int, float]] = {}
 
     # --- what handlers tell us -------------------------------------------------------------------
 
@@ -166,6 +173,7 @@ class Aggregator:
             self._by_model.get((record.namespace, record.model), set()).discard(record.name)
             self.mark_model((record.namespace, record.model))
         self._dirty_adapters.discard(key)
+        self._failing.pop(("adapter", key), None)
         handle = self._rechecks.pop(key, None)
         if handle is not None:
             handle.cancel()
@@ -183,6 +191,7 @@ class Aggregator:
     def forget_model(self, key: Key) -> None:
         self.models.pop(key, None)
         self._dirty_models.discard(key)
+        self._failing.pop(("model", key), None)
         metrics.OBJECTS.labels("SaigonModel").set(len(self.models))
 
     def adapters_of(self, namespace: str, model: str) -> list[AdapterRecord]:
@@ -252,17 +261,35 @@ class Aggregator:
             await asyncio.gather(*(self._guarded(self.write_model, key) for key in models))
 
     async def _guarded(self, write: Callable[[Key], Any], key: Key) -> None:
+        """One status write; a transient failure backs off exponentially, a permanent one is dropped
+        (the next change to the object or its pods writes again)."""
+        kind = "adapter" if write == self.write_adapter else "model"
+        attempts, not_before = self._failing.get((kind, key), (0, 0.0))
+        if time.monotonic() < not_before:
+            return  # a retry is already scheduled; level-based, it writes the latest state
         async with self._slots:
             try:
                 await write(key)
             except ApiError as exc:
-                if exc.status == 404:
-                    return
-                log.warning("status write for %s/%s failed (will retry): %s", key[0], key[1], exc)
                 metrics.ERRORS.labels("status", exc.reason or str(exc.status)).inc()
-                asyncio.get_running_loop().call_later(
-                    1.0, self.mark_adapter if write == self.write_adapter else self.mark_model, key
-                )
+                if not exc.transient:
+                    self._failing.pop((kind, key), None)
+                    if exc.status != 404:  # 404: the object is gone, nothing to tell
+                        log.warning("status write for %s/%s refused, not retried: %s", key[0], key[1], exc)
+                    return
+                delay = backoff(attempts, self.retry_base_s, self.retry_cap_s)
+                self._failing[(kind, key)] = (attempts + 1, time.monotonic() + delay)
+                log.warning("status write for %s/%s failed, retry in %.0fs: %s", key[0], key[1], delay, exc)
+                mark = self.mark_adapter if kind == "adapter" else self.mark_model
+                asyncio.get_running_loop().call_later(delay, self._retry, kind, key, mark)
+            else:
+                self._failing.pop((kind, key), None)
+
+    def _retry(self, kind: str, key: Key, mark: Callable[[Key], None]) -> None:
+        attempts, _ = self._failing.get((kind, key), (0, 0.0))
+        if attempts:
+            self._failing[(kind, key)] = (attempts, 0.0)
+            mark(key)
 
     def _lock(self, kind: str, key: Key) -> asyncio.Lock:
         return self._locks.setdefault((f"{kind}/{key[0]}", key[1]), asyncio.Lock())

@@ -10,6 +10,7 @@ from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.model import Defaults
 from saigon_operator.events import EventRecorder
 from saigon_operator.kube import ApiError, KubeClient
+from saigon_operator.retry import backoff
 
 
 @dataclass
@@ -20,10 +21,6 @@ class OperatorContext:
     defaults: Defaults
     # A deletion waits this long for pods to unload before it lets go (dead agents).
     unload_timeout_s: float = 300.0
-
-
-def backoff(retry: int, base: float = 1.0, cap: float = 60.0) -> float:
-    return float(min(cap, base * 2 ** min(retry, 10)))
 
 
 def classify(exc: ApiError, what: str, retry: int) -> kopf.TemporaryError | kopf.PermanentError:
