@@ -13,7 +13,7 @@ import json
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,8 @@ class KubeClient:
         self._session: aiohttp.ClientSession | None = None
         self._token: str | None = credentials.token
         self._token_read_at = 0.0
+        # Called before every write; raises to refuse it (the operator's leader fencing).
+        self.write_guard: Callable[[], None] | None = None
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -162,6 +164,8 @@ class KubeClient:
         content_type: str = "application/json",
     ) -> dict[str, Any]:
         data = None if body is None else json.dumps(body)
+        if method != "GET" and self.write_guard is not None:
+            self.write_guard()
         try:
             async with self.session.request(
                 method,
