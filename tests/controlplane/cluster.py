@@ -147,6 +147,16 @@ class Cluster(abc.ABC):
         token = self.kubectl("create", "token", name, "--namespace", namespace, f"--duration={duration}")
         return self.kubeconfig_for_token(token.strip(), name=f"sa-{namespace}-{name}")
 
+    def kubeconfig_for_pod(self, namespace: str, service_account: str, pod: str, duration: str = "1h") -> Path:
+        """A kubeconfig with the token a kubelet projects into `pod`: bound to it, so the API
+        server adds the pod-name and pod-uid claims to the user's extra info."""
+        uid = self.kubectl("get", "pod", pod, "--namespace", namespace, "-o", "jsonpath={.metadata.uid}")
+        token = self.kubectl(
+            "create", "token", service_account, "--namespace", namespace, f"--duration={duration}",
+            "--bound-object-kind=Pod", f"--bound-object-name={pod}", f"--bound-object-uid={uid}",
+        )  # fmt: skip
+        return self.kubeconfig_for_token(token.strip(), name=f"pod-{namespace}-{pod}")
+
     def _new_kubeconfig_path(self, name: str) -> Path:
         safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
         return self.workdir / "kubeconfigs" / f"{safe_name}-{secrets.token_hex(4)}.yaml"

@@ -36,6 +36,14 @@ def install_crds(cluster: Cluster) -> None:
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
 
 
+def install_agent_policy(cluster: Cluster) -> None:
+    """The chart's ValidatingAdmissionPolicy that confines each agent to its own pod."""
+    from saigon_chart import template  # deferred: helm is needed only here
+
+    rendered = template(release="e2e", extra=("--show-only", "templates/agent-policy.yaml"))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=rendered)
+
+
 def make_source_server(workdir: Path) -> tuple[SourceServer, Path]:
     ca = CertificateAuthority("saigon-e2e-sources")
     pair = ca.issue_server_cert(dns_names=["localhost"], ip_addresses=["127.0.0.1"])
@@ -202,6 +210,7 @@ def running_world(
     """A namespace with the operator leading, a SaigonModel of `replicas` pods whose runtimes and
     agents run for real under the fake kubelet, and an HTTPS source server; all stopped after."""
     install_crds(cluster)
+    install_agent_policy(cluster)
     namespace = f"{prefix}-{secrets.token_hex(3)}"
     kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
     sources, ca = make_source_server(workdir)
