@@ -22,7 +22,7 @@ from saigon_operator.events import EventRecorder
 from saigon_operator.kube import ApiError, KubeClient, custom_path
 from saigon_operator.promotion import Plan, PodInput, PromotionState, plan
 from saigon_operator.retry import backoff
-from saigon_operator.specs import Promotion, SpecError, Target
+from saigon_operator.specs import Promotion, S3Policy, SpecError, Target
 from saigon_operator.status import (
     AdapterFacts,
     ModelFacts,
@@ -108,6 +108,8 @@ class ModelRecord:
     invalid: SpecError | None = None
     apply_error: str | None = None
     written: dict[str, Any] = field(default_factory=dict)
+    # The S3 credentials and endpoints its adapters may use (None: the spec is invalid or unseen).
+    s3_policy: S3Policy | None = None
 
     def ref(self) -> dict[str, str]:
         return {

@@ -362,9 +362,43 @@ class AdapterStorage(_Model):
     medium: str = ""
 
 
+def endpoint_key(url: str) -> tuple[str, int]:
+    """An https endpoint as (host, port): how allow-listed endpoints are compared."""
+    parts = urlsplit(url)
+    return (parts.hostname or "").lower(), parts.port or 443
+
+
+class S3Policy(_Model):
+    """Which S3 credentials and endpoints a model's SaigonAdapters may use (none by default)."""
+
+    allowed_secrets: tuple[str, ...] = Field(default=(), alias="allowedSecrets")
+    allowed_endpoints: tuple[str, ...] = Field(default=(), alias="allowedEndpoints")
+
+    @field_validator("allowed_endpoints")
+    @classmethod
+    def _endpoints(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_https_url(url, allow_path=False) for url in v)
+
+    def refusal(self, source: S3Source) -> str | None:
+        """Why this model does not let an adapter use `source`, or None."""
+        secret = source.credentials_secret_ref.name
+        if secret not in self.allowed_secrets:
+            return (
+                f"the Secret {secret} is not in the SaigonModel's spec.adapterSources.s3.allowedSecrets "
+                f"({', '.join(self.allowed_secrets) or 'none'})"
+            )
+        if endpoint_key(source.endpoint) not in {endpoint_key(e) for e in self.allowed_endpoints}:
+            return (
+                f"the endpoint {source.endpoint} is not in the SaigonModel's spec.adapterSources.s3.allowedEndpoints "
+                f"({', '.join(self.allowed_endpoints) or 'none'})"
+            )
+        return None
+
+
 class AdapterSources(_Model):
     pvcs: tuple[str, ...] = ()
     allowed_cidrs: tuple[str, ...] = Field(default=(), alias="allowedCidrs")
+    s3: S3Policy = Field(default_factory=S3Policy)
 
     @field_validator("allowed_cidrs")
     @classmethod

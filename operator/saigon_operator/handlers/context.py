@@ -6,11 +6,13 @@ from dataclasses import dataclass
 
 import kopf
 
+from saigon_operator import resources as r
 from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.model import Defaults
 from saigon_operator.events import EventRecorder
-from saigon_operator.kube import ApiError, KubeClient
+from saigon_operator.kube import ApiError, KubeClient, custom_path
 from saigon_operator.retry import backoff
+from saigon_operator.status import now_iso
 
 
 @dataclass
@@ -28,3 +30,13 @@ def classify(exc: ApiError, what: str, retry: int) -> kopf.TemporaryError | kopf
     if exc.transient:
         return kopf.TemporaryError(f"{what}: {exc}", delay=backoff(retry))
     return kopf.PermanentError(f"{what}: {exc}")
+
+
+async def requeue(ctx: OperatorContext, namespace: str, name: str) -> None:
+    """Makes kopf reconcile a SaigonAdapter again (a sibling went away, or its model's policy changed)."""
+    path = custom_path(r.GROUP, r.VERSION, r.ADAPTER_PLURAL, namespace, name)
+    try:
+        await ctx.kube.merge_patch(path, {"metadata": {"annotations": {r.REQUEUE_ANNOTATION: now_iso()}}})
+    except ApiError as exc:
+        if exc.status != 404:
+            raise

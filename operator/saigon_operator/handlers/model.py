@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from saigon_operator import metrics
@@ -9,7 +10,7 @@ from saigon_operator import resources as r
 from saigon_operator.aggregator import ModelRecord
 from saigon_operator.builders.model import Owner, build_children, build_role, selector_string
 from saigon_operator.builders.router import build_router, router_kinds, router_names
-from saigon_operator.handlers.context import OperatorContext, classify
+from saigon_operator.handlers.context import OperatorContext, classify, requeue
 from saigon_operator.kube import ApiError, object_path
 from saigon_operator.specs import SpecError, parse_model_spec
 
@@ -37,7 +38,9 @@ async def reconcile(body: dict[str, Any], ctx: OperatorContext, retry: int) -> N
             result["outcome"] = "invalid"
             return
         owner = Owner(name, namespace, meta["uid"])
-        children = build_children(owner, spec, ctx.defaults, secret_names=agent_secrets(ctx, namespace, name))
+        record.s3_policy = spec.adapter_sources.s3
+        allowed = record.s3_policy.allowed_secrets
+        children = build_children(owner, spec, ctx.defaults, secret_names=agent_secrets(ctx, namespace, name, allowed))
         deployment = children[-1]
         record.desired_replicas = spec.replicas
         record.spec_hash = deployment["spec"]["template"]["metadata"]["annotations"][r.SPEC_HASH_ANNOTATION]
@@ -61,8 +64,16 @@ async def reconcile(body: dict[str, Any], ctx: OperatorContext, retry: int) -> N
             await ctx.aggregator.write_model((namespace, name))
             result["outcome"] = "temporary_error" if exc.transient else "permanent_error"
             raise error from None
+        previous_policy = existing.s3_policy if existing else None
         ctx.aggregator.put_model(record)
         await ctx.aggregator.write_model((namespace, name))
+        if previous_policy != record.s3_policy:
+            # Adapters refused (or allowed) by the old allow-lists are judged again.
+            for adapter in ctx.aggregator.adapters_of(namespace, name):
+                if (adapter.invalid is not None and adapter.invalid.reason == "SourceNotAllowed") or (
+                    any(t.source.s3 is not None for t in adapter.targets())
+                ):
+                    await requeue(ctx, namespace, adapter.name)
 
 
 async def apply(ctx: OperatorContext, manifest: dict[str, Any]) -> None:
@@ -71,8 +82,8 @@ async def apply(ctx: OperatorContext, manifest: dict[str, Any]) -> None:
     await ctx.kube.apply(path, manifest, field_manager=r.FIELD_MANAGER)
 
 
-def agent_secrets(ctx: OperatorContext, namespace: str, model: str) -> tuple[str, ...]:
-    """Credential Secrets the agents of this model may read: those its S3 adapters name."""
+def agent_secrets(ctx: OperatorContext, namespace: str, model: str, allowed: Collection[str]) -> tuple[str, ...]:
+    """Credential Secrets the agents of this model may read: those its S3 adapters name, if the model allows them."""
     names = {
         t.source.s3.credentials_secret_ref.name
         for a in ctx.aggregator.adapters_of(namespace, model)
@@ -80,13 +91,14 @@ def agent_secrets(ctx: OperatorContext, namespace: str, model: str) -> tuple[str
         for t in a.targets()
         if t.source.s3 is not None
     }
-    return tuple(sorted(names))
+    return tuple(sorted(names.intersection(allowed)))
 
 
 async def sync_agent_role(ctx: OperatorContext, namespace: str, model: str) -> None:
     """Re-applies the agent Role when the set of credential Secrets changes (no pod roll needed)."""
     record = ctx.aggregator.models.get((namespace, model))
-    if record is None or record.invalid is not None:
+    if record is None or record.invalid is not None or record.s3_policy is None:
         return
-    role = build_role(Owner(model, namespace, record.uid), secret_names=agent_secrets(ctx, namespace, model))
+    allowed = record.s3_policy.allowed_secrets
+    role = build_role(Owner(model, namespace, record.uid), secret_names=agent_secrets(ctx, namespace, model, allowed))
     await apply(ctx, role)
