@@ -79,6 +79,10 @@ OPERATOR_CALLS = [
     ("delete", "", "configmaps"),
     ("delete", "", "services"),
     ("delete", "apps", "deployments"),
+    # builders.network: one NetworkPolicy per SaigonModel, deleted when spec.networkPolicy is off.
+    ("create", "networking.k8s.io", "networkpolicies"),
+    ("patch", "networking.k8s.io", "networkpolicies"),
+    ("delete", "networking.k8s.io", "networkpolicies"),
     # builders.model.build_role grants the agent these; RBAC allows granting only what one holds.
     ("get", "saigon.ai", "saigonadapters"),
     ("get", "", "pods"),

@@ -435,6 +435,52 @@ class RouterOptions(_Model):
         return v
 
 
+class LabelRequirement(_Model):
+    key: str = Field(min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: tuple[str, ...] = ()
+
+
+class LabelSelector(_Model):
+    match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
+    match_expressions: tuple[LabelRequirement, ...] = Field(default=(), alias="matchExpressions")
+
+
+class IpBlock(_Model):
+    cidr: str
+    except_: tuple[str, ...] = Field(default=(), alias="except")
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        ipaddress.ip_network(v, strict=False)
+        return v
+
+
+class NetworkPeer(_Model):
+    """A NetworkPolicy peer: pods (by label, in namespaces by label) or an IP block."""
+
+    pod_selector: LabelSelector | None = Field(default=None, alias="podSelector")
+    namespace_selector: LabelSelector | None = Field(default=None, alias="namespaceSelector")
+    ip_block: IpBlock | None = Field(default=None, alias="ipBlock")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> NetworkPeer:
+        selectors = self.pod_selector is not None or self.namespace_selector is not None
+        if selectors == (self.ip_block is not None):
+            raise ValueError("a peer needs podSelector and/or namespaceSelector, or ipBlock")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+
+class NetworkPolicyOptions(_Model):
+    enabled: bool = True
+    runtime_from: tuple[NetworkPeer, ...] = Field(default=(), alias="runtimeFrom")
+    agent_from: tuple[NetworkPeer, ...] = Field(default=(), alias="agentFrom")
+
+
 class ModelSpec(_Model):
     base_model: BaseModelSource = Field(alias="baseModel")
     image: str = Field(min_length=1)
@@ -456,6 +502,7 @@ class ModelSpec(_Model):
     termination_grace_period_seconds: int = Field(default=60, ge=0, alias="terminationGracePeriodSeconds")
     gie_metrics: bool = Field(default=False, alias="gieMetrics")
     router: RouterOptions = Field(default_factory=RouterOptions)
+    network_policy: NetworkPolicyOptions = Field(default_factory=NetworkPolicyOptions, alias="networkPolicy")
 
 
 def parse_model_spec(spec: dict[str, Any]) -> ModelSpec:

@@ -143,6 +143,29 @@ def test_the_router_comes_and_goes_with_the_spec(k8s_cluster: Cluster, ns: str, 
     assert get(k8s_cluster, ns, "deployment", "m")["spec"]["replicas"] == 2
 
 
+def test_each_model_gets_a_network_policy_it_owns(k8s_cluster: Cluster, ns: str, operator: OperatorProcess) -> None:
+    gateway = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gw"}}}
+    apply(k8s_cluster, ns, model(networkPolicy={"runtimeFrom": [gateway]}))
+    policy = eventually(lambda: get(k8s_cluster, ns, "networkpolicy", "m-runtime"), timeout=30, what="policy")
+    uid = get(k8s_cluster, ns, "saigonmodel", "m")["metadata"]["uid"]
+    assert [o["uid"] for o in policy["metadata"]["ownerReferences"]] == [uid]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [gateway] and rule["ports"] == [{"protocol": "TCP", "port": 8001}]
+    # A peer the API server's schema refuses never reaches the operator.
+    with pytest.raises(CommandError, match="a peer needs podSelector and/or namespaceSelector, or ipBlock"):
+        apply(k8s_cluster, ns, model(networkPolicy={"runtimeFrom": [{}]}))
+    apply(k8s_cluster, ns, model(networkPolicy={"enabled": False}))
+
+    def gone() -> bool:
+        try:
+            get(k8s_cluster, ns, "networkpolicy", "m-runtime")
+            return False
+        except CommandError:
+            return True
+
+    eventually(gone, timeout=30, what="policy removed when disabled")
+
+
 def test_a_spec_the_schema_admits_but_the_operator_refuses(
     k8s_cluster: Cluster, ns: str, operator: OperatorProcess
 ) -> None:
@@ -297,6 +320,11 @@ OPERATOR_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "create", "patch"]},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "patch", "delete"]},
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["get", "create", "patch"]},
+    {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": ["get", "create", "patch", "delete"],
+    },
     {
         "apiGroups": ["rbac.authorization.k8s.io"],
         "resources": ["roles", "rolebindings"],

@@ -9,6 +9,7 @@ from saigon_operator import metrics
 from saigon_operator import resources as r
 from saigon_operator.aggregator import ModelRecord
 from saigon_operator.builders.model import Owner, build_children, build_role, selector_string
+from saigon_operator.builders.network import build_network_policy, network_policy_name
 from saigon_operator.builders.router import build_router, router_kinds, router_names
 from saigon_operator.handlers.context import OperatorContext, classify, requeue
 from saigon_operator.kube import ApiError, object_path
@@ -49,6 +50,12 @@ async def reconcile(body: dict[str, Any], ctx: OperatorContext, retry: int) -> N
             for child in children:
                 what = f"applying {child['kind']} {child['metadata']['name']}"
                 await apply(ctx, child)
+            if spec.network_policy.enabled:
+                what = "applying the NetworkPolicy"
+                await apply(ctx, build_network_policy(owner, spec))
+            else:
+                what = "deleting the NetworkPolicy"
+                await ctx.kube.delete(object_path("NetworkPolicy", namespace, network_policy_name(name)))
             if spec.router.enabled:
                 for child in build_router(owner, spec):
                     what = f"applying {child['kind']} {child['metadata']['name']}"
