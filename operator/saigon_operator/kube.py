@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import ssl
 import time
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+log = logging.getLogger(__name__)
 
 _SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -321,6 +324,7 @@ async def list_and_watch(
                     if kind != "BOOKMARK":
                         yield kind, obj
         except Gone:
+            log.info("the watch of %s expired (410 Gone); listing again", path)
             continue
         except ApiError:
             await asyncio.sleep(delay)

@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from . import certs, kubeconfig, processes
 
@@ -235,6 +235,8 @@ class ControlPlane(Cluster):
         self._pki.mkdir()
         self.log_dir = workdir / "logs"
         self.log_dir.mkdir()
+        self.etcd_url = ""
+        self._apiserver: tuple[int, tuple[str, ...]] = (0, ())  # port and extra args, for restarts
         try:
             self._start(startup_timeout, extra_apiserver_args)
         except BaseException:
@@ -249,6 +251,29 @@ class ControlPlane(Cluster):
     def stop(self) -> None:
         """Stops etcd and kube-apiserver (SIGTERM, then SIGKILL) and deletes their data; idempotent."""
         self._finalizer()
+
+    def restart_apiserver(self, downtime_s: float = 0.0, startup_timeout: float = 180.0) -> None:
+        """Stops kube-apiserver, waits `downtime_s`, starts it again on the same port (etcd keeps
+        the data): clients see their connections and watches break, then the server come back."""
+        processes.terminate(self._running.pop("kube-apiserver"))
+        time.sleep(downtime_s)
+        port, extra_args = self._apiserver
+        self._start_apiserver(self.etcd_url, port, extra_args, time.monotonic() + startup_timeout)
+
+    def compact_etcd(self) -> int:
+        """Compacts etcd's history up to now; watches resuming from an older resourceVersion then
+        get 410 Gone from the API server. Returns the compacted revision."""
+        revision = int(self._etcd_call("/v3/kv/range", {"key": "AA=="})["header"]["revision"])
+        self._etcd_call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+        return revision
+
+    def _etcd_call(self, path: str, body: dict[str, object]) -> dict[str, Any]:
+        request = urllib.request.Request(
+            self.etcd_url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            result: dict[str, Any] = json.load(response)
+            return result
 
     def kubeconfig_for_user(self, user: str, groups: tuple[str, ...] = ()) -> Path:
         """A kubeconfig that authenticates as `user` in `groups` with a client certificate."""
@@ -267,8 +292,9 @@ class ControlPlane(Cluster):
             etcd_port, peer_port, api_port = _distinct_free_ports(3)
             try:
                 deadline = time.monotonic() + startup_timeout
-                etcd_url = self._start_etcd(etcd_port, peer_port, deadline)
-                self._start_apiserver(etcd_url, api_port, extra_apiserver_args, deadline)
+                self.etcd_url = self._start_etcd(etcd_port, peer_port, deadline)
+                self._apiserver = (api_port, extra_apiserver_args)
+                self._start_apiserver(self.etcd_url, api_port, extra_apiserver_args, deadline)
                 return
             except _PortTakenError:
                 if attempt == 2:
