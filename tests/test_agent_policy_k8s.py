@@ -7,18 +7,20 @@ bound to, and to the agent's own annotation and readiness condition.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from controlplane.cluster import Cluster, CommandError
+from controlplane.cluster import Cluster
 from controlplane.waiting import eventually
 from saigon_chart import documents, template
 from saigon_e2e.world import install_crds
 from saigon_operator import resources as r
 from saigon_operator.builders.model import Owner, build_role, build_role_binding, build_service_account, names_for
+from saigon_operator.kube import ApiError, Credentials, KubeClient, object_path
 
 MODEL = "m"
 
@@ -77,21 +79,29 @@ def test_an_agent_changes_only_its_own_pods_report(k8s_cluster: Cluster, namespa
     agent_sa = names_for(MODEL)["service_account"]
     agent = k8s_cluster.kubeconfig_for_pod(namespace, agent_sa, "runtime-1")
 
-    def patch(target: str, body: str, *extra: str, as_: Path = agent) -> str | None:
-        """None when allowed, else the API server's refusal."""
-        try:
-            k8s_cluster.kubectl("patch", "pod", target, "-n", namespace, "--type=strategic", "-p", body, *extra,
-                                kubeconfig_path=as_)  # fmt: skip
-            return None
-        except CommandError as error:
-            return error.stderr
+    def patch(target: str, body: str, *subresource: str, as_: Path = agent) -> str | None:
+        """None when allowed, else the API server's refusal; sent as the agent sends it."""
+
+        async def send() -> str | None:
+            kube = KubeClient(Credentials.load(str(as_)))
+            try:
+                path = object_path("Pod", namespace, target, *subresource)
+                await kube.strategic_patch(path, json.loads(body))
+                return None
+            except ApiError as error:
+                assert error.status == 403, error
+                return error.message
+            finally:
+                await kube.close()
+
+        return asyncio.run(send())
 
     # The policy takes effect once the API server's informers have it (and the SaigonModel param).
     eventually(lambda: patch("victim", report_patch("{}")) is not None, timeout=30, what="the policy is in force")
 
     # Its own pod: the report and the readiness condition.
     assert patch("runtime-1", report_patch('{"adapters":{}}')) is None
-    assert patch("runtime-1", gate_patch("True"), "--subresource=status") is None
+    assert patch("runtime-1", gate_patch("True"), "status") is None
     # Nothing else of its own pod: labels (into another Service), image, other annotations, phase.
     refused = {
         "own labels": patch("runtime-1", json.dumps({"metadata": {"labels": {"app": "billing"}}})),
@@ -99,11 +109,11 @@ def test_an_agent_changes_only_its_own_pods_report(k8s_cluster: Cluster, namespa
         "own other annotation": patch("runtime-1", json.dumps({"metadata": {"annotations": {"x": "y"}}})),
         "own other condition": patch(
             "runtime-1", json.dumps({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
-            "--subresource=status",
+            "status",
         ),
         # Another pod of the same model, and another workload's pod.
         "sibling report": patch("runtime-2", report_patch('{"adapters":{"forged":{}}}')),
-        "sibling gate": patch("runtime-2", gate_patch("True"), "--subresource=status"),
+        "sibling gate": patch("runtime-2", gate_patch("True"), "status"),
         "victim image": patch("victim", json.dumps({"spec": {"containers": [{"name": "c", "image": "evil:1"}]}})),
         "victim labels": patch("victim", json.dumps({"metadata": {"labels": {r.MODEL_LABEL: MODEL}}})),
         "victim report": patch("victim", report_patch('{"adapters":{}}')),
