@@ -59,7 +59,13 @@ def test_a_refused_status_write_is_not_retried_every_second(k8s_cluster: Cluster
         "apiVersion": "saigon.ai/v1alpha1",
         "kind": "SaigonAdapter",
         "metadata": {"name": "refused", "namespace": k8s_namespace},
-        "spec": {"modelRef": {"name": "m"}, "scope": {"user": "1"}, "version": "v1"},
+        "spec": {
+            "modelRef": {"name": "m"},
+            "scope": {"user": "1"},
+            "version": "v1",
+            "sha256": "e" * 64,
+            "source": {"https": {"url": "https://adapters.example.com/1.tar"}},
+        },
     }
     k8s_cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(adapter))
     uid = k8s_cluster.kubectl("get", "saigonadapter", "refused", "-n", k8s_namespace, "-o", "jsonpath={.metadata.uid}")
