@@ -46,6 +46,7 @@ async def _status_patches_in(client: CountingClient, record: AdapterRecord, seco
         aggregator.put_adapter(record)
         aggregator.mark_adapter((record.namespace, record.name))
         await asyncio.sleep(seconds)
+        assert not runner.done(), runner.exception()
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
@@ -113,10 +114,10 @@ def test_a_refused_status_write_is_not_retried_every_second(k8s_cluster: Cluster
         async def refused() -> bool:
             try:
                 path = f"/apis/saigon.ai/v1alpha1/namespaces/{k8s_namespace}/saigonadapters/refused/status"
-                await probe.merge_patch(path, {"status": {"phase": "Probe"}})
+                await probe.merge_patch(path, {"status": {"adapterName": "probe"}})  # valid for the schema
                 return False
             except ApiError as exc:
-                return exc.status == 422
+                return exc.status == 422 and "refused by the test" in exc.message
 
         async def wait_refused() -> None:
             for _ in range(100):
