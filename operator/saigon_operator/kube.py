@@ -302,30 +302,34 @@ async def list_and_watch(
     on_relist: Any = None,
     backoff_s: float = 1.0,
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """An informer loop: list (yielding each item as "SYNC"), then watch; list again on 410 or errors.
+    """An informer loop: list (yielding each item as "SYNC"), then watch. Like client-go's reflector,
+    a broken watch resumes from the last resourceVersion seen (an API server restart costs no
+    relist of every object); only 410 Gone (that version is compacted away) lists again.
 
     `on_relist(items)` (optional) is awaited after every list with all items, so the caller
     can drop objects that vanished while it was not watching.
     """
     delay = backoff_s
+    version: str | None = None
     while True:
         try:
-            listing = await client.get(path, params=params)
-            items = listing.get("items") or []
-            for item in items:
-                yield "SYNC", item
-            if on_relist is not None:
-                await on_relist(items)
-            version = listing["metadata"]["resourceVersion"]
-            delay = backoff_s
-            while True:
-                async for kind, obj in client.watch(path, resource_version=version, params=params):
-                    version = obj.get("metadata", {}).get("resourceVersion", version)
-                    if kind != "BOOKMARK":
-                        yield kind, obj
+            if version is None:
+                listing = await client.get(path, params=params)
+                items = listing.get("items") or []
+                for item in items:
+                    yield "SYNC", item
+                if on_relist is not None:
+                    await on_relist(items)
+                version = str(listing["metadata"]["resourceVersion"])
+                delay = backoff_s
+            async for kind, obj in client.watch(path, resource_version=version, params=params):
+                version = obj.get("metadata", {}).get("resourceVersion", version)
+                delay = backoff_s
+                if kind != "BOOKMARK":
+                    yield kind, obj
         except Gone:
             log.info("the watch of %s expired (410 Gone); listing again", path)
-            continue
+            version = None
         except ApiError:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)

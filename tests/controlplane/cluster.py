@@ -12,6 +12,7 @@ but nothing runs pods, garbage-collects owned objects or finishes namespace dele
 from __future__ import annotations
 
 import abc
+import base64
 import ipaddress
 import json
 import os
@@ -252,18 +253,22 @@ class ControlPlane(Cluster):
         """Stops etcd and kube-apiserver (SIGTERM, then SIGKILL) and deletes their data; idempotent."""
         self._finalizer()
 
-    def restart_apiserver(self, downtime_s: float = 0.0, startup_timeout: float = 180.0) -> None:
-        """Stops kube-apiserver, waits `downtime_s`, starts it again on the same port (etcd keeps
-        the data): clients see their connections and watches break, then the server come back."""
+    def stop_apiserver(self) -> None:
+        """Stops kube-apiserver (etcd keeps running and keeps the data); `start_apiserver` brings it back."""
         processes.terminate(self._running.pop("kube-apiserver"))
-        time.sleep(downtime_s)
+
+    def start_apiserver(self, startup_timeout: float = 180.0) -> None:
+        """Starts kube-apiserver again on the same port with the same flags."""
         port, extra_args = self._apiserver
         self._start_apiserver(self.etcd_url, port, extra_args, time.monotonic() + startup_timeout)
 
-    def compact_etcd(self) -> int:
-        """Compacts etcd's history up to now; watches resuming from an older resourceVersion then
-        get 410 Gone from the API server. Returns the compacted revision."""
-        revision = int(self._etcd_call("/v3/kv/range", {"key": "AA=="})["header"]["revision"])
+    def expire_watches(self) -> int:
+        """With the API server stopped: moves etcd's revision on (a key outside the API's prefix)
+        and compacts its history up to it, so that every watch resuming from a resourceVersion it
+        saw before gets 410 Gone. Returns the compacted revision."""
+        key = base64.b64encode(b"/saigon-test/expire-watches").decode()
+        put = self._etcd_call("/v3/kv/put", {"key": key, "value": base64.b64encode(b"x").decode()})
+        revision = int(put["header"]["revision"])
         self._etcd_call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
         return revision
 
