@@ -17,10 +17,10 @@ import pytest
 from controlplane.cluster import Cluster
 from controlplane.waiting import eventually
 from saigon_chart import documents, template
+from saigon_contract import resources as r
+from saigon_contract.kube import ApiError, Credentials, KubeClient, object_path
 from saigon_e2e.world import install_crds
-from saigon_operator import resources as r
 from saigon_operator.builders.model import Owner, build_role, build_role_binding, build_service_account, names_for
-from saigon_operator.kube import ApiError, Credentials, KubeClient, object_path
 
 MODEL = "m"
 

@@ -16,8 +16,8 @@ from importlib.metadata import version
 import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from saigon_contract.kube import Credentials, KubeClient
 
-from saigon_operator.kube import Credentials, KubeClient
 from saigon_operator.leader import LeaderElector, LeaseSettings
 from saigon_operator.settings import OperatorConfig
 

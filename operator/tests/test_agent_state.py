@@ -11,8 +11,8 @@ from controlplane.processes import free_port
 from saigon_agent.app import start_health
 from saigon_agent.config import AgentConfig
 from saigon_agent.reporter import PodReporter
-from saigon_operator.kube import Credentials, KubeClient
-from saigon_operator.reports import AdapterReport
+from saigon_contract.kube import Credentials, KubeClient
+from saigon_contract.reports import AdapterReport
 
 
 def test_state_tells_counts_and_no_user_ids(tmp_path: Path) -> None:

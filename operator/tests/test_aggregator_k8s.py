@@ -8,11 +8,12 @@ from typing import Any
 
 from controlplane.cluster import Cluster
 from controlplane.processes import free_port
+from saigon_contract.kube import ApiError, Credentials, KubeClient
+from saigon_contract.specs import SpecError
 from saigon_e2e.world import install_crds
-from saigon_operator.aggregator import AdapterRecord, Aggregator
+from saigon_operator.aggregator import Aggregator
 from saigon_operator.events import EventRecorder
-from saigon_operator.kube import ApiError, Credentials, KubeClient
-from saigon_operator.specs import SpecError
+from saigon_operator.records import AdapterRecord
 
 
 class CountingClient(KubeClient):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from saigon_agent.config import ENV as AGENT_ENV
-from saigon_operator import resources as r
+from saigon_contract import resources as r
+from saigon_contract.agent_env import ENV as AGENT_ENV
+from saigon_contract.specs import parse_model_spec
 from saigon_operator.builders.model import Defaults, Owner, build_children, build_deployment, build_role
-from saigon_operator.specs import parse_model_spec
 
 OWNER = Owner(name="llama", namespace="ml", uid="1234")
 DEFAULTS = Defaults(agent_image="saigon/operator:1")
@@ -163,7 +163,7 @@ def test_the_network_policy_admits_the_router_and_the_listed_peers_only() -> Non
 
 def test_a_network_peer_needs_exactly_one_kind() -> None:
     import pytest
-    from saigon_operator.specs import SpecError
+    from saigon_contract.specs import SpecError
 
     for bad in ({}, {"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}, {"ipBlock": {"cidr": "nope"}}):
         with pytest.raises(SpecError, match="runtimeFrom"):

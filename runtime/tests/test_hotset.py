@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine_helpers import make_engine, request
 from saigon_runtime.adapters.hotset import load_hot_set, save_hot_set
-from saigon_runtime.engine.types import AdapterRef
+from saigon_runtime.adapters.types import AdapterRef
 
 
 def test_hot_set_survives_a_restart(tiny_llama_dir, adapter_factory, adapters_dir, install):

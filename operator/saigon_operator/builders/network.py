@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from saigon_operator import resources as r
+from saigon_contract import resources as r
+from saigon_contract.specs import ModelSpec
 from saigon_operator.builders.model import Owner, child_meta, selector_labels
 from saigon_operator.builders.router import router_selector
-from saigon_operator.specs import ModelSpec
 
 
 def network_policy_name(model: str) -> str:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import kopf
+from saigon_contract import resources as r
+from saigon_contract.kube import ApiError, KubeClient, custom_path
+from saigon_contract.status import now_iso
 
-from saigon_operator import resources as r
 from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.model import Defaults
 from saigon_operator.events import EventRecorder
-from saigon_operator.kube import ApiError, KubeClient, custom_path
 from saigon_operator.retry import backoff
-from saigon_operator.status import now_iso
 
 
 @dataclass

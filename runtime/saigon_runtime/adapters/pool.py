@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from saigon_runtime.adapters.format import HostAdapter
-from saigon_runtime.engine.lora import DeviceAdapter
+from saigon_runtime.adapters.types import DeviceAdapter
 
 Key = tuple[str, str]
 

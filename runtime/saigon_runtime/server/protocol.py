@@ -10,17 +10,16 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from saigon_contract.names import ACTIVE_LINK, USER_ID_PATTERN, VERSION_PATTERN
+
+from saigon_runtime.adapters.names import NAME_RE
+from saigon_runtime.engine.types import DEFAULT_TEMPERATURE
 from saigon_runtime.mesh.schema import MeshGraph
 
-__all__ = ["MeshGraph"]
+__all__ = ["USER_ID_PATTERN", "VERSION_PATTERN", "MeshGraph"]
 
-# JSON-Schema patterns mirroring saigon_runtime.adapters.names (the lookahead forbids "..").
-USER_ID_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-ADAPTER_NAME_PATTERN = (
-    r"^(?!.*\.\.)(?!active$)(user_[A-Za-z0-9][A-Za-z0-9_.-]{0,62}|domain_[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
-    r"|global|[a-z0-9][a-z0-9_-]{0,62})$"
-)
-VERSION_PATTERN = r"^(?!.*\.\.)(?!active$)[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+# JSON-Schema patterns of saigon_contract.names / saigon_runtime.adapters.names (the same rules).
+ADAPTER_NAME_PATTERN = rf"^(?!.*\.\.)(?!.*\n)(?!{ACTIVE_LINK}$)({NAME_RE.pattern})$"
 
 # Text fields are bounded by the body-size limit; these caps keep one field from using all of it.
 MAX_TEXT_CHARS = 200_000
@@ -96,7 +95,7 @@ class InferRequest(_Request):
     )
     input_text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
     use_mesh_context: bool = True
-    temperature: Temperature = 0.7
+    temperature: Temperature = DEFAULT_TEMPERATURE
     max_length: Annotated[int, Field(ge=1, description="maximum number of new tokens"), INTEGRAL] | None = None
     system_prompt: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] | None = None
     adapter: AdapterName | None = Field(None, description="serve with this adapter instead of the cascade")

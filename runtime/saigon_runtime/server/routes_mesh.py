@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+
 from saigon_runtime.mesh.schema import validate_user_id
 from saigon_runtime.mesh.store import MeshStore
 from saigon_runtime.server.auth import effective_user

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from saigon_operator import names
+from saigon_contract import names
 
 
 class SpecError(ValueError):
@@ -332,9 +332,9 @@ class AgentOptions(_Model):
 
 
 class CacheOptions(_Model):
-    max_loras: int = Field(default=8, alias="maxLoras", ge=1)
-    max_cpu_loras: int = Field(default=64, alias="maxCpuLoras", ge=0)
-    max_rank: int = Field(default=64, alias="maxRank", ge=1)
+    max_loras: int = Field(default=8, alias="maxLoras", ge=1, le=4096)
+    max_cpu_loras: int = Field(default=64, alias="maxCpuLoras", ge=0, le=100_000)
+    max_rank: int = Field(default=64, alias="maxRank", ge=1, le=1024)
 
 
 class TokenSecretRef(_Model):
@@ -345,21 +345,21 @@ class TokenSecretRef(_Model):
 
 class Toleration(_Model):
     key: str | None = None
-    operator: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
     value: str | None = None
-    effect: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds")
 
 
 class Scheduling(_Model):
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
-    tolerations: tuple[Toleration, ...] = ()
+    tolerations: tuple[Toleration, ...] = Field(default=(), max_length=32)
     priority_class_name: str | None = Field(default=None, alias="priorityClassName")
 
 
 class AdapterStorage(_Model):
     size_limit: Quantity = Field(default="10Gi", alias="sizeLimit")
-    medium: str = ""
+    medium: Literal["", "Memory"] = ""
 
 
 def endpoint_key(url: str) -> tuple[str, int]:
@@ -371,8 +371,8 @@ def endpoint_key(url: str) -> tuple[str, int]:
 class S3Policy(_Model):
     """Which S3 credentials and endpoints a model's SaigonAdapters may use (none by default)."""
 
-    allowed_secrets: tuple[str, ...] = Field(default=(), alias="allowedSecrets")
-    allowed_endpoints: tuple[str, ...] = Field(default=(), alias="allowedEndpoints")
+    allowed_secrets: tuple[str, ...] = Field(default=(), alias="allowedSecrets", max_length=64)
+    allowed_endpoints: tuple[str, ...] = Field(default=(), alias="allowedEndpoints", max_length=32)
 
     @field_validator("allowed_endpoints")
     @classmethod
@@ -396,8 +396,8 @@ class S3Policy(_Model):
 
 
 class AdapterSources(_Model):
-    pvcs: tuple[str, ...] = ()
-    allowed_cidrs: tuple[str, ...] = Field(default=(), alias="allowedCidrs")
+    pvcs: tuple[str, ...] = Field(default=(), max_length=16)
+    allowed_cidrs: tuple[str, ...] = Field(default=(), alias="allowedCidrs", max_length=32)
     s3: S3Policy = Field(default_factory=S3Policy)
 
     @field_validator("allowed_cidrs")
@@ -418,12 +418,12 @@ ROUTER_IMAGE = "haproxy:3.0.10"
 
 class RouterOptions(_Model):
     enabled: bool = False
-    replicas: int = Field(default=2, ge=1)
+    replicas: int = Field(default=2, ge=1, le=100)
     image: str = Field(default=ROUTER_IMAGE, min_length=1)
     user_header: str = Field(default="X-Saigon-User", alias="userHeader", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
     hash_balance_factor: int = Field(default=150, alias="hashBalanceFactor", ge=0, le=1000)
     server_slots: int = Field(default=0, alias="serverSlots", ge=0, le=1024)
-    timeout_seconds: int = Field(default=600, alias="timeoutSeconds", ge=10)
+    timeout_seconds: int = Field(default=600, alias="timeoutSeconds", ge=10, le=86400)
     cluster_domain: str = Field(default="cluster.local", alias="clusterDomain", min_length=1)
     resources: Resources = Field(default_factory=Resources)
 
@@ -438,17 +438,17 @@ class RouterOptions(_Model):
 class LabelRequirement(_Model):
     key: str = Field(min_length=1, max_length=317)
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: tuple[str, ...] = ()
+    values: tuple[str, ...] = Field(default=(), max_length=64)
 
 
 class LabelSelector(_Model):
     match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
-    match_expressions: tuple[LabelRequirement, ...] = Field(default=(), alias="matchExpressions")
+    match_expressions: tuple[LabelRequirement, ...] = Field(default=(), alias="matchExpressions", max_length=16)
 
 
 class IpBlock(_Model):
     cidr: str
-    except_: tuple[str, ...] = Field(default=(), alias="except")
+    except_: tuple[str, ...] = Field(default=(), alias="except", max_length=16)
 
     @field_validator("cidr")
     @classmethod
@@ -477,8 +477,8 @@ class NetworkPeer(_Model):
 
 class NetworkPolicyOptions(_Model):
     enabled: bool = True
-    runtime_from: tuple[NetworkPeer, ...] = Field(default=(), alias="runtimeFrom")
-    agent_from: tuple[NetworkPeer, ...] = Field(default=(), alias="agentFrom")
+    runtime_from: tuple[NetworkPeer, ...] = Field(default=(), alias="runtimeFrom", max_length=16)
+    agent_from: tuple[NetworkPeer, ...] = Field(default=(), alias="agentFrom", max_length=16)
 
 
 class ModelSpec(_Model):
@@ -488,8 +488,8 @@ class ModelSpec(_Model):
         default="IfNotPresent", alias="imagePullPolicy"
     )
     agent: AgentOptions = Field(default_factory=AgentOptions)
-    replicas: int = Field(default=1, ge=0)
-    gpus: int = Field(default=0, ge=0)
+    replicas: int = Field(default=1, ge=0, le=1000)
+    gpus: int = Field(default=0, ge=0, le=16)
     resources: Resources = Field(default_factory=Resources)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cache: CacheOptions = Field(default_factory=CacheOptions)
@@ -499,7 +499,7 @@ class ModelSpec(_Model):
     adapter_storage: AdapterStorage = Field(default_factory=AdapterStorage, alias="adapterStorage")
     adapter_sources: AdapterSources = Field(default_factory=AdapterSources, alias="adapterSources")
     pod_disruption_budget: DisruptionBudget = Field(default_factory=DisruptionBudget, alias="podDisruptionBudget")
-    termination_grace_period_seconds: int = Field(default=60, ge=0, alias="terminationGracePeriodSeconds")
+    termination_grace_period_seconds: int = Field(default=60, ge=0, le=3600, alias="terminationGracePeriodSeconds")
     gie_metrics: bool = Field(default=False, alias="gieMetrics")
     router: RouterOptions = Field(default_factory=RouterOptions)
     network_policy: NetworkPolicyOptions = Field(default_factory=NetworkPolicyOptions, alias="networkPolicy")
