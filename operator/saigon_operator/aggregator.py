@@ -168,8 +168,12 @@ class Aggregator:
         (the next change to the object or its pods writes again)."""
         failing = (queue.name, key)
         attempts, not_before = self._failing.get(failing, (0, 0.0))
-        if time.monotonic() < not_before - 0.01:
-            return  # a retry is already scheduled; level-based, it writes the latest state
+        wait = not_before - time.monotonic()
+        if wait > 0.01:
+            # Marked during a backoff (the mark dropped the retry's timer): keep the retry's time;
+            # level-based, it writes the latest state then.
+            queue.mark_later(key, wait)
+            return
         async with self._slots:
             try:
                 await write(key)
