@@ -344,7 +344,7 @@ def test_watches_gone_and_an_api_server_restart_mid_run(world: World, artifacts:
     assert world.operator.process is not None
     world.cluster.stop_apiserver()
     world.cluster.expire_watches()  # every resourceVersion a client holds is now compacted away
-    time.sleep(3)
+    time.sleep(8)  # longer than the leader's renew deadline (2/3 of its 10 s lease)
     world.cluster.start_apiserver()
     # Down longer than its renew deadline, the leader exited at once (a Deployment restarts it).
     assert world.operator.process.wait(timeout=60) == EXIT_LOST_LEASE

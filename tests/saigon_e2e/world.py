@@ -33,7 +33,12 @@ GROUP, VERSION = "saigon.ai", "v1alpha1"
 def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
     for name in ("saigonmodels.saigon.ai", "saigonadapters.saigon.ai"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+        # kubectl wait fails outright while a new CRD has no conditions yet: ask again.
+        eventually(
+            lambda: cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s"),  # noqa: B023
+            timeout=60,
+            what=f"{name} established",
+        )
 
 
 def install_agent_policy(cluster: Cluster) -> None:
@@ -214,7 +219,9 @@ def running_world(
     namespace = f"{prefix}-{secrets.token_hex(3)}"
     kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
     sources, ca = make_source_server(workdir)
-    operator = OperatorProcess(cluster, namespace, workdir, lease_duration=3, unload_timeout=60).start()
+    # A lease long enough that a loaded 2-core machine never starves the leader's renewals
+    # (it exits the moment its renew deadline, 2/3 of the lease, passes).
+    operator = OperatorProcess(cluster, namespace, workdir, lease_duration=10, unload_timeout=60).start()
     w = World(cluster, api, namespace, workdir, sources, ca, make_base(workdir / "base"), operator)
     try:
         w.create_token_secret()
