@@ -9,8 +9,6 @@ O_APPEND write, so lines from threads or processes sharing a file never interlea
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -24,13 +22,14 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from saigon_runtime import redact
+
 log = logging.getLogger(__name__)
 
 SALT_FILE = ".audit_salt"
 SALT_BYTES = 32
 FILE_PREFIX = "inference_"
 FILE_SUFFIX = ".jsonl"
-USER_ADAPTER_PREFIX = "user_"
 
 Clock = Callable[[], datetime]
 
@@ -97,13 +96,13 @@ class AuditLog:
         """How `user_id` appears in the log: an HMAC-SHA256 hex digest unless raw ids are opted in."""
         if user_id is None or not self.hash_user_ids:
             return user_id
-        return hmac.new(self._salt, user_id.encode(), hashlib.sha256).hexdigest()
+        return redact.user_key(user_id, self._salt)
 
     def adapter_key(self, adapter: str | None) -> str | None:
         """A per-user adapter's name carries the user id (`user_<id>`): hashed the same way."""
-        if adapter is None or not self.hash_user_ids or not adapter.startswith(USER_ADAPTER_PREFIX):
+        if adapter is None or not self.hash_user_ids:
             return adapter
-        return USER_ADAPTER_PREFIX + str(self.user_key(adapter.removeprefix(USER_ADAPTER_PREFIX)))
+        return redact.adapter_key(adapter, self._salt)
 
     def entry(self, record: AuditRecord, now: datetime) -> dict[str, Any]:
         entry: dict[str, Any] = {

@@ -34,6 +34,8 @@ ENV_VARS: dict[str, str] = {
     "SAIGON_SLOT_WAIT_TIMEOUT": "slot_wait_timeout_s",
     "SAIGON_GIE_METRICS": "gie_metrics",
     "SAIGON_HOTSET_FILE": "hotset_file",
+    "SAIGON_STAGING_DIR": "staging_dir",
+    "SAIGON_TOKENIZE_CONCURRENCY": "tokenize_concurrency",
 }
 
 
@@ -71,6 +73,11 @@ class RuntimeConfig:
     # pod the adapters volume is the agent's (read-only here), so the operator points this at a
     # writable volume that outlives container restarts.
     hotset_file: Path | None = None
+    # The admin load and hot-swap APIs import adapter directories from the adapters directory or
+    # from under this root only, never from any path the caller names.
+    staging_dir: Path | None = None
+    # Prompts tokenized at once in worker threads; more wait, so huge prompts cannot take every thread.
+    tokenize_concurrency: int = 2
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> RuntimeConfig:
@@ -83,7 +90,7 @@ class RuntimeConfig:
                 continue
             values[name] = _parse(str(types[name]), raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for name in ("base_model_dir", "adapters_dir", "mesh_dir", "log_dir", "hotset_file"):
+        for name in ("base_model_dir", "adapters_dir", "mesh_dir", "log_dir", "hotset_file", "staging_dir"):
             if isinstance(values.get(name), str):
                 values[name] = Path(str(values[name]))
         return cls(**values)  # type: ignore[arg-type]

@@ -31,7 +31,17 @@ RUNTIME_ENV = {
     "inference_tokens": "SAIGON_INFERENCE_TOKENS",
     "gie_metrics": "SAIGON_GIE_METRICS",
     "hotset_file": "SAIGON_HOTSET_FILE",
+    "drain_timeout": "SAIGON_DRAIN_TIMEOUT",
 }
+
+# Seconds between a runtime pod's deletion and its SIGTERM (a preStop sleep). The pod leaves its
+# Service's endpoints at deletion; kube-proxy follows within a second or two, the router's DNS
+# (CoreDNS's 5 s TTL plus HAProxy's `hold valid` of 5 s) within about ten. Until SIGTERM the
+# runtime serves as usual, so requests sent on stale endpoints still succeed.
+PRESTOP_SLEEP_S = 10
+# Kept between the drain deadline and the kubelet's SIGKILL: the cleanup (engine stop, hot set,
+# audit flush) runs in it.
+STOP_MARGIN_S = 5
 
 RUNTIME_CONTAINER = "runtime"
 AGENT_CONTAINER = "agent"
@@ -335,13 +345,15 @@ def _runtime_container(spec: ModelSpec) -> dict[str, Any]:
     ]
     if spec.gie_metrics:
         env.append({"name": RUNTIME_ENV["gie_metrics"], "value": "true"})
+    pre_stop_s, drain_s = stop_budget(spec.termination_grace_period_seconds)
+    env.append({"name": RUNTIME_ENV["drain_timeout"], "value": str(drain_s)})
     mounts = [
         {"name": "adapters", "mountPath": r.ADAPTERS_MOUNT, "readOnly": True},
         {"name": "runtime-tmp", "mountPath": "/tmp"},
     ]
     if spec.base_model.pvc is not None:
         mounts.append({"name": "base-model", "mountPath": r.BASE_MODEL_MOUNT, "readOnly": True})
-    return {
+    container: dict[str, Any] = {
         "name": RUNTIME_CONTAINER,
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
@@ -356,6 +368,18 @@ def _runtime_container(spec: ModelSpec) -> dict[str, Any]:
         "readinessProbe": _probe("/readyz", "http", period=5, failures=2),
         "livenessProbe": _probe("/healthz", "http", period=10, failures=3),
     }
+    if pre_stop_s > 0:
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": pre_stop_s}}}
+    return container
+
+
+def stop_budget(grace_s: int) -> tuple[int, int]:
+    """(preStop sleep, drain timeout) within the pod's termination grace period: the sleep covers
+    endpoint propagation, the drain lets in-flight requests finish, a margin is left for cleanup.
+    A short grace period shortens the sleep first to its half, then the drain."""
+    pre_stop = min(PRESTOP_SLEEP_S, grace_s // 2)
+    drain = max(1, grace_s - pre_stop - STOP_MARGIN_S)
+    return pre_stop, drain
 
 
 def _agent_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:

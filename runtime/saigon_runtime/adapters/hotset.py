@@ -15,6 +15,7 @@ from pathlib import Path
 from saigon_runtime.adapters.manager import AdapterManager
 from saigon_runtime.adapters.names import NAME_RE, VERSION_RE
 from saigon_runtime.engine.types import AdapterRef, EngineError
+from saigon_runtime.redact import shown
 
 HOTSET_FILE = ".saigon-hotset.json"
 log = logging.getLogger(__name__)
@@ -50,9 +51,9 @@ def load_hot_set(manager: AdapterManager, path: Path | None = None) -> list[Adap
     loaded: list[AdapterRef] = []
     for entry in entries[-manager.pool.capacity :] if isinstance(entries, list) else []:
         name, version = entry.get("name"), entry.get("version")
-        if not (
-            isinstance(name, str) and isinstance(version, str) and NAME_RE.match(name) and VERSION_RE.match(version)
-        ):
+        if not (isinstance(name, str) and isinstance(version, str)):
+            continue
+        if not (NAME_RE.fullmatch(name) and VERSION_RE.fullmatch(version)):
             continue
         ref = AdapterRef(name, version)
         try:
@@ -61,5 +62,5 @@ def load_hot_set(manager: AdapterManager, path: Path | None = None) -> list[Adap
             if entry.get("pinned"):
                 manager.pool.pin(name, True)
         except EngineError as exc:
-            log.info("hot set entry %s@%s skipped: %s", name, version, type(exc).__name__)
+            log.info("hot set entry %s@%s skipped: %s", shown(name), version, type(exc).__name__)
     return loaded

@@ -20,19 +20,19 @@ def _safe(value: str) -> bool:
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name) or not _safe(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or not _safe(name):
         raise InvalidRequest(f"invalid adapter name {name!r}: use user_<id>, domain_<name>, global or [a-z0-9_-]")
     return name
 
 
 def check_version(version: str) -> str:
-    if not isinstance(version, str) or not VERSION_RE.match(version) or not _safe(version):
+    if not isinstance(version, str) or not VERSION_RE.fullmatch(version) or not _safe(version):
         raise InvalidRequest(f"invalid adapter version {version!r}: letters, digits, '.', '_' and '-' only")
     return version
 
 
 def check_user_id(user_id: str) -> str:
-    if not isinstance(user_id, str) or not USER_ID_RE.match(user_id) or ".." in user_id:
+    if not isinstance(user_id, str) or not USER_ID_RE.fullmatch(user_id) or ".." in user_id:
         raise InvalidRequest(f"invalid user id {user_id!r}: letters, digits, '.', '_' and '-' only")
     return user_id
 

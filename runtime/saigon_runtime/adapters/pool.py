@@ -16,6 +16,7 @@ import torch
 
 from saigon_runtime.adapters.format import HostAdapter
 from saigon_runtime.engine.lora import DeviceAdapter
+from saigon_runtime.engine.types import PinLimitReached
 
 Key = tuple[str, str]
 
@@ -77,9 +78,22 @@ class SlotPool:
         self.release(dev)
         return True
 
+    @property
+    def max_pins(self) -> int:
+        """One slot always stays unpinned, or every other adapter would wait for a slot forever."""
+        return self.capacity - 1
+
     def pin(self, name: str, pinned: bool) -> None:
         with self._lock:
-            (self._pinned.add if pinned else self._pinned.discard)(name)
+            if not pinned:
+                self._pinned.discard(name)
+                return
+            if name not in self._pinned and len(self._pinned) >= self.max_pins:
+                raise PinLimitReached(
+                    f"at most {self.max_pins} adapters may be pinned: max_loras is {self.capacity} device slots "
+                    "and one stays free for the unpinned adapters"
+                )
+            self._pinned.add(name)
 
     def unload(self, name: str, version: str | None = None) -> int:
         """Free the slots of a name (or one version); in-use slots go when released."""

@@ -15,11 +15,12 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from saigon_runtime.adapters.format import CONFIG_FILE, WEIGHTS_FILE, file_digest, read_config
 from saigon_runtime.adapters.names import NAME_RE, VERSION_RE, check_name, check_version
-from saigon_runtime.engine.types import AdapterNotFound, InvalidRequest
+from saigon_runtime.engine.types import AdapterNotFound, AdapterRejected, InvalidRequest
 
 ACTIVE_LINK = "active"
 DOMAINS_FILE = "domains.json"
@@ -35,7 +36,7 @@ class AdapterStore:
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME_RE.match(p.name))
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME_RE.fullmatch(p.name))
 
     def versions(self, name: str) -> list[str]:
         base = self.root / check_name(name)
@@ -44,7 +45,7 @@ class AdapterStore:
         return sorted(
             p.name
             for p in base.iterdir()
-            if p.is_dir() and not p.is_symlink() and VERSION_RE.match(p.name) and p.name != ACTIVE_LINK
+            if p.is_dir() and not p.is_symlink() and VERSION_RE.fullmatch(p.name) and p.name != ACTIVE_LINK
         )
 
     def active_version(self, name: str) -> str | None:
@@ -54,12 +55,17 @@ class AdapterStore:
         except OSError:
             return None
         version = Path(target).name
-        if target != version or not VERSION_RE.match(version):
+        if target != version or not VERSION_RE.fullmatch(version):
             return None  # an absolute or nested target is never followed
         return version if (link.parent / version).is_dir() else None
 
     def version_path(self, name: str, version: str) -> Path:
         path = self.root / check_name(name) / check_version(version)
+        if path.parent.is_symlink() or path.is_symlink():
+            raise AdapterRejected(
+                f"adapter {name!r} version {version!r} is behind a symbolic link; "
+                "adapters must be directories inside the adapters directory"
+            )
         if not path.is_dir():
             raise AdapterNotFound(f"adapter {name!r} has no version {version!r}")
         return path
@@ -70,6 +76,9 @@ class AdapterStore:
     def import_version(self, name: str, source: Path, version: str | None = None) -> str:
         """Copy an adapter directory in as a new immutable version; returns the version."""
         check_name(name)
+        for fname in (CONFIG_FILE, WEIGHTS_FILE):
+            if (source / fname).is_symlink():
+                raise AdapterRejected(f"adapter {name!r} refused: {fname} is a symbolic link")
         read_config(source, name)
         weights = source / WEIGHTS_FILE
         if not weights.is_file():
@@ -126,3 +135,12 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def within(source: Path, roots: Iterable[Path]) -> Path | None:
+    """`source` with every link resolved, if it lies inside one of `roots` (also resolved); else None."""
+    resolved = source.resolve()
+    for root in roots:
+        if resolved.is_relative_to(root.resolve()):
+            return resolved
+    return None

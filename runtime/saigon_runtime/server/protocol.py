@@ -7,9 +7,12 @@ server agree on what is valid.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from saigon_runtime.adapters.names import check_name, check_user_id, check_version
+from saigon_runtime.engine.types import InvalidRequest
 from saigon_runtime.mesh.schema import MeshGraph
 
 __all__ = ["MeshGraph"]
@@ -37,11 +40,24 @@ def _integral(value: object) -> object:
     return value
 
 
+def _full_match(check: Callable[[str], str]) -> AfterValidator:
+    """The schema patterns document the format; the runtime's own check decides, with a full match
+    (a JSON-Schema `$` in Python's `re` also matches before a trailing newline)."""
+
+    def validate(value: str) -> str:
+        try:
+            return check(value)
+        except InvalidRequest as exc:
+            raise ValueError(str(exc)) from None
+
+    return AfterValidator(validate)
+
+
 # Goes after the constraints in Annotated[...] so they still reach the JSON Schema.
 INTEGRAL = BeforeValidator(_integral)
-UserId = Annotated[str, Field(pattern=USER_ID_PATTERN, examples=["alice"])]
-AdapterName = Annotated[str, Field(pattern=ADAPTER_NAME_PATTERN, examples=["user_alice"])]
-AdapterVersion = Annotated[str, Field(pattern=VERSION_PATTERN, examples=["v1"])]
+UserId = Annotated[str, Field(pattern=USER_ID_PATTERN, examples=["alice"]), _full_match(check_user_id)]
+AdapterName = Annotated[str, Field(pattern=ADAPTER_NAME_PATTERN, examples=["user_alice"]), _full_match(check_name)]
+AdapterVersion = Annotated[str, Field(pattern=VERSION_PATTERN, examples=["v1"]), _full_match(check_version)]
 Temperature = Annotated[float, Field(ge=0.0, le=2.0, description="0 means greedy decoding")]
 TopP = Annotated[float, Field(gt=0.0, le=1.0)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1), INTEGRAL]

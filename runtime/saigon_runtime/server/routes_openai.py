@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -76,7 +77,7 @@ async def resolve_model(request: web.Request, model: str) -> Resolution:
     engine = state_of(request).ready_engine()
     if model == engine.model_id:
         return Resolution(None, "base")
-    if not NAME_RE.match(model) or ".." in model:
+    if not NAME_RE.fullmatch(model) or ".." in model:
         raise _model_not_found(model)
     check_adapter_visible(request, model)
     try:
@@ -122,7 +123,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     state = state_of(request)
     user_id = effective_user(request, body.user, field="user")
     resolution = await resolve_model(request, body.model)
-    prepared = _prepare(state, user_id, resolution, body.prompt, body, body.max_tokens, "cmpl")
+    prepared = await state.tokenizing(_prepare, state, user_id, resolution, body.prompt, body, body.max_tokens, "cmpl")
     request_id = prepared.request_id
     gen = submit(state, prepared.request, stream=body.stream)
     created = int(time.time())
@@ -156,17 +157,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     resolution = await resolve_model(request, body.model)
     engine = state.ready_engine()
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
-    try:
-        prompt = build_chat_prompt(engine.tokenizer, messages)
-    except Exception as exc:  # a template that refuses this conversation (e.g. role order)
-        raise ApiError(
-            400,
-            f"the conversation does not fit the model's chat template ({type(exc).__name__})",
-            param="messages",
-            code="bad_messages",
-        ) from None
+    prompt = await state.tokenizing(_chat_prompt, engine.tokenizer, messages)
     requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    prepared = _prepare(state, user_id, resolution, prompt, body, requested, "chatcmpl")
+    prepared = await state.tokenizing(_prepare, state, user_id, resolution, prompt, body, requested, "chatcmpl")
     request_id = prepared.request_id
     gen = submit(state, prepared.request, stream=body.stream)
     created = int(time.time())
@@ -221,6 +214,18 @@ async def _serve(
     _check_result(result)
     record_served(state, prepared, result)
     return web.json_response(json_body(final(result)), headers=served_headers(prepared.resolution))
+
+
+def _chat_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    try:
+        return build_chat_prompt(tokenizer, messages)
+    except Exception as exc:  # a template that refuses this conversation (e.g. role order)
+        raise ApiError(
+            400,
+            f"the conversation does not fit the model's chat template ({type(exc).__name__})",
+            param="messages",
+            code="bad_messages",
+        ) from None
 
 
 def _prepare(
