@@ -171,7 +171,7 @@ def load_adapter(
         declared = int(rank_patterns.value_for(module, config.r))
         if rank != declared:
             raise _reject(name, f"module {module}: its weights have rank {rank}, its config says r={declared}")
-        mod_alpha = alpha_patterns.value_for(module, config.alpha)
+        mod_alpha = alpha_patterns.value_for(module, config.lora_alpha)
         scaling = mod_alpha / math.sqrt(rank) if config.use_rslora else mod_alpha / rank
         a_t = a.to(torch.float32).t().contiguous().to(dtype)
         b_t = (b.to(torch.float32).t() * scaling).contiguous().to(dtype)

@@ -38,24 +38,17 @@ class LoraConfigFile(BaseModel):
 
     peft_type: str = "LORA"
     r: Rank = 8
-    # PEFT accepts integer and float alphas; JSON has both.
-    lora_alpha: Alpha | Annotated[int, Field(gt=0, le=int(MAX_ALPHA))] = 8
+    lora_alpha: Alpha = 8.0  # strict floats take JSON integers too
     use_rslora: bool = False
     use_dora: bool = False
     bias: str = "none"
     rank_pattern: Annotated[dict[PatternKey, Rank], Field(max_length=MAX_PATTERNS)] = Field(default_factory=dict)
-    alpha_pattern: Annotated[dict[PatternKey, Alpha | Annotated[int, Field(gt=0, le=int(MAX_ALPHA))]], Field(
-        max_length=MAX_PATTERNS
-    )] = Field(default_factory=dict)  # fmt: skip
+    alpha_pattern: Annotated[dict[PatternKey, Alpha], Field(max_length=MAX_PATTERNS)] = Field(default_factory=dict)
 
     @field_validator("rank_pattern", "alpha_pattern", mode="before")
     @classmethod
     def _null_is_empty(cls, value: Any) -> Any:
         return {} if value is None else value  # older PEFT versions write null for "no patterns"
-
-    @property
-    def alpha(self) -> float:
-        return float(self.lora_alpha)
 
     def extra_options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
