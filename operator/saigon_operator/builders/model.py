@@ -376,10 +376,10 @@ def _runtime_container(spec: ModelSpec) -> dict[str, Any]:
 def stop_budget(grace_s: int) -> tuple[int, int]:
     """(preStop sleep, drain timeout) within the pod's termination grace period: the sleep covers
     endpoint propagation, the drain lets in-flight requests finish, a margin is left for cleanup.
-    A short grace period shortens the sleep first to its half, then the drain."""
+    A short grace period shortens all three: the sleep to half of it, the margin to a quarter."""
     pre_stop = min(PRESTOP_SLEEP_S, grace_s // 2)
-    drain = max(1, grace_s - pre_stop - STOP_MARGIN_S)
-    return pre_stop, drain
+    margin = min(STOP_MARGIN_S, grace_s // 4)
+    return pre_stop, max(1, grace_s - pre_stop - margin)
 
 
 def _agent_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
