@@ -73,9 +73,7 @@ def test_a_base_model_that_cannot_load_fails_liveness(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_drains_with_the_listener_open_then_exits(
-    tiny_llama_dir: Path, tmp_path: Path
-) -> None:
+def test_sigterm_drains_with_the_listener_open_then_exits(tiny_llama_dir: Path, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAIGON_")}
