@@ -33,6 +33,7 @@ SEMANTIC_CODES = {
     "mesh_too_large",
     "batch_too_large",
     "bad_messages",
+    "path_not_allowed",  # an import path outside the adapters and staging directories
 }
 
 

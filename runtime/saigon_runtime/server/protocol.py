@@ -17,13 +17,16 @@ from saigon_runtime.mesh.schema import MeshGraph
 
 __all__ = ["MeshGraph"]
 
-# JSON-Schema patterns mirroring saigon_runtime.adapters.names (the lookahead forbids "..").
-USER_ID_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+# JSON-Schema patterns mirroring saigon_runtime.adapters.names (the lookahead forbids ".."). Each
+# ends in `$(?!\n)`: in ECMA-262 `$` is the end of the text, in Python's `re` (pydantic, hypothesis)
+# it also matches before a final newline, which the lookahead rules out, so both read one language.
+_END = r"$(?!\n)"
+USER_ID_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,62}" + _END
 ADAPTER_NAME_PATTERN = (
     r"^(?!.*\.\.)(?!active$)(user_[A-Za-z0-9][A-Za-z0-9_.-]{0,62}|domain_[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
-    r"|global|[a-z0-9][a-z0-9_-]{0,62})$"
+    r"|global|[a-z0-9][a-z0-9_-]{0,62})" + _END
 )
-VERSION_PATTERN = r"^(?!.*\.\.)(?!active$)[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+VERSION_PATTERN = r"^(?!.*\.\.)(?!active$)[A-Za-z0-9][A-Za-z0-9_.-]{0,62}" + _END
 
 # Text fields are bounded by the body-size limit; these caps keep one field from using all of it.
 MAX_TEXT_CHARS = 200_000
