@@ -1,5 +1,5 @@
 # The two commands the README opens with: `make demo` and `make test`.
-.PHONY: demo test lint typecheck env sysdeps controlplane bench
+.PHONY: demo test lint typecheck env sysdeps controlplane tools chart-docs bench
 
 PY := .venv/bin/python
 
@@ -15,6 +15,13 @@ sysdeps:
 controlplane:
 	@tests/controlplane/build.sh >/dev/null
 
+tools:
+	@scripts/go-tools.sh >/dev/null
+
+# Regenerates charts/saigon/README.md (its values table) from values.yaml.
+chart-docs: tools
+	"$$(scripts/go-tools.sh --print-bin-dir)/helm-docs" -c charts -s file --skip-version-footer
+
 lint: env
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
@@ -22,7 +29,7 @@ lint: env
 typecheck: env
 	.venv/bin/mypy
 
-test: env sysdeps controlplane lint typecheck
+test: env sysdeps controlplane tools lint typecheck
 	$(PY) -m pytest
 
 bench: env

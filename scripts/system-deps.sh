@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the test suite needs beyond the Python environment:
 # promtool (Debian package `prometheus`) to lint the runtime's /metrics output, and haproxy
-# (Debian package `haproxy`) for the router tests and the routing benchmark.
+# (Debian package `haproxy`) for the router tests and the routing benchmark, and shellcheck,
+# which actionlint runs over the workflows' shell steps.
 # Idempotent: does nothing when every tool is already on PATH.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 if [[ ${#missing[@]} -eq 0 ]]; then
   exit 0
 fi

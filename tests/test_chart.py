@@ -239,6 +239,28 @@ def test_prometheus_rule_has_the_alerts_and_passes_promtool(all_on: Path, tmp_pa
     assert f"SUCCESS: {len(REQUIRED_ALERTS)} rules found" in result.stdout
 
 
+def test_every_alert_links_its_runbook_section(all_on: Path, tmp_path: Path) -> None:
+    sections = {
+        line[3:].strip().lower()
+        for line in (REPO / "docs" / "runbooks.md").read_text().splitlines()
+        if line.startswith("## ")
+    }
+    version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    for name, rule in alerts(documents(template(all_on))).items():
+        base, _, anchor = rule["annotations"]["runbook_url"].partition("#")
+        assert base == f"https://github.com/saigon-ai/saigon/blob/v{version}/docs/runbooks.md", name
+        assert anchor == name.lower() and anchor in sections, name
+    elsewhere = {
+        **ALL_ON,
+        "prometheusRule": {**ALL_ON["prometheusRule"], "runbookBaseUrl": "https://wiki.internal/saigon"},
+    }
+    moved = alerts(documents(template(write_values(tmp_path / "v.yaml", elsewhere))))
+    assert (
+        moved["SaigonRuntimeNotReady"]["annotations"]["runbook_url"]
+        == "https://wiki.internal/saigon#saigonruntimenotready"
+    )
+
+
 def test_alert_thresholds_come_from_values(tmp_path: Path) -> None:
     values = {**ALL_ON, "prometheusRule": {"enabled": True, "additionalLabels": {"team": "ml"}, "rules": {
         "latencyHigh": {"p99Seconds": 2.5, "window": "3m", "for": "1m"},

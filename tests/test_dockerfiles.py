@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from saigon_operator import resources as r
+from saigon_contract import resources as r
 from saigon_operator.builders.model import RUNTIME_UID
 from saigon_runtime.config import DEFAULT_PORT, ENV_VARS
 
@@ -146,7 +146,10 @@ def test_runtime_image_is_cuda_based_non_root_with_model_and_adapter_volumes() -
     assert json.loads(final.all("ENTRYPOINT")[0]) == ["saigon-runtime"]
     build = "\n".join(rest for stage in dockerfile.stages for _, rest in stage.instructions)
     assert "--package saigon-runtime" in build and "python install 3.11." in build
-    assert "torch" in lock_closure("saigon-runtime")
+    closure = lock_closure("saigon-runtime")
+    assert "torch" in closure and "saigon-contract" in closure
+    # The demo, benchmark and test helpers' dependencies stay in the `demo` extra.
+    assert "peft" not in closure and "kubernetes" not in closure
 
 
 def test_dockerignore_sends_only_the_packages_and_the_lock() -> None:

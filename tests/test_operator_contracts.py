@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from saigon_operator import names
+from saigon_contract import names
 from saigon_operator.builders.model import RUNTIME_ENV
 from saigon_runtime.adapters import names as runtime_names
 from saigon_runtime.config import DEFAULT_PORT, ENV_VARS
@@ -36,7 +36,7 @@ def test_names_the_operator_accepts_are_names_the_runtime_accepts() -> None:
 
 
 def test_the_routing_benchmark_speaks_the_routers_headers() -> None:
-    from saigon_operator.builders import haproxy
+    from saigon_contract import haproxy
     from saigon_runtime.bench import routing
 
     assert routing.USER_HEADER == haproxy.DEFAULT_USER_HEADER

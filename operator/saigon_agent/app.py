@@ -9,8 +9,8 @@ import signal
 from typing import Any
 
 from aiohttp import web
-from saigon_operator import resources as r
-from saigon_operator.kube import ApiError, Credentials, KubeClient, custom_path, list_and_watch, object_path
+from saigon_contract import resources as r
+from saigon_contract.kube import ApiError, Credentials, KubeClient, custom_path, list_and_watch, object_path
 
 from saigon_agent.config import AgentConfig
 from saigon_agent.fetch import Fetcher

@@ -22,6 +22,7 @@ import zlib
 from pathlib import Path
 
 import pydantic_core
+from saigon_contract.layout import fsync_dir
 
 from saigon_agent.errors import InvalidArtifact, TooLarge
 
@@ -208,14 +209,6 @@ def fsync_tree(directory: Path) -> None:
             finally:
                 os.close(fd)
     fsync_dir(directory)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def remove_tree(path: Path) -> None:

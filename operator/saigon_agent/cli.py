@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 from saigon_agent.artifact import path_digest
@@ -12,6 +13,7 @@ from saigon_agent.artifact import path_digest
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="saigon-agent", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('saigon-operator')}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the sidecar (configured by SAIGON_AGENT_* environment variables)")
     run.add_argument("--log-level", default="INFO")

@@ -1,8 +1,4 @@
-"""Agent settings: one place for their environment variable names and defaults.
-
-The operator's pod builder imports ENV to set these on the sidecar, so the names
-live only here.
-"""
+"""Agent settings and their defaults; the environment variable names live in saigon_contract.agent_env."""
 
 from __future__ import annotations
 
@@ -12,27 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-class ENV:
-    NAMESPACE = "SAIGON_AGENT_NAMESPACE"
-    POD_NAME = "SAIGON_AGENT_POD_NAME"
-    MODEL = "SAIGON_AGENT_MODEL"
-    ADAPTERS_DIR = "SAIGON_ADAPTERS_DIR"  # the same variable (and directory) the runtime reads
-    RUNTIME_URL = "SAIGON_AGENT_RUNTIME_URL"
-    ADMIN_TOKEN = "SAIGON_ADMIN_TOKEN"  # the same secret the runtime checks
-    SOURCES_ROOT = "SAIGON_AGENT_SOURCES_ROOT"
-    ALLOWED_CIDRS = "SAIGON_AGENT_ALLOWED_CIDRS"
-    HEALTH_PORT = "SAIGON_AGENT_HEALTH_PORT"
-    HEALTH_HOST = "SAIGON_AGENT_HEALTH_HOST"
-    MAX_ARTIFACT_BYTES = "SAIGON_AGENT_MAX_ARTIFACT_BYTES"
-    FETCH_TIMEOUT_S = "SAIGON_AGENT_FETCH_TIMEOUT_S"
-    CONCURRENCY = "SAIGON_AGENT_CONCURRENCY"
-    RESYNC_S = "SAIGON_AGENT_RESYNC_S"
-    # How often a canary pod reports its candidate's request figures (promotion metric gates).
-    STATS_INTERVAL_S = "SAIGON_AGENT_STATS_INTERVAL_S"
-    # Extra CA certificates for https sources (PEM file). Meant for tests and private CAs.
-    CA_BUNDLE = "SAIGON_AGENT_CA_BUNDLE"
-    KUBECONFIG = "KUBECONFIG"
+from saigon_contract.agent_env import ENV
 
 
 @dataclass(frozen=True)

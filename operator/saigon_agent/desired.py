@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from saigon_operator.names import InvalidName, check_adapter_name
-from saigon_operator.specs import Target, target_or_none
+from saigon_contract.names import InvalidName, check_adapter_name
+from saigon_contract.specs import EvalPrompt, Target, target_or_none
+from saigon_contract.status import PromotionStatus
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,8 @@ class Desired:
 def desired_from(obj: dict[str, Any], pod: str = "") -> Desired | None:
     """None when the object carries no usable adapter name yet.
 
-    A promotion in flight (status.promotion, see saigon_operator.promotion) assigns its
-    candidate to the canary pods or to every pod; any other pod serves status.target.
+    A promotion in flight (status.promotion, saigon_contract.status.PromotionStatus) assigns
+    its candidate to the canary pods or to every pod; any other pod serves status.target.
     """
     meta = obj.get("metadata") or {}
     status = obj.get("status") or {}
@@ -58,51 +59,24 @@ def desired_from(obj: dict[str, Any], pod: str = "") -> Desired | None:
     except InvalidName:
         return None
     target = target_or_none(status.get("target"))
-    promotion = status.get("promotion") if isinstance(status.get("promotion"), dict) else {}
-    assert isinstance(promotion, dict)
-    candidate = target_or_none(promotion.get("candidate"))
-    canary_pods = promotion.get("canaryPods") if isinstance(promotion.get("canaryPods"), list) else []
-    assigned = candidate is not None and (promotion.get("allPods") is True or pod in (canary_pods or []))
-    retain = promotion.get("retain")
+    promotion = PromotionStatus.read(status.get("promotion"))
+    candidate = promotion.assigned(pod)
     return Desired(
         name=name,
         uid=uid,
         object_name=str(meta.get("name", "")),
         created=str(meta.get("creationTimestamp", "")),
-        target=candidate if assigned else target,
+        target=candidate or target,
         deleting=bool(meta.get("deletionTimestamp")),
-        retain=frozenset(v for v in retain if isinstance(v, str)) if isinstance(retain, list) else None,
-        candidate=assigned,
-        evaluation=_evaluation(promotion.get("evaluation")) if assigned else (),
-        collect_stats=assigned and promotion.get("collectStats") is True,
+        retain=frozenset(promotion.retain) if promotion.retain is not None else None,
+        candidate=candidate is not None,
+        evaluation=tuple(_evaluation(p) for p in promotion.evaluation or ()) if candidate else (),
+        collect_stats=candidate is not None and promotion.collect_stats,
     )
 
 
-def number(value: object) -> float | None:
-    """A JSON number as a float (never a bool), else None."""
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _evaluation(raw: object) -> tuple[Evaluation, ...]:
-    out = []
-    for item in raw if isinstance(raw, list) else []:
-        if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
-            continue
-        expect, completion, max_loss = item.get("expect"), item.get("completion"), number(item.get("maxLoss"))
-        scored = isinstance(completion, str) and max_loss is not None
-        if not isinstance(expect, str) and not scored:
-            continue
-        tokens = item.get("maxTokens")
-        out.append(
-            Evaluation(
-                item["prompt"],
-                expect if isinstance(expect, str) else None,
-                tokens if isinstance(tokens, int) else 16,
-                completion if scored else None,
-                max_loss if scored else None,
-            )
-        )
-    return tuple(out)
+def _evaluation(prompt: EvalPrompt) -> Evaluation:
+    return Evaluation(prompt.prompt, prompt.expect, prompt.max_tokens, prompt.completion, prompt.max_loss)
 
 
 Action = Literal["serve", "remove", "keep"]

@@ -10,9 +10,9 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from saigon_operator import resources as r
-from saigon_operator.kube import ApiError, KubeClient, object_path
-from saigon_operator.reports import AdapterReport, PodReport, ReportTooLarge
+from saigon_contract import resources as r
+from saigon_contract.kube import ApiError, KubeClient, object_path
+from saigon_contract.reports import AdapterReport, PodReport, ReportTooLarge
 
 log = logging.getLogger(__name__)
 

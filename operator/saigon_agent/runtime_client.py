@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from saigon_agent.desired import Evaluation, number
+from saigon_agent.desired import Evaluation
 from saigon_agent.errors import RuntimeRejected, RuntimeUnavailable
 
 
@@ -166,3 +166,8 @@ def _error_message(payload: Any) -> str | None:
         if isinstance(err, str):
             return err[:500]
     return None
+
+
+def number(value: object) -> float | None:
+    """A JSON number as a float (never a bool), else None."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

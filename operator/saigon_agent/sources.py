@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from saigon_operator.specs import HuggingFaceSource, PvcSource, S3Source, Target
+from saigon_contract.specs import HuggingFaceSource, PvcSource, S3Source, Target
 
 from saigon_agent import artifact, s3
 from saigon_agent.config import FetchLimits

@@ -1,10 +1,8 @@
-"""The adapters directory shared with the runtime.
+"""The agent's side of the adapters directory shared with the runtime (layout: saigon_contract.layout).
 
-Layout: `<root>/<name>/<version>/{adapter_config.json, adapter_model.safetensors}` and
-`<root>/<name>/active -> <version>`. A version directory appears only by an atomic
-rename of a complete, verified staging directory (`<root>/<name>/.staging-*`), so
-the runtime never sees a half-written version; `active` flips by renaming a new
-symlink over the old one. Each version records its digest in `.saigon-digest`.
+A version directory appears only by an atomic rename of a complete, verified staging
+directory (`<root>/<name>/.staging-*`), so the runtime never sees a half-written
+version. Each version records its digest in `.saigon-digest`.
 """
 
 from __future__ import annotations
@@ -14,9 +12,10 @@ import os
 import secrets
 from pathlib import Path
 
-from saigon_operator.names import ACTIVE_LINK, check_adapter_name, check_version
+from saigon_contract import layout
+from saigon_contract.names import ACTIVE_LINK, check_adapter_name, check_version
 
-from saigon_agent.artifact import fsync_dir, fsync_tree, remove_tree
+from saigon_agent.artifact import fsync_tree, remove_tree
 from saigon_agent.errors import VersionConflict
 
 DIGEST_FILE = ".saigon-digest"
@@ -63,35 +62,22 @@ class AdapterStore:
                     f"version {version} is already on disk with digest {existing}, not {digest}"
                 ) from None
             return final
-        fsync_dir(final.parent)
+        layout.fsync_dir(final.parent)
         return final
 
     def activate(self, name: str, version: str) -> None:
         """Points `<name>/active` at `version`, atomically."""
-        parent = self.adapter_dir(name)
-        check_version(version)
-        tmp = parent / f".active-{secrets.token_hex(4)}"
-        os.symlink(version, tmp)
-        os.replace(tmp, parent / ACTIVE_LINK)
-        fsync_dir(parent)
+        layout.set_active(self.adapter_dir(name), check_version(version))
 
     def deactivate(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.adapter_dir(name) / ACTIVE_LINK)
 
     def active_version(self, name: str) -> str | None:
-        try:
-            return os.readlink(self.adapter_dir(name) / ACTIVE_LINK)
-        except (FileNotFoundError, OSError):
-            return None
+        return layout.active_version(self.adapter_dir(name))
 
     def versions(self, name: str) -> list[str]:
-        parent = self.adapter_dir(name)
-        if not parent.is_dir():
-            return []
-        return sorted(
-            p.name for p in parent.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
-        )
+        return layout.versions(self.adapter_dir(name))
 
     def prune(self, name: str, keep: set[str]) -> None:
         """Removes versions of `name` not in `keep` (never the active one)."""
@@ -131,7 +117,7 @@ class AdapterStore:
         removed = 0
         for name in self.names():
             for entry in self.adapter_dir(name).iterdir():
-                if entry.name.startswith((_STAGING, ".active-")):
+                if entry.name.startswith((_STAGING, layout.TMP_ACTIVE_PREFIX)):
                     if entry.is_symlink():
                         entry.unlink()
                     else:

@@ -13,17 +13,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from saigon_operator.reports import AdapterReport, GateReport, State
-from saigon_operator.specs import Target
-from saigon_operator.status import now_iso
+from saigon_contract.reports import AdapterReport, State
+from saigon_contract.specs import Target
+from saigon_contract.status import now_iso
+from saigon_contract.workqueue import KeyedQueue
 
-from saigon_agent.desired import Desired, DesiredBook, Evaluation
+from saigon_agent.desired import Desired, DesiredBook
 from saigon_agent.errors import RuntimeRejected, RuntimeUnavailable, SyncError
+from saigon_agent.gates import PromotionGates
 from saigon_agent.reporter import PodReporter
-from saigon_agent.runtime_client import EvalAnswer, RuntimeAdapter, RuntimeAdmin
+from saigon_agent.runtime_client import RuntimeAdapter, RuntimeAdmin
 from saigon_agent.sources import Materializer
 from saigon_agent.store import AdapterStore
 
@@ -66,17 +68,15 @@ class Syncer:
         self.reporter = reporter
         self.backoff_s = backoff_s
         self._fetch_slots = asyncio.Semaphore(concurrency)
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._again: set[str] = set()
+        self._queue: KeyedQueue[str] = KeyedQueue(self._sync, name="sync")
         self._served: dict[str, Served] = {}
         self._failures: dict[str, Failure] = {}
         self._runtime_view: dict[str, RuntimeAdapter] | None = None
         self._runtime_up = asyncio.Event()
         self._first_probe = asyncio.Event()  # set once the runtime has been asked at least once
         self._listed = False
-        self._retry_handles: dict[str, asyncio.TimerHandle] = {}
         self._clock = clock
-        self._gates: dict[str, GateReport] = {}  # promotion gate inputs, per adapter name
+        self.gates = PromotionGates(runtime)
 
     # --- inputs --------------------------------------------------------------------------------
 
@@ -99,14 +99,7 @@ class Syncer:
 
     def kick(self, names: set[str] | list[str]) -> None:
         for name in names:
-            handle = self._retry_handles.pop(name, None)
-            if handle is not None:
-                handle.cancel()
-            task = self._tasks.get(name)
-            if task is not None and not task.done():
-                self._again.add(name)
-                continue
-            self._tasks[name] = asyncio.create_task(self._run(name), name=f"sync-{name}")
+            self._queue.mark(name)
 
     # --- the runtime, watched in the background ------------------------------------------------
 
@@ -145,16 +138,12 @@ class Syncer:
 
     # --- per adapter ---------------------------------------------------------------------------
 
-    async def _run(self, name: str) -> None:
-        while True:
-            self._again.discard(name)
-            try:
-                await self._converge(name)
-            except Exception:  # a bug must not kill the loop for every other adapter
-                log.exception("unexpected error syncing an adapter of %s", self._label(name))
-                self._fail(name, None, SyncError("internal agent error", reason="InternalError", transient=True))
-            if name not in self._again:
-                break
+    async def _sync(self, name: str) -> None:
+        try:
+            await self._converge(name)
+        except Exception:  # a bug must not kill the loop for every other adapter
+            log.exception("unexpected error syncing an adapter of %s", self._label(name))
+            self._fail(name, None, SyncError("internal agent error", reason="InternalError", transient=True))
         self._update_synced()
 
     def _label(self, name: str) -> str:
@@ -196,8 +185,9 @@ class Syncer:
             # A candidate answers its evaluation prompts (pinned to it) before it takes traffic here.
             await self._runtime_up.wait()
             self._report(name, "Loading", target)
-            passed, detail = await self._evaluate(name, target.version, desired)
-            self._gates[name] = GateReport(target.version, passed=passed, detail=detail)
+            self.gates.drop(name)
+            gate = await self.gates.evaluate(name, target.version, desired.evaluation, self._label(name))
+            passed, detail = gate.passed, gate.detail
             if passed is None:
                 unavailable = SyncError("the evaluation could not run", reason="EvaluationUnavailable", transient=True)
                 self._fail(name, target, unavailable, state="Loading")
@@ -234,26 +224,12 @@ class Syncer:
         """Once the pod serves its target: run a candidate's evaluation prompts, drop unneeded versions."""
         target = desired.target
         assert target is not None
-        gate = self._gates.get(name)
-        if not desired.candidate:
-            self._gates.pop(name, None)
-        elif desired.evaluation and (gate is None or gate.version != target.version or gate.passed is None):
-            passed, detail = await self._evaluate(name, target.version, desired)
-            base = gate if gate is not None and gate.version == target.version else GateReport(target.version)
-            self._gates[name] = replace(base, passed=passed, detail=detail)
+        if self.gates.needs_evaluation(name, desired):
+            await self.gates.evaluate(name, target.version, desired.evaluation, self._label(name))
             served = self._served.get(name)
             if served is not None and served.version == target.version:
                 self._report_served(name, target, served)
         await self._collect(name, desired, previous)
-
-    async def _evaluate(self, name: str, version: str, desired: Desired) -> tuple[bool | None, str | None]:
-        try:
-            answers = await self.runtime.evaluate(name, version, list(desired.evaluation))
-        except (RuntimeRejected, RuntimeUnavailable) as exc:
-            # No verdict: the operator waits (and rolls back at its progress deadline).
-            log.warning("%s: evaluation of version %s could not run: %s", self._label(name), version, exc.message)
-            return None, None
-        return judge(desired.evaluation, answers)
 
     async def _collect(self, name: str, desired: Desired, previous: str | None) -> None:
         """Removes versions no pod needs any more: not served, not retained for a rollback.
@@ -287,19 +263,8 @@ class Syncer:
                 served = self._served.get(name)
                 if desired is None or not desired.collect_stats or desired.target is None or served is None:
                     continue
-                if served.version != desired.target.version:
-                    continue
-                try:
-                    figures = await self.runtime.version_stats(name)
-                except (RuntimeRejected, RuntimeUnavailable):
-                    continue
-                now = figures.get(served.version)
-                if now is None:
-                    continue
-                gate = self._gates.get(name)
-                base = gate if gate is not None and gate.version == served.version else GateReport(served.version)
-                self._gates[name] = replace(base, requests=now.requests, errors=now.errors, p99_ms=now.p99_ms)
-                self._report_served(name, desired.target, served)
+                if served.version == desired.target.version and await self.gates.collect_stats(name, served.version):
+                    self._report_served(name, desired.target, served)
 
     def _restore_active(self, name: str, before: str | None, *, rejected: str) -> None:
         if before is not None and before != rejected:
@@ -353,7 +318,7 @@ class Syncer:
         self.store.remove(name)
         self._served.pop(name, None)
         self._failures.pop(name, None)
-        self._gates.pop(name, None)
+        self.gates.drop(name)
         if self._runtime_view is not None:
             self._runtime_view.pop(name, None)
         self.reporter.remove(name)
@@ -375,7 +340,7 @@ class Syncer:
         )
 
     def _report_served(self, name: str, target: Target, served: Served) -> None:
-        gate = self._gates.get(name)
+        gate = self.gates.report(name, served.version) if served.version == target.version else None
         self.reporter.set(
             name,
             AdapterReport(
@@ -384,7 +349,7 @@ class Syncer:
                 version=served.version,
                 digest=served.digest,
                 loaded_at=served.loaded_at,
-                gate=gate if gate is not None and gate.version == served.version == target.version else None,
+                gate=gate,
             ),
         )
 
@@ -408,9 +373,7 @@ class Syncer:
         )
         log.warning("%s: %s (%s)", self._label(name), exc.reason, "will retry" if exc.transient else "giving up")
         if exc.transient:
-            delay = min(self.backoff_s * 2 ** (attempts - 1), MAX_BACKOFF_S)
-            loop = asyncio.get_running_loop()
-            self._retry_handles[name] = loop.call_later(delay, self.kick, [name])
+            self._queue.mark_later(name, min(self.backoff_s * 2 ** (attempts - 1), MAX_BACKOFF_S))
 
     def _update_synced(self) -> None:
         """Opens the readiness gate once every adapter to serve has a settled outcome."""
@@ -427,24 +390,7 @@ class Syncer:
     # --- for tests and shutdown ----------------------------------------------------------------
 
     async def idle(self) -> None:
-        while any(not t.done() for t in self._tasks.values()):
-            await asyncio.gather(*[t for t in self._tasks.values() if not t.done()], return_exceptions=True)
+        await self._queue.idle()
 
     async def close(self) -> None:
-        for handle in self._retry_handles.values():
-            handle.cancel()
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-
-
-def judge(checks: Sequence[Evaluation], answers: Sequence[EvalAnswer]) -> tuple[bool, str]:
-    """The verdict on a candidate's evaluation: every answer holds its text and keeps its loss low."""
-    count = len(checks)
-    for i, (check, answer) in enumerate(zip(checks, answers, strict=True), start=1):
-        if check.expect is not None and check.expect not in answer.output:
-            return False, f"evaluation prompt {i} of {count}: the answer lacks the expected text"
-        if check.max_loss is not None and (answer.loss is None or answer.loss > check.max_loss):
-            shown = "not reported" if answer.loss is None else f"{answer.loss:.3f}"
-            return False, f"evaluation prompt {i} of {count}: completion loss {shown} > maxLoss {check.max_loss:g}"
-    return True, f"{count} evaluation prompts passed"
+        await self._queue.close()

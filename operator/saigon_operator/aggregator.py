@@ -1,9 +1,9 @@
 """The one writer of SaigonAdapter and SaigonModel status.
 
 Handlers record what they decided (a validated target, an invalid spec, a deletion);
-pod events mark the adapters whose per-pod reports changed. A flush loop then
+pod events mark the adapters whose per-pod reports changed. A keyed work queue then
 recomputes those statuses from the pod index (kopf keeps it current) and patches
-only what changed, posting Events on user-visible transitions. One writer means no
+only what changed, posting Events on user-visible transitions (saigon_operator.transitions). One writer means no
 two handlers race on `status.conditions`.
 """
 
@@ -13,109 +13,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from saigon_contract import resources as r
+from saigon_contract.kube import ApiError, KubeClient, custom_path
+from saigon_contract.status import now_iso
+from saigon_contract.workqueue import KeyedQueue
+
 from saigon_operator import metrics
-from saigon_operator import resources as r
 from saigon_operator.events import EventRecorder
-from saigon_operator.kube import ApiError, KubeClient, custom_path
-from saigon_operator.promotion import Plan, PodInput, PromotionState, plan
-from saigon_operator.specs import Promotion, SpecError, Target
-from saigon_operator.status import (
-    AdapterFacts,
-    ModelFacts,
-    PodView,
-    adapter_status,
-    find_condition,
-    model_status,
-    now_iso,
-    without_timestamps,
-)
+from saigon_operator.records import AdapterRecord, Key, ModelRecord
+from saigon_operator.status import ModelFacts, PodView, adapter_status, model_status, without_timestamps
+from saigon_operator.transitions import Transition, adapter_transition, model_transition
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]  # (namespace, name)
 PodsOf = Callable[[str, str], Collection[PodView]]  # (namespace, model) -> the model's pods
-
-
-@dataclass
-class AdapterRecord:
-    namespace: str
-    name: str
-    uid: str
-    model: str
-    generation: int | None = None
-    adapter_name: str | None = None
-    target: Target | None = None
-    invalid: SpecError | None = None
-    conflict_with: str | None = None
-    deleting: bool = False
-    written: dict[str, Any] = field(default_factory=dict)
-    # The spec's version and promotion policy (None while invalid or in conflict): the planner
-    # moves `promotion` towards `desired`; `target` is always the promotion's stable version.
-    desired: Target | None = None
-    policy: Promotion | None = None
-    annotations: dict[str, str] = field(default_factory=dict)
-    promotion: PromotionState | None = None
-
-    def facts(self, promotion: PromotionState | None = None) -> AdapterFacts:
-        promotion = promotion or self.promotion
-        return AdapterFacts(
-            adapter_name=self.adapter_name,
-            generation=self.generation,
-            target=promotion.stable if promotion is not None else self.target,
-            invalid=self.invalid,
-            conflict_with=self.conflict_with,
-            deleting=self.deleting,
-            promotion=promotion,
-            policy=self.policy,
-        )
-
-    def targets(self) -> list[Target]:
-        """Every version pods may fetch for this adapter: the stable one, a candidate, the spec's."""
-        found = [self.target, self.desired, self.promotion.candidate if self.promotion else None]
-        return [t for t in found if t is not None]
-
-    def next_promotion(self, pods: Collection[PodView], now: float) -> Plan | None:
-        """Runs the promotion planner, when there is a valid spec to promote."""
-        if self.desired is None or self.policy is None or self.deleting:
-            return None
-        inputs = [PodInput(p.name, p.report.adapters.get(self.adapter_name or "")) for p in pods if p.active]
-        previous = self.promotion or PromotionState(stable=self.target)
-        return plan(self.desired, self.policy, previous, inputs, now, self.annotations)
-
-    def ref(self) -> dict[str, str]:
-        return {
-            "apiVersion": r.API_VERSION,
-            "kind": r.ADAPTER_KIND,
-            "name": self.name,
-            "namespace": self.namespace,
-            "uid": self.uid,
-        }
-
-
-@dataclass
-class ModelRecord:
-    namespace: str
-    name: str
-    uid: str
-    generation: int | None = None
-    desired_replicas: int = 0
-    spec_hash: str | None = None
-    selector: str = ""
-    invalid: SpecError | None = None
-    apply_error: str | None = None
-    written: dict[str, Any] = field(default_factory=dict)
-
-    def ref(self) -> dict[str, str]:
-        return {
-            "apiVersion": r.API_VERSION,
-            "kind": r.MODEL_KIND,
-            "name": self.name,
-            "namespace": self.namespace,
-            "uid": self.uid,
-        }
 
 
 class Aggregator:
@@ -138,13 +51,16 @@ class Aggregator:
         self.models: dict[Key, ModelRecord] = {}
         self._by_model: dict[Key, set[str]] = {}  # (ns, model) -> adapter object names
         self._last_pods: dict[Key, PodView] = {}  # (ns, pod) -> last view, to diff reports
-        self._dirty_adapters: set[Key] = set()
-        self._dirty_models: set[Key] = set()
-        self._dirty_since: float | None = None
-        self._wake = asyncio.Event()
-        self._wake_models = asyncio.Event()
+        # Model status (replica and adapter counts) changes with every adapter and pod event;
+        # once a second is plenty for it, and spares the API server a write per adapter.
+        self._adapter_queue: KeyedQueue[Key] = KeyedQueue(
+            self._flush_adapter, delay_s=debounce_s, name="adapter-status"
+        )
+        self._model_queue: KeyedQueue[Key] = KeyedQueue(
+            self._flush_model, delay_s=model_debounce_s, name="model-status"
+        )
+        self._marked_at: dict[Key, float] = {}  # first mark of an adapter not yet written (status lag)
         self._locks: dict[Key, asyncio.Lock] = {}
-        self._rechecks: dict[Key, asyncio.TimerHandle] = {}
         self._slots = asyncio.Semaphore(concurrency)
 
     # --- what handlers tell us -------------------------------------------------------------------
@@ -165,10 +81,8 @@ class Aggregator:
         if record is not None:
             self._by_model.get((record.namespace, record.model), set()).discard(record.name)
             self.mark_model((record.namespace, record.model))
-        self._dirty_adapters.discard(key)
-        handle = self._rechecks.pop(key, None)
-        if handle is not None:
-            handle.cancel()
+        self._adapter_queue.forget(key)
+        self._marked_at.pop(key, None)
         metrics.OBJECTS.labels("SaigonAdapter").set(len(self.adapters))
 
     def put_model(self, record: ModelRecord) -> ModelRecord:
@@ -182,7 +96,7 @@ class Aggregator:
 
     def forget_model(self, key: Key) -> None:
         self.models.pop(key, None)
-        self._dirty_models.discard(key)
+        self._model_queue.forget(key)
         metrics.OBJECTS.labels("SaigonModel").set(len(self.models))
 
     def adapters_of(self, namespace: str, model: str) -> list[AdapterRecord]:
@@ -218,40 +132,29 @@ class Aggregator:
     # --- flushing --------------------------------------------------------------------------------
 
     def mark_adapter(self, key: Key) -> None:
-        self._dirty_adapters.add(key)
-        if self._dirty_since is None:
-            self._dirty_since = time.perf_counter()
-        self._wake.set()
+        self._marked_at.setdefault(key, time.perf_counter())
+        self._adapter_queue.mark(key)
 
     def mark_model(self, key: Key) -> None:
-        self._dirty_models.add(key)
-        self._wake_models.set()
+        self._model_queue.mark(key)
 
     async def run(self) -> None:
-        await asyncio.gather(self._run_adapters(), self._run_models())
+        """Writes status as marks arrive, until cancelled."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            await asyncio.gather(self._adapter_queue.close(), self._model_queue.close())
 
-    async def _run_adapters(self) -> None:
-        while True:
-            await self._wake.wait()
-            await asyncio.sleep(self.debounce_s)
-            self._wake.clear()
-            started, self._dirty_since = self._dirty_since, None
-            adapters, self._dirty_adapters = self._dirty_adapters, set()
-            await asyncio.gather(*(self._guarded(self.write_adapter, key) for key in adapters))
-            if started is not None:
-                metrics.STATUS_LAG.observe(time.perf_counter() - started)
+    async def _flush_adapter(self, key: Key) -> None:
+        marked = self._marked_at.pop(key, None)
+        await self._guarded(self.write_adapter, key, self._adapter_queue)
+        if marked is not None:
+            metrics.STATUS_LAG.observe(time.perf_counter() - marked)
 
-    async def _run_models(self) -> None:
-        # Model status (replica and adapter counts) changes with every adapter and pod event;
-        # once a second is plenty for it, and spares the API server a write per adapter.
-        while True:
-            await self._wake_models.wait()
-            await asyncio.sleep(self.model_debounce_s)
-            self._wake_models.clear()
-            models, self._dirty_models = self._dirty_models, set()
-            await asyncio.gather(*(self._guarded(self.write_model, key) for key in models))
+    async def _flush_model(self, key: Key) -> None:
+        await self._guarded(self.write_model, key, self._model_queue)
 
-    async def _guarded(self, write: Callable[[Key], Any], key: Key) -> None:
+    async def _guarded(self, write: Callable[[Key], Any], key: Key, queue: KeyedQueue[Key]) -> None:
         async with self._slots:
             try:
                 await write(key)
@@ -260,9 +163,7 @@ class Aggregator:
                     return
                 log.warning("status write for %s/%s failed (will retry): %s", key[0], key[1], exc)
                 metrics.ERRORS.labels("status", exc.reason or str(exc.status)).inc()
-                asyncio.get_running_loop().call_later(
-                    1.0, self.mark_adapter if write == self.write_adapter else self.mark_model, key
-                )
+                queue.mark_later(key, 1.0)
 
     def _lock(self, kind: str, key: Key) -> asyncio.Lock:
         return self._locks.setdefault((f"{kind}/{key[0]}", key[1]), asyncio.Lock())
@@ -299,15 +200,11 @@ class Aggregator:
             if reason in ("Promoted", "RolledBack"):
                 metrics.PROMOTIONS.labels(reason).inc()
             await self.events.post(record.ref(), kind, reason, message)
-        await self._adapter_events(record, previous, status)
+        await self._post(record.ref(), adapter_transition(previous, status))
 
     def _recheck(self, key: Key, delay_s: float) -> None:
         """Looks at an adapter again once a promotion timer (analysis window, deadline) runs out."""
-        handle = self._rechecks.pop(key, None)
-        if handle is not None:
-            handle.cancel()
-        loop = asyncio.get_running_loop()
-        self._rechecks[key] = loop.call_later(max(0.05, delay_s + 0.05), self.mark_adapter, key)
+        self._adapter_queue.mark_later(key, max(0.05, delay_s + 0.05))
 
     async def write_model(self, key: Key) -> None:
         record = self.models.get(key)
@@ -330,31 +227,12 @@ class Aggregator:
             await self.kube.merge_patch(path, {"status": status})
             metrics.STATUS_WRITES.labels("SaigonModel").inc()
             previous, record.written = record.written, status
-        before = find_condition(previous.get("conditions"), "Ready")
-        after = find_condition(status.get("conditions"), "Ready")
-        if after and (
-            before is None or before.get("status") != after["status"] or before.get("reason") != after["reason"]
-        ):
-            kind = (
-                "Normal"
-                if after["status"] == "True"
-                else "Warning"
-                if record.invalid or record.apply_error
-                else "Normal"
-            )
-            await self.events.post(record.ref(), kind, after["reason"], after["message"])
+        failing = bool(record.invalid or record.apply_error)
+        await self._post(record.ref(), model_transition(previous, status, failing=failing))
 
-    async def _adapter_events(self, record: AdapterRecord, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
-        old_phase, new_phase = before.get("phase"), after.get("phase")
-        if old_phase == new_phase:
-            return
-        ready = find_condition(after.get("conditions"), "Ready") or {}
-        if new_phase == "Ready":
-            await self.events.post(record.ref(), "Normal", "Served", ready.get("message", ""))
-        elif new_phase in ("Degraded", "Failed", "Invalid", "Conflict"):
-            degraded = find_condition(after.get("conditions"), "Degraded") or {}
-            message = degraded.get("message") if new_phase in ("Degraded", "Failed") else ready.get("message")
-            await self.events.post(record.ref(), "Warning", str(ready.get("reason", new_phase)), str(message or ""))
+    async def _post(self, ref: dict[str, str], event: Transition | None) -> None:
+        if event is not None:
+            await self.events.post(ref, *event)
 
 
 def _drop_none(value: Any) -> Any:

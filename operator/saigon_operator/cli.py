@@ -11,12 +11,13 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 
 import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from saigon_contract.kube import Credentials, KubeClient
 
-from saigon_operator.kube import Credentials, KubeClient
 from saigon_operator.leader import LeaderElector, LeaseSettings
 from saigon_operator.settings import OperatorConfig
 
@@ -27,6 +28,7 @@ EXIT_LOST_LEASE = 3
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saigon-operator", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('saigon-operator')}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the operator")
     scope = run.add_mutually_exclusive_group()

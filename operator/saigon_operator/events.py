@@ -6,8 +6,8 @@ import logging
 import secrets
 from typing import Any
 
-from saigon_operator.kube import ApiError, KubeClient, object_path
-from saigon_operator.status import now_iso
+from saigon_contract.kube import ApiError, KubeClient, object_path
+from saigon_contract.status import now_iso
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from saigon_contract.kube import ApiError, KubeClient, object_path
+
 from saigon_operator import metrics
-from saigon_operator.kube import ApiError, KubeClient, object_path
 
 log = logging.getLogger(__name__)
 

@@ -8,14 +8,14 @@ import logging
 from typing import Any
 
 import kopf
+from saigon_contract import resources as r
+from saigon_contract.kube import Credentials, KubeClient
 
-from saigon_operator import resources as r
 from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.model import Defaults
 from saigon_operator.events import EventRecorder
 from saigon_operator.handlers import adapter, model, pods
 from saigon_operator.handlers.context import OperatorContext
-from saigon_operator.kube import Credentials, KubeClient
 from saigon_operator.settings import OperatorConfig
 from saigon_operator.status import PodView, pod_view
 
@@ -81,8 +81,8 @@ async def cleanup(memo: Any, **_: Any) -> None:
 
 @kopf.index("", "v1", "pods", labels=RUNTIME_POD_LABELS)
 def runtime_pods(body: kopf.Body, **_: Any) -> dict[Any, PodView] | None:
-    key = pods.index_key(body)  # type: ignore[arg-type]
-    return {key: pod_view(body)} if key else None  # type: ignore[arg-type]
+    key = pods.index_key(body)
+    return {key: pod_view(body)} if key else None
 
 
 @kopf.index(*ADAPTERS)
@@ -99,7 +99,7 @@ def adapter_claims(body: kopf.Body, **_: Any) -> dict[Any, adapter.Claim] | None
 @kopf.on.update(*MODELS, retries=RETRIES)
 @kopf.timer(*MODELS, interval=300, initial_delay=300, idle=60)
 async def model_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    await model.reconcile(body, context(memo), kwargs.get("retry", 0))  # type: ignore[arg-type]
+    await model.reconcile(body, context(memo), kwargs.get("retry", 0))
 
 
 @kopf.on.event(*MODELS)
@@ -118,7 +118,7 @@ async def adapter_changed(body: kopf.Body, memo: Any, retry: int, **kwargs: Any)
     key = adapter.claim_key(body)
     adapter_claims: kopf.Index[Any, adapter.Claim] = kwargs["adapter_claims"]
     claims = list(adapter_claims.get(key, [])) if key else []
-    await adapter.reconcile(body, claims, context(memo), retry)  # type: ignore[arg-type]
+    await adapter.reconcile(body, claims, context(memo), retry)
 
 
 @kopf.on.delete(*ADAPTERS)
@@ -128,7 +128,7 @@ async def adapter_deleted(body: kopf.Body, memo: Any, retry: int, **kwargs: Any)
     key = adapter.claim_key(body)
     claims = list(adapter_claims.get(key, [])) if key else []
     model_pods = list(runtime_pods.get((key[0], key[1]), [])) if key else []
-    await adapter.finalize(body, claims, model_pods, context(memo), retry)  # type: ignore[arg-type]
+    await adapter.finalize(body, claims, model_pods, context(memo), retry)
 
 
 @kopf.on.event(*ADAPTERS)
@@ -143,7 +143,7 @@ def adapter_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> Non
 @kopf.on.event("", "v1", "pods", labels=RUNTIME_POD_LABELS)
 def pod_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     if getattr(memo, "ctx", None) is not None:
-        pods.observe(type, body, context(memo))  # type: ignore[arg-type]
+        pods.observe(type, body, context(memo))
 
 
 logging.getLogger("kopf.objects").setLevel(logging.INFO)

@@ -19,41 +19,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-from saigon_operator.reports import AdapterReport
-from saigon_operator.specs import Promotion, Target, target_or_none
+from saigon_contract.reports import AdapterReport
+from saigon_contract.specs import Promotion, Target, target_or_none
+from saigon_contract.status import HistoryEntry, PromotionStatus, RolledBack, Stage
 
-Stage = Literal["Waiting", "Canary", "Full"]
 APPROVE_ANNOTATION = "saigon.ai/approve"
-_IN_FLIGHT_FIELDS = (
-    "candidate",
-    "version",
-    "stage",
-    "canaryPods",
-    "allPods",
-    "stageStartedAt",
-    "analysisStartedAt",
-    "evaluation",
-    "collectStats",
-)
 MAX_DETAIL = 300
 EARLY_MIN_REQUESTS = 20  # a canary failing its error rate on this many requests rolls back before its window ends
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    version: str
-    digest: str | None
-    outcome: str  # Promoted | RolledBack | Superseded
-    time: str
-    reason: str
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {"version": self.version, "outcome": self.outcome, "time": self.time, "reason": self.reason}
-        if self.digest:
-            out["digest"] = self.digest
-        return out
 
 
 @dataclass(frozen=True)
@@ -71,76 +45,55 @@ class PromotionState:
 
     def assigned(self, pod: str) -> Target | None:
         """The version `pod` must serve."""
-        if self.candidate is not None and (
-            self.stage == "Full" or (self.stage == "Canary" and pod in self.canary_pods)
-        ):
-            return self.candidate
-        return self.stable
+        return self.to_model().assigned(pod) or self.stable
 
     def retain(self) -> list[str]:
         """Versions the agents keep on disk: what pods serve or may return to."""
         return sorted({t.version for t in (self.stable, self.candidate) if t is not None})
 
+    def to_model(self, progress: str | None = None, policy: Promotion | None = None) -> PromotionStatus:
+        in_flight = self.candidate is not None
+        return PromotionStatus(
+            phase=self.phase,
+            message=self.message,
+            progress=progress,
+            stable_version=self.stable.version if self.stable else None,
+            retain=tuple(self.retain()),
+            history=self.history,
+            rolled_back=RolledBack(version=self.rolled_back[0], sha256=self.rolled_back[1])
+            if self.rolled_back is not None
+            else None,
+            candidate=self.candidate,
+            version=self.candidate.version if self.candidate else None,
+            stage=self.stage if in_flight else None,
+            canary_pods=self.canary_pods if self.stage == "Canary" else (),
+            all_pods=self.stage == "Full",
+            stage_started_at=_iso(self.stage_started_at),
+            analysis_started_at=_iso(self.analysis_started_at),
+            evaluation=policy.gates.evaluation if policy is not None else None,
+            collect_stats=bool(policy is not None and policy.gates.needs_stats and self.stage == "Canary"),
+        )
+
     def to_status(self, progress: str, policy: Promotion | None) -> dict[str, Any]:
-        # Status is merge-patched: a field that no longer applies must be written as null to go away.
-        out: dict[str, Any] = {
-            "phase": self.phase,
-            "message": self.message,
-            "progress": progress,
-            "stableVersion": self.stable.version if self.stable else None,
-            "retain": self.retain(),
-            "history": [h.as_dict() for h in self.history],
-            **dict.fromkeys(_IN_FLIGHT_FIELDS),
-            "rolledBack": None,
-        }
-        if self.candidate is not None:
-            out["candidate"] = self.candidate.as_dict()
-            out["version"] = self.candidate.version
-            out["stage"] = self.stage
-            out["canaryPods"] = list(self.canary_pods) if self.stage == "Canary" else []
-            out["allPods"] = self.stage == "Full"
-            out["stageStartedAt"] = _iso(self.stage_started_at)
-            out["analysisStartedAt"] = _iso(self.analysis_started_at)
-            if policy is not None and policy.gates.evaluation:
-                out["evaluation"] = [p.as_dict() for p in policy.gates.evaluation]
-            out["collectStats"] = bool(policy is not None and policy.gates.needs_stats and self.stage == "Canary")
-        if self.rolled_back is not None:
-            out["rolledBack"] = {"version": self.rolled_back[0], "sha256": self.rolled_back[1]}
-        return out
+        return self.to_model(progress, policy).to_status()
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any]) -> PromotionState:
         """Back from a written status (an operator restart); anything unreadable reads as absent."""
-        raw = status.get("promotion") if isinstance(status.get("promotion"), dict) else {}
-        assert isinstance(raw, dict)
+        raw = PromotionStatus.read(status.get("promotion"))
         stable = target_or_none(status.get("target"))
-        candidate = target_or_none(raw.get("candidate"))
-        stage = raw.get("stage") if raw.get("stage") in ("Waiting", "Canary", "Full") else None
-        rolled = raw.get("rolledBack")
-        history = tuple(
-            HistoryEntry(
-                str(h.get("version", "")),
-                h.get("digest") if isinstance(h.get("digest"), str) else None,
-                str(h.get("outcome", "")),
-                str(h.get("time", "")),
-                str(h.get("reason", "")),
-            )
-            for h in raw.get("history") or []
-            if isinstance(h, dict)
-        )
+        stage = raw.stage if raw.candidate is not None else None
         return cls(
             stable=stable,
-            candidate=candidate if stage is not None else None,
-            stage=stage if candidate is not None else None,
-            canary_pods=tuple(p for p in raw.get("canaryPods") or [] if isinstance(p, str)),
-            stage_started_at=_epoch(raw.get("stageStartedAt")),
-            analysis_started_at=_epoch(raw.get("analysisStartedAt")),
-            rolled_back=(str(rolled.get("version")), rolled.get("sha256"))
-            if isinstance(rolled, dict) and rolled.get("version")
-            else None,
-            history=history,
-            phase=str(raw.get("phase") or "Stable"),
-            message=str(raw.get("message") or ""),
+            candidate=raw.candidate if stage is not None else None,
+            stage=stage,
+            canary_pods=raw.canary_pods,
+            stage_started_at=_epoch(raw.stage_started_at),
+            analysis_started_at=_epoch(raw.analysis_started_at),
+            rolled_back=(raw.rolled_back.version, raw.rolled_back.sha256) if raw.rolled_back else None,
+            history=raw.history,
+            phase=raw.phase,
+            message=raw.message,
         )
 
 
@@ -191,7 +144,13 @@ class _Planner:
         self.events.append((kind, reason, message))
 
     def record(self, target: Target, outcome: str, reason: str) -> tuple[HistoryEntry, ...]:
-        entry = HistoryEntry(target.version, target.sha256, outcome, _iso(self.now) or "", reason[:MAX_DETAIL])
+        entry = HistoryEntry(
+            version=target.version,
+            digest=target.sha256,
+            outcome=outcome,
+            time=_iso(self.now) or "",
+            reason=reason[:MAX_DETAIL],
+        )
         return (*self.state.history, entry)[-self.policy.history_limit :]
 
     def run(self) -> Plan:

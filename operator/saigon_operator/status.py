@@ -6,15 +6,15 @@ agent reports the target version loaded with the target digest.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from saigon_operator import resources as r
+from saigon_contract import resources as r
+from saigon_contract.reports import AdapterReport, PodReport
+from saigon_contract.specs import Promotion, SpecError, Target
+
 from saigon_operator.promotion import PodInput, PromotionState, progress, serves
-from saigon_operator.reports import AdapterReport, PodReport
-from saigon_operator.specs import Promotion, SpecError, Target
 
 MAX_MESSAGE_PODS = 5
 
@@ -36,7 +36,7 @@ class PodView:
         return self.phase == "Running" and not self.deleting
 
 
-def pod_view(body: dict[str, Any]) -> PodView:
+def pod_view(body: Mapping[str, Any]) -> PodView:
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
     annotations = meta.get("annotations") or {}
@@ -49,10 +49,6 @@ def pod_view(body: dict[str, Any]) -> PodView:
         spec_hash=annotations.get(r.SPEC_HASH_ANNOTATION),
         report=PodReport.decode(annotations.get(r.REPORT_ANNOTATION)),
     )
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def condition(type_: str, ok: bool, reason: str, message: str, generation: int | None) -> dict[str, Any]:

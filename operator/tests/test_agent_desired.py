@@ -116,8 +116,8 @@ def test_the_book_decides_for_its_own_pod() -> None:
 
 
 def test_a_candidate_passes_its_evaluation_only_if_every_answer_holds_its_text_and_keeps_its_loss_low() -> None:
+    from saigon_agent.gates import judge
     from saigon_agent.runtime_client import EvalAnswer
-    from saigon_agent.syncer import judge
 
     checks = desired_from(with_promotion("Full", []), "pod-a")
     assert checks is not None

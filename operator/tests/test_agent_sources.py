@@ -17,7 +17,7 @@ from saigon_agent.errors import DigestMismatch, InvalidArtifact, SourceRejected,
 from saigon_agent.fetch import Fetcher
 from saigon_agent.sources import Materializer
 from saigon_agent.store import AdapterStore
-from saigon_operator.specs import parse_target
+from saigon_contract.specs import parse_target
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 

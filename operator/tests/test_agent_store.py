@@ -9,7 +9,7 @@ import pytest
 from agent_support import write_adapter
 from saigon_agent.errors import VersionConflict
 from saigon_agent.store import DIGEST_FILE, AdapterStore
-from saigon_operator.names import InvalidName
+from saigon_contract.names import InvalidName
 
 
 def staged(store: AdapterStore, name: str, version: str, seed: int = 0) -> Path:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from saigon_agent.config import ENV as AGENT_ENV
-from saigon_operator import resources as r
+from saigon_contract import resources as r
+from saigon_contract.agent_env import ENV as AGENT_ENV
+from saigon_contract.specs import parse_model_spec
 from saigon_operator.builders.model import (
     PRESTOP_SLEEP_S,
     STOP_MARGIN_S,
@@ -15,7 +16,6 @@ from saigon_operator.builders.model import (
     build_deployment,
     build_role,
 )
-from saigon_operator.specs import parse_model_spec
 
 OWNER = Owner(name="llama", namespace="ml", uid="1234")
 DEFAULTS = Defaults(agent_image="saigon/operator:1")

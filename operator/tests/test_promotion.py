@@ -6,11 +6,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from saigon_operator.aggregator import AdapterRecord
+from saigon_contract.reports import AdapterReport, GateReport
+from saigon_contract.specs import Promotion, Target, parse_target
 from saigon_operator.handlers.model import agent_secrets
 from saigon_operator.promotion import PodInput, PromotionState, plan, progress
-from saigon_operator.reports import AdapterReport, GateReport
-from saigon_operator.specs import Promotion, Target, parse_target
+from saigon_operator.records import AdapterRecord
 
 V1, V2 = "1" * 64, "2" * 64
 PODS = ("pod-a", "pod-b", "pod-c", "pod-d")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from saigon_operator.reports import GZIP_ABOVE, AdapterReport, PodReport, ReportTooLarge
+from saigon_contract.reports import GZIP_ABOVE, AdapterReport, PodReport, ReportTooLarge
 
 
 def test_round_trip() -> None:

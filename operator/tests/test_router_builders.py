@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from saigon_operator import resources as r
-from saigon_operator.builders import haproxy
+from saigon_contract import haproxy
+from saigon_contract import resources as r
+from saigon_contract.specs import SpecError, parse_model_spec
 from saigon_operator.builders.model import Defaults, Owner, build_deployment, selector_labels
 from saigon_operator.builders.router import CONFIG_HASH_ANNOTATION, build_router, render_config
-from saigon_operator.specs import SpecError, parse_model_spec
 
 OWNER = Owner(name="llama", namespace="ml", uid="1234")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from saigon_operator.names import adapter_name
-from saigon_operator.specs import SpecError, parse_adapter_spec, parse_model_spec, parse_target
+from saigon_contract.names import adapter_name
+from saigon_contract.specs import SpecError, parse_adapter_spec, parse_model_spec, parse_target
 
 SHA = "b" * 64
 

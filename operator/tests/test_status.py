@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from saigon_operator.reports import AdapterReport, PodReport
-from saigon_operator.specs import SpecError, parse_target
+from saigon_contract.reports import AdapterReport, PodReport
+from saigon_contract.specs import SpecError, parse_target
 from saigon_operator.status import (
     AdapterFacts,
     ModelFacts,

@@ -14,10 +14,12 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from saigon_runtime.config import DEFAULT_PORT, RuntimeConfig
+from saigon_runtime.engine.types import DEFAULT_TEMPERATURE
 
 log = logging.getLogger("saigon_runtime")
 
@@ -74,6 +76,7 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saigon-runtime", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('saigon-runtime')}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -102,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     infer = commands.add_parser("infer", help="answer one request and exit")
     infer.add_argument("--user_id", "--user-id", dest="user_id", help="whose adapter and mesh to use")
     infer.add_argument("--prompt", required=True, help="the user's input")
-    infer.add_argument("--temperature", type=float, default=0.7, help="0 is greedy (default 0.7)")
+    infer.add_argument(
+        "--temperature", type=float, default=DEFAULT_TEMPERATURE, help=f"0 is greedy (default {DEFAULT_TEMPERATURE})"
+    )
     infer.add_argument(
         "--max_length",
         "--max-length",
@@ -199,7 +204,7 @@ def infer(args: argparse.Namespace) -> dict[str, object]:
 
 def import_legacy(source: Path, dest: Path) -> int:
     from saigon_runtime.adapters.legacy import import_legacy as convert
-    from saigon_runtime.engine.types import AdapterRejected
+    from saigon_runtime.errors import AdapterRejected
 
     try:
         converted = convert(source, dest)

@@ -88,7 +88,10 @@ class RuntimeConfig:
             raw = env.get(var)
             if raw is None or raw == "":
                 continue
-            values[name] = _parse(str(types[name]), raw)
+            try:
+                values[name] = _parse(str(types[name]), raw)
+            except ValueError as exc:
+                raise ValueError(f"{var}={raw!r}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         for name in ("base_model_dir", "adapters_dir", "mesh_dir", "log_dir", "hotset_file", "staging_dir"):
             if isinstance(values.get(name), str):
@@ -96,13 +99,26 @@ class RuntimeConfig:
         return cls(**values)  # type: ignore[arg-type]
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
 def _parse(type_name: str, raw: str) -> object:
     if type_name.startswith("int"):
-        return int(raw)
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("not a whole number") from None
     if type_name.startswith("float"):
-        return float(raw)
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("not a number") from None
     if type_name.startswith("bool"):
-        return raw.strip().lower() in {"1", "true", "yes", "on"}
+        word = raw.strip().lower()
+        if word not in _TRUE | _FALSE:
+            raise ValueError(f"not a boolean (one of {', '.join(sorted(_TRUE | _FALSE))})")
+        return word in _TRUE
     if type_name.startswith("Path"):
         return Path(raw)
     if type_name.startswith("list"):

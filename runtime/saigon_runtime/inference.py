@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from saigon_runtime.adapters.names import user_adapter
+from saigon_runtime.assembly import build_engine
 from saigon_runtime.audit import AuditLog
 from saigon_runtime.config import RuntimeConfig
-from saigon_runtime.engine.engine import Engine
-from saigon_runtime.engine.types import InvalidRequest
+from saigon_runtime.engine.types import DEFAULT_TEMPERATURE
+from saigon_runtime.errors import InvalidRequest
 from saigon_runtime.mesh import MeshStore
 from saigon_runtime.service import InferenceService, Prepared
 
@@ -44,7 +45,7 @@ class SaigonInference:
         if not use_cache:  # the original "no cache" mode: one resident adapter, nothing kept in host memory
             self.config.max_loras, self.config.max_cpu_loras = 1, 1
         self.use_cache = use_cache
-        self.engine = Engine.from_config(self.config)
+        self.engine = build_engine(self.config)
         self.engine.start()
         mesh = MeshStore(self.config.mesh_dir) if self.config.mesh_dir is not None else None
         audit = AuditLog(self.config.log_dir, log_prompts=self.config.log_prompts) if self.config.log_dir else None
@@ -58,7 +59,7 @@ class SaigonInference:
         user_id: str | None,
         user_input: str,
         use_mesh_context: bool = True,
-        temperature: float = 0.7,
+        temperature: float = DEFAULT_TEMPERATURE,
         max_length: int | None = None,
         system_prompt: str | None = None,
         adapter: str | None = None,
@@ -81,7 +82,7 @@ class SaigonInference:
             prepared.append(
                 self._prepare(
                     item.get("user_id"), item["user_input"], item.get("use_mesh_context", True),
-                    item.get("temperature", 0.7), item.get("max_length"), item.get("system_prompt"),
+                    item.get("temperature", DEFAULT_TEMPERATURE), item.get("max_length"), item.get("system_prompt"),
                     item.get("adapter"), item.get("top_p", 1.0),
                 )
             )  # fmt: skip

@@ -8,13 +8,19 @@ the audit record. No framework code here: callers run `prepare` off their event 
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 
 from saigon_runtime.adapters.manager import Resolution
 from saigon_runtime.audit import AuditLog, AuditRecord
 from saigon_runtime.engine.engine import Engine
-from saigon_runtime.engine.types import GenerationRequest, GenerationResult, InvalidRequest, SamplingParams
+from saigon_runtime.engine.types import (
+    DEFAULT_TEMPERATURE,
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+    new_request_id,
+)
+from saigon_runtime.errors import InvalidRequest
 from saigon_runtime.mesh import MeshError, MeshStore, build_context, build_prompt
 
 log = logging.getLogger(__name__)
@@ -43,7 +49,7 @@ class InferenceService:
         user_input: str,
         *,
         use_mesh_context: bool = True,
-        temperature: float = 0.7,
+        temperature: float = DEFAULT_TEMPERATURE,
         top_p: float = 1.0,
         max_new_tokens: int | None = None,
         system_prompt: str | None = None,
@@ -61,7 +67,7 @@ class InferenceService:
             max_new_tokens=self.max_new_tokens(len(ids), max_new_tokens),
             stop=stop,
         )
-        request_id = f"infer-{uuid.uuid4().hex[:24]}"
+        request_id = new_request_id("infer")
         request = GenerationRequest(ids, resolution.adapter, sampling, request_id=request_id)
         return Prepared(request_id, user_id, resolution, prompt, request, context is not None)
 

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
+from saigon_runtime.adapters.types import AdapterRef
+from saigon_runtime.assembly import build_engine
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine.engine import Engine
-from saigon_runtime.engine.types import AdapterRef, GenerationRequest, SamplingParams
+from saigon_runtime.engine.types import GenerationRequest, SamplingParams
 from transformers import AutoModelForCausalLM
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=8)
@@ -16,7 +18,7 @@ GREEDY = SamplingParams(temperature=0.0, max_new_tokens=8)
 
 def make_engine(base: Path, adapters: Path | None, **overrides: object) -> Engine:
     config = RuntimeConfig(base_model_dir=base, adapters_dir=adapters, device="cpu", **overrides)  # type: ignore[arg-type]
-    engine = Engine.from_config(config)
+    engine = build_engine(config)
     engine.start()
     return engine
 

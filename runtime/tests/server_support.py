@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from saigon_runtime.assembly import build_engine
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine.engine import Engine
 from saigon_runtime.server.app import create_app
@@ -68,7 +69,7 @@ def live_server(
     `saigon-runtime serve` does. `extra_routes` are added outside the route table, as a
     careless future change might."""
     if engine is None and not background_load:
-        engine = Engine.from_config(config)
+        engine = build_engine(config)
     app = create_app(config, engine)
     app.router.add_routes(extra_routes or [])
     loop = asyncio.new_event_loop()

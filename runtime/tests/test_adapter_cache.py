@@ -7,7 +7,9 @@ import time
 
 import pytest
 from engine_helpers import make_engine, request
-from saigon_runtime.engine.types import AdapterRef, EngineBusy, GenerationRequest, SamplingParams
+from saigon_runtime.adapters.types import AdapterRef
+from saigon_runtime.engine.types import GenerationRequest, SamplingParams
+from saigon_runtime.errors import EngineBusy
 
 NAMES = [f"user_c{i}" for i in range(5)]
 

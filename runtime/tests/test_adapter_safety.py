@@ -15,8 +15,9 @@ from engine_helpers import make_engine, request
 from safetensors.torch import load_file, save_file
 from saigon_runtime.adapters.format import load_adapter
 from saigon_runtime.adapters.legacy import import_legacy
+from saigon_runtime.adapters.types import AdapterRef
 from saigon_runtime.engine.lora import lora_targets
-from saigon_runtime.engine.types import AdapterRef, AdapterRejected
+from saigon_runtime.errors import AdapterRejected
 from saigon_runtime.testing.tiny import make_llama
 
 

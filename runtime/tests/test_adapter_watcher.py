@@ -9,8 +9,8 @@ import shutil
 import time
 
 from engine_helpers import make_engine
+from saigon_runtime.adapters.types import AdapterRef
 from saigon_runtime.adapters.watcher import AdapterWatcher
-from saigon_runtime.engine.types import AdapterRef
 
 
 def _flip(adapters_dir, name, version):

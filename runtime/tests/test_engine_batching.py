@@ -8,14 +8,9 @@ import time
 import pytest
 import torch
 from engine_helpers import GREEDY, make_engine, request
-from saigon_runtime.engine.types import (
-    AdapterRef,
-    EngineError,
-    GenerationRequest,
-    InvalidRequest,
-    SamplingParams,
-    TokenEvent,
-)
+from saigon_runtime.adapters.types import AdapterRef
+from saigon_runtime.engine.types import GenerationRequest, SamplingParams, TokenEvent
+from saigon_runtime.errors import EngineError, InvalidRequest
 
 PROMPTS = ["the cat and the dog", "hello world", "a ship on the sea", "red blue green", "code data"]
 

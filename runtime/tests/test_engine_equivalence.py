@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 from engine_helpers import make_engine, peft_greedy, peft_reference, request
-from saigon_runtime.engine.types import AdapterRef, InvalidRequest
+from saigon_runtime.adapters.types import AdapterRef
+from saigon_runtime.errors import InvalidRequest
 
 PROMPTS = ["the cat and the dog", "hello world", "a ship on the sea with wind", "red", "code data model graph node"]
 

@@ -7,7 +7,7 @@ import logging
 
 from engine_helpers import make_engine, request
 from saigon_runtime.adapters.hotset import load_hot_set, save_hot_set
-from saigon_runtime.engine.types import AdapterRef
+from saigon_runtime.adapters.types import AdapterRef
 from saigon_runtime.redact import shown
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from saigon_runtime.engine.types import InvalidRequest
+from saigon_runtime.errors import InvalidRequest
 from saigon_runtime.inference import SaigonInference
 from saigon_runtime.testing.tiny import write_domains
 

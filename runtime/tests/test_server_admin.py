@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 import requests
-from saigon_runtime.engine.types import AdapterRef, GenerationRequest, SamplingParams
+from saigon_runtime.adapters.types import AdapterRef
+from saigon_runtime.engine.types import GenerationRequest, SamplingParams
 from saigon_runtime.testing.tiny import install_adapter
 from server_support import ADMIN_TOKEN, LiveServer, live_server, make_config
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import openai
 import pytest
-from saigon_runtime.engine.types import AdapterRef, GenerationRequest, SamplingParams
+from saigon_runtime.adapters.types import AdapterRef
+from saigon_runtime.engine.types import GenerationRequest, SamplingParams
 from saigon_runtime.testing.tiny import install_adapter
 from server_support import LiveServer, live_server, make_config
 

@@ -29,7 +29,7 @@ from typing import Any
 import kubernetes
 from controlplane.cluster import Cluster
 from controlplane.processes import free_port, spawn, terminate
-from saigon_agent.config import ENV as AGENT_ENV
+from saigon_contract.agent_env import ENV as AGENT_ENV
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -66,3 +66,10 @@ app.kubernetes.io/component: operator
 {{- define "saigon.leaseName" -}}
 {{- include "saigon.operatorName" . }}
 {{- end }}
+
+{{/* An alert's runbook: prometheusRule.runbookBaseUrl plus the alert's anchor in docs/runbooks.md. */}}
+{{- define "saigon.runbookUrl" -}}
+{{- $root := index . 0 }}
+{{- $base := $root.Values.prometheusRule.runbookBaseUrl | default (printf "https://github.com/saigon-ai/saigon/blob/v%s/docs/runbooks.md" $root.Chart.AppVersion) }}
+{{- printf "%s#%s" $base (index . 1 | lower) }}
+{{- end }}

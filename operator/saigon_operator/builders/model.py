@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from saigon_agent.config import ENV as AGENT_ENV
-from saigon_operator import resources as r
-from saigon_operator.specs import ModelSpec, Resources
+from saigon_contract import resources as r
+from saigon_contract.agent_env import ENV as AGENT_ENV
+from saigon_contract.specs import ModelSpec, Resources
 
 # The runtime's environment variables (their one definition is runtime/saigon_runtime/config.py;
 # the operator image has no runtime package, so a cross-part test checks these names against it).

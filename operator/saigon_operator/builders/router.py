@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from saigon_operator import resources as r
-from saigon_operator.builders import haproxy
+from saigon_contract import haproxy
+from saigon_contract import resources as r
+from saigon_contract.specs import ModelSpec
 from saigon_operator.builders.model import Owner, http_service, names_for
-from saigon_operator.specs import ModelSpec
 
 ROUTER_CONTAINER = "haproxy"
 ROUTER_LABEL = "saigon.ai/router"

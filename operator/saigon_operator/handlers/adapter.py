@@ -9,16 +9,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from saigon_contract import names
+from saigon_contract import resources as r
+from saigon_contract.kube import ApiError, custom_path
+from saigon_contract.specs import SpecError, Target, parse_adapter_spec, target_or_none
+from saigon_contract.status import now_iso
 
-from saigon_operator import metrics, names
-from saigon_operator import resources as r
-from saigon_operator.aggregator import AdapterRecord
+from saigon_operator import metrics
 from saigon_operator.handlers.context import OperatorContext, classify
 from saigon_operator.handlers.model import sync_agent_role
-from saigon_operator.kube import ApiError, custom_path
 from saigon_operator.promotion import PromotionState
-from saigon_operator.specs import SpecError, Target, parse_adapter_spec, target_or_none
-from saigon_operator.status import PodView, now_iso
+from saigon_operator.records import AdapterRecord
+from saigon_operator.status import PodView
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ def winner(claims: Iterable[Claim]) -> Claim | None:
     return live[0] if live else None
 
 
-async def reconcile(body: dict[str, Any], claims: Iterable[Claim], ctx: OperatorContext, retry: int) -> None:
+async def reconcile(body: Mapping[str, Any], claims: Iterable[Claim], ctx: OperatorContext, retry: int) -> None:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     spec_raw = body.get("spec") or {}
@@ -110,7 +112,7 @@ async def _write(ctx: OperatorContext, record: AdapterRecord, retry: int) -> Non
 
 
 async def finalize(
-    body: dict[str, Any], claims: Iterable[Claim], pods: Iterable[PodView], ctx: OperatorContext, retry: int
+    body: Mapping[str, Any], claims: Iterable[Claim], pods: Iterable[PodView], ctx: OperatorContext, retry: int
 ) -> None:
     """Holds the deletion until no running pod of the model reports the adapter any more."""
     meta = body["metadata"]

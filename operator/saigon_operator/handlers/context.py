@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import kopf
+from saigon_contract.kube import ApiError, KubeClient
 
 from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.model import Defaults
 from saigon_operator.events import EventRecorder
-from saigon_operator.kube import ApiError, KubeClient
 
 
 @dataclass

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from saigon_contract import resources as r
+from saigon_contract.kube import ApiError, object_path
+from saigon_contract.specs import SpecError, parse_model_spec
+
 from saigon_operator import metrics
-from saigon_operator import resources as r
-from saigon_operator.aggregator import ModelRecord
 from saigon_operator.builders.model import Owner, build_children, build_role, selector_string
 from saigon_operator.builders.router import build_router, router_kinds, router_names
 from saigon_operator.handlers.context import OperatorContext, classify
-from saigon_operator.kube import ApiError, object_path
-from saigon_operator.specs import SpecError, parse_model_spec
+from saigon_operator.records import ModelRecord
 
 
-async def reconcile(body: dict[str, Any], ctx: OperatorContext, retry: int) -> None:
+async def reconcile(body: Mapping[str, Any], ctx: OperatorContext, retry: int) -> None:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     existing = ctx.aggregator.models.get((namespace, name))

@@ -15,7 +15,8 @@ import torch
 from safetensors import safe_open
 
 from saigon_runtime.adapters.peft_config import MAX_CONFIG_BYTES, ConfigRejected, LoraConfigFile, parse_config
-from saigon_runtime.engine.types import AdapterRejected
+from saigon_runtime.adapters.types import ModuleShape
+from saigon_runtime.errors import AdapterRejected
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -31,12 +32,6 @@ _UNDERSTOOD_OPTIONS = {
     "layers_to_transform", "layers_pattern", "auto_mapping", "megatron_core", "qalora_group_size",
     "ensure_weight_tying", "corda_config", "eva_config", "lora_ga_config",
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ModuleShape:
-    in_features: int
-    out_features: int
 
 
 @dataclass

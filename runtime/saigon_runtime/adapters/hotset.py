@@ -1,7 +1,10 @@
-"""Warm restarts: the resident ("hot") adapters are recorded at shutdown and preloaded at start.
+"""Warm restarts: the device-resident ("hot") adapters, and which are pinned, are recorded at
+shutdown and preloaded at start, before the runtime reports Ready.
 
-The record lives in the adapters volume, so a restarted pod (or process) that keeps its
-volume comes back with the same adapters resident before it reports Ready.
+The record is the `hotset_file` setting (SAIGON_HOTSET_FILE), by default
+`<adapters_dir>/.saigon-hotset.json`. In a pod the adapters volume belongs to the agent and is
+read-only here, so the operator points the setting at a writable volume that outlives
+container restarts.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ import os
 import tempfile
 from pathlib import Path
 
+from saigon_contract.names import is_version
+
 from saigon_runtime.adapters.manager import AdapterManager
-from saigon_runtime.adapters.names import NAME_RE, VERSION_RE
-from saigon_runtime.engine.types import AdapterRef, EngineError
+from saigon_runtime.adapters.names import is_name
+from saigon_runtime.adapters.types import AdapterRef
+from saigon_runtime.errors import EngineError
 from saigon_runtime.redact import shown
 
 HOTSET_FILE = ".saigon-hotset.json"
@@ -51,9 +57,7 @@ def load_hot_set(manager: AdapterManager, path: Path | None = None) -> list[Adap
     loaded: list[AdapterRef] = []
     for entry in entries[-manager.pool.capacity :] if isinstance(entries, list) else []:
         name, version = entry.get("name"), entry.get("version")
-        if not (isinstance(name, str) and isinstance(version, str)):
-            continue
-        if not (NAME_RE.fullmatch(name) and VERSION_RE.fullmatch(version)):
+        if not (isinstance(name, str) and isinstance(version, str) and is_name(name) and is_version(version)):
             continue
         ref = AdapterRef(name, version)
         try:

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from saigon_runtime.adapters.format import CONFIG_FILE, PICKLE_FILES, WEIGHTS_FILE, read_config
-from saigon_runtime.engine.types import AdapterRejected
+from saigon_runtime.errors import AdapterRejected
 
 
 def import_legacy(source: Path, dest: Path) -> Path:

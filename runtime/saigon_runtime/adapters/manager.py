@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from saigon_runtime.adapters.format import HostAdapter, ModuleShape, load_adapter
+from saigon_runtime.adapters.format import HostAdapter, load_adapter
 from saigon_runtime.adapters.names import check_name, check_version, domain_adapter, scope_of, user_adapter
 from saigon_runtime.adapters.pool import SlotPool
 from saigon_runtime.adapters.store import AdapterStore
-from saigon_runtime.engine.lora import DeviceAdapter
-from saigon_runtime.engine.types import AdapterNotFound, AdapterRef, AdapterRejected, EngineError
+from saigon_runtime.adapters.types import AdapterRef, DeviceAdapter, ModuleShape
+from saigon_runtime.errors import AdapterNotFound, AdapterRejected, EngineError
 
 Key = tuple[str, str]
 

@@ -4,35 +4,38 @@ from __future__ import annotations
 
 import re
 
-from saigon_runtime.engine.types import InvalidRequest, scope_of
+from saigon_contract.names import ACTIVE_LINK, ID, VERSION_RE, is_scope_id, is_version
 
-__all__ = ["check_name", "check_user_id", "check_version", "domain_adapter", "scope_of", "user_adapter"]
+from saigon_runtime.adapters.types import scope_of
+from saigon_runtime.errors import InvalidRequest
 
-# A user id or domain is what follows the scope prefix; the whole name stays a single path segment.
-_IDENT = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
-NAME_RE = re.compile(rf"^(user_{_IDENT}|domain_{_IDENT}|global|[a-z0-9][a-z0-9_-]{{0,62}})$")
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-USER_ID_RE = re.compile(rf"^{_IDENT}$")
+__all__ = ["check_name", "check_user_id", "check_version", "domain_adapter", "is_name", "scope_of", "user_adapter"]
+
+# The contract's scoped names (user_<id>, domain_<name>, global), plus free local names; always
+# one path segment. Match with fullmatch: `$` would let a trailing newline through.
+FREE_NAME = r"[a-z0-9][a-z0-9_-]{0,62}"
+NAME_RE = re.compile(rf"user_{ID}|domain_{ID}|global|{FREE_NAME}")
+__all__ += ["NAME_RE", "VERSION_RE"]
 
 
-def _safe(value: str) -> bool:
-    return ".." not in value and value not in {".", "active"}
+def is_name(name: object) -> bool:
+    return isinstance(name, str) and NAME_RE.fullmatch(name) is not None and ".." not in name and name != ACTIVE_LINK
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or not _safe(name):
+    if not is_name(name):
         raise InvalidRequest(f"invalid adapter name {name!r}: use user_<id>, domain_<name>, global or [a-z0-9_-]")
     return name
 
 
 def check_version(version: str) -> str:
-    if not isinstance(version, str) or not VERSION_RE.fullmatch(version) or not _safe(version):
+    if not is_version(version):
         raise InvalidRequest(f"invalid adapter version {version!r}: letters, digits, '.', '_' and '-' only")
     return version
 
 
 def check_user_id(user_id: str) -> str:
-    if not isinstance(user_id, str) or not USER_ID_RE.fullmatch(user_id) or ".." in user_id:
+    if not is_scope_id(user_id):
         raise InvalidRequest(f"invalid user id {user_id!r}: letters, digits, '.', '_' and '-' only")
     return user_id
 

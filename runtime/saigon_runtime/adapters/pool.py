@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from saigon_runtime.adapters.format import HostAdapter
-from saigon_runtime.engine.lora import DeviceAdapter
-from saigon_runtime.engine.types import PinLimitReached
+from saigon_runtime.adapters.types import DeviceAdapter
+from saigon_runtime.errors import PinLimitReached
 
 Key = tuple[str, str]
 

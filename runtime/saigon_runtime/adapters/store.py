@@ -1,8 +1,5 @@
-"""The on-disk layout shared with the agent sidecar.
-
-    <root>/<name>/<version>/adapter_config.json + adapter_model.safetensors
-    <root>/<name>/active -> <version>        (a relative symlink, flipped atomically)
-    <root>/domains.json                      (optional {"<user id>": "<domain>"} for the cascade)
+"""The runtime's view of the adapters directory (layout: saigon_contract.layout), plus
+`<root>/domains.json` (optional {"<user id>": "<domain>"} for the cascade).
 
 Versions are immutable: a new version is written to a temporary directory beside its
 final place, checked, then renamed; readers never see half a version.
@@ -18,11 +15,12 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from saigon_runtime.adapters.format import CONFIG_FILE, WEIGHTS_FILE, file_digest, read_config
-from saigon_runtime.adapters.names import NAME_RE, VERSION_RE, check_name, check_version
-from saigon_runtime.engine.types import AdapterNotFound, AdapterRejected, InvalidRequest
+from saigon_contract import layout
 
-ACTIVE_LINK = "active"
+from saigon_runtime.adapters.format import CONFIG_FILE, WEIGHTS_FILE, file_digest, read_config
+from saigon_runtime.adapters.names import check_name, check_version, is_name
+from saigon_runtime.errors import AdapterNotFound, AdapterRejected, InvalidRequest
+
 DOMAINS_FILE = "domains.json"
 _TMP_PREFIX = ".tmp-"
 
@@ -36,28 +34,13 @@ class AdapterStore:
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME_RE.fullmatch(p.name))
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and is_name(p.name))
 
     def versions(self, name: str) -> list[str]:
-        base = self.root / check_name(name)
-        if not base.is_dir():
-            return []
-        return sorted(
-            p.name
-            for p in base.iterdir()
-            if p.is_dir() and not p.is_symlink() and VERSION_RE.fullmatch(p.name) and p.name != ACTIVE_LINK
-        )
+        return layout.versions(self.root / check_name(name))
 
     def active_version(self, name: str) -> str | None:
-        link = self.root / check_name(name) / ACTIVE_LINK
-        try:
-            target = os.readlink(link)
-        except OSError:
-            return None
-        version = Path(target).name
-        if target != version or not VERSION_RE.fullmatch(version):
-            return None  # an absolute or nested target is never followed
-        return version if (link.parent / version).is_dir() else None
+        return layout.active_version(self.root / check_name(name))
 
     def version_path(self, name: str, version: str) -> Path:
         path = self.root / check_name(name) / check_version(version)
@@ -101,11 +84,7 @@ class AdapterStore:
 
     def set_active(self, name: str, version: str) -> None:
         self.version_path(name, version)
-        link = self.root / name / ACTIVE_LINK
-        tmp = link.with_name(f"{_TMP_PREFIX}{ACTIVE_LINK}-{os.getpid()}-{threading.get_ident()}")
-        tmp.unlink(missing_ok=True)
-        os.symlink(version, tmp)
-        os.replace(tmp, link)
+        layout.set_active(self.root / name, version)
 
     def remove_version(self, name: str, version: str) -> None:
         if self.active_version(name) == version:

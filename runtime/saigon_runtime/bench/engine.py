@@ -30,9 +30,11 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
+from saigon_runtime.adapters.types import AdapterRef
+from saigon_runtime.assembly import build_engine
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine.engine import Engine
-from saigon_runtime.engine.types import AdapterRef, GenerationRequest, SamplingParams
+from saigon_runtime.engine.types import GenerationRequest, SamplingParams
 from saigon_runtime.testing.tiny import install_adapter, make_llama, write_random_adapter
 
 
@@ -96,7 +98,7 @@ class Bench:
             dtype=str(self.dtype).removeprefix("torch."), max_loras=max_loras, max_cpu_loras=256,
             max_rank=self.shape.rank, max_batch_size=max_batch, max_queue=100_000, slot_wait_timeout_s=600,
         )  # fmt: skip
-        engine = Engine.from_config(config)
+        engine = build_engine(config)
         engine.start()
         return engine
 

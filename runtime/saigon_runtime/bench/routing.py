@@ -2,7 +2,7 @@
 
 Starts N real `saigon-runtime serve` processes (each with its own copy of the adapters, as pods
 have) and an HAProxy in front of them, configured by the operator's own renderer
-(saigon_operator.builders.haproxy) with static servers instead of DNS. Users hold sessions:
+(saigon_contract.haproxy) with static servers instead of DNS. Users hold sessions:
 `--active` users at a time each send `--requests-per-user` requests one after another, so
 each runtime sees about active/N users at once with affinity and all `--active` users with
 round-robin. Each mode runs on freshly started runtimes (no hot set carried over); with
@@ -38,14 +38,21 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from saigon_contract.haproxy import (
+    DEFAULT_USER_HEADER,
+    REPLICA_HEADER,
+    RouterConfig,
+    StaticServer,
+    StaticServers,
+    render,
+)
 
 from saigon_runtime.bench.load import free_port, percentile
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-USER_HEADER = "X-Saigon-User"
-REPLICA_HEADER = "X-Saigon-Replica"
+USER_HEADER = DEFAULT_USER_HEADER
 PROMPT = "the cat and the dog sail on the river"
 
 
@@ -157,7 +164,6 @@ def wait_until(url: str, process: subprocess.Popen[bytes] | None, limit_s: float
 
 def router_config(fleet: Fleet, *, affinity: bool = True, hash_balance_factor: int = 150) -> str:
     # The operator renders the cluster's configuration with the same function (DNS servers there).
-    from saigon_operator.builders.haproxy import RouterConfig, StaticServer, StaticServers, render
 
     servers = StaticServers(tuple(StaticServer(r.name, "127.0.0.1", r.port) for r in fleet.runtimes))
     config = RouterConfig(

@@ -278,6 +278,6 @@ def _build_into(root: Path, final: Path, scale: DemoScale, seed: int, progress: 
 
 
 def _describe(spec: AdapterSpec) -> dict[str, object]:
-    from saigon_runtime.engine.types import AdapterRef
+    from saigon_runtime.adapters.types import AdapterRef
 
     return {**asdict(spec), "scope": AdapterRef(spec.name, spec.version).scope}

@@ -18,34 +18,27 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
 from saigon_runtime.adapters.manager import AdapterManager, CacheStats
-from saigon_runtime.adapters.pool import SlotPool
-from saigon_runtime.adapters.store import AdapterStore
+from saigon_runtime.adapters.types import AdapterRef, DeviceAdapter
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine import kv as kvops
 from saigon_runtime.engine.detokenize import IncrementalText
-from saigon_runtime.engine.lora import DeviceAdapter, wrap_model
-from saigon_runtime.engine.model_loader import LoadedModel, load_base_model
+from saigon_runtime.engine.lora import wrap_model
+from saigon_runtime.engine.model_loader import LoadedModel
 from saigon_runtime.engine.sampling import sample_next
-from saigon_runtime.engine.types import (
+from saigon_runtime.engine.types import FinishReason, GenerationRequest, GenerationResult, RequestHandle, TokenEvent
+from saigon_runtime.errors import (
     AdapterNotFound,
-    AdapterRef,
     AdapterRejected,
     EngineBusy,
     EngineError,
     EngineStopped,
-    FinishReason,
-    GenerationRequest,
-    GenerationResult,
     InvalidRequest,
-    RequestHandle,
-    TokenEvent,
 )
 
 log = logging.getLogger(__name__)
@@ -84,7 +77,8 @@ class _Seq:
 
 
 class Engine:
-    def __init__(self, loaded: LoadedModel, config: RuntimeConfig) -> None:
+    def __init__(self, loaded: LoadedModel, config: RuntimeConfig, adapters: AdapterManager) -> None:
+        """`adapters` serves `loaded.model`'s LoRA targets (saigon_runtime.assembly builds both)."""
         self.config = config
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -94,16 +88,9 @@ class Engine:
         self.dtype = loaded.dtype
         self.fallback_reason = loaded.fallback_reason
         self.lora = wrap_model(self.model, loaded.device, loaded.dtype)
-        store = AdapterStore(config.adapters_dir) if config.adapters_dir is not None else None
-        self.adapters = AdapterManager(
-            store,
-            self.lora.shapes,
-            SlotPool(config.max_loras, loaded.device),
-            max_rank=config.max_rank,
-            max_cpu_loras=config.max_cpu_loras,
-            host_dtype=loaded.dtype,
-            pin_host_memory=loaded.device.type == "cuda",
-        )
+        if adapters.shapes != self.lora.shapes:
+            raise EngineError("the adapter manager was built for another model's LoRA targets")
+        self.adapters = adapters
         self.vocab_size = int(self.model.get_input_embeddings().weight.shape[0])  # type: ignore[index]
         self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 1 << 30) or 1 << 30)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
@@ -128,12 +115,6 @@ class Engine:
         self._tasks: deque[tuple[Callable[[], object], Future[object]]] = deque()  # run between steps
         # Test hook: called before every forward pass (fault injection).
         self.before_forward: Callable[[str], None] | None = None
-
-    @classmethod
-    def from_config(cls, config: RuntimeConfig) -> Engine:
-        if config.base_model_dir is None:
-            raise EngineError("no base model directory configured (SAIGON_BASE_MODEL)")
-        return cls(load_base_model(Path(config.base_model_dir), config.device, config.dtype), config)
 
     # ---- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:

@@ -9,36 +9,20 @@ adapter get zeros, and modules no row targets are skipped.
 
 from __future__ import annotations
 
-import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from saigon_runtime.adapters.format import ModuleShape
+from saigon_runtime.adapters.types import DeviceAdapter, ModuleShape
 
-ModuleWeights = dict[str, tuple[torch.Tensor, torch.Tensor]]
 # Per module for one composition: (A rows, B rows, shrink group or None, rank slice start, end).
 # Siblings that read the same input (q/k/v, gate/up) share one shrink matmul over their
 # concatenated A rows; each then takes its slice of the result.
 LayerWeights = tuple[torch.Tensor, torch.Tensor, str | None, int, int]
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("query", "key", "value"))
-_serials = itertools.count(1)
-
-
-@dataclass(eq=False)
-class DeviceAdapter:
-    """An adapter's tensors on the compute device: what occupies one slot."""
-
-    key: tuple[str, str]  # (name, version)
-    modules: ModuleWeights
-    rank: int
-    nbytes: int
-    # Compositions are cached by serial, never by id(): a freed slot's id may be reused.
-    serial: int = field(default_factory=lambda: next(_serials))
 
 
 class LoraBatchState:

@@ -5,63 +5,26 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from saigon_runtime.adapters.types import AdapterRef
+from saigon_runtime.errors import InvalidRequest
+
 FinishReason = Literal["stop", "length", "cancelled", "error"]
+# The default of every entry point (Python API, CLI, HTTP); 0 means greedy.
+DEFAULT_TEMPERATURE = 0.7
 
 
-class EngineError(Exception):
-    """Base class for errors the engine reports to a caller; `status` maps to HTTP."""
-
-    status = 500
-    kind = "engine_error"
-
-
-class AdapterNotFound(EngineError):
-    status = 404
-    kind = "adapter_not_found"
-
-
-class AdapterRejected(EngineError):
-    """The adapter exists but cannot be served: corrupt, unsafe or incompatible."""
-
-    status = 422
-    kind = "adapter_rejected"
-
-
-class EngineBusy(EngineError):
-    """Queue full, or every device slot held by running requests past the wait bound."""
-
-    status = 429
-    kind = "busy"
-
-    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class EngineStopped(EngineError):
-    status = 503
-    kind = "shutting_down"
-
-
-class PinLimitReached(EngineError):
-    """Pinning one more adapter would leave no device slot for the unpinned ones."""
-
-    status = 409
-    kind = "pin_limit"
-
-
-class InvalidRequest(EngineError):
-    status = 400
-    kind = "invalid_request_error"
+def new_request_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    temperature: float = 0.7  # 0 means greedy
+    temperature: float = DEFAULT_TEMPERATURE
     top_p: float = 1.0
     max_new_tokens: int = 128
     stop: tuple[str, ...] = ()
@@ -75,31 +38,6 @@ class SamplingParams:
             raise InvalidRequest("top_p must be in (0, 1]")
         if self.max_new_tokens < 1:
             raise InvalidRequest("max_new_tokens must be at least 1")
-
-
-@dataclass(frozen=True)
-class AdapterRef:
-    """A resolved adapter: a name at one immutable version."""
-
-    name: str
-    version: str
-
-    @property
-    def scope(self) -> str:
-        return scope_of(self.name)
-
-
-def scope_of(name: str | None) -> str:
-    """The bounded label for an adapter name: user, domain, global, named, or base for none."""
-    if name is None:
-        return "base"
-    if name.startswith("user_"):
-        return "user"
-    if name.startswith("domain_"):
-        return "domain"
-    if name == "global":
-        return "global"
-    return "named"
 
 
 @dataclass
@@ -122,6 +60,10 @@ class GenerationResult:
     time_to_first_token_s: float | None
     latency_s: float
     error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.finish_reason == "error" or self.error is not None
 
 
 @dataclass

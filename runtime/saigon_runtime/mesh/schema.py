@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from saigon_contract.names import ID, is_scope_id
 
 T = TypeVar("T")
 
@@ -22,10 +22,6 @@ MAX_RELATION_CHARS = 128
 MAX_WEIGHT = 100.0
 DEFAULT_WEIGHT = 1.0
 DEFAULT_RELATION = "related_to"
-
-# The user id becomes part of a file name (mesh) and of an adapter name (`user_<id>`),
-# so it must be path-safe: no separators, no leading dot, no "..".
-USER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class MeshError(ValueError):
@@ -49,10 +45,9 @@ class MeshTooLarge(MeshValidationError):
 
 
 def validate_user_id(user_id: object) -> str:
-    if not isinstance(user_id, str) or not USER_ID_PATTERN.fullmatch(user_id) or ".." in user_id:
-        raise InvalidUserId(
-            f"user id must match [A-Za-z0-9][A-Za-z0-9_.-]{{0,63}} and must not contain '..'; got {_preview(user_id)}"
-        )
+    # The user id becomes part of a file name (mesh) and of an adapter name (`user_<id>`).
+    if not is_scope_id(user_id):
+        raise InvalidUserId(f"user id must match {ID} and must not contain '..'; got {_preview(user_id)}")
     return user_id
 
 

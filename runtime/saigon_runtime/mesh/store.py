@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from saigon_contract.layout import fsync_dir
+
 from saigon_runtime.mesh.schema import (
     MAX_MESH_BYTES,
     InvalidUserId,
@@ -101,7 +103,7 @@ class MeshStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
             raise
-        _fsync_dir(self.mesh_dir)
+        fsync_dir(self.mesh_dir)
         self._remember(user_id, _Entry(signature, graph, None))
         return graph
 
@@ -113,7 +115,7 @@ class MeshStore:
             path.unlink()
         except FileNotFoundError:
             return False
-        _fsync_dir(self.mesh_dir)
+        fsync_dir(self.mesh_dir)
         return True
 
     def user_ids(self) -> list[str]:
@@ -171,11 +173,3 @@ def _signature(info: os.stat_result) -> _Signature:
 
 def _too_large(path: Path, size: int, limit: int) -> MeshTooLarge:
     return MeshTooLarge(f"{path.name} is {size} bytes; the limit is {limit}")
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
+
+from saigon_runtime.adapters.types import scope_of
 from saigon_runtime.config import RuntimeConfig
-from saigon_runtime.engine.types import scope_of
 from saigon_runtime.server import routes_admin, routes_health, routes_mesh, routes_openai, routes_saigon
 from saigon_runtime.server.auth import CREDENTIALS_KEY, ROUTE_ACCESS_KEY, Credentials, auth_middleware
 from saigon_runtime.server.errors import error_middleware
@@ -119,11 +120,11 @@ def _engine_lifecycle(given: Engine | None) -> Callable[[web.Application], Async
 
 
 async def _load_engine(state: ServerState) -> None:
-    from saigon_runtime.engine.engine import Engine
+    from saigon_runtime.assembly import build_engine
 
     started = time.perf_counter()
     try:
-        engine = await asyncio.to_thread(Engine.from_config, state.config)
+        engine = await asyncio.to_thread(build_engine, state.config)
     except Exception as exc:
         state.engine_error = f"{type(exc).__name__}: {exc}"
         log.error("the base model failed to load: %s", state.engine_error)

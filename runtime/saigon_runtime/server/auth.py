@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from aiohttp import web
+
 from saigon_runtime.server.errors import ApiError, forbidden, unauthorized
 from saigon_runtime.server.routing import Access, Handler
 

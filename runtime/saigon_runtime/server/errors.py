@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from pydantic import ValidationError
-from saigon_runtime.engine.types import EngineBusy, EngineError
+
+from saigon_runtime.errors import EngineBusy, EngineError
 from saigon_runtime.mesh.schema import MeshError
 from saigon_runtime.server.protocol import ErrorDetail, ErrorResponse
 

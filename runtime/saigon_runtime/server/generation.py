@@ -7,20 +7,12 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-from saigon_runtime.engine.types import (
-    AdapterRef,
-    EngineBusy,
-    EngineError,
-    EngineStopped,
-    GenerationRequest,
-    GenerationResult,
-    RequestHandle,
-    TokenEvent,
-)
+from saigon_runtime.adapters.types import AdapterRef
+from saigon_runtime.engine.types import GenerationRequest, GenerationResult, RequestHandle, TokenEvent
+from saigon_runtime.errors import EngineBusy, EngineError, EngineStopped
 from saigon_runtime.server.state import ServerState
 from saigon_runtime.service import Prepared
 
@@ -29,10 +21,6 @@ from saigon_runtime.service import Prepared
 MIN_SAMPLING_TEMPERATURE = 1e-5
 # Refusals that say nothing about an adapter version's health (load, shutdown).
 _NOT_THE_VERSION = (EngineBusy, EngineStopped)
-
-
-def new_request_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
 @dataclass
@@ -87,8 +75,9 @@ class Generation:
             return
         self._recorded = True
         if self.adapter is not None and result.finish_reason != "cancelled":
-            ok = result.finish_reason != "error" and result.error is None
-            self.state.versions.record(self.adapter.name, self.adapter.version, ok=ok, latency_s=result.latency_s)
+            self.state.versions.record(
+                self.adapter.name, self.adapter.version, ok=not result.failed, latency_s=result.latency_s
+            )
         self.state.metrics.observe_generation(
             self.scope,
             prompt_tokens=result.prompt_tokens,

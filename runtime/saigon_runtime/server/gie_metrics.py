@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
 from saigon_runtime.redact import shown
 
 if TYPE_CHECKING:

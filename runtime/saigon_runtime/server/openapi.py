@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
 from saigon_runtime.server.protocol import ErrorResponse
 from saigon_runtime.server.routing import Access, ResponseKind, RouteDef
 

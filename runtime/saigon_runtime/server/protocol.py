@@ -7,26 +7,19 @@ server agree on what is valid.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
-from saigon_runtime.adapters.names import check_name, check_user_id, check_version
-from saigon_runtime.engine.types import InvalidRequest
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from saigon_contract.names import ACTIVE_LINK, USER_ID_PATTERN, VERSION_PATTERN
+
+from saigon_runtime.adapters.names import NAME_RE
+from saigon_runtime.engine.types import DEFAULT_TEMPERATURE
 from saigon_runtime.mesh.schema import MeshGraph
 
-__all__ = ["MeshGraph"]
+__all__ = ["USER_ID_PATTERN", "VERSION_PATTERN", "MeshGraph"]
 
-# JSON-Schema patterns mirroring saigon_runtime.adapters.names (the lookahead forbids ".."). Each
-# ends in `$(?!\n)`: in ECMA-262 `$` is the end of the text, in Python's `re` (pydantic, hypothesis)
-# it also matches before a final newline, which the lookahead rules out, so both read one language.
-_END = r"$(?!\n)"
-USER_ID_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,62}" + _END
-ADAPTER_NAME_PATTERN = (
-    r"^(?!.*\.\.)(?!active$)(user_[A-Za-z0-9][A-Za-z0-9_.-]{0,62}|domain_[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
-    r"|global|[a-z0-9][a-z0-9_-]{0,62})" + _END
-)
-VERSION_PATTERN = r"^(?!.*\.\.)(?!active$)[A-Za-z0-9][A-Za-z0-9_.-]{0,62}" + _END
+# JSON-Schema patterns of saigon_contract.names / saigon_runtime.adapters.names (the same rules).
+ADAPTER_NAME_PATTERN = rf"^(?!.*\.\.)(?!.*\n)(?!{ACTIVE_LINK}$)({NAME_RE.pattern})$"
 
 # Text fields are bounded by the body-size limit; these caps keep one field from using all of it.
 MAX_TEXT_CHARS = 200_000
@@ -43,24 +36,11 @@ def _integral(value: object) -> object:
     return value
 
 
-def _full_match(check: Callable[[str], str]) -> AfterValidator:
-    """The schema patterns document the format; the runtime's own check decides, with a full match
-    (a JSON-Schema `$` in Python's `re` also matches before a trailing newline)."""
-
-    def validate(value: str) -> str:
-        try:
-            return check(value)
-        except InvalidRequest as exc:
-            raise ValueError(str(exc)) from None
-
-    return AfterValidator(validate)
-
-
 # Goes after the constraints in Annotated[...] so they still reach the JSON Schema.
 INTEGRAL = BeforeValidator(_integral)
-UserId = Annotated[str, Field(pattern=USER_ID_PATTERN, examples=["alice"]), _full_match(check_user_id)]
-AdapterName = Annotated[str, Field(pattern=ADAPTER_NAME_PATTERN, examples=["user_alice"]), _full_match(check_name)]
-AdapterVersion = Annotated[str, Field(pattern=VERSION_PATTERN, examples=["v1"]), _full_match(check_version)]
+UserId = Annotated[str, Field(pattern=USER_ID_PATTERN, examples=["alice"])]
+AdapterName = Annotated[str, Field(pattern=ADAPTER_NAME_PATTERN, examples=["user_alice"])]
+AdapterVersion = Annotated[str, Field(pattern=VERSION_PATTERN, examples=["v1"])]
 Temperature = Annotated[float, Field(ge=0.0, le=2.0, description="0 means greedy decoding")]
 TopP = Annotated[float, Field(gt=0.0, le=1.0)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1), INTEGRAL]
@@ -115,7 +95,7 @@ class InferRequest(_Request):
     )
     input_text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
     use_mesh_context: bool = True
-    temperature: Temperature = 0.7
+    temperature: Temperature = DEFAULT_TEMPERATURE
     max_length: Annotated[int, Field(ge=1, description="maximum number of new tokens"), INTEGRAL] | None = None
     system_prompt: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] | None = None
     adapter: AdapterName | None = Field(None, description="serve with this adapter instead of the cascade")

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
+
 from saigon_runtime.adapters.store import within
-from saigon_runtime.engine.types import AdapterRef, GenerationRequest, SamplingParams
+from saigon_runtime.adapters.types import AdapterRef
+from saigon_runtime.engine.types import GenerationRequest, SamplingParams, new_request_id
 from saigon_runtime.server.errors import ApiError
-from saigon_runtime.server.generation import new_request_id
 from saigon_runtime.server.protocol import (
     AdapterEvalRequest,
     AdapterEvalResponse,
@@ -132,7 +133,7 @@ async def evaluate_adapter(request: web.Request) -> web.Response:
         sampling = SamplingParams(temperature=0.0, max_new_tokens=service.max_new_tokens(len(ids), item.max_tokens))
         handle = engine.submit(GenerationRequest(ids, ref, sampling, request_id=new_request_id("eval")))
         result = await handle.wait()
-        if result.finish_reason == "error" or result.error is not None:
+        if result.failed:
             raise ApiError(500, "generation failed", code="generation_failed")
         loss = None
         if item.completion is not None:

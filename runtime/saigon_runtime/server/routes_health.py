@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+
 from saigon_runtime.server.metrics import CONTENT_TYPE
 from saigon_runtime.server.protocol import HealthResponse, ReadyResponse, json_body
 from saigon_runtime.server.routing import Access, ResponseKind, RouteDef

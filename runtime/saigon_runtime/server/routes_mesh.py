@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from saigon_runtime.adapters.names import check_user_id
+
+from saigon_runtime.mesh.schema import validate_user_id
 from saigon_runtime.mesh.store import MeshStore
 from saigon_runtime.server.auth import effective_user
 from saigon_runtime.server.errors import ApiError
@@ -23,7 +24,7 @@ def _store(request: web.Request) -> MeshStore:
 
 
 def _user(request: web.Request) -> str:
-    user_id = effective_user(request, check_user_id(request.match_info["user_id"]))
+    user_id = effective_user(request, validate_user_id(request.match_info["user_id"]))
     assert user_id is not None
     return user_id
 

@@ -12,19 +12,15 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
+
 from saigon_runtime.adapters.manager import Resolution
 from saigon_runtime.adapters.names import NAME_RE
-from saigon_runtime.engine.types import (
-    AdapterNotFound,
-    EngineError,
-    GenerationRequest,
-    GenerationResult,
-    SamplingParams,
-)
+from saigon_runtime.engine.types import GenerationRequest, GenerationResult, SamplingParams, new_request_id
+from saigon_runtime.errors import AdapterNotFound, EngineError
 from saigon_runtime.mesh.prompt import build_chat_prompt
 from saigon_runtime.server.auth import check_adapter_visible, effective_user, principal, visible_to
 from saigon_runtime.server.errors import ApiError, from_engine_error
-from saigon_runtime.server.generation import Generation, new_request_id, record_served, submit
+from saigon_runtime.server.generation import Generation, record_served, submit
 from saigon_runtime.server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -114,7 +110,7 @@ def _usage(result: GenerationResult) -> Usage:
 
 
 def _check_result(result: GenerationResult) -> None:
-    if result.finish_reason == "error" or result.error is not None:
+    if result.failed:
         raise ApiError(500, "generation failed", code="generation_failed")
 
 
@@ -288,7 +284,7 @@ async def _stream(
                 await send_error(response, from_engine_error(exc))
                 await send_done(response)
                 return response, None
-            if result.finish_reason == "error" or result.error is not None:
+            if result.failed:
                 await send_error(response, ApiError(500, "generation failed", code="generation_failed"))
                 await send_done(response)
                 return response, result

@@ -12,6 +12,7 @@ import logging
 import time
 
 from aiohttp import web
+
 from saigon_runtime.adapters.names import user_adapter
 from saigon_runtime.engine.types import GenerationResult
 from saigon_runtime.server.auth import check_adapter_visible, effective_user, principal, visible_to
@@ -58,7 +59,7 @@ async def prepare(request: web.Request, state: ServerState, item: InferRequest) 
 
 
 def _response(state: ServerState, prepared: Prepared, result: GenerationResult) -> InferResponse:
-    if result.finish_reason == "error" or result.error is not None:
+    if result.failed:
         raise ApiError(500, "generation failed", code="generation_failed")
     answer = record_served(state, prepared, result)
     return InferResponse.model_validate({k: v for k, v in answer.items() if k in InferResponse.model_fields})

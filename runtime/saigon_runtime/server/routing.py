@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+
 from saigon_runtime.server.errors import ApiError, from_validation_error
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -6,6 +6,7 @@ import json
 
 from aiohttp import web
 from pydantic import BaseModel
+
 from saigon_runtime.server.errors import ApiError
 
 SSE_HEADERS = {

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
+
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.server.errors import ApiError
 from saigon_runtime.server.metrics import ServerMetrics

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
+from saigon_contract.names import ACTIVE_LINK
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-from saigon_runtime.adapters.store import ACTIVE_LINK
 
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 GPT2_TARGETS = ("c_attn", "c_proj", "c_fc")

@@ -19,7 +19,7 @@ MANAGED_BY = "saigon-operator"
 
 # Pod template annotation: a digest of everything that shapes the pod, so spec changes roll it.
 SPEC_HASH_ANNOTATION = "saigon.ai/spec-hash"
-# Pod annotation written by the agent: what this pod serves (see saigon_operator.reports).
+# Pod annotation written by the agent: what this pod serves (see saigon_contract.reports).
 REPORT_ANNOTATION = "saigon.ai/adapters"
 # Pod readiness gate the agent sets once the adapters the pod must serve are loaded.
 READINESS_GATE = "saigon.ai/adapters-synced"

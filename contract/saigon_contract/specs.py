@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from saigon_operator import names
+from saigon_contract import names
 
 
 class SpecError(ValueError):
@@ -332,9 +332,9 @@ class AgentOptions(_Model):
 
 
 class CacheOptions(_Model):
-    max_loras: int = Field(default=8, alias="maxLoras", ge=1)
-    max_cpu_loras: int = Field(default=64, alias="maxCpuLoras", ge=0)
-    max_rank: int = Field(default=64, alias="maxRank", ge=1)
+    max_loras: int = Field(default=8, alias="maxLoras", ge=1, le=4096)
+    max_cpu_loras: int = Field(default=64, alias="maxCpuLoras", ge=0, le=100_000)
+    max_rank: int = Field(default=64, alias="maxRank", ge=1, le=1024)
 
 
 class TokenSecretRef(_Model):
@@ -345,26 +345,26 @@ class TokenSecretRef(_Model):
 
 class Toleration(_Model):
     key: str | None = None
-    operator: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
     value: str | None = None
-    effect: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds")
 
 
 class Scheduling(_Model):
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
-    tolerations: tuple[Toleration, ...] = ()
+    tolerations: tuple[Toleration, ...] = Field(default=(), max_length=32)
     priority_class_name: str | None = Field(default=None, alias="priorityClassName")
 
 
 class AdapterStorage(_Model):
     size_limit: Quantity = Field(default="10Gi", alias="sizeLimit")
-    medium: str = ""
+    medium: Literal["", "Memory"] = ""
 
 
 class AdapterSources(_Model):
-    pvcs: tuple[str, ...] = ()
-    allowed_cidrs: tuple[str, ...] = Field(default=(), alias="allowedCidrs")
+    pvcs: tuple[str, ...] = Field(default=(), max_length=16)
+    allowed_cidrs: tuple[str, ...] = Field(default=(), alias="allowedCidrs", max_length=32)
 
     @field_validator("allowed_cidrs")
     @classmethod
@@ -384,12 +384,12 @@ ROUTER_IMAGE = "haproxy:3.0.10"
 
 class RouterOptions(_Model):
     enabled: bool = False
-    replicas: int = Field(default=2, ge=1)
+    replicas: int = Field(default=2, ge=1, le=100)
     image: str = Field(default=ROUTER_IMAGE, min_length=1)
     user_header: str = Field(default="X-Saigon-User", alias="userHeader", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
     hash_balance_factor: int = Field(default=150, alias="hashBalanceFactor", ge=0, le=1000)
     server_slots: int = Field(default=0, alias="serverSlots", ge=0, le=1024)
-    timeout_seconds: int = Field(default=600, alias="timeoutSeconds", ge=10)
+    timeout_seconds: int = Field(default=600, alias="timeoutSeconds", ge=10, le=86400)
     cluster_domain: str = Field(default="cluster.local", alias="clusterDomain", min_length=1)
     resources: Resources = Field(default_factory=Resources)
 
@@ -408,8 +408,8 @@ class ModelSpec(_Model):
         default="IfNotPresent", alias="imagePullPolicy"
     )
     agent: AgentOptions = Field(default_factory=AgentOptions)
-    replicas: int = Field(default=1, ge=0)
-    gpus: int = Field(default=0, ge=0)
+    replicas: int = Field(default=1, ge=0, le=1000)
+    gpus: int = Field(default=0, ge=0, le=16)
     resources: Resources = Field(default_factory=Resources)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cache: CacheOptions = Field(default_factory=CacheOptions)
@@ -419,7 +419,7 @@ class ModelSpec(_Model):
     adapter_storage: AdapterStorage = Field(default_factory=AdapterStorage, alias="adapterStorage")
     adapter_sources: AdapterSources = Field(default_factory=AdapterSources, alias="adapterSources")
     pod_disruption_budget: DisruptionBudget = Field(default_factory=DisruptionBudget, alias="podDisruptionBudget")
-    termination_grace_period_seconds: int = Field(default=60, ge=0, alias="terminationGracePeriodSeconds")
+    termination_grace_period_seconds: int = Field(default=60, ge=0, le=3600, alias="terminationGracePeriodSeconds")
     gie_metrics: bool = Field(default=False, alias="gieMetrics")
     router: RouterOptions = Field(default_factory=RouterOptions)
 

@@ -1,4 +1,5 @@
 """haproxy.cfg for a SaigonModel's router: user affinity by consistent hashing with bounded loads.
+The operator renders it for a cluster; the routing benchmark runs the same text on one machine.
 
 A pure function of the router settings and a server source. In a cluster the servers come from
 the runtime's headless Service through DNS (`server-template` + `resolvers`); on one machine

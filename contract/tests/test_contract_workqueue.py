@@ -1,0 +1,99 @@
+import asyncio
+
+from saigon_contract.workqueue import KeyedQueue
+
+
+async def test_marks_coalesce_and_a_key_never_runs_twice_at_once() -> None:
+    runs: list[str] = []
+    running: set[str] = set()
+    release = asyncio.Event()
+
+    async def work(key: str) -> None:
+        assert key not in running
+        running.add(key)
+        runs.append(key)
+        await release.wait()
+        running.discard(key)
+
+    queue: KeyedQueue[str] = KeyedQueue(work)
+    queue.mark("a")
+    queue.mark("a")  # not started yet: the same run
+    await asyncio.sleep(0)
+    queue.mark("a")
+    queue.mark("a")  # marked while running: one more run afterwards
+    queue.mark("b")
+    await asyncio.sleep(0)
+    release.set()
+    await queue.idle()
+    assert sorted(runs) == ["a", "a", "b"]
+
+
+async def test_a_delay_gathers_marks_into_one_run() -> None:
+    runs: list[int] = []
+
+    async def work(key: int) -> None:
+        runs.append(key)
+
+    queue: KeyedQueue[int] = KeyedQueue(work, delay_s=0.05)
+    for _ in range(5):
+        queue.mark(1)
+        await asyncio.sleep(0.001)
+    await queue.idle()
+    assert runs == [1]
+
+
+async def test_mark_later_backs_off_and_a_mark_runs_now_instead() -> None:
+    runs: list[tuple[str, float]] = []
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+
+    async def work(key: str) -> None:
+        runs.append((key, loop.time() - start))
+
+    queue: KeyedQueue[str] = KeyedQueue(work)
+    queue.mark_later("slow", 0.05)
+    queue.mark_later("dropped", 0.05)
+    queue.forget("dropped")
+    queue.mark_later("now", 30)
+    queue.mark("now")
+    await asyncio.sleep(0.1)
+    await queue.idle()
+    assert [key for key, _ in runs] == ["now", "slow"]
+    assert runs[1][1] >= 0.05
+    await queue.close()
+
+
+async def test_one_keys_error_does_not_stop_the_others() -> None:
+    done: list[str] = []
+
+    async def work(key: str) -> None:
+        if key == "bad":
+            raise RuntimeError("boom")
+        done.append(key)
+
+    queue: KeyedQueue[str] = KeyedQueue(work)
+    queue.mark("bad")
+    queue.mark("good")
+    await queue.idle()
+    queue.mark("bad")
+    await queue.idle()
+    assert done == ["good"]
+
+
+async def test_marks_from_another_thread_run_on_the_queues_loop() -> None:
+    loop = asyncio.get_running_loop()
+    ran = asyncio.Event()
+    seen: list[asyncio.AbstractEventLoop] = []
+
+    async def work(key: str) -> None:
+        seen.append(asyncio.get_running_loop())
+        ran.set()
+
+    queue: KeyedQueue[str] = KeyedQueue(work)
+    await asyncio.to_thread(queue.mark, "from-a-thread")
+    await asyncio.wait_for(ran.wait(), 10)
+    await asyncio.to_thread(queue.mark_later, "later", 30)
+    await asyncio.to_thread(queue.forget, "later")
+    await asyncio.sleep(0)
+    assert seen == [loop]
+    await queue.close()

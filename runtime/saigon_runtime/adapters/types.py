@@ -1,0 +1,57 @@
+"""The adapter types the engine consumes: what a request names (AdapterRef), the shape of one
+LoRA target (ModuleShape) and an adapter's tensors in a device slot (DeviceAdapter)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # no torch at import: the CLI, the HTTP protocol and the Python API's types load without it
+    import torch
+
+    ModuleWeights = dict[str, tuple[torch.Tensor, torch.Tensor]]
+_serials = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """A resolved adapter: a name at one immutable version."""
+
+    name: str
+    version: str
+
+    @property
+    def scope(self) -> str:
+        return scope_of(self.name)
+
+
+def scope_of(name: str | None) -> str:
+    """The bounded label for an adapter name: user, domain, global, named, or base for none."""
+    if name is None:
+        return "base"
+    if name.startswith("user_"):
+        return "user"
+    if name.startswith("domain_"):
+        return "domain"
+    if name == "global":
+        return "global"
+    return "named"
+
+
+@dataclass(frozen=True)
+class ModuleShape:
+    in_features: int
+    out_features: int
+
+
+@dataclass(eq=False)
+class DeviceAdapter:
+    """An adapter's tensors on the compute device: what occupies one slot."""
+
+    key: tuple[str, str]  # (name, version)
+    modules: ModuleWeights
+    rank: int
+    nbytes: int
+    # Compositions are cached by serial, never by id(): a freed slot's id may be reused.
+    serial: int = field(default_factory=lambda: next(_serials))
