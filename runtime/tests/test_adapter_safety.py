@@ -258,11 +258,17 @@ def test_adapter_files_and_versions_behind_symlinks_are_refused(
     os.symlink(linked_name / "user_ln", adapters_dir / "user_ln")
     engine = make_engine(tiny_llama_dir, adapters_dir)
     try:
-        for user in ("lf", "lv", "ln"):
+        for user in ("lf", "ln"):
             res = engine.adapters.resolve(user)
             assert res.adapter == AdapterRef("global", "v1"), user
             assert "symbolic link" in (res.fallback_reason or ""), (user, res.fallback_reason)
             with pytest.raises(AdapterRejected, match="symbolic link"):
                 engine.adapters.resolve(user, f"user_{user}", strict=True)
+        # An `active` link to a linked version reads as no active version (saigon_contract.layout);
+        # naming that version explicitly is refused with the reason.
+        res = engine.adapters.resolve("lv")
+        assert res.adapter == AdapterRef("global", "v1") and "user_lv: missing" in (res.fallback_reason or "")
+        with pytest.raises(AdapterRejected, match="symbolic link"):
+            engine.adapters.load("user_lv", "v1")
     finally:
         engine.stop()
