@@ -332,7 +332,7 @@ class AgentOptions(_Model):
 
 
 class CacheOptions(_Model):
-    max_loras: int = Field(default=8, alias="maxLoras", ge=1, le=4096)
+    max_loras: int | None = Field(default=None, alias="maxLoras", ge=1, le=4096)
     max_cpu_loras: int = Field(default=64, alias="maxCpuLoras", ge=0, le=100_000)
     max_rank: int = Field(default=64, alias="maxRank", ge=1, le=1024)
 

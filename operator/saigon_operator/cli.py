@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -16,7 +17,9 @@ from importlib.metadata import version
 import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from saigon_contract.kube import Credentials, KubeClient
+from saigon_contract.cli import ArgumentParser
+from saigon_contract.kube import Credentials, CredentialsError, KubeClient
+from saigon_contract.logs import add_logging_flags, log_format, setup_logging
 
 from saigon_operator.leader import LeaderElector, LeaseSettings
 from saigon_operator.settings import OperatorConfig
@@ -27,7 +30,7 @@ EXIT_LOST_LEASE = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="saigon-operator", description=__doc__)
+    parser = ArgumentParser(prog="saigon-operator", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('saigon-operator')}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the operator")
@@ -52,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lease-duration", type=float, default=15.0, help="seconds")
     run.add_argument("--identity", default=None, help="this replica's name in the Lease (default host-pid)")
     run.add_argument("--unload-timeout", type=float, default=300.0, help="seconds a deletion waits for pods")
-    run.add_argument("--log-level", default="INFO")
+    add_logging_flags(run)
     return parser
 
 
@@ -75,7 +78,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     )
 
 
-async def run(config: OperatorConfig) -> int:
+async def run(config: OperatorConfig, credentials: Credentials) -> int:
     if config.kubeconfig:
         os.environ["KUBECONFIG"] = config.kubeconfig  # kopf's login reads it too
     import saigon_operator.main  # noqa: F401  (registers the handlers)
@@ -86,7 +89,7 @@ async def run(config: OperatorConfig) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
 
-    kube = KubeClient(Credentials.load(config.kubeconfig))
+    kube = KubeClient(credentials)
     elector = LeaderElector(
         kube,
         LeaseSettings(
@@ -157,9 +160,15 @@ async def _serve_http(config: OperatorConfig, healthy: object) -> web.AppRunner:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = config_from_args(args)
-    return asyncio.run(run(config))
+    try:
+        fmt = log_format(args.log_format)
+        setup_logging(args.log_level, fmt)
+        config = dataclasses.replace(config_from_args(args), log_format=fmt)
+        credentials = Credentials.load(config.kubeconfig)
+    except (ValueError, CredentialsError) as exc:
+        print(f"saigon-operator: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(run(config, credentials))
 
 
 if __name__ == "__main__":

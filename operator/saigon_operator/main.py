@@ -59,7 +59,11 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
         kube=kube,
         aggregator=aggregator,
         events=events,
-        defaults=Defaults(agent_image=config.agent_image, agent_image_pull_policy=config.agent_image_pull_policy),
+        defaults=Defaults(
+            agent_image=config.agent_image,
+            agent_image_pull_policy=config.agent_image_pull_policy,
+            log_format=config.log_format,
+        ),
         unload_timeout_s=config.unload_timeout_s,
     )
     memo.flusher = asyncio.create_task(aggregator.run(), name="status-aggregator")

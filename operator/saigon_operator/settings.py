@@ -19,4 +19,5 @@ class OperatorConfig:
     identity: str = ""
     unload_timeout_s: float = 300.0
     workers: int = 64
+    log_format: str = "text"
     extra: dict[str, str] = field(default_factory=dict)

@@ -70,7 +70,7 @@ def test_defaults_are_applied(crds: Cluster, k8s_namespace: str) -> None:
         "auto",
         "IfNotPresent",
     )
-    assert spec["cache"] == {"maxLoras": 8, "maxCpuLoras": 64, "maxRank": 64}
+    assert spec["cache"] == {"maxCpuLoras": 64, "maxRank": 64}  # maxLoras unset: sized from memory
     assert spec["tokenSecretRef"]["adminTokenKey"] == "admin-token"
     stored = apply(crds, k8s_namespace, adapter())
     assert stored["spec"]["promotion"] == {"strategy": "Immediate"}

@@ -14,7 +14,9 @@ ENV_VARS: dict[str, str] = {
     "SAIGON_ADAPTERS_DIR": "adapters_dir",
     "SAIGON_MESH_DIR": "mesh_dir",
     "SAIGON_DEVICE": "device",
+    "SAIGON_CPU_FALLBACK": "cpu_fallback",
     "SAIGON_CACHE_SIZE": "max_loras",
+    "SAIGON_MEMORY_UTILIZATION": "memory_utilization",
     "SAIGON_CPU_CACHE_SIZE": "max_cpu_loras",
     "SAIGON_MAX_RANK": "max_rank",
     "SAIGON_MAX_BATCH": "max_batch_size",
@@ -44,9 +46,17 @@ class RuntimeConfig:
     base_model_dir: Path | None = None
     adapters_dir: Path | None = None
     mesh_dir: Path | None = None
+    # auto: CUDA when a device is visible, else the CPU. A failure to load on the chosen
+    # accelerator keeps the runtime not Ready unless cpu_fallback allows serving from the CPU.
     device: str = "auto"
+    cpu_fallback: bool = False
     dtype: str = "auto"
-    max_loras: int = 8
+    # Adapters resident on the device at once. None: as many as fit in the memory budget below
+    # (sized in bytes, so it follows the ranks actually present); a number also caps the count.
+    max_loras: int | None = None
+    # Share of the device's memory (host memory within the cgroup limit on the CPU) the runtime
+    # may use, as vLLM's gpu_memory_utilization: the model, a batch reserve, then adapters.
+    memory_utilization: float = 0.9
     max_cpu_loras: int = 64
     max_rank: int = 64
     max_batch_size: int = 32

@@ -14,6 +14,7 @@ from typing import Any
 
 from saigon_contract import resources as r
 from saigon_contract.agent_env import ENV as AGENT_ENV
+from saigon_contract.logs import LOG_FORMAT_ENV
 from saigon_contract.specs import ModelSpec, Resources
 
 # The runtime's environment variables (their one definition is runtime/saigon_runtime/config.py;
@@ -71,6 +72,8 @@ class Defaults:
 
     agent_image: str
     agent_image_pull_policy: str = "IfNotPresent"
+    # The operator's own --log-format, passed on to the runtime and agent containers.
+    log_format: str = "text"
 
 
 def names_for(model: str) -> dict[str, str]:
@@ -269,7 +272,7 @@ def _pod_spec(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[str, An
         # Not Ready until the agent says the adapters this pod must serve are loaded.
         "readinessGates": [{"conditionType": r.READINESS_GATE}],
         "initContainers": [_agent_container(owner, spec, defaults)],
-        "containers": [_runtime_container(spec)],
+        "containers": [_runtime_container(spec, defaults)],
         "volumes": volumes,
     }
     scheduling = spec.scheduling
@@ -320,7 +323,13 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def _runtime_container(spec: ModelSpec) -> dict[str, Any]:
+def runtime_device(spec: ModelSpec) -> str:
+    """A pod given GPUs serves on CUDA: with `auto` a GPU that fails to load would not be noticed
+    as early; the runtime then stays not Ready with the reason instead of serving from the CPU."""
+    return "cuda" if spec.device == "auto" and spec.gpus > 0 else spec.device
+
+
+def _runtime_container(spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
     tokens = spec.token_secret_ref
     base_model = (
         spec.base_model.path
@@ -331,8 +340,7 @@ def _runtime_container(spec: ModelSpec) -> dict[str, Any]:
     env = [
         {"name": RUNTIME_ENV["base_model"], "value": base_model},
         {"name": RUNTIME_ENV["adapters_dir"], "value": r.ADAPTERS_MOUNT},
-        {"name": RUNTIME_ENV["device"], "value": spec.device},
-        {"name": RUNTIME_ENV["max_loras"], "value": str(spec.cache.max_loras)},
+        {"name": RUNTIME_ENV["device"], "value": runtime_device(spec)},
         {"name": RUNTIME_ENV["max_cpu_loras"], "value": str(spec.cache.max_cpu_loras)},
         {"name": RUNTIME_ENV["max_rank"], "value": str(spec.cache.max_rank)},
         {"name": RUNTIME_ENV["host"], "value": "0.0.0.0"},
@@ -342,7 +350,10 @@ def _runtime_container(spec: ModelSpec) -> dict[str, Any]:
         {"name": "HOME", "value": "/tmp"},
         # The adapters volume is the agent's; /tmp (an emptyDir) outlives container restarts.
         {"name": RUNTIME_ENV["hotset_file"], "value": "/tmp/saigon-hotset.json"},
+        {"name": LOG_FORMAT_ENV, "value": defaults.log_format},
     ]
+    if spec.cache.max_loras is not None:  # else the runtime sizes its device tier from memory
+        env.append({"name": RUNTIME_ENV["max_loras"], "value": str(spec.cache.max_loras)})
     if spec.gie_metrics:
         env.append({"name": RUNTIME_ENV["gie_metrics"], "value": "true"})
     pre_stop_s, drain_s = stop_budget(spec.termination_grace_period_seconds)
@@ -393,6 +404,7 @@ def _agent_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[
         _secret_env(AGENT_ENV.ADMIN_TOKEN, tokens.name, tokens.admin_token_key),
         {"name": AGENT_ENV.SOURCES_ROOT, "value": r.SOURCES_MOUNT},
         {"name": AGENT_ENV.HEALTH_PORT, "value": str(r.AGENT_HEALTH_PORT)},
+        {"name": LOG_FORMAT_ENV, "value": defaults.log_format},
     ]
     if spec.adapter_sources.allowed_cidrs:
         env.append({"name": AGENT_ENV.ALLOWED_CIDRS, "value": ",".join(spec.adapter_sources.allowed_cidrs)})

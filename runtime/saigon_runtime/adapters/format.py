@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 
 from saigon_runtime.adapters.peft_config import MAX_CONFIG_BYTES, ConfigRejected, LoraConfigFile, parse_config
-from saigon_runtime.adapters.types import ModuleShape
+from saigon_runtime.adapters.types import ModuleShape, is_expert_module
 from saigon_runtime.errors import AdapterRejected
 
 CONFIG_FILE = "adapter_config.json"
@@ -78,6 +78,18 @@ def read_config(path: Path, name: str = "?") -> LoraConfigFile:
     extra = config.extra_options()
     if extra.get("loftq_config"):
         raise _reject(name, "LoftQ adapters change the base weights and are not supported")
+    if extra.get("modules_to_save"):
+        raise _reject(
+            name,
+            f"modules_to_save={_preview(extra['modules_to_save'])} (fully trained copies of base modules) "
+            "is not supported",
+        )
+    if extra.get("target_parameters"):
+        raise _reject(
+            name,
+            f"target_parameters={_preview(extra['target_parameters'])}: LoRA on raw parameters (mixture-of-experts "
+            "expert or router weights) is not supported; target the attention and dense layers only",
+        )
     for key, value in extra.items():
         if key not in _UNDERSTOOD_OPTIONS and value not in (None, False, {}, [], ""):
             raise _reject(name, f"unsupported LoRA option {key}={_preview(value)}")
@@ -147,6 +159,8 @@ def load_adapter(
         if set(parts) != {"A", "B"}:
             raise _reject(name, f"module {module} lacks lora_{'A' if 'A' not in parts else 'B'}")
         shape = shapes.get(module)
+        if shape is None and is_expert_module(module):
+            raise _reject(name, f"module {module}: expert LoRA (mixture-of-experts experts) is not supported")
         if shape is None:
             raise _reject(name, f"module {module} is not a LoRA target of this base model")
         a, b = parts["A"], parts["B"]
@@ -193,6 +207,12 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _split_key(key: str, name: str) -> tuple[str, str]:
     stem = key.removeprefix(_PEFT_PREFIX)
+    if ".lora_embedding_" in stem:
+        raise _reject(name, f"tensor {key!r}: embedding LoRA is not supported")
+    if ".modules_to_save." in stem:
+        raise _reject(name, f"tensor {key!r}: modules_to_save (fully trained module copies) is not supported")
+    if ".lora_magnitude_vector" in stem:
+        raise _reject(name, f"tensor {key!r}: DoRA magnitude vectors are not supported")
     for part in ("A", "B"):
         for suffix in (f".lora_{part}.weight", f".lora_{part}.default.weight"):
             if stem.endswith(suffix):

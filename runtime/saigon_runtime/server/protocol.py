@@ -84,6 +84,12 @@ class ReadyResponse(_Response):
     base_model_loaded: bool
     missing_adapters: list[str]
     draining: bool
+    load_error: str | None = Field(
+        default=None, description="why the base model failed to load (a CUDA failure or out of memory included)"
+    )
+    device_fallback: str | None = Field(
+        default=None, description="why the model serves from the CPU instead of the accelerator (SAIGON_CPU_FALLBACK)"
+    )
 
 
 # ---------------------------------------------------------------- original Saigon API
@@ -172,6 +178,8 @@ class StatusResponse(_Response):
     resident_adapters: list[ResidentAdapter]
     queue_depth: int
     running: int
+    load_error: str | None = None
+    device_fallback: str | None = None
 
 
 class MeshPutResponse(_Response):

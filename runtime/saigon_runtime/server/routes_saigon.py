@@ -134,13 +134,14 @@ async def status(request: web.Request) -> web.Response:
                     current_adapter=current_adapter,
                     device=None,
                     base_model=None,
-                    cache_enabled=state.config.max_loras > 0,
+                    cache_enabled=True,
                     cache_size=0,
-                    cache_max_size=state.config.max_loras,
+                    cache_max_size=state.config.max_loras or 0,
                     cache=None,
                     resident_adapters=[],
                     queue_depth=0,
                     running=0,
+                    load_error=state.engine_error,
                 )
             )
         )
@@ -174,6 +175,7 @@ async def status(request: web.Request) -> web.Response:
         resident_adapters=resident,
         queue_depth=stats.queue_depth,
         running=stats.running,
+        device_fallback=engine.fallback_reason,
     )
     return web.json_response(json_body(body))
 
