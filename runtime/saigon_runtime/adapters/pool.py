@@ -108,13 +108,14 @@ class SlotPool:
         return self.capacity - 1
 
     def pin(self, name: str, pinned: bool) -> None:
+        limit = self.max_pins  # `capacity` takes the lock itself
         with self._lock:
             if not pinned:
                 self._pinned.discard(name)
                 return
-            if name not in self._pinned and len(self._pinned) >= self.max_pins:
+            if name not in self._pinned and len(self._pinned) >= limit:
                 raise PinLimitReached(
-                    f"at most {self.max_pins} adapters may be pinned: max_loras is {self.capacity} device slots "
+                    f"at most {limit} adapters may be pinned: {limit + 1} adapters fit in the device slots "
                     "and one stays free for the unpinned adapters"
                 )
             self._pinned.add(name)
