@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from saigon_runtime.mesh.retrieval import DEFAULT_MAX_TOKENS as DEFAULT_MESH_TOKENS
+
 DEFAULT_PORT = 8001
 
 # Environment variable -> RuntimeConfig field. The single source of these names.
@@ -36,6 +38,15 @@ ENV_VARS: dict[str, str] = {
     "SAIGON_SLOT_WAIT_TIMEOUT": "slot_wait_timeout_s",
     "SAIGON_GIE_METRICS": "gie_metrics",
     "SAIGON_HOTSET_FILE": "hotset_file",
+    "SAIGON_INFERENCE_TOKENS_FILE": "inference_tokens_file",
+    "SAIGON_USER_STORE": "user_store",
+    "SAIGON_USER_STORE_DSN": "user_store_dsn",
+    "SAIGON_DOMAINS_FILE": "domains_file",
+    "SAIGON_MESH_DEFAULT": "mesh_default",
+    "SAIGON_MESH_MAX_TOKENS": "mesh_max_tokens",
+    "SAIGON_AUDIT_DEST": "audit_dest",
+    "SAIGON_AUDIT_SALT": "audit_salt",
+    "SAIGON_AUDIT_RAW_USER_IDS": "audit_raw_user_ids",
     "SAIGON_STAGING_DIR": "staging_dir",
     "SAIGON_TOKENIZE_CONCURRENCY": "tokenize_concurrency",
 }
@@ -83,6 +94,21 @@ class RuntimeConfig:
     # pod the adapters volume is the agent's (read-only here), so the operator points this at a
     # writable volume that outlives container restarts.
     hotset_file: Path | None = None
+    # A file of credentials in the SAIGON_INFERENCE_TOKENS format (also one pair per line), re-read
+    # when it changes: a mounted Secret, so rotating a token needs no restart. Turns inference auth on.
+    inference_tokens_file: Path | None = None
+    # Per-user data (meshes, the user -> domain map): "files" (mesh_dir) or "postgres" (the DSN).
+    user_store: str = "files"
+    user_store_dsn: str | None = None
+    # The files store's user -> domain map; default <mesh_dir>/domains.json.
+    domains_file: Path | None = None
+    # Mesh context on the OpenAI routes when a request does not say (`mesh_context` in the body).
+    mesh_default: bool = False
+    mesh_max_tokens: int = DEFAULT_MESH_TOKENS  # token budget of the mesh context, every route
+    # Audit log destination: "stdout" (JSON lines, for log collectors), else files in log_dir.
+    audit_dest: str | None = None
+    audit_salt: str | None = None  # per-install salt for hashing user ids (default: a file in log_dir)
+    audit_raw_user_ids: bool = False
     # The admin load and hot-swap APIs import adapter directories from the adapters directory or
     # from under this root only, never from any path the caller names.
     staging_dir: Path | None = None
@@ -103,7 +129,8 @@ class RuntimeConfig:
             except ValueError as exc:
                 raise ValueError(f"{var}={raw!r}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for name in ("base_model_dir", "adapters_dir", "mesh_dir", "log_dir", "hotset_file", "staging_dir"):
+        for name in ("base_model_dir", "adapters_dir", "mesh_dir", "log_dir", "hotset_file", "inference_tokens_file",
+                     "domains_file", "staging_dir"):  # fmt: skip
             if isinstance(values.get(name), str):
                 values[name] = Path(str(values[name]))
         return cls(**values)  # type: ignore[arg-type]
@@ -134,6 +161,7 @@ def _parse(type_name: str, raw: str) -> object:
     if type_name.startswith("list"):
         return [item.strip() for item in raw.split(",") if item.strip()]
     if type_name.startswith("dict"):
-        pairs = (item.split("=", 1) for item in raw.split(",") if "=" in item)
-        return {token.strip(): user.strip() for token, user in pairs}
+        from saigon_runtime.server.tokens import parse_tokens
+
+        return parse_tokens(raw)
     return raw
