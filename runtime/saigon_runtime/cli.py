@@ -173,7 +173,13 @@ async def _serve(config: RuntimeConfig) -> None:
     from saigon_runtime.server.app import RouteAccessLogger, create_app, drain
 
     app = create_app(config)
-    runner = web.AppRunner(app, shutdown_timeout=config.drain_timeout_s, access_log_class=RouteAccessLogger)
+    runner = web.AppRunner(
+        app,
+        shutdown_timeout=config.drain_timeout_s,
+        access_log_class=RouteAccessLogger,
+        # A client that goes away cancels its handler, which cancels its engine rows (see generation.py).
+        handler_cancellation=True,
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, config.host, config.port).start()

@@ -48,3 +48,7 @@ class PinLimitReached(EngineError):
 class InvalidRequest(EngineError):
     status = 400
     kind = "invalid_request_error"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param  # the request field at fault, when one is

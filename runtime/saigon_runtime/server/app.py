@@ -26,6 +26,7 @@ from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.server import (
     routes_admin,
     routes_health,
+    routes_lora,
     routes_mesh,
     routes_openai,
     routes_saigon,
@@ -56,6 +57,7 @@ def all_routes() -> list[RouteDef]:
         *routes_openai.ROUTES,
         *routes_admin.ROUTES,
         *routes_users.ROUTES,
+        *routes_lora.ROUTES,
     ]
 
 
