@@ -103,7 +103,8 @@ def test_sigterm_drains_with_the_listener_open_then_exits(tiny_llama_dir: Path, 
             ready = wait_for(f"{url}/readyz", 503, timeout=30)
             assert ready.json()["draining"] is True and ready.json()["ready"] is False
             assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
-            refused = requests.post(f"{url}/v1/completions", json={**body, "stream": False}, timeout=10)
+            plain = {"model": body["model"], "prompt": "the cat", "max_tokens": 2}
+            refused = requests.post(f"{url}/v1/completions", json=plain, timeout=10)
             assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
             assert server.poll() is None, "the server must not exit while a stream is in flight"
             events = [first] + [line for line in lines if line]
