@@ -49,6 +49,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     settings.watching.client_timeout = 330
     settings.queueing.worker_limit = config.workers
     kube = KubeClient(Credentials.load(config.kubeconfig))
+    kube.write_guard = getattr(memo, "may_write", None)  # no write once the leader's deadline passed
     events = EventRecorder(kube)
 
     def pods_of(namespace: str, model_name: str) -> list[PodView]:

@@ -38,7 +38,7 @@ from saigon_runtime.server.metrics import ServerMetrics
 from saigon_runtime.server.openapi import build_openapi
 from saigon_runtime.server.routing import Access, RouteDef
 from saigon_runtime.server.state import OPENAPI_KEY, STATE_KEY, ServerState
-from saigon_runtime.server.tokens import TokenFile
+from saigon_runtime.tokens import TokenFile
 
 if TYPE_CHECKING:
     from saigon_runtime.engine.engine import Engine
