@@ -14,7 +14,6 @@ prints either.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import struct
@@ -22,6 +21,7 @@ import tarfile
 import zlib
 from pathlib import Path
 
+import pydantic_core
 from saigon_contract.layout import fsync_dir
 
 from saigon_agent.errors import InvalidArtifact, TooLarge
@@ -31,7 +31,25 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 MAX_CONFIG_BYTES = 1 << 20
 MAX_SAFETENSORS_HEADER = 100 << 20
+# An adapter archive needs two files; a few more (README, tokenizer files) are skipped. Past this
+# many members, reading the index alone costs time and memory: refused.
+MAX_ARCHIVE_MEMBERS = 1000
 _CHUNK = 1 << 20
+
+
+class TooDeep(ValueError):
+    pass
+
+
+def bounded_json(raw: bytes) -> object:
+    """Parse JSON with nesting bounded by the parser (jiter: 200 levels), so hostile nesting is a
+    ValueError, i.e. a permanent InvalidArtifact, never a RecursionError retried as transient."""
+    try:
+        return pydantic_core.from_json(raw)
+    except ValueError as exc:
+        if "recursion limit" in str(exc):
+            raise TooDeep("it nests too deeply") from None
+        raise
 
 
 def file_sha256(path: Path) -> str:
@@ -71,7 +89,9 @@ def unpack(archive: Path, dest: Path, *, max_bytes: int) -> None:
     total = 0
     try:
         with tarfile.open(archive, mode="r:*") as tar:
-            for member in tar:
+            for count, member in enumerate(tar, start=1):
+                if count > MAX_ARCHIVE_MEMBERS:
+                    raise InvalidArtifact(f"the archive holds more than {MAX_ARCHIVE_MEMBERS} members")
                 target = _member_target(member.name)
                 if target is None:
                     continue
@@ -139,8 +159,10 @@ def validate(directory: Path) -> None:
     if config_path.stat().st_size > MAX_CONFIG_BYTES:
         raise InvalidArtifact(f"{CONFIG_FILE} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        config = bounded_json(config_path.read_bytes())
+    except TooDeep as exc:
+        raise InvalidArtifact(f"{CONFIG_FILE} is refused: {exc}") from None
+    except ValueError as exc:
         raise InvalidArtifact(f"{CONFIG_FILE} is not valid JSON: {exc}") from None
     if not isinstance(config, dict):
         raise InvalidArtifact(f"{CONFIG_FILE} must hold a JSON object")
@@ -160,8 +182,8 @@ def _validate_safetensors(path: Path) -> None:
         if header_len > min(MAX_SAFETENSORS_HEADER, size - 8):
             raise InvalidArtifact(f"{WEIGHTS_FILE} has an impossible header length")
         try:
-            header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, ValueError):
+            header = bounded_json(f.read(header_len))
+        except ValueError:
             raise InvalidArtifact(f"{WEIGHTS_FILE} has a corrupt header") from None
     if not isinstance(header, dict):
         raise InvalidArtifact(f"{WEIGHTS_FILE} has a corrupt header")

@@ -99,6 +99,28 @@ def test_validate_catches_corrupt_files(tmp_path: Path, adapter: Path) -> None:
         artifact.validate(adapter)
 
 
+def test_a_deeply_nested_config_is_a_permanent_refusal(tmp_path: Path, adapter: Path) -> None:
+    # json.loads raised RecursionError here, which the syncer retried forever as an internal error.
+    (adapter / "adapter_config.json").write_text("[" * 60_000 + "]" * 60_000)
+    with pytest.raises(InvalidArtifact, match="nests too deeply") as refused:
+        artifact.validate(adapter)
+    assert refused.value.transient is False
+    weights = adapter / "adapter_model.safetensors"
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    header = b"[" * 60_000 + b"]" * 60_000
+    weights.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(InvalidArtifact, match="corrupt header"):
+        artifact.validate(adapter)
+
+
+def test_unpack_refuses_an_archive_with_too_many_members(tmp_path: Path, adapter: Path) -> None:
+    files = {f"junk/{i}": b"" for i in range(artifact.MAX_ARCHIVE_MEMBERS)}
+    files.update({name: (adapter / name).read_bytes() for name in artifact.ADAPTER_FILES})
+    with pytest.raises(InvalidArtifact, match=f"more than {artifact.MAX_ARCHIVE_MEMBERS} members"):
+        unpack_bytes(tmp_path, tar_bytes(files))
+    assert not (tmp_path / "out" / "adapter_model.safetensors").exists()
+
+
 def test_directory_digest_is_a_sha256sum_manifest(adapter: Path) -> None:
     lines = "".join(
         f"{hashlib.sha256((adapter / name).read_bytes()).hexdigest()}  {name}\n"

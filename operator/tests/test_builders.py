@@ -7,7 +7,15 @@ from typing import Any
 from saigon_contract import resources as r
 from saigon_contract.agent_env import ENV as AGENT_ENV
 from saigon_contract.specs import parse_model_spec
-from saigon_operator.builders.model import Defaults, Owner, build_children, build_deployment, build_role
+from saigon_operator.builders.model import (
+    PRESTOP_SLEEP_S,
+    STOP_MARGIN_S,
+    Defaults,
+    Owner,
+    build_children,
+    build_deployment,
+    build_role,
+)
 
 OWNER = Owner(name="llama", namespace="ml", uid="1234")
 DEFAULTS = Defaults(agent_image="saigon/operator:1")
@@ -36,6 +44,25 @@ def by_kind(objs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_the_runtime_waits_out_endpoint_propagation_then_drains_within_the_grace_period() -> None:
+    pod = build_deployment(OWNER, spec(), DEFAULTS)["spec"]["template"]["spec"]
+    (runtime,) = pod["containers"]
+    sleep = runtime["lifecycle"]["preStop"]["sleep"]["seconds"]
+    drain = int(env_of(runtime)["SAIGON_DRAIN_TIMEOUT"])
+    assert sleep == PRESTOP_SLEEP_S and sleep >= 10  # router DNS: 5 s TTL + 5 s hold
+    assert sleep + drain + STOP_MARGIN_S <= pod["terminationGracePeriodSeconds"] == 60
+    # A short grace period still fits: the sleep gives way first, then the drain.
+    for grace in (0, 4, 15, 30, 300):
+        short = build_deployment(OWNER, spec(terminationGracePeriodSeconds=grace), DEFAULTS)["spec"]["template"]
+        (runtime,) = short["spec"]["containers"]
+        sleep = runtime.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        drain = int(env_of(runtime)["SAIGON_DRAIN_TIMEOUT"])
+        assert drain >= 1 and sleep <= grace // 2
+        assert sleep + drain <= max(grace, 1), grace
+        if grace >= 4 * STOP_MARGIN_S:
+            assert sleep + drain + STOP_MARGIN_S == grace
 
 
 def test_every_child_is_owned_labelled_and_namespaced() -> None:

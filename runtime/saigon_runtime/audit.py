@@ -13,8 +13,6 @@ so lines from threads or processes sharing a file never interleave.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -31,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from saigon_runtime.config import RuntimeConfig
 
+from saigon_runtime import redact
+
 log = logging.getLogger(__name__)
 
 STDOUT_FD = 1
@@ -40,7 +40,6 @@ SALT_FILE = ".audit_salt"
 SALT_BYTES = 32
 FILE_PREFIX = "inference_"
 FILE_SUFFIX = ".jsonl"
-USER_ADAPTER_PREFIX = "user_"
 
 Clock = Callable[[], datetime]
 
@@ -121,13 +120,13 @@ class AuditLog:
         """How `user_id` appears in the log: an HMAC-SHA256 hex digest unless raw ids are opted in."""
         if user_id is None or not self.hash_user_ids:
             return user_id
-        return hmac.new(self._salt, user_id.encode(), hashlib.sha256).hexdigest()
+        return redact.user_key(user_id, self._salt)
 
     def adapter_key(self, adapter: str | None) -> str | None:
         """A per-user adapter's name carries the user id (`user_<id>`): hashed the same way."""
-        if adapter is None or not self.hash_user_ids or not adapter.startswith(USER_ADAPTER_PREFIX):
+        if adapter is None or not self.hash_user_ids:
             return adapter
-        return USER_ADAPTER_PREFIX + str(self.user_key(adapter.removeprefix(USER_ADAPTER_PREFIX)))
+        return redact.adapter_key(adapter, self._salt)
 
     def entry(self, record: AuditRecord, now: datetime) -> dict[str, Any]:
         entry: dict[str, Any] = {

@@ -8,8 +8,10 @@ flags, which other users of the machine can see in the process list.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from importlib.metadata import version
@@ -21,6 +23,8 @@ from saigon_contract.logs import add_logging_flags, log_format, setup_logging
 
 from saigon_runtime.config import DEFAULT_PORT, RuntimeConfig
 from saigon_runtime.engine.types import DEFAULT_TEMPERATURE
+
+log = logging.getLogger("saigon_runtime")
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:
@@ -157,23 +161,42 @@ def config_from_args(args: argparse.Namespace) -> RuntimeConfig:
 
 
 def serve(config: RuntimeConfig) -> None:
+    asyncio.run(_serve(config))
+
+
+async def _serve(config: RuntimeConfig) -> None:
+    """Listen until SIGTERM/SIGINT, then drain with the listener still open (/readyz answers 503,
+    in-flight requests and streams finish, `drain_timeout_s` at most), then stop. A second signal
+    cuts the drain short."""
     from aiohttp import web
 
-    from saigon_runtime.server.app import RouteAccessLogger, create_app
+    from saigon_runtime.server.app import RouteAccessLogger, create_app, drain
 
     app = create_app(config)
-    # run_app turns SIGTERM/SIGINT into a graceful stop: close the listener, give in-flight
-    # requests `shutdown_timeout` seconds, then run the cleanup contexts.
-    web.run_app(
+    runner = web.AppRunner(
         app,
-        host=config.host,
-        port=config.port,
         shutdown_timeout=config.drain_timeout_s,
+        access_log_class=RouteAccessLogger,
         # A client that goes away cancels its handler, which cancels its engine rows (see generation.py).
         handler_cancellation=True,
-        access_log_class=RouteAccessLogger,
-        print=lambda message: logging.getLogger("saigon_runtime").info("%s", message),
     )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, config.host, config.port).start()
+        log.info("listening on http://%s:%d", config.host, config.port)
+        signalled = asyncio.Event()
+        hurry = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            (hurry if signalled.is_set() else signalled).set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        await signalled.wait()
+        await drain(app, config.drain_timeout_s, hurry)
+    finally:
+        await runner.cleanup()
 
 
 def infer(args: argparse.Namespace) -> dict[str, object]:

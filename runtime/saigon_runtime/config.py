@@ -48,6 +48,8 @@ ENV_VARS: dict[str, str] = {
     "SAIGON_AUDIT_DEST": "audit_dest",
     "SAIGON_AUDIT_SALT": "audit_salt",
     "SAIGON_AUDIT_RAW_USER_IDS": "audit_raw_user_ids",
+    "SAIGON_STAGING_DIR": "staging_dir",
+    "SAIGON_TOKENIZE_CONCURRENCY": "tokenize_concurrency",
 }
 
 
@@ -108,6 +110,11 @@ class RuntimeConfig:
     audit_dest: str | None = None
     audit_salt: str | None = None  # per-install salt for hashing user ids (default: a file in log_dir)
     audit_raw_user_ids: bool = False
+    # The admin load and hot-swap APIs import adapter directories from the adapters directory or
+    # from under this root only, never from any path the caller names.
+    staging_dir: Path | None = None
+    # Prompts tokenized at once in worker threads; more wait, so huge prompts cannot take every thread.
+    tokenize_concurrency: int = 2
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> RuntimeConfig:
@@ -124,7 +131,7 @@ class RuntimeConfig:
                 raise ValueError(f"{var}={raw!r}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         for name in ("base_model_dir", "adapters_dir", "mesh_dir", "log_dir", "hotset_file", "inference_tokens_file",
-                     "domains_file"):  # fmt: skip
+                     "domains_file", "staging_dir"):  # fmt: skip
             if isinstance(values.get(name), str):
                 values[name] = Path(str(values[name]))
         return cls(**values)  # type: ignore[arg-type]

@@ -38,6 +38,13 @@ class EngineStopped(EngineError):
     kind = "shutting_down"
 
 
+class PinLimitReached(EngineError):
+    """Pinning one more adapter would leave no device slot for the unpinned ones."""
+
+    status = 409
+    kind = "pin_limit"
+
+
 class InvalidRequest(EngineError):
     status = 400
     kind = "invalid_request_error"

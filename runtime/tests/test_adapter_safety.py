@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,113 @@ def _drop_tensor(d: Path, part: str) -> None:
 def _truncate(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
+
+
+# ---- hostile adapter_config.json (issue 15, items 1-3) --------------------------------------
+
+
+def test_a_catastrophic_pattern_runs_in_linear_time_and_keeps_peft_semantics(tiny_llama_dir, adapter_factory, tmp_path):
+    """`(.|.){0,25}@` backtracks 2^25 times per module name in Python's `re` (seconds, GIL held);
+    on RE2 it is linear. The same config otherwise matches as PEFT does: first key wins."""
+    d = _copy(adapter_factory(tiny_llama_dir, seed=48), tmp_path / "redos")
+    hostile = "(.|.){0,25}@"
+    _edit_config(d, alpha_pattern={hostile: 2.0, "q_proj": 64.0})
+    shapes = _shapes(tiny_llama_dir)
+    finished: list[object] = []
+    worker = threading.Thread(
+        target=lambda: finished.append(load_adapter(d, name="user_x", version="v1", shapes=shapes, max_rank=64)),
+        daemon=True,
+    )
+    worker.start()
+    # Generous for a loaded CI machine; the backtracking engine needs hours for this config.
+    worker.join(60)
+    assert finished, "loading an adapter with a catastrophic pattern did not finish"
+    host = finished[0]
+    plain = load_adapter(adapter_factory(tiny_llama_dir, seed=48), name="user_x", version="v1", shapes=shapes,
+                         max_rank=64)  # fmt: skip
+    for module, (_a, b) in host.modules.items():
+        factor = 64.0 / 8.0 if module.endswith("q_proj") else 1.0  # make_adapter's alpha is 8
+        assert torch.allclose(b, plain.modules[module][1] * factor), module
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("(a)\\1", "alpha_pattern: pattern .* is not a supported regular expression"),
+        ("(?=q)q_proj", "alpha_pattern: pattern .* is not a supported regular expression"),
+        ("((((", "alpha_pattern: pattern .* is not a supported regular expression"),
+        ("(.{500}){500}", "alpha_pattern: pattern .* is not a supported regular expression"),
+        ("x" * 600, "alpha_pattern"),
+    ],
+)
+def test_patterns_that_cannot_run_linearly_are_refused(tiny_llama_dir, adapter_factory, tmp_path, pattern, reason):
+    d = _copy(adapter_factory(tiny_llama_dir, seed=49), tmp_path / "p")
+    _edit_config(d, alpha_pattern={pattern: 2.0})
+    with pytest.raises(AdapterRejected, match=reason):
+        _load(d, tiny_llama_dir)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ('{"lora_alpha": "abc"}', "lora_alpha"),
+        ('{"lora_alpha": NaN}', "lora_alpha: Input should be a finite number"),
+        ('{"lora_alpha": Infinity}', "lora_alpha: Input should be a finite number"),
+        ('{"lora_alpha": 1e308}', "lora_alpha"),
+        ('{"lora_alpha": -4}', "lora_alpha"),
+        ('{"r": "4"}', "r: "),
+        ('{"r": 0}', "r: "),
+        ('{"use_rslora": "yes"}', "use_rslora"),
+        ('{"alpha_pattern": ["q_proj"]}', "alpha_pattern"),
+        ('{"alpha_pattern": {"q_proj": "big"}}', "alpha_pattern.q_proj"),
+        ('{"rank_pattern": {"q_proj": 2.5}}', "rank_pattern.q_proj"),
+        ('{"rank_pattern": {"q_proj": 6}}', "its weights have rank 4, its config says r=6"),
+        ("[" * 60_000 + "]" * 60_000, "nests too deeply"),
+        ('{"a": ' * 20 + "1" + "}" * 20, "nests deeper than"),
+    ],
+)
+def test_malformed_config_values_are_named_refusals(tiny_llama_dir, adapter_factory, tmp_path, raw, reason):
+    d = _copy(adapter_factory(tiny_llama_dir, seed=50), tmp_path / "c")
+    config = json.loads((d / "adapter_config.json").read_text())
+    if raw.startswith("{") and raw.endswith("}") and '"a"' not in raw:
+        text = json.dumps(config)[:-1] + ", " + raw[1:]  # the good config, with these keys overriding
+    else:
+        text = raw
+    (d / "adapter_config.json").write_text(text)
+    with pytest.raises(AdapterRejected, match=reason):
+        _load(d, tiny_llama_dir)
+
+
+def test_adapter_files_and_versions_behind_symlinks_are_refused(
+    tiny_llama_dir, adapter_factory, adapters_dir, install, tmp_path
+):
+    install(adapters_dir, "global", "v1", adapter_factory(tiny_llama_dir, seed=51))
+    outside = _copy(adapter_factory(tiny_llama_dir, seed=52), tmp_path / "outside")
+    # A weights file that is a link out of the adapters directory.
+    linked_file = install(adapters_dir, "user_lf", "v1", adapter_factory(tiny_llama_dir, seed=53))
+    (linked_file / "adapter_model.safetensors").unlink()
+    os.symlink(outside / "adapter_model.safetensors", linked_file / "adapter_model.safetensors")
+    # A version directory that is a link out of the adapters directory.
+    (adapters_dir / "user_lv").mkdir()
+    os.symlink(outside, adapters_dir / "user_lv" / "v1")
+    os.symlink("v1", adapters_dir / "user_lv" / "active")
+    # A whole adapter folder that is a link out of the adapters directory.
+    linked_name = tmp_path / "elsewhere"
+    install(linked_name, "user_ln", "v1", outside)
+    os.symlink(linked_name / "user_ln", adapters_dir / "user_ln")
+    engine = make_engine(tiny_llama_dir, adapters_dir)
+    try:
+        for user in ("lf", "ln"):
+            res = engine.adapters.resolve(user)
+            assert res.adapter == AdapterRef("global", "v1"), user
+            assert "symbolic link" in (res.fallback_reason or ""), (user, res.fallback_reason)
+            with pytest.raises(AdapterRejected, match="symbolic link"):
+                engine.adapters.resolve(user, f"user_{user}", strict=True)
+        # An `active` link to a linked version reads as no active version (saigon_contract.layout);
+        # naming that version explicitly is refused with the reason.
+        res = engine.adapters.resolve("lv")
+        assert res.adapter == AdapterRef("global", "v1") and "user_lv: missing" in (res.fallback_reason or "")
+        with pytest.raises(AdapterRejected, match="symbolic link"):
+            engine.adapters.load("user_lv", "v1")
+    finally:
+        engine.stop()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 from engine_helpers import make_engine, request
 from saigon_runtime.adapters.hotset import load_hot_set, save_hot_set
 from saigon_runtime.adapters.types import AdapterRef
+from saigon_runtime.redact import shown
 
 
 def test_hot_set_survives_a_restart(tiny_llama_dir, adapter_factory, adapters_dir, install):
@@ -40,5 +44,21 @@ def test_a_missing_or_corrupt_hot_set_preloads_nothing(tiny_llama_dir, adapters_
         assert load_hot_set(engine.adapters) == []
         (adapters_dir / ".saigon-hotset.json").write_text("not json")
         assert load_hot_set(engine.adapters) == []
+    finally:
+        engine.stop()
+
+
+def test_a_skipped_hot_set_entry_is_logged_without_the_user_id(tiny_llama_dir, adapters_dir, caplog):
+    engine = make_engine(tiny_llama_dir, adapters_dir)
+    caplog.set_level(logging.INFO, logger="saigon_runtime.adapters.hotset")
+    try:
+        entries = [{"name": "user_carol.smith", "version": "v1"}, {"name": "domain_law", "version": "v1"}]
+        (adapters_dir / ".saigon-hotset.json").write_text(json.dumps({"adapters": entries}))
+        assert load_hot_set(engine.adapters) == []
+        skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+        assert len(skipped) == 2
+        assert "carol" not in caplog.text
+        assert any(m.startswith(f"hot set entry {shown('user_carol.smith')}@v1") for m in skipped)
+        assert any("domain_law@v1" in m for m in skipped)  # shared adapters keep their names
     finally:
         engine.stop()

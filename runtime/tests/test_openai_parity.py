@@ -8,6 +8,7 @@ token ids vs text, seeds) and the effect of each parameter, never particular wor
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ def server(tiny_llama_dir: Path, adapter_factory, tmp_path_factory: pytest.TempP
     install_adapter(adapters, "domain_cooking", "v1", adapter_factory(tiny_llama_dir, seed=2))
     broken = install_adapter(adapters, "user_broken", "v1", adapter_factory(tiny_llama_dir, seed=3))
     (broken / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
-    config = make_config(tiny_llama_dir, adapters_dir=adapters, max_batch_size=16, max_queue=64)
+    config = make_config(tiny_llama_dir, adapters_dir=adapters, max_batch_size=16, max_queue=64,
+                         staging_dir=adapters.parent / "staging")  # fmt: skip
     with live_server(config) as live:
         yield live
 
@@ -416,7 +418,12 @@ def lora(server: LiveServer, route: str, body: dict[str, Any], token: str | None
 def test_vllm_load_and_unload_lora_adapter(
     client: openai.OpenAI, server: LiveServer, tiny_llama_dir: Path, adapter_factory: Any
 ) -> None:
-    source = str(adapter_factory(tiny_llama_dir, seed=4))
+    outside = adapter_factory(tiny_llama_dir, seed=4)
+    refused = lora(server, "load_lora_adapter", {"lora_name": "user_dyn", "lora_path": str(outside)})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "path_not_allowed"
+    staging = server.state.config.staging_dir
+    assert staging is not None
+    source = str(shutil.copytree(outside, staging / "user_dyn"))
     body = {"lora_name": "user_dyn", "lora_path": source}
     assert lora(server, "load_lora_adapter", body, token=None).status_code == 401
     loaded = lora(server, "load_lora_adapter", body)

@@ -32,7 +32,9 @@ def adapters(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(tiny_llama_dir: Path, adapter_factory, adapters: Path) -> Iterator[LiveServer]:
     install_adapter(adapters, "user_alice", "v1", adapter_factory(tiny_llama_dir, seed=1))
     install_adapter(adapters, "global", "v1", adapter_factory(tiny_llama_dir, seed=3))
-    with live_server(make_config(tiny_llama_dir, adapters_dir=adapters)) as live:
+    with live_server(
+        make_config(tiny_llama_dir, adapters_dir=adapters, staging_dir=adapters.parent / "staging")
+    ) as live:
         yield live
 
 
@@ -146,7 +148,9 @@ def test_pin_and_unload(server: LiveServer) -> None:
 
 
 def test_the_original_hot_swap_endpoint(server: LiveServer, tiny_llama_dir: Path, adapter_factory) -> None:
-    source = str(adapter_factory(tiny_llama_dir, seed=6))
+    staging = server.state.config.staging_dir
+    assert staging is not None
+    source = str(shutil.copytree(adapter_factory(tiny_llama_dir, seed=6), staging / "dave-next"))
     body = {"user_id": "dave", "new_adapter_path": source}
     assert requests.post(f"{server.url}/api/saigon/adapters/hot-swap", json=body, timeout=30).status_code == 401
     swapped = requests.post(f"{server.url}/api/saigon/adapters/hot-swap", json=body, headers=ADMIN, timeout=30)
@@ -210,3 +214,48 @@ def test_responses_name_their_version_and_the_version_figures_count_them(server:
     after = figures()[version]
     assert after["requests"] - before["requests"] == 2 and after["errors"] == before["errors"]
     assert after["p99_ms"] is not None and after["p99_ms"] >= after["p50_ms"] > 0
+
+
+def test_imports_come_only_from_the_adapters_or_the_staging_directory(
+    server: LiveServer, adapters: Path, tiny_llama_dir: Path, adapter_factory, tmp_path: Path
+) -> None:
+    """Any absolute path used to be imported (and its files copied into the adapters directory)."""
+    staging = server.state.config.staging_dir
+    assert staging is not None
+    outside = shutil.copytree(adapter_factory(tiny_llama_dir, seed=7), tmp_path / "outside")
+    (staging / "sneaky").parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(outside, staging / "sneaky")  # inside the staging root by name only
+    for path in (str(outside), "/etc", str(staging / "sneaky"), str(staging / ".." / "outside"), str(adapters / "..")):
+        swap = requests.post(f"{server.url}/api/saigon/adapters/hot-swap", headers=ADMIN, timeout=30,
+                             json={"user_id": "erin", "new_adapter_path": path})  # fmt: skip
+        load = admin(server, "load", {"name": "user_erin", "path": path})
+        for response, field in ((swap, "new_adapter_path"), (load, "path")):
+            assert response.status_code == 400, (path, response.text)
+            assert response.json()["error"]["param"] == field
+            assert response.json()["error"]["code"] == "path_not_allowed"
+    assert not (adapters / "user_erin").exists()
+    # A real staging directory works.
+    staged = shutil.copytree(adapter_factory(tiny_llama_dir, seed=7), staging / "erin-v1")
+    assert admin(server, "load", {"name": "user_erin", "path": str(staged)}).status_code == 200
+
+
+def test_pins_stop_one_slot_short_of_max_loras(server: LiveServer, adapters: Path) -> None:
+    """With every slot pinned, every other adapter got 429: pins are capped at max_loras - 1."""
+    capacity = server.engine.adapters.pool.capacity
+    names = [f"domain_pin{i}" for i in range(capacity)]
+    for name in names:
+        install_adapter(adapters, name, "v1", adapters / "global" / "v1")
+    try:
+        for name in names[:-1]:
+            assert admin(server, "pin", {"name": name, "pinned": True}).status_code == 200, name
+        refused = admin(server, "pin", {"name": names[-1], "pinned": True})
+        assert refused.status_code == 409, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "pin_limit" and f"at most {capacity - 1} adapters may be pinned" in error["message"]
+        assert listed(server)[names[-1]]["pinned"] is False
+        # Pinning a pinned adapter again is fine, and an unpinned adapter still gets a slot.
+        assert admin(server, "pin", {"name": names[0], "pinned": True}).status_code == 200
+        complete(server, names[-1], 2)
+    finally:
+        for name in names:
+            admin(server, "pin", {"name": name, "pinned": False})

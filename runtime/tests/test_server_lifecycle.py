@@ -1,5 +1,5 @@
 """Lifecycle: liveness and readiness, loading in the background, and a graceful SIGTERM that
-lets a stream in flight finish while refusing new connections."""
+keeps listening (readiness 503, new work refused) while a stream in flight finishes, then exits."""
 
 from __future__ import annotations
 
@@ -73,9 +73,7 @@ def test_a_base_model_that_cannot_load_fails_liveness(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_lets_the_stream_in_flight_finish_and_refuses_new_connections(
-    tiny_llama_dir: Path, tmp_path: Path
-) -> None:
+def test_sigterm_drains_with_the_listener_open_then_exits(tiny_llama_dir: Path, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAIGON_")}
@@ -88,8 +86,9 @@ def test_sigterm_lets_the_stream_in_flight_finish_and_refuses_new_connections(
         body = {
             "model": tiny_llama_dir.name,
             "prompt": "the cat",
-            "max_tokens": 120,
+            "max_tokens": 400,  # long enough to still run while the drain is checked
             "temperature": 0,
+            "ignore_eos": True,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
@@ -99,15 +98,23 @@ def test_sigterm_lets_the_stream_in_flight_finish_and_refuses_new_connections(
             first = next(line for line in lines if line)
             assert first.startswith("data: {")
             server.send_signal(signal.SIGTERM)
-            time.sleep(0.5)
-            with pytest.raises(requests.ConnectionError):
-                requests.get(f"{url}/healthz", timeout=5)
+            # Still listening while the stream runs: readiness fails so the router and the
+            # endpoints stop sending, liveness holds, and new work is refused with a status.
+            ready = wait_for(f"{url}/readyz", 503, timeout=30)
+            assert ready.json()["draining"] is True and ready.json()["ready"] is False
+            assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+            plain = {"model": body["model"], "prompt": "the cat", "max_tokens": 2}
+            refused = requests.post(f"{url}/v1/completions", json=plain, timeout=10)
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
+            assert server.poll() is None, "the server must not exit while a stream is in flight"
             events = [first] + [line for line in lines if line]
         assert events[-1] == "data: [DONE]"
         chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
         assert chunks[-2]["choices"][0]["finish_reason"] == "length"
-        assert chunks[-1]["usage"]["completion_tokens"] == 120
+        assert chunks[-1]["usage"]["completion_tokens"] == 400
         assert server.wait(60) == 0
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{url}/healthz", timeout=5)
     finally:
         if server.poll() is None:
             server.kill()

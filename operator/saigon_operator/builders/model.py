@@ -44,12 +44,22 @@ RUNTIME_ENV = {
     "audit_salt": "SAIGON_AUDIT_SALT",
     "audit_raw_user_ids": "SAIGON_AUDIT_RAW_USER_IDS",
     "log_prompts": "SAIGON_LOG_PROMPTS",
+    "drain_timeout": "SAIGON_DRAIN_TIMEOUT",
 }
 
 # Where the runtime container finds what the operator gives it.
 TOKENS_MOUNT = "/var/run/saigon/inference"
 USER_DATA_MOUNT = "/var/lib/saigon/users"
 AUDIT_MOUNT = "/var/log/saigon"
+
+# Seconds between a runtime pod's deletion and its SIGTERM (a preStop sleep). The pod leaves its
+# Service's endpoints at deletion; kube-proxy follows within a second or two, the router's DNS
+# (CoreDNS's 5 s TTL plus HAProxy's `hold valid` of 5 s) within about ten. Until SIGTERM the
+# runtime serves as usual, so requests sent on stale endpoints still succeed.
+PRESTOP_SLEEP_S = 10
+# Kept between the drain deadline and the kubelet's SIGKILL: the cleanup (engine stop, hot set,
+# audit flush) runs in it.
+STOP_MARGIN_S = 5
 
 RUNTIME_CONTAINER = "runtime"
 AGENT_CONTAINER = "agent"
@@ -432,6 +442,8 @@ def _runtime_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dic
         env.append({"name": RUNTIME_ENV["max_loras"], "value": str(spec.cache.max_loras)})
     if spec.gie_metrics:
         env.append({"name": RUNTIME_ENV["gie_metrics"], "value": "true"})
+    pre_stop_s, drain_s = stop_budget(spec.termination_grace_period_seconds)
+    env.append({"name": RUNTIME_ENV["drain_timeout"], "value": str(drain_s)})
     per_user_env, per_user_mounts = _per_user_env(owner, spec)
     env += per_user_env
     mounts = [
@@ -441,7 +453,7 @@ def _runtime_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dic
     ]
     if spec.base_model.pvc is not None:
         mounts.append({"name": "base-model", "mountPath": r.BASE_MODEL_MOUNT, "readOnly": True})
-    return {
+    container: dict[str, Any] = {
         "name": RUNTIME_CONTAINER,
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
@@ -456,6 +468,18 @@ def _runtime_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dic
         "readinessProbe": _probe("/readyz", "http", period=5, failures=2),
         "livenessProbe": _probe("/healthz", "http", period=10, failures=3),
     }
+    if pre_stop_s > 0:
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": pre_stop_s}}}
+    return container
+
+
+def stop_budget(grace_s: int) -> tuple[int, int]:
+    """(preStop sleep, drain timeout) within the pod's termination grace period: the sleep covers
+    endpoint propagation, the drain lets in-flight requests finish, a margin is left for cleanup.
+    A short grace period shortens all three: the sleep to half of it, the margin to a quarter."""
+    pre_stop = min(PRESTOP_SLEEP_S, grace_s // 2)
+    margin = min(STOP_MARGIN_S, grace_s // 4)
+    return pre_stop, max(1, grace_s - pre_stop - margin)
 
 
 def _agent_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:

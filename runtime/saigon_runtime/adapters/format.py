@@ -7,30 +7,27 @@ opened here; `import_legacy` (see legacy.py) is the explicit way to convert one.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
+from saigon_runtime.adapters.peft_config import MAX_CONFIG_BYTES, ConfigRejected, LoraConfigFile, parse_config
 from saigon_runtime.adapters.types import ModuleShape, is_expert_module
 from saigon_runtime.errors import AdapterRejected
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 PICKLE_FILES = ("adapter_model.bin", "adapter_model.pt", "pytorch_model.bin")
-MAX_CONFIG_BYTES = 256 * 1024
 MAX_WEIGHTS_BYTES = 2 * 1024**3
 _PEFT_PREFIX = "base_model.model."
 
 # Options whose values we understand. Anything else must be unset (None, False, empty):
 # a set value means a LoRA variant (DoRA, QALoRA, trainable tokens...) that we do not serve.
 _UNDERSTOOD_OPTIONS = {
-    "r", "lora_alpha", "rank_pattern", "alpha_pattern", "target_modules", "exclude_modules",
-    "use_rslora", "fan_in_fan_out", "base_model_name_or_path", "revision", "task_type",
+    "target_modules", "exclude_modules", "fan_in_fan_out", "base_model_name_or_path", "revision", "task_type",
     "peft_type", "peft_version", "inference_mode", "init_lora_weights", "lora_dropout", "bias",
     "layers_to_transform", "layers_pattern", "auto_mapping", "megatron_core", "qalora_group_size",
     "ensure_weight_tying", "corda_config", "eva_config", "lora_ga_config",
@@ -51,7 +48,7 @@ class HostAdapter:
     digest: str
     modules: dict[str, tuple[torch.Tensor, torch.Tensor]]
     max_rank: int
-    config: dict[str, object] = field(repr=False, default_factory=dict)
+    config: LoraConfigFile | None = field(repr=False, default=None)
 
     @property
     def nbytes(self) -> int:
@@ -62,49 +59,46 @@ def _reject(name: str, message: str) -> AdapterRejected:
     return AdapterRejected(f"adapter {name!r} refused: {message}")
 
 
-def read_config(path: Path, name: str = "?") -> dict[str, object]:
+def read_config(path: Path, name: str = "?") -> LoraConfigFile:
     cfg_path = path / CONFIG_FILE
     if not cfg_path.is_file():
         raise _reject(name, f"{CONFIG_FILE} is missing in {path.name}")
     if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
         raise _reject(name, f"{CONFIG_FILE} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _reject(name, f"{CONFIG_FILE} is not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise _reject(name, f"{CONFIG_FILE} must hold a JSON object")
-    if config.get("peft_type", "LORA") != "LORA":
-        raise _reject(name, f"peft_type {config.get('peft_type')!r} is not supported (only LORA)")
-    if config.get("use_dora"):
+        config = parse_config(cfg_path.read_bytes())
+    except ConfigRejected as exc:
+        raise _reject(name, f"{CONFIG_FILE}: {exc}") from None
+    if config.peft_type != "LORA":
+        raise _reject(name, f"peft_type {config.peft_type!r} is not supported (only LORA)")
+    if config.use_dora:
         raise _reject(name, "DoRA adapters (use_dora=true) are not supported")
-    if config.get("bias", "none") != "none":
-        raise _reject(name, f"bias={config.get('bias')!r} is not supported (only 'none')")
-    if config.get("loftq_config"):
+    if config.bias != "none":
+        raise _reject(name, f"bias={config.bias!r} is not supported (only 'none')")
+    extra = config.extra_options()
+    if extra.get("loftq_config"):
         raise _reject(name, "LoftQ adapters change the base weights and are not supported")
-    if config.get("modules_to_save"):
+    if extra.get("modules_to_save"):
         raise _reject(
             name,
-            f"modules_to_save={config['modules_to_save']!r} (fully trained copies of base modules) is not supported",
+            f"modules_to_save={_preview(extra['modules_to_save'])} (fully trained copies of base modules) "
+            "is not supported",
         )
-    if config.get("target_parameters"):
+    if extra.get("target_parameters"):
         raise _reject(
             name,
-            f"target_parameters={config['target_parameters']!r}: LoRA on raw parameters (mixture-of-experts "
+            f"target_parameters={_preview(extra['target_parameters'])}: LoRA on raw parameters (mixture-of-experts "
             "expert or router weights) is not supported; target the attention and dense layers only",
         )
-    for key, value in config.items():
-        if key not in _UNDERSTOOD_OPTIONS and key != "use_dora" and value not in (None, False, {}, [], ""):
-            raise _reject(name, f"unsupported LoRA option {key}={value!r}")
+    for key, value in extra.items():
+        if key not in _UNDERSTOOD_OPTIONS and value not in (None, False, {}, [], ""):
+            raise _reject(name, f"unsupported LoRA option {key}={_preview(value)}")
     return config
 
 
-def _pattern_value(patterns: object, module: str, default: float) -> float:
-    if isinstance(patterns, dict):
-        for pattern, value in patterns.items():
-            if re.match(rf"(.*\.)?({pattern})$", module):
-                return float(value)
-    return default
+def _preview(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def file_digest(path: Path) -> str:
@@ -128,6 +122,10 @@ def load_adapter(
     if not path.is_dir():
         raise _reject(name, f"{path.name} is not a directory")
     weights = path / WEIGHTS_FILE
+    for file in (path / CONFIG_FILE, weights):
+        if file.is_symlink():
+            # Adapter files are written in place (agent, import); a link could point anywhere.
+            raise _reject(name, f"{file.name} is a symbolic link; adapter files must be regular files")
     if not weights.is_file():
         pickles = [p for p in PICKLE_FILES if (path / p).exists()]
         if pickles:
@@ -140,8 +138,8 @@ def load_adapter(
     if weights.stat().st_size > MAX_WEIGHTS_BYTES:
         raise _reject(name, f"{WEIGHTS_FILE} is larger than {MAX_WEIGHTS_BYTES} bytes")
     config = read_config(path, name)
-    alpha = float(str(config.get("lora_alpha") or 8))
-    rslora = bool(config.get("use_rslora", False))
+    alpha_patterns = config.alpha_patterns()
+    rank_patterns = config.rank_patterns()
 
     try:
         tensors = _read_safetensors(weights)
@@ -179,8 +177,11 @@ def load_adapter(
             raise _reject(name, f"module {module}: rank {rank} is above the maximum {max_rank}")
         if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
             raise _reject(name, f"module {module} holds NaN or infinite values")
-        mod_alpha = _pattern_value(config.get("alpha_pattern"), module, alpha)
-        scaling = mod_alpha / math.sqrt(rank) if rslora else mod_alpha / rank
+        declared = int(rank_patterns.value_for(module, config.r))
+        if rank != declared:
+            raise _reject(name, f"module {module}: its weights have rank {rank}, its config says r={declared}")
+        mod_alpha = alpha_patterns.value_for(module, config.lora_alpha)
+        scaling = mod_alpha / math.sqrt(rank) if config.use_rslora else mod_alpha / rank
         a_t = a.to(torch.float32).t().contiguous().to(dtype)
         b_t = (b.to(torch.float32).t() * scaling).contiguous().to(dtype)
         modules[module] = (a_t, b_t)

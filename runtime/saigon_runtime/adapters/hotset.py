@@ -21,6 +21,7 @@ from saigon_runtime.adapters.manager import AdapterManager
 from saigon_runtime.adapters.names import is_name
 from saigon_runtime.adapters.types import AdapterRef
 from saigon_runtime.errors import EngineError
+from saigon_runtime.redact import shown
 
 HOTSET_FILE = ".saigon-hotset.json"
 log = logging.getLogger(__name__)
@@ -65,5 +66,5 @@ def load_hot_set(manager: AdapterManager, path: Path | None = None) -> list[Adap
             if entry.get("pinned"):
                 manager.pool.pin(name, True)
         except EngineError as exc:
-            log.info("hot set entry %s@%s skipped: %s", name, version, type(exc).__name__)
+            log.info("hot set entry %s@%s skipped: %s", shown(name), version, type(exc).__name__)
     return loaded

@@ -93,6 +93,7 @@ class AdapterManager:
         self._current: dict[str, str] = {}  # versions made current through the API
         self._disabled: set[str] = set()  # unloaded names: not served until loaded again
         self._good: dict[str, str] = {}  # the last version of each name that passed verification
+        self._scan_outcomes: dict[str, str] = {}  # what refresh() last reported per name
         self._lock = threading.RLock()
         self._loading: dict[Key, threading.Lock] = {}
         self.host_hits = 0
@@ -233,24 +234,33 @@ class AdapterManager:
     def refresh(self) -> dict[str, str]:
         """Verify every name's active version on disk now (new adapters, new `active` targets).
 
-        Returns {name: outcome} for the names whose active version was not verified before.
-        Runs off the request path (a watcher thread), so requests rarely pay for a disk load.
+        Returns {name: outcome} for the names whose outcome changed since the last scan (a refused
+        version is reported once, and tried again only when its files change). Each name is checked
+        alone: one unreadable or malformed adapter never stops the scan. Runs off the request path
+        (a watcher thread), so requests rarely pay for a disk load.
         """
         if self.store is None:
             return {}
         outcomes: dict[str, str] = {}
         for name in self.store.names():
-            version = self.current_version(name)
-            with self._lock:
-                known = version is None or self._good.get(name) == version or (name, version) in self._host
-            if known:
-                continue
-            assert version is not None
+            version: str | None = None
             try:
+                version = self.current_version(name)
+                with self._lock:
+                    known = version is None or self._good.get(name) == version or (name, version) in self._host
+                if known:
+                    continue
                 self._serviceable(name)
-                outcomes[name] = f"verified {version}"
+                outcome = f"verified {version}"
             except EngineError as exc:
-                outcomes[name] = f"rejected {version}: {exc}"
+                outcome = f"rejected {version}: {exc}"
+            except OSError as exc:  # unreadable files: refused like a malformed adapter, retried on change
+                outcome = f"rejected {version}: {exc.strerror or type(exc).__name__}"
+            with self._lock:
+                if self._scan_outcomes.get(name) == outcome:
+                    continue
+                self._scan_outcomes[name] = outcome
+            outcomes[name] = outcome
         return outcomes
 
     # ---- management ---------------------------------------------------------------------

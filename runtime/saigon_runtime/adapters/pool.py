@@ -20,7 +20,7 @@ import torch
 
 from saigon_runtime.adapters.format import HostAdapter
 from saigon_runtime.adapters.types import DeviceAdapter
-from saigon_runtime.errors import AdapterRejected
+from saigon_runtime.errors import AdapterRejected, PinLimitReached
 
 Key = tuple[str, str]
 
@@ -102,9 +102,23 @@ class SlotPool:
         self.release(dev)
         return True
 
+    @property
+    def max_pins(self) -> int:
+        """One slot always stays unpinned, or every other adapter would wait for a slot forever."""
+        return self.capacity - 1
+
     def pin(self, name: str, pinned: bool) -> None:
+        limit = self.max_pins  # `capacity` takes the lock itself
         with self._lock:
-            (self._pinned.add if pinned else self._pinned.discard)(name)
+            if not pinned:
+                self._pinned.discard(name)
+                return
+            if name not in self._pinned and len(self._pinned) >= limit:
+                raise PinLimitReached(
+                    f"at most {limit} adapters may be pinned: {limit + 1} adapters fit in the device slots "
+                    "and one stays free for the unpinned adapters"
+                )
+            self._pinned.add(name)
 
     def unload(self, name: str, version: str | None = None) -> int:
         """Free the slots of a name (or one version); in-use slots go when released."""

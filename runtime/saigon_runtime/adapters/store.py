@@ -12,13 +12,14 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from saigon_contract import layout
 
 from saigon_runtime.adapters.format import CONFIG_FILE, WEIGHTS_FILE, file_digest, read_config
 from saigon_runtime.adapters.names import check_name, check_version, is_name
-from saigon_runtime.errors import AdapterNotFound, InvalidRequest
+from saigon_runtime.errors import AdapterNotFound, AdapterRejected, InvalidRequest
 
 DOMAINS_FILE = "domains.json"
 _TMP_PREFIX = ".tmp-"
@@ -43,6 +44,11 @@ class AdapterStore:
 
     def version_path(self, name: str, version: str) -> Path:
         path = self.root / check_name(name) / check_version(version)
+        if path.parent.is_symlink() or path.is_symlink():
+            raise AdapterRejected(
+                f"adapter {name!r} version {version!r} is behind a symbolic link; "
+                "adapters must be directories inside the adapters directory"
+            )
         if not path.is_dir():
             raise AdapterNotFound(f"adapter {name!r} has no version {version!r}")
         return path
@@ -53,6 +59,9 @@ class AdapterStore:
     def import_version(self, name: str, source: Path, version: str | None = None) -> str:
         """Copy an adapter directory in as a new immutable version; returns the version."""
         check_name(name)
+        for fname in (CONFIG_FILE, WEIGHTS_FILE):
+            if (source / fname).is_symlink():
+                raise AdapterRejected(f"adapter {name!r} refused: {fname} is a symbolic link")
         read_config(source, name)
         weights = source / WEIGHTS_FILE
         if not weights.is_file():
@@ -105,3 +114,12 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def within(source: Path, roots: Iterable[Path]) -> Path | None:
+    """`source` with every link resolved, if it lies inside one of `roots` (also resolved); else None."""
+    resolved = source.resolve()
+    for root in roots:
+        if resolved.is_relative_to(root.resolve()):
+            return resolved
+    return None

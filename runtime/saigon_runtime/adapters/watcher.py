@@ -7,6 +7,7 @@ import logging
 import threading
 
 from saigon_runtime.adapters.manager import AdapterManager
+from saigon_runtime.redact import shown
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,8 @@ class AdapterWatcher:
         while not self._stop.is_set():
             try:
                 for name, outcome in self.manager.refresh().items():
-                    # Names are path-safe adapter names, never prompts; versions are ours.
-                    log.info("adapter %s: %s", name, outcome.split(":", 1)[0])
+                    # The reason stays out: it can quote the adapter's name, hence a user id.
+                    log.info("adapter %s: %s", shown(name), outcome.split(":", 1)[0])
             except Exception:
                 log.exception("adapter directory scan failed")
             self.passes += 1

@@ -1,9 +1,10 @@
 """The aiohttp application: routes from the route table, middlewares, state and lifecycle.
 
 Lifecycle: the server listens at once; the base model loads in a worker thread (readiness says
-when it is in). On SIGTERM aiohttp stops listening, `on_shutdown` marks the app draining (new
-requests get 503, /readyz fails), in-flight requests and streams get `drain_timeout_s` to finish,
-then the cleanup contexts stop the engine and close the audit log.
+when it is in). On SIGTERM `drain` marks the app draining while it still listens (new requests get
+503, /readyz answers 503 so the router and the endpoints stop sending), in-flight requests and
+streams get `drain_timeout_s` to finish, then the listener closes and the cleanup contexts stop
+the engine and close the audit log.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from saigon_runtime.adapters.types import scope_of
 from saigon_runtime.config import RuntimeConfig
@@ -62,6 +64,7 @@ def all_routes() -> list[RouteDef]:
 def create_app(config: RuntimeConfig, engine: Engine | None = None) -> web.Application:
     """Build the app. With `engine`, the app takes it over (starts it, stops it on cleanup);
     without, it loads one from `config` in the background once the server is up."""
+    quiet_malformed_requests()
     state = ServerState(config=config, metrics=ServerMetrics(lambda: state.stats()))
     app = web.Application(
         client_max_size=config.max_body_bytes,
@@ -182,8 +185,29 @@ async def _load_required_adapters(state: ServerState, engine: Engine) -> None:
 
 
 async def _start_draining(app: web.Application) -> None:
-    app[STATE_KEY].draining = True
-    log.info("draining: no new requests; waiting for in-flight requests and streams")
+    state = app[STATE_KEY]
+    if not state.draining:
+        state.draining = True
+        log.info("draining: no new requests; waiting for in-flight requests and streams")
+
+
+async def drain(app: web.Application, timeout_s: float, give_up: asyncio.Event | None = None) -> int:
+    """Stop taking work while still listening: /readyz answers 503 (so the router and the endpoints
+    stop sending), new requests get 503, and in-flight requests and streams run to their end, for
+    `timeout_s` at most or until `give_up` is set. Returns the requests still in flight."""
+    state = app[STATE_KEY]
+    await _start_draining(app)
+    waits = [asyncio.ensure_future(state.idle.wait())]
+    if give_up is not None:
+        waits.append(asyncio.ensure_future(give_up.wait()))
+    await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in waits:
+        waiting.cancel()
+    if state.in_flight:
+        log.warning("drain ended with %d requests still in flight", state.in_flight)
+    else:
+        log.info("drained: no request in flight")
+    return state.in_flight
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -197,6 +221,11 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     started = time.perf_counter()
     status = 500
     metrics.http_in_flight.inc()
+    # Probes and scrapes do not hold a drain open; everything else does.
+    counted = request.app[ROUTE_ACCESS_KEY].get(request.match_info.route, Access.PUBLIC) is not Access.PUBLIC
+    state = request.app[STATE_KEY]
+    if counted:
+        state.request_started()
     try:
         response = await handler(request)
         status = response.status
@@ -205,6 +234,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         raise
     finally:
+        if counted:
+            state.request_finished()
         metrics.http_in_flight.dec()
         metrics.http_requests.labels(route, method, str(status)).inc()
         metrics.http_duration.labels(route).observe(time.perf_counter() - started)
@@ -214,7 +245,28 @@ class RouteAccessLogger(AbstractAccessLogger):
     """Access log lines name the route template, never the path: paths can hold user ids."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        match = getattr(request, "match_info", None)
+        try:
+            match = request.match_info  # type: ignore[attr-defined]
+        except (AttributeError, AssertionError):  # a request refused by the HTTP parser never matched a route
+            match = None
         resource = match.route.resource if match is not None else None
         route = resource.canonical if resource is not None else "unmatched"
         self.logger.info("%s %s %s %.3fs", request.method, route, response.status, time)
+
+
+class _MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request its parser refuses (a header over 8,190 bytes, bad bytes) at ERROR
+    with a traceback, although it answers 400 and the access log has a line for it: drop those."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, HttpProcessingError)
+
+
+_MALFORMED_REQUESTS = _MalformedRequestFilter()
+
+
+def quiet_malformed_requests() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if _MALFORMED_REQUESTS not in server_log.filters:
+        server_log.addFilter(_MALFORMED_REQUESTS)

@@ -71,7 +71,9 @@ CREDENTIALS_KEY = web.AppKey("saigon_credentials", Credentials)
 
 
 def _equal(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
+    # aiohttp hands over undecodable header bytes as surrogates: compare the bytes as sent, so a
+    # token like b"\xff\xfe" is simply a wrong token (401), never an encoding error.
+    return hmac.compare_digest(a.encode("utf-8", "surrogateescape"), b.encode("utf-8", "surrogateescape"))
 
 
 def bearer_token(request: web.Request) -> str | None:

@@ -1,5 +1,9 @@
 """Gauges for the Gateway API Inference Extension's endpoint picker, under vLLM's names, and a
-per-adapter residency gauge. Opt-in (SAIGON_GIE_METRICS): adapter names become label values.
+per-adapter residency gauge. Opt-in (SAIGON_GIE_METRICS). Adapter names become label values with
+the user id of a `user_<id>` adapter as a keyed digest (saigon_runtime.redact), and lists bounded
+by the slot count, so labels carry no user id and stay bounded; shared adapters keep their names,
+which is what the picker's affinity needs most (a user's own adapter follows the user through
+the HAProxy router's hashing instead).
 
 The picker reads queued and running requests, KV-cache usage and `vllm:lora_requests_info`
 (running and waiting adapters, max_lora; the value is a timestamp) to prefer a replica that
@@ -15,6 +19,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from saigon_runtime.redact import shown
 
 if TYPE_CHECKING:
     from saigon_runtime.engine.engine import Engine, EngineStats
@@ -42,14 +48,15 @@ class GieCollector(Collector):
             gauge = GaugeMetricFamily(name, doc, labels=["model_name"])
             gauge.add_metric(model, float(value))
             yield gauge
-        running = engine.adapters.pool.in_use_names()
-        waiting = sorted(engine.waiting_adapters() - set(running))
+        running = engine.adapters.pool.in_use_names()  # at most max_loras: one slot each
+        # Waiting requests may name any number of adapters: the list stays as long as the slots.
+        waiting = sorted(engine.waiting_adapters() - set(running))[: stats.cache.max_loras]
         info = GaugeMetricFamily(
             "vllm:lora_requests_info",
             "Adapters of running and waiting requests; the value is when this was read.",
             labels=["max_lora", "running_lora_adapters", "waiting_lora_adapters"],
         )
-        info.add_metric([str(stats.cache.max_loras), ",".join(running), ",".join(waiting)], time.time())
+        info.add_metric([str(stats.cache.max_loras), _names(running), _names(waiting)], time.time())
         yield info
         resident = GaugeMetricFamily(
             "saigon_adapter_residency",
@@ -57,8 +64,12 @@ class GieCollector(Collector):
             labels=["adapter", "version"],
         )
         for name, version in engine.adapters.pool.resident():
-            resident.add_metric([name, version], 1.0)
+            resident.add_metric([shown(name), version], 1.0)
         yield resident
+
+
+def _names(adapters: list[str]) -> str:
+    return ",".join(shown(name) for name in adapters)
 
 
 def _usage(stats: EngineStats) -> float:

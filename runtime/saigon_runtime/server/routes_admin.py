@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
 
+from saigon_runtime.adapters.store import within
 from saigon_runtime.adapters.types import AdapterRef
 from saigon_runtime.engine.types import GenerationRequest, SamplingParams, new_request_id
 from saigon_runtime.server.errors import ApiError
@@ -34,7 +36,7 @@ from saigon_runtime.server.protocol import (
     json_body,
 )
 from saigon_runtime.server.routing import Access, RouteDef, parse_body
-from saigon_runtime.server.state import state_of
+from saigon_runtime.server.state import ServerState, state_of
 
 T = TypeVar("T")
 
@@ -46,6 +48,22 @@ async def off_loop(fn: Callable[..., T], *args: Any) -> T:
         # An unreadable path (too long, permission denied...) is the caller's problem, not a 500.
         reason = exc.strerror or type(exc).__name__
         raise ApiError(422, f"cannot read the adapter: {reason}", code="adapter_rejected") from None
+
+
+async def import_source(state: ServerState, raw: str | None, field: str) -> Path | None:
+    """The directory an admin call may import from: inside the adapters or the staging directory."""
+    if raw is None:
+        return None
+    roots = [root for root in (state.config.adapters_dir, state.config.staging_dir) if root is not None]
+    resolved = await off_loop(within, Path(raw), roots)
+    if resolved is None:
+        raise ApiError(
+            400,
+            f"{field} must lie inside the adapters directory or the staging directory (SAIGON_STAGING_DIR)",
+            param=field,
+            code="path_not_allowed",
+        )
+    return resolved
 
 
 def info_model(info: Any) -> AdapterInfoModel:
@@ -70,7 +88,8 @@ async def load_adapter(request: web.Request) -> web.Response:
     body = await parse_body(request, AdapterLoadRequest)
     state = state_of(request)
     engine = state.ready_engine()
-    info = await off_loop(engine.adapters.load, body.name, body.version, body.path)
+    source = await import_source(state, body.path, "path")
+    info = await off_loop(engine.adapters.load, body.name, body.version, source)
     assert info.version is not None
     if body.name in state.config.required_adapters:
         state.loaded_required.add(body.name)
@@ -110,7 +129,7 @@ async def evaluate_adapter(request: web.Request) -> web.Response:
     await off_loop(engine.adapters.host_adapter, ref)  # 404 / 422 before any generation
 
     async def one(item: EvalPrompt) -> EvalResult:
-        ids = service.encode(item.prompt)
+        ids = await state.tokenizing(service.encode, item.prompt)
         sampling = SamplingParams(temperature=0.0, max_new_tokens=service.max_new_tokens(len(ids), item.max_tokens))
         handle = engine.submit(GenerationRequest(ids, ref, sampling, request_id=new_request_id("eval")))
         result = await handle.wait()
@@ -118,7 +137,7 @@ async def evaluate_adapter(request: web.Request) -> web.Response:
             raise ApiError(500, "generation failed", code="generation_failed")
         loss = None
         if item.completion is not None:
-            completion_ids = list(engine.tokenizer.encode(item.completion, add_special_tokens=False))
+            completion_ids = await state.tokenizing(_completion_ids, engine, item.completion)
             if not completion_ids:
                 raise ApiError(400, "the completion is empty once tokenized", param="completion")
             loss = await off_loop(engine.score, ids, completion_ids, ref)
@@ -126,6 +145,10 @@ async def evaluate_adapter(request: web.Request) -> web.Response:
 
     results = await asyncio.gather(*(one(p) for p in body.prompts))
     return web.json_response(json_body(AdapterEvalResponse(name=body.name, version=body.version, results=results)))
+
+
+def _completion_ids(engine: Any, completion: str) -> list[int]:
+    return list(engine.tokenizer.encode(completion, add_special_tokens=False))
 
 
 async def adapter_stats(request: web.Request) -> web.Response:
@@ -157,7 +180,7 @@ ROUTES = [
         "admin",
         request_model=AdapterLoadRequest,
         response_model=AdapterLoadResponse,
-        errors=(404, 503),
+        errors=(400, 404, 422, 503),
     ),
     RouteDef(
         "POST",
@@ -181,7 +204,7 @@ ROUTES = [
         "admin",
         request_model=AdapterPinRequest,
         response_model=AdapterPinResponse,
-        errors=(404, 503),
+        errors=(404, 409, 503),
     ),
     RouteDef(
         "POST",

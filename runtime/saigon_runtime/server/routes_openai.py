@@ -18,6 +18,7 @@ import json
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -256,7 +257,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     for item in body.prompts():
         if isinstance(item, str):
             text = with_context(state, item, await context_for(state, target.user_id, item, wanted))
-            prompts.append(PromptRow(text, service.encode(text), item))
+            prompts.append(PromptRow(text, await state.tokenizing(service.encode, text), item))
         else:
             decoded = str(tokenizer.decode(item))
             prompts.append(PromptRow(decoded, list(item), decoded))
@@ -336,6 +337,19 @@ async def _echo_logprobs(state: ServerState, plan: Plan) -> dict[int, list[Token
 # ---------------------------------------------------------------- chat
 
 
+def _chat_prompt(tokenizer: Any, messages: list[dict[str, str]], context: str | None) -> str:
+    """The conversation through the model's chat template (in a worker thread: it is CPU work)."""
+    try:
+        return build_chat_prompt(tokenizer, messages, context=context)
+    except Exception as exc:  # a template that refuses this conversation (e.g. role order)
+        raise ApiError(
+            400,
+            f"the conversation does not fit the model's chat template ({type(exc).__name__})",
+            param="messages",
+            code="bad_messages",
+        ) from None
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, ChatCompletionRequest)
     _check_common(body)
@@ -350,19 +364,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     wanted = mesh_wanted(state, body.mesh_context, target.user_id)
     context = await context_for(state, target.user_id, query, wanted)
     system = next((m["content"] for m in messages if m["role"] == "system"), None)
-    try:
-        prompt = build_chat_prompt(engine.tokenizer, messages, context=context)
-    except Exception as exc:  # a template that refuses this conversation (e.g. role order)
-        raise ApiError(
-            400,
-            f"the conversation does not fit the model's chat template ({type(exc).__name__})",
-            param="messages",
-            code="bad_messages",
-        ) from None
+    prompt = await state.tokenizing(_chat_prompt, engine.tokenizer, messages, context)
     requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     service = state.ready_service()
-    rows = [PromptRow(prompt, service.encode(prompt), query)]
+    rows = [PromptRow(prompt, await state.tokenizing(service.encode, prompt), query)]
     plan = await _plan(request, body, target, rows, requested, logprobs, "chatcmpl",
                        mesh_context_used=context is not None, system_prompt=system)  # fmt: skip
     names = TokenNames(engine.tokenizer, body.return_tokens_as_token_ids)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 
@@ -34,7 +35,7 @@ from saigon_runtime.server.protocol import (
     StatusResponse,
     json_body,
 )
-from saigon_runtime.server.routes_admin import off_loop
+from saigon_runtime.server.routes_admin import import_source, off_loop
 from saigon_runtime.server.routing import Access, ResponseKind, RouteDef, parse_body
 from saigon_runtime.server.sse import open_event_stream, send_done, send_error, send_event
 from saigon_runtime.server.state import ServerState, state_of
@@ -49,7 +50,7 @@ async def prepare(request: web.Request, state: ServerState, item: InferRequest) 
     user_id = caller_user(request, item.user_id, field="user_id")
     if item.adapter is not None:
         check_adapter_visible(request, item.adapter, field="adapter")
-    return await asyncio.to_thread(
+    prepare_one = functools.partial(
         state.ready_service().prepare,
         user_id,
         item.input_text,
@@ -62,6 +63,7 @@ async def prepare(request: web.Request, state: ServerState, item: InferRequest) 
         top_p=item.top_p,
         stop=item.stop_sequences(),
     )
+    return await state.tokenizing(prepare_one)
 
 
 def _response(state: ServerState, prepared: Prepared, result: GenerationResult) -> InferResponse:
@@ -149,7 +151,8 @@ async def hot_swap(request: web.Request) -> web.Response:
     state = state_of(request)
     engine = state.ready_engine()
     name = user_adapter(body.user_id)
-    previous, info = await off_loop(engine.adapters.swap, name, body.new_adapter_path, body.backup_current)
+    source = await import_source(state, body.new_adapter_path, "new_adapter_path")
+    previous, info = await off_loop(engine.adapters.swap, name, source, body.backup_current)
     assert info.version is not None
     response = HotSwapResponse(
         success=True, adapter=name, version=info.version, previous_version=previous, loaded_at=info.loaded_at
@@ -271,7 +274,7 @@ ROUTES = [
         "saigon",
         request_model=HotSwapRequest,
         response_model=HotSwapResponse,
-        errors=(404, 503),
+        errors=(400, 404, 422, 503),
     ),
     RouteDef(
         "GET",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
@@ -13,6 +14,8 @@ from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.server.errors import ApiError
 from saigon_runtime.server.metrics import ServerMetrics
 from saigon_runtime.server.version_stats import VersionStats
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from saigon_runtime.adapters.watcher import AdapterWatcher
@@ -41,6 +44,32 @@ class ServerState:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     watcher: AdapterWatcher | None = None  # finds new adapters and `active` flips on disk
     versions: VersionStats = field(default_factory=VersionStats)  # per adapter version, for promotion gates
+
+    # Created in __post_init__ from the config: how many prompts are tokenized at once.
+    tokenize_slots: asyncio.Semaphore = field(init=False)
+    # Requests being handled now (probes and scrapes aside); the drain waits for `idle`.
+    in_flight: int = 0
+    idle: asyncio.Event = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokenize_slots = asyncio.Semaphore(max(1, self.config.tokenize_concurrency))
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def request_started(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+
+    def request_finished(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
+
+    async def tokenizing(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run prompt preparation (templates, tokenization: CPU-bound, proportional to the prompt)
+        in a worker thread, at most `tokenize_concurrency` at a time, never on the event loop."""
+        async with self.tokenize_slots:
+            return await asyncio.to_thread(fn, *args)
 
     def ready_engine(self) -> Engine:
         """The engine, or 503 while it loads, after it failed, or once the server is draining."""
