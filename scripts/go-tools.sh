@@ -10,25 +10,10 @@ HELM_DOCS_VERSION="v1.14.2"
 CACHE_ROOT="${SAIGON_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/saigon}"
 OUT="$CACHE_ROOT/go-tools/actionlint-${ACTIONLINT_VERSION}_helm-docs-${HELM_DOCS_VERSION}"
 
-if [[ "${1:-}" == "--print-bin-dir" ]]; then
-  echo "$OUT/bin"
-  exit 0
-fi
 built() { [[ -f "$OUT/VERSIONS" && -x "$OUT/bin/actionlint" && -x "$OUT/bin/helm-docs" ]]; }
-if built; then
-  echo "$OUT/bin"
-  exit 0
-fi
-
-mkdir -p "$OUT"
-exec 9>"$OUT.lock"
-if command -v flock >/dev/null; then
-  flock 9
-  if built; then
-    echo "$OUT/bin"
-    exit 0
-  fi
-fi
+# shellcheck source=scripts/lib/cached-build.sh
+source "$(dirname "$0")/lib/cached-build.sh"
+cached_build_begin "$OUT" built "$@"
 command -v go >/dev/null || { echo "go is required to build actionlint and helm-docs" >&2; exit 1; }
 export CGO_ENABLED=0 GOTOOLCHAIN=local
 echo ">> building actionlint $ACTIONLINT_VERSION and helm-docs $HELM_DOCS_VERSION" >&2

@@ -12,28 +12,11 @@ HELM_VERSION="${SAIGON_HELM_VERSION:-v3.22.0}"
 CACHE_ROOT="${SAIGON_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/saigon}"
 OUT="$CACHE_ROOT/controlplane/k8s-${K8S_VERSION}_helm-${HELM_VERSION}"
 
-if [[ "${1:-}" == "--print-bin-dir" ]]; then
-  echo "$OUT/bin"
-  exit 0
-fi
-
 # VERSIONS is written last: its presence means every binary was built completely.
 built() { [[ -f "$OUT/VERSIONS" && -x "$OUT/bin/kube-apiserver" && -x "$OUT/bin/etcd" && -x "$OUT/bin/kubectl" && -x "$OUT/bin/helm" ]]; }
-if built; then
-  echo "$OUT/bin"
-  exit 0
-fi
-
-# Concurrent runs (two `make test`s) wait for the first build instead of racing it.
-mkdir -p "$OUT"
-exec 9>"$OUT.lock"
-if command -v flock >/dev/null; then
-  flock 9
-  if built; then
-    echo "$OUT/bin"
-    exit 0
-  fi
-fi
+# shellcheck source=scripts/lib/cached-build.sh
+source "$(dirname "$0")/../../scripts/lib/cached-build.sh"
+cached_build_begin "$OUT" built "$@"
 
 command -v go >/dev/null || { echo "go is required to build the test control plane" >&2; exit 1; }
 export GOFLAGS="-mod=mod" CGO_ENABLED=0 GOTOOLCHAIN=local
