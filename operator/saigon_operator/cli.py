@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=120.0,
         help="seconds: /healthz fails once SaigonAdapters wait and no handler has finished for this long",
     )
+    run.add_argument(
+        "--worker-idle",
+        type=float,
+        default=0.5,
+        help="seconds kopf keeps an object's worker after its last event (kopf's own default: 5)",
+    )
     run.add_argument("--log-level", default="INFO")
     return parser
 
@@ -80,6 +86,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         identity=args.identity or f"{socket.gethostname()}-{os.getpid()}",
         unload_timeout_s=args.unload_timeout,
         stall_timeout_s=args.stall_timeout,
+        worker_idle_s=args.worker_idle,
     )
 
 
