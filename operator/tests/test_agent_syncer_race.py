@@ -95,15 +95,34 @@ def adapter_object(i: int) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def serving(runtime: SlowListingRuntime) -> AsyncIterator[str]:
+async def syncing(tmp_path: Path, runtime: SlowListingRuntime) -> AsyncIterator[tuple[Syncer, ReadinessLog]]:
+    """A syncer (installing from a PVC directory) and its runtime watch, against `runtime` served on 127.0.0.1."""
+    write_adapter(tmp_path / "sources" / "team" / "shared", seed=3)
     runner = web.AppRunner(runtime.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    admin = RuntimeAdmin(f"http://127.0.0.1:{port}", TOKEN)
+    store = AdapterStore(tmp_path / "adapters")
+    limits = FetchLimits(timeout_s=10)
+    reporter = ReadinessLog()
+    syncer = Syncer(
+        store=store,
+        materializer=Materializer(store, Fetcher(limits), limits, tmp_path / "sources"),
+        runtime=admin,
+        reporter=reporter,
+        concurrency=4,
+    )
+    watcher = asyncio.create_task(syncer.watch_runtime(interval_s=0.02, probe_s=0.02))
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield syncer, reporter
     finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await syncer.close()
+        await admin.close()
         await runner.cleanup()
 
 
@@ -118,40 +137,19 @@ async def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
 async def test_loads_that_finish_during_a_listing_are_neither_reloaded_nor_flip_readiness(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    write_adapter(tmp_path / "sources" / "team" / "shared", seed=3)
     runtime = SlowListingRuntime(list_delay_s=0.15, load_delay_s=0.01)
-    store = AdapterStore(tmp_path / "adapters")
-    limits = FetchLimits(timeout_s=10)
-    reporter = ReadinessLog()
-    async with serving(runtime) as url:
-        admin = RuntimeAdmin(url, TOKEN)
-        syncer = Syncer(
-            store=store,
-            materializer=Materializer(store, Fetcher(limits), limits, tmp_path / "sources"),
-            runtime=admin,
-            reporter=reporter,
-            concurrency=4,
-        )
-        watcher = asyncio.create_task(syncer.watch_runtime(interval_s=0.02, probe_s=0.02))
-        try:
-            with caplog.at_level(logging.WARNING, logger="saigon_agent.syncer"):
-                first = [adapter_object(i) for i in range(10)]
-                await syncer.on_relist(first)
-                await wait_until(lambda: reporter.synced, 30, "the pod becomes ready")
-                # A bulk apply while the pod is Ready: 60 more, loaded while listings are in flight.
-                for i in range(10, 70):
-                    syncer.on_object(adapter_object(i))
-                names = {f"user_u{i}" for i in range(70)}
-                await wait_until(lambda: set(runtime.loaded) == names, 60, "every adapter loaded")
-                await syncer.idle()
-                await asyncio.sleep(0.5)  # several more listings, now all complete
-                await syncer.idle()
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            await syncer.close()
-            await admin.close()
+    names = {f"user_u{i}" for i in range(70)}
+    async with syncing(tmp_path, runtime) as (syncer, reporter):
+        with caplog.at_level(logging.WARNING, logger="saigon_agent.syncer"):
+            await syncer.on_relist([adapter_object(i) for i in range(10)])
+            await wait_until(lambda: reporter.synced, 30, "the pod becomes ready")
+            # A bulk apply while the pod is Ready: 60 more, loaded while listings are in flight.
+            for i in range(10, 70):
+                syncer.on_object(adapter_object(i))
+            await wait_until(lambda: set(runtime.loaded) == names, 60, "every adapter loaded")
+            await syncer.idle()
+            await asyncio.sleep(0.5)  # several more listings, now all complete
+            await syncer.idle()
     assert set(runtime.loads) == names
     assert [n for n, c in runtime.loads.items() if c != 1] == [], "adapters loaded more than once"
     assert reporter.changes == [True], "readiness flickered"
@@ -160,30 +158,11 @@ async def test_loads_that_finish_during_a_listing_are_neither_reloaded_nor_flip_
 
 
 async def test_a_runtime_that_really_lost_its_adapters_gets_them_back(tmp_path: Path) -> None:
-    write_adapter(tmp_path / "sources" / "team" / "shared", seed=3)
     runtime = SlowListingRuntime(list_delay_s=0.05, load_delay_s=0.01)
-    store = AdapterStore(tmp_path / "adapters")
-    limits = FetchLimits(timeout_s=10)
-    reporter = ReadinessLog()
-    async with serving(runtime) as url:
-        admin = RuntimeAdmin(url, TOKEN)
-        syncer = Syncer(
-            store=store,
-            materializer=Materializer(store, Fetcher(limits), limits, tmp_path / "sources"),
-            runtime=admin,
-            reporter=reporter,
-        )
-        watcher = asyncio.create_task(syncer.watch_runtime(interval_s=0.02, probe_s=0.02))
-        try:
-            await syncer.on_relist([adapter_object(i) for i in range(5)])
-            await wait_until(lambda: reporter.synced, 30, "the pod becomes ready")
-            runtime.loaded.clear()  # a runtime restart: nothing resident any more
-            await wait_until(lambda: len(runtime.loaded) == 5, 30, "every adapter loaded again")
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            await syncer.close()
-            await admin.close()
+    async with syncing(tmp_path, runtime) as (syncer, reporter):
+        await syncer.on_relist([adapter_object(i) for i in range(5)])
+        await wait_until(lambda: reporter.synced, 30, "the pod becomes ready")
+        runtime.loaded.clear()  # a runtime restart: nothing resident any more
+        await wait_until(lambda: len(runtime.loaded) == 5, 30, "every adapter loaded again")
     assert all(c == 2 for c in runtime.loads.values())
     assert reporter.changes[:2] == [True, False]
