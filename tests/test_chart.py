@@ -85,6 +85,9 @@ OPERATOR_CALLS = [
     ("patch", "", "pods"),
     ("patch", "", "pods/status"),
     ("get", "", "secrets"),
+    # handlers.credentials: each model's inference tokens and audit salt.
+    ("create", "", "secrets"),
+    ("patch", "", "secrets"),
     # events.EventRecorder
     ("create", "", "events"),
 ]
@@ -96,7 +99,7 @@ NOT_GRANTED = [
     ("create", "", "pods"),
     ("delete", "", "pods"),
     ("list", "", "secrets"),
-    ("create", "", "secrets"),
+    ("delete", "", "secrets"),
     ("delete", "saigon.ai", "saigonadapters"),
     ("update", "saigon.ai", "saigonmodels"),
     ("get", "", "configmaps"),

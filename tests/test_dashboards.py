@@ -198,7 +198,8 @@ def complete(pod: RuntimePod, model: str, *, stream: bool = False) -> int:
     request = urllib.request.Request(
         f"{pod.runtime_url}/v1/completions",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        # Inference auth is on by default in operator-built pods; the admin token may act for anyone.
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN_TOKEN}"},
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:

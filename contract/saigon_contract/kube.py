@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+log = logging.getLogger(__name__)
 
 _SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -54,6 +57,10 @@ class Gone(ApiError):
     """The watch's resourceVersion is too old: list again."""
 
 
+class CredentialsError(Exception):
+    """No usable Kubernetes credentials: a missing or broken kubeconfig, outside a pod."""
+
+
 @dataclass
 class Credentials:
     host: str
@@ -73,7 +80,13 @@ class Credentials:
         from kubernetes import client, config  # deferred: a heavy import only needed here
 
         configuration = client.Configuration()
-        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+        source = f"kubeconfig {kubeconfig}" if kubeconfig else "the default kubeconfig (~/.kube/config)"
+        try:
+            config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+        except (config.ConfigException, OSError, ValueError) as exc:
+            raise CredentialsError(
+                f"cannot read Kubernetes credentials from {source} (--kubeconfig, $KUBECONFIG): {exc}"
+            ) from None
         token = configuration.api_key.get("authorization") or configuration.api_key.get("BearerToken")
         if token and token.lower().startswith("bearer "):
             token = token[7:]
@@ -292,12 +305,15 @@ async def list_and_watch(
     *,
     params: Mapping[str, str] | None = None,
     on_relist: Any = None,
+    on_error: Callable[[ApiError], None] | None = None,
     backoff_s: float = 1.0,
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """An informer loop: list (yielding each item as "SYNC"), then watch; list again on 410 or errors.
 
     `on_relist(items)` (optional) is awaited after every list with all items, so the caller
-    can drop objects that vanished while it was not watching.
+    can drop objects that vanished while it was not watching. Every other API error is logged
+    and passed to `on_error` (optional) before the retry, with a backoff up to 30 s: a caller
+    that cannot work without the watch (the agent) turns it into a condition and unreadiness.
     """
     delay = backoff_s
     while True:
@@ -317,6 +333,9 @@ async def list_and_watch(
                         yield kind, obj
         except Gone:
             continue
-        except ApiError:
+        except ApiError as exc:
+            log.warning("list/watch of %s failed (retrying in %.0f s): %s", path, delay, exc)
+            if on_error is not None:
+                on_error(exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)

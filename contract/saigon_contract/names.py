@@ -7,7 +7,8 @@ The runtime enforces the same shapes on its side; both follow the on-disk layout
 from __future__ import annotations
 
 import re
-from typing import TypeGuard
+from collections.abc import Mapping
+from typing import Any, TypeGuard
 
 # A user id, a domain or a version: one path segment of at most 63 characters (the CRD's
 # scope.user maxLength), never "." / ".." / "active", and no ".." anywhere. Match with
@@ -54,6 +55,12 @@ def adapter_name(scope: dict[str, object]) -> str:
     if not is_scope_id(value):
         raise InvalidName(f"scope.{kind} must match {SCOPE_ID_RE.pattern}")
     return f"{kind}_{value}"
+
+
+def model_of(obj: Mapping[str, Any]) -> str | None:
+    """The SaigonModel a SaigonAdapter object names (`spec.modelRef.name`), or None when it names none."""
+    model = ((obj.get("spec") or {}).get("modelRef") or {}).get("name")
+    return model if isinstance(model, str) and model else None
 
 
 def check_adapter_name(name: str) -> str:

@@ -332,7 +332,7 @@ class AgentOptions(_Model):
 
 
 class CacheOptions(_Model):
-    max_loras: int = Field(default=8, alias="maxLoras", ge=1, le=4096)
+    max_loras: int | None = Field(default=None, alias="maxLoras", ge=1, le=4096)
     max_cpu_loras: int = Field(default=64, alias="maxCpuLoras", ge=0, le=100_000)
     max_rank: int = Field(default=64, alias="maxRank", ge=1, le=1024)
 
@@ -401,6 +401,67 @@ class RouterOptions(_Model):
         return v
 
 
+class AuthOptions(_Model):
+    """Inference authentication: Required (the default) wherever user adapters or meshes exist."""
+
+    inference: Literal["Required", "Disabled"] = "Required"
+    # Users given a credential besides those with a user adapter of this model (mesh-only users).
+    users: tuple[str, ...] = Field(default=(), max_length=10000)
+
+    @field_validator("users")
+    @classmethod
+    def _users(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for user in v:
+            # A full match (no trailing newline), as the runtime checks user ids.
+            if not names.is_scope_id(user):
+                raise ValueError(f"users: {user[:70]!r} is not a valid user id")
+        return v
+
+
+class SecretKeyRef(_Model):
+    name: str = Field(min_length=1)
+    key: str = Field(default="dsn", min_length=1)
+
+
+class FilesStore(_Model):
+    claim_name: str | None = Field(default=None, alias="claimName")
+
+
+class PostgresStore(_Model):
+    dsn_secret_ref: SecretKeyRef = Field(alias="dsnSecretRef")
+
+
+class UserStoreOptions(_Model):
+    """Per-user data (meshes, the user -> domain map): files (a claim, else the pod's emptyDir) or PostgreSQL."""
+
+    files: FilesStore | None = None
+    postgres: PostgresStore | None = None
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> UserStoreOptions:
+        if self.files is not None and self.postgres is not None:
+            raise ValueError("userStore takes one of files or postgres")
+        return self
+
+
+class MeshOptions(_Model):
+    openai_default: bool = Field(default=False, alias="openaiDefault")
+    max_context_tokens: int = Field(default=256, alias="maxContextTokens", ge=0, le=32768)
+
+
+class AuditOptions(_Model):
+    destination: Literal["Stdout", "Volume"] = "Stdout"
+    claim_name: str | None = Field(default=None, alias="claimName")
+    log_prompts: bool = Field(default=False, alias="logPrompts")
+    raw_user_ids: bool = Field(default=False, alias="rawUserIds")
+
+    @model_validator(mode="after")
+    def _claim_for_volume(self) -> AuditOptions:
+        if self.destination == "Volume" and not self.claim_name:
+            raise ValueError("audit.destination Volume needs audit.claimName")
+        return self
+
+
 class ModelSpec(_Model):
     base_model: BaseModelSource = Field(alias="baseModel")
     image: str = Field(min_length=1)
@@ -422,6 +483,10 @@ class ModelSpec(_Model):
     termination_grace_period_seconds: int = Field(default=60, ge=0, le=3600, alias="terminationGracePeriodSeconds")
     gie_metrics: bool = Field(default=False, alias="gieMetrics")
     router: RouterOptions = Field(default_factory=RouterOptions)
+    auth: AuthOptions = Field(default_factory=AuthOptions)
+    user_store: UserStoreOptions = Field(default_factory=UserStoreOptions, alias="userStore")
+    mesh: MeshOptions = Field(default_factory=MeshOptions)
+    audit: AuditOptions = Field(default_factory=AuditOptions)
 
 
 def parse_model_spec(spec: dict[str, Any]) -> ModelSpec:

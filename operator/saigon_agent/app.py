@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 from saigon_contract import resources as r
 from saigon_contract.kube import ApiError, Credentials, KubeClient, custom_path, list_and_watch, object_path
+from saigon_contract.names import model_of
 
 from saigon_agent.config import AgentConfig
 from saigon_agent.fetch import Fetcher
@@ -76,13 +77,29 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
 
 
 async def _watch(kube: KubeClient, config: AgentConfig, syncer: Syncer) -> None:
+    """SaigonAdapters of this pod's model. Filtered here, not by a field selector: selectable fields
+    of custom resources are off by default before Kubernetes 1.31. A failing list/watch (RBAC, an
+    API server that refuses the request) blocks readiness with the error as the condition."""
     path = custom_path(r.GROUP, r.VERSION, r.ADAPTER_PLURAL, config.namespace)
-    params = {"fieldSelector": f"spec.modelRef.name={config.model}"}
-    async for kind, obj in list_and_watch(kube, path, params=params, on_relist=syncer.on_relist):
-        if kind == "DELETED":
-            syncer.on_deleted(obj)
-        else:
-            syncer.on_object(obj)
+
+    def ours(obj: dict[str, Any]) -> bool:
+        return model_of(obj) == config.model
+
+    async def relisted(items: list[dict[str, Any]]) -> None:
+        syncer.reporter.set_blocked(None)
+        await syncer.on_relist([item for item in items if ours(item)])
+
+    def failed(exc: ApiError) -> None:
+        syncer.reporter.set_blocked(f"watching SaigonAdapters failed: {exc}")
+
+    async for kind, obj in list_and_watch(kube, path, on_relist=relisted, on_error=failed):
+        if ours(obj):
+            if kind == "DELETED":
+                syncer.on_deleted(obj)
+            else:
+                syncer.on_object(obj)
+        elif kind == "MODIFIED":
+            syncer.on_deleted(obj)  # moved to another model: gone for this pod, as a selector would say
 
 
 async def _start_health(config: AgentConfig, syncer: Syncer) -> web.AppRunner:

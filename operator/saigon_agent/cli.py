@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from importlib.metadata import version
 from pathlib import Path
+
+from saigon_contract.cli import ArgumentParser
+from saigon_contract.logs import add_logging_flags, log_format, setup_logging
 
 from saigon_agent.artifact import path_digest
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="saigon-agent", description=__doc__)
+    parser = ArgumentParser(prog="saigon-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('saigon-operator')}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the sidecar (configured by SAIGON_AGENT_* environment variables)")
-    run.add_argument("--log-level", default="INFO")
+    add_logging_flags(run)
     digest = sub.add_parser("digest", help="print the sha256 of an adapter archive or directory")
     digest.add_argument("path", type=Path)
     args = parser.parse_args(argv)
@@ -31,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     from saigon_agent.app import main_loop
     from saigon_agent.config import AgentConfig
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        setup_logging(args.log_level, log_format(args.log_format))
         config = AgentConfig.from_env()
     except ValueError as exc:
         print(f"saigon-agent: {exc}", file=sys.stderr)

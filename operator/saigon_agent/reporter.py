@@ -24,7 +24,8 @@ class PodReporter:
         self.debounce_s = debounce_s
         self._adapters: dict[str, AdapterReport] = {}
         self._synced = False
-        self._published_synced: bool | None = None
+        self._blocked: str | None = None
+        self._published_gate: tuple[str, str, str] | None = None
         self._published_report: str | None = None
         self._changed = asyncio.Event()
         self._idle = asyncio.Event()
@@ -34,7 +35,6 @@ class PodReporter:
         """Starts from what this pod last published (an agent restart must not blank the report)."""
         self._adapters = dict(report.adapters)
         self._synced = report.synced
-        self._published_synced = report.synced
         self._published_report = report.encode() if report.adapters or report.synced else None
 
     async def load_published(self) -> PodReport:
@@ -66,6 +66,25 @@ class PodReporter:
             self._synced = synced
             self._mark()
 
+    @property
+    def blocked(self) -> str | None:
+        return self._blocked
+
+    def set_blocked(self, reason: str | None) -> None:
+        """Why this agent cannot do its job (its watch fails), or None: the pod is not ready meanwhile."""
+        if reason != self._blocked:
+            if reason:
+                log.error("the agent is blocked: %s", reason)
+            self._blocked = reason
+            self._mark()
+
+    def _gate(self) -> tuple[str, str, str]:
+        if self._blocked:
+            return "False", "WatchFailed", self._blocked[:1024]
+        if self._synced:
+            return "True", "AdaptersLoaded", "every adapter this pod must serve has been handled"
+        return "False", "Syncing", "loading the adapters this pod must serve"
+
     def _mark(self) -> None:
         self._idle.clear()
         self._changed.set()
@@ -95,16 +114,15 @@ class PodReporter:
         if report != self._published_report:
             await self.kube.merge_patch(self.path, {"metadata": {"annotations": {r.REPORT_ANNOTATION: report}}})
             self._published_report = report
-        synced = self._synced
-        if synced != self._published_synced:
+        gate = self._gate()
+        if gate != self._published_gate:
+            status, reason, message = gate
             cond = {
                 "type": r.READINESS_GATE,
-                "status": "True" if synced else "False",
-                "reason": "AdaptersLoaded" if synced else "Syncing",
-                "message": "every adapter this pod must serve has been handled"
-                if synced
-                else "loading the adapters this pod must serve",
+                "status": status,
+                "reason": reason,
+                "message": message,
                 "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             }
             await self.kube.strategic_patch(self.path + "/status", {"status": {"conditions": [cond]}})
-            self._published_synced = synced
+            self._published_gate = gate

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -16,7 +17,9 @@ from importlib.metadata import version
 import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from saigon_contract.kube import Credentials, KubeClient
+from saigon_contract.cli import ArgumentParser
+from saigon_contract.kube import Credentials, CredentialsError, KubeClient
+from saigon_contract.logs import add_logging_flags, log_format, setup_logging
 
 from saigon_operator.leader import LeaderElector, LeaseSettings
 from saigon_operator.progress import Progress
@@ -28,7 +31,7 @@ EXIT_LOST_LEASE = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="saigon-operator", description=__doc__)
+    parser = ArgumentParser(prog="saigon-operator", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('saigon-operator')}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the operator")
@@ -65,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="seconds kopf keeps an object's worker after its last event (kopf's own default: 5)",
     )
-    run.add_argument("--log-level", default="INFO")
+    add_logging_flags(run)
     return parser
 
 
@@ -90,7 +93,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     )
 
 
-async def run(config: OperatorConfig) -> int:
+async def run(config: OperatorConfig, credentials: Credentials) -> int:
     if config.kubeconfig:
         os.environ["KUBECONFIG"] = config.kubeconfig  # kopf's login reads it too
     import saigon_operator.main  # noqa: F401  (registers the handlers)
@@ -101,7 +104,7 @@ async def run(config: OperatorConfig) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
 
-    kube = KubeClient(Credentials.load(config.kubeconfig))
+    kube = KubeClient(credentials)
     elector = LeaderElector(
         kube,
         LeaseSettings(
@@ -181,9 +184,15 @@ async def _serve_http(config: OperatorConfig, failure: Callable[[], str | None])
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = config_from_args(args)
-    return asyncio.run(run(config))
+    try:
+        fmt = log_format(args.log_format)
+        setup_logging(args.log_level, fmt)
+        config = dataclasses.replace(config_from_args(args), log_format=fmt)
+        credentials = Credentials.load(config.kubeconfig)
+    except (ValueError, CredentialsError) as exc:
+        print(f"saigon-operator: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(run(config, credentials))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,11 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
         kube=kube,
         aggregator=aggregator,
         events=events,
-        defaults=Defaults(agent_image=config.agent_image, agent_image_pull_policy=config.agent_image_pull_policy),
+        defaults=Defaults(
+            agent_image=config.agent_image,
+            agent_image_pull_policy=config.agent_image_pull_policy,
+            log_format=config.log_format,
+        ),
         pods=runtime_pods,
         claims=AdapterClaims(),
         progress=getattr(memo, "progress", None) or Progress(config.stall_timeout_s),

@@ -69,6 +69,8 @@ def test_pod_runs_the_agent_as_a_native_sidecar_before_the_runtime() -> None:
     assert runtime["resources"]["limits"]["nvidia.com/gpu"] == 1
     runtime_env = env_of(runtime)
     assert runtime_env["SAIGON_BASE_MODEL"] == "/models/base/llama-8b"
+    assert runtime_env["SAIGON_DEVICE"] == "cuda"  # a GPU pod never serves from the CPU by surprise
+    assert "SAIGON_CACHE_SIZE" not in runtime_env  # the runtime sizes its slots from its memory budget
     assert runtime_env["SAIGON_ADMIN_TOKEN"] == {"secretKeyRef": {"name": "tokens", "key": "admin-token"}}
     agent_env = env_of(agent)
     assert agent_env[AGENT_ENV.RUNTIME_URL] == "http://127.0.0.1:8001"
@@ -127,3 +129,11 @@ def test_agent_role_has_exact_verbs_and_no_wildcards() -> None:
     }
     for rule in build_role(OWNER, secret_names=("x",))["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+
+
+def test_the_operators_log_format_reaches_the_runtime_and_the_agent() -> None:
+    for fmt in ("text", "json"):
+        pod = build_deployment(OWNER, spec(), Defaults(agent_image="saigon/operator:1", log_format=fmt))["spec"]
+        template = pod["template"]["spec"]
+        for container in [*template["containers"], *template["initContainers"]]:
+            assert env_of(container)["SAIGON_LOG_FORMAT"] == fmt, container["name"]

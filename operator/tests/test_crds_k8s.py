@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from controlplane.cluster import Cluster, CommandError
+from controlplane.waiting import eventually
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 SHA = "c" * 64
@@ -70,7 +71,7 @@ def test_defaults_are_applied(crds: Cluster, k8s_namespace: str) -> None:
         "auto",
         "IfNotPresent",
     )
-    assert spec["cache"] == {"maxLoras": 8, "maxCpuLoras": 64, "maxRank": 64}
+    assert spec["cache"] == {"maxCpuLoras": 64, "maxRank": 64}  # maxLoras unset: sized from memory
     assert spec["tokenSecretRef"]["adminTokenKey"] == "admin-token"
     stored = apply(crds, k8s_namespace, adapter())
     assert stored["spec"]["promotion"] == {"strategy": "Immediate"}
@@ -173,3 +174,64 @@ def test_agents_can_select_adapters_by_model(crds: Cluster, k8s_namespace: str) 
     apply(crds, k8s_namespace, adapter("a2", modelRef={"name": "other"}))
     out = crds.kubectl("get", "sga", "-n", k8s_namespace, "--field-selector", "spec.modelRef.name=other", "-o", "name")
     assert out.split() == ["saigonadapter.saigon.ai/a2"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"userStore": {"files": {}, "postgres": {"dsnSecretRef": {"name": "pg"}}}}, "one of files or postgres"),
+        ({"audit": {"destination": "Volume"}}, "needs audit.claimName"),
+        ({"auth": {"users": ["a..b"]}}, "must not contain '..'"),
+        ({"auth": {"users": ["../x"]}}, "spec.auth.users"),
+        ({"auth": {"inference": "Sometimes"}}, "spec.auth.inference"),
+    ],
+)
+def test_bad_per_user_settings_are_rejected_at_admission(
+    crds: Cluster, k8s_namespace: str, spec: dict[str, Any], message: str
+) -> None:
+    assert message in rejected(crds, k8s_namespace, model(**spec))
+
+
+def test_per_user_defaults_are_applied(crds: Cluster, k8s_namespace: str) -> None:
+    stored = apply(crds, k8s_namespace, model(name="peruser", auth={}, mesh={}, audit={}))["spec"]
+    assert stored["auth"] == {"inference": "Required"}
+    assert stored["mesh"] == {"openaiDefault": False, "maxContextTokens": 256}
+    assert stored["audit"] == {"destination": "Stdout", "logPrompts": False, "rawUserIds": False}
+
+
+def _undescribed(schema: dict[str, Any], path: str = "") -> tuple[int, list[str]]:
+    """Fields under `schema` and those without a description, as `kubectl explain` reads them."""
+    fields, missing = 0, []
+    children = [(f"{path}.{k}".lstrip("."), v) for k, v in (schema.get("properties") or {}).items()]
+    for field_path, sub in children:
+        fields += 1
+        if not (sub.get("description") or "").strip():
+            missing.append(field_path)
+    nested = [*children]
+    if isinstance(schema.get("items"), dict):
+        nested.append((f"{path}[]", schema["items"]))
+    if isinstance(schema.get("additionalProperties"), dict):
+        nested.append((f"{path}{{}}", schema["additionalProperties"]))
+    for field_path, sub in nested:
+        count, lost = _undescribed(sub, field_path)
+        fields, missing = fields + count, missing + lost
+    return fields, missing
+
+
+@pytest.mark.parametrize("kind", ["SaigonModel", "SaigonAdapter"])
+def test_kubectl_explain_describes_every_field(crds: Cluster, kind: str) -> None:
+    """The schema the API server publishes (what `kubectl explain` shows): 100% of fields described."""
+    published = eventually(
+        lambda: json.loads(crds.kubectl("get", "--raw", "/openapi/v3/apis/saigon.ai/v1alpha1")),
+        60,
+        what="the API server publishes the CRDs' OpenAPI v3",
+    )
+    schema = published["components"]["schemas"][f"ai.saigon.v1alpha1.{kind}"]
+    fields, missing = _undescribed(schema)
+    print(f"\n[explain] {kind}: {fields - len(missing)}/{fields} fields described")
+    assert fields > 80
+    assert missing == []
+    explained = crds.kubectl(
+        "explain", f"{kind.lower()}s.spec.version" if kind == "SaigonAdapter" else "saigonmodels.spec.cache.maxRank"
+    )
+    assert "DESCRIPTION:" in explained and "<empty>" not in explained

@@ -116,7 +116,7 @@ def model(**overrides: Any) -> dict[str, Any]:
 
 def test_model_defaults() -> None:
     spec = parse_model_spec(model())
-    assert (spec.replicas, spec.port, spec.device, spec.cache.max_loras) == (1, 8001, "auto", 8)
+    assert (spec.replicas, spec.port, spec.device, spec.cache.max_loras) == (1, 8001, "auto", None)
     assert spec.token_secret_ref.admin_token_key == "admin-token"
 
 

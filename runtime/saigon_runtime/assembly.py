@@ -6,6 +6,7 @@ The engine receives its adapter manager rather than building it, so `engine` dep
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from saigon_runtime.adapters.manager import AdapterManager
@@ -14,16 +15,29 @@ from saigon_runtime.adapters.store import AdapterStore
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine.engine import Engine
 from saigon_runtime.engine.lora import lora_targets
+from saigon_runtime.engine.memory import NOMINAL_RANK, plan_adapter_memory
 from saigon_runtime.engine.model_loader import LoadedModel, load_base_model
 from saigon_runtime.errors import EngineError
+
+log = logging.getLogger(__name__)
 
 
 def adapter_manager(config: RuntimeConfig, loaded: LoadedModel) -> AdapterManager:
     store = AdapterStore(config.adapters_dir) if config.adapters_dir is not None else None
+    shapes = lora_targets(loaded.model)
+    memory = plan_adapter_memory(
+        loaded.model, shapes, loaded.device, loaded.dtype, utilization=config.memory_utilization,
+        max_batch_size=config.max_batch_size, max_rank=config.max_rank,
+    )  # fmt: skip
+    log.info("device tier: %s", memory.describe())
+    pool = SlotPool(
+        config.max_loras, loaded.device, byte_budget=memory.adapter_budget,
+        nominal_adapter_bytes=memory.bytes_per_rank * NOMINAL_RANK,
+    )  # fmt: skip
     return AdapterManager(
         store,
-        lora_targets(loaded.model),
-        SlotPool(config.max_loras, loaded.device),
+        shapes,
+        pool,
         max_rank=config.max_rank,
         max_cpu_loras=config.max_cpu_loras,
         host_dtype=loaded.dtype,
@@ -34,5 +48,5 @@ def adapter_manager(config: RuntimeConfig, loaded: LoadedModel) -> AdapterManage
 def build_engine(config: RuntimeConfig) -> Engine:
     if config.base_model_dir is None:
         raise EngineError("no base model directory configured (SAIGON_BASE_MODEL)")
-    loaded = load_base_model(Path(config.base_model_dir), config.device, config.dtype)
+    loaded = load_base_model(Path(config.base_model_dir), config.device, config.dtype, cpu_fallback=config.cpu_fallback)
     return Engine(loaded, config, adapter_manager(config, loaded))

@@ -1,9 +1,13 @@
-"""The inference audit log: one JSON line per request in `log_dir/inference_YYYYMMDD.jsonl` (UTC day).
+"""The inference audit log: one JSON line per request, in `log_dir/inference_YYYYMMDD.jsonl` (UTC
+day) or on standard output (`AuditLog.to_stdout`, the convention of container log collectors).
 
-User ids (also inside `user_<id>` adapter names) are written as an HMAC-SHA256 under a
-per-install salt unless raw ids are opted in;
-prompt and output text are written only with `log_prompts=True`. Each line goes out in one
-O_APPEND write, so lines from threads or processes sharing a file never interleave.
+Fields (the original design's): timestamp, user_id, adapter_used, adapter_active,
+mesh_context_used, device, latency_ms, metadata {max_length, temperature, system_prompt}, plus
+request_id, tokens and status. User ids (also inside `user_<id>` adapter names) are written as an
+HMAC-SHA256 under a per-install salt unless raw ids are opted in; the input, the assembled prompt,
+the output and the system prompt's text are written only with `log_prompts=True` (otherwise the
+metadata says only whether there was a system prompt). Each line goes out in one O_APPEND write,
+so lines from threads or processes sharing a file never interleave.
 """
 
 from __future__ import annotations
@@ -17,15 +21,21 @@ import os
 import queue
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from saigon_runtime.config import RuntimeConfig
 
 log = logging.getLogger(__name__)
 
+STDOUT_FD = 1
+STDOUT = "stdout"
+REDACTED = "[redacted]"
 SALT_FILE = ".audit_salt"
 SALT_BYTES = 32
 FILE_PREFIX = "inference_"
@@ -53,8 +63,10 @@ class AuditRecord:
     tokens_in: int
     tokens_out: int
     status: str  # "ok", or an error kind such as "busy", "adapter_not_found", "cancelled"
-    prompt: str | None = None  # written only when the log was opened with log_prompts=True
+    input: str | None = None  # written only when the log was opened with log_prompts=True
+    prompt: str | None = None  # the assembled prompt (with mesh context); log_prompts only
     output: str | None = None
+    metadata: Mapping[str, object] = field(default_factory=dict)  # max_length, temperature, system_prompt
 
 
 class AuditLog:
@@ -63,7 +75,7 @@ class AuditLog:
 
     def __init__(
         self,
-        log_dir: Path | str,
+        log_dir: Path | str | None,
         *,
         log_prompts: bool = False,
         hash_user_ids: bool = True,
@@ -71,14 +83,21 @@ class AuditLog:
         clock: Clock = utc_now,
         max_pending: int = 10_000,
     ):
-        self.log_dir = Path(log_dir)
+        """`log_dir=None` writes to standard output (then pass the install's `salt`, or hashes
+        use a random one and change at every restart)."""
+        self.log_dir = Path(log_dir) if log_dir is not None else None
         self.log_prompts = log_prompts
         self.hash_user_ids = hash_user_ids
         self.clock = clock
-        self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-        if salt is None:
-            salt = load_or_create_salt(self.log_dir) if hash_user_ids else b""
-        self._salt = salt
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        if salt is None and hash_user_ids:
+            if self.log_dir is not None:
+                salt = load_or_create_salt(self.log_dir)
+            else:
+                log.warning("audit log: no install salt given; hashed user ids change at every restart")
+                salt = secrets.token_bytes(SALT_BYTES)
+        self._salt = salt or b""
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._fd_day: date | None = None
@@ -90,7 +109,12 @@ class AuditLog:
         self.dropped = 0  # records submitted while the background queue was full
         self.failed = 0  # background writes that raised
 
+    @classmethod
+    def to_stdout(cls, **options: Any) -> AuditLog:
+        return cls(None, **options)
+
     def path_for(self, day: date) -> Path:
+        assert self.log_dir is not None, "this audit log writes to standard output"
         return self.log_dir / f"{FILE_PREFIX}{day:%Y%m%d}{FILE_SUFFIX}"
 
     def user_key(self, user_id: str | None) -> str | None:
@@ -119,11 +143,19 @@ class AuditLog:
             "tokens_in": record.tokens_in,
             "tokens_out": record.tokens_out,
             "status": record.status,
+            "metadata": self._metadata(record.metadata),
         }
         if self.log_prompts:
+            entry["input"] = record.input
             entry["prompt"] = record.prompt
             entry["output"] = record.output
         return entry
+
+    def _metadata(self, metadata: Mapping[str, object]) -> dict[str, object]:
+        out = {key: metadata.get(key) for key in ("max_length", "temperature", "system_prompt")}
+        if not self.log_prompts and out["system_prompt"] is not None:
+            out["system_prompt"] = REDACTED
+        return out
 
     def write(self, record: AuditRecord) -> dict[str, Any]:
         """Append one line now (blocking); returns the entry as written."""
@@ -212,6 +244,8 @@ class AuditLog:
                 future.set_result(None)
 
     def _fd_for(self, day: date) -> int:
+        if self.log_dir is None:
+            return STDOUT_FD
         if self._fd is None or self._fd_day != day:
             self._close_fd()
             flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
@@ -220,7 +254,7 @@ class AuditLog:
         return self._fd
 
     def _close_fd(self) -> None:
-        if self._fd is not None:
+        if self._fd is not None and self.log_dir is not None:
             os.close(self._fd)
             self._fd, self._fd_day = None, None
 
@@ -262,3 +296,18 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def audit_from_config(config: RuntimeConfig) -> AuditLog | None:
+    """The audit log the configuration asks for: stdout (SAIGON_AUDIT_DEST=stdout), files in
+    SAIGON_LOG_DIR, or none."""
+    options: dict[str, Any] = {
+        "log_prompts": config.log_prompts,
+        "hash_user_ids": not config.audit_raw_user_ids,
+        "salt": config.audit_salt.encode() if config.audit_salt else None,
+    }
+    if config.audit_dest == STDOUT:
+        return AuditLog.to_stdout(**options)
+    if config.audit_dest not in (None, "", "dir"):
+        raise ValueError(f"SAIGON_AUDIT_DEST must be stdout or dir, not {config.audit_dest!r}")
+    return AuditLog(config.log_dir, **options) if config.log_dir is not None else None

@@ -16,6 +16,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from saigon_contract.cli import ArgumentParser
+from saigon_contract.logs import add_logging_flags, log_format, setup_logging
+
 from saigon_runtime.config import DEFAULT_PORT, RuntimeConfig
 from saigon_runtime.engine.types import DEFAULT_TEMPERATURE
 
@@ -49,7 +52,13 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
         "--cache-size",
         dest="max_loras",
         type=int,
-        help="adapter slots on the device (SAIGON_CACHE_SIZE)",
+        help="adapter slots on the device (SAIGON_CACHE_SIZE; default: sized from the memory budget)",
+    )
+    parser.add_argument(
+        "--memory-utilization",
+        dest="memory_utilization",
+        type=float,
+        help="share of device (or host) memory the runtime may use (SAIGON_MEMORY_UTILIZATION, default 0.9)",
     )
     parser.add_argument(
         "--cpu_cache_size",
@@ -71,9 +80,9 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="saigon-runtime", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="saigon-runtime", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('saigon-runtime')}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    add_logging_flags(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve the HTTP API")
@@ -135,8 +144,8 @@ def _csv(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-_COMMAND_ONLY = {"command", "log_level", "source", "dest", "user_id", "prompt", "temperature", "max_length",
-                 "system_prompt", "adapter", "use_mesh_context", "json"}  # fmt: skip
+_COMMAND_ONLY = {"command", "log_level", "log_format", "source", "dest", "user_id", "prompt", "temperature",
+                 "max_length", "system_prompt", "adapter", "use_mesh_context", "json"}  # fmt: skip
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -198,10 +207,10 @@ def import_legacy(source: Path, dest: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "import-legacy":
-        return import_legacy(args.source, args.dest)
     try:
+        setup_logging(args.log_level, log_format(args.log_format))
+        if args.command == "import-legacy":
+            return import_legacy(args.source, args.dest)
         config = config_from_args(args)
     except (TypeError, ValueError) as exc:
         print(f"saigon-runtime: bad configuration: {exc}", file=sys.stderr)

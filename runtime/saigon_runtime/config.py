@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from saigon_runtime.mesh.retrieval import DEFAULT_MAX_TOKENS as DEFAULT_MESH_TOKENS
+
 DEFAULT_PORT = 8001
 
 # Environment variable -> RuntimeConfig field. The single source of these names.
@@ -14,7 +16,9 @@ ENV_VARS: dict[str, str] = {
     "SAIGON_ADAPTERS_DIR": "adapters_dir",
     "SAIGON_MESH_DIR": "mesh_dir",
     "SAIGON_DEVICE": "device",
+    "SAIGON_CPU_FALLBACK": "cpu_fallback",
     "SAIGON_CACHE_SIZE": "max_loras",
+    "SAIGON_MEMORY_UTILIZATION": "memory_utilization",
     "SAIGON_CPU_CACHE_SIZE": "max_cpu_loras",
     "SAIGON_MAX_RANK": "max_rank",
     "SAIGON_MAX_BATCH": "max_batch_size",
@@ -34,6 +38,15 @@ ENV_VARS: dict[str, str] = {
     "SAIGON_SLOT_WAIT_TIMEOUT": "slot_wait_timeout_s",
     "SAIGON_GIE_METRICS": "gie_metrics",
     "SAIGON_HOTSET_FILE": "hotset_file",
+    "SAIGON_INFERENCE_TOKENS_FILE": "inference_tokens_file",
+    "SAIGON_USER_STORE": "user_store",
+    "SAIGON_USER_STORE_DSN": "user_store_dsn",
+    "SAIGON_DOMAINS_FILE": "domains_file",
+    "SAIGON_MESH_DEFAULT": "mesh_default",
+    "SAIGON_MESH_MAX_TOKENS": "mesh_max_tokens",
+    "SAIGON_AUDIT_DEST": "audit_dest",
+    "SAIGON_AUDIT_SALT": "audit_salt",
+    "SAIGON_AUDIT_RAW_USER_IDS": "audit_raw_user_ids",
 }
 
 
@@ -42,9 +55,17 @@ class RuntimeConfig:
     base_model_dir: Path | None = None
     adapters_dir: Path | None = None
     mesh_dir: Path | None = None
+    # auto: CUDA when a device is visible, else the CPU. A failure to load on the chosen
+    # accelerator keeps the runtime not Ready unless cpu_fallback allows serving from the CPU.
     device: str = "auto"
+    cpu_fallback: bool = False
     dtype: str = "auto"
-    max_loras: int = 8
+    # Adapters resident on the device at once. None: as many as fit in the memory budget below
+    # (sized in bytes, so it follows the ranks actually present); a number also caps the count.
+    max_loras: int | None = None
+    # Share of the device's memory (host memory within the cgroup limit on the CPU) the runtime
+    # may use, as vLLM's gpu_memory_utilization: the model, a batch reserve, then adapters.
+    memory_utilization: float = 0.9
     max_cpu_loras: int = 64
     max_rank: int = 64
     max_batch_size: int = 32
@@ -71,6 +92,21 @@ class RuntimeConfig:
     # pod the adapters volume is the agent's (read-only here), so the operator points this at a
     # writable volume that outlives container restarts.
     hotset_file: Path | None = None
+    # A file of credentials in the SAIGON_INFERENCE_TOKENS format (also one pair per line), re-read
+    # when it changes: a mounted Secret, so rotating a token needs no restart. Turns inference auth on.
+    inference_tokens_file: Path | None = None
+    # Per-user data (meshes, the user -> domain map): "files" (mesh_dir) or "postgres" (the DSN).
+    user_store: str = "files"
+    user_store_dsn: str | None = None
+    # The files store's user -> domain map; default <mesh_dir>/domains.json.
+    domains_file: Path | None = None
+    # Mesh context on the OpenAI routes when a request does not say (`mesh_context` in the body).
+    mesh_default: bool = False
+    mesh_max_tokens: int = DEFAULT_MESH_TOKENS  # token budget of the mesh context, every route
+    # Audit log destination: "stdout" (JSON lines, for log collectors), else files in log_dir.
+    audit_dest: str | None = None
+    audit_salt: str | None = None  # per-install salt for hashing user ids (default: a file in log_dir)
+    audit_raw_user_ids: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> RuntimeConfig:
@@ -86,7 +122,8 @@ class RuntimeConfig:
             except ValueError as exc:
                 raise ValueError(f"{var}={raw!r}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for name in ("base_model_dir", "adapters_dir", "mesh_dir", "log_dir", "hotset_file"):
+        for name in ("base_model_dir", "adapters_dir", "mesh_dir", "log_dir", "hotset_file", "inference_tokens_file",
+                     "domains_file"):  # fmt: skip
             if isinstance(values.get(name), str):
                 values[name] = Path(str(values[name]))
         return cls(**values)  # type: ignore[arg-type]
@@ -117,6 +154,7 @@ def _parse(type_name: str, raw: str) -> object:
     if type_name.startswith("list"):
         return [item.strip() for item in raw.split(",") if item.strip()]
     if type_name.startswith("dict"):
-        pairs = (item.split("=", 1) for item in raw.split(",") if "=" in item)
-        return {token.strip(): user.strip() for token, user in pairs}
+        from saigon_runtime.server.tokens import parse_tokens
+
+        return parse_tokens(raw)
     return raw

@@ -12,12 +12,12 @@ from typing import Any
 
 from saigon_runtime.adapters.names import user_adapter
 from saigon_runtime.assembly import build_engine
-from saigon_runtime.audit import AuditLog
+from saigon_runtime.audit import audit_from_config
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine.types import DEFAULT_TEMPERATURE
 from saigon_runtime.errors import InvalidRequest
-from saigon_runtime.mesh import MeshStore
 from saigon_runtime.service import InferenceService, Prepared
+from saigon_runtime.userstore import open_user_store
 
 _REQUEST_KEYS = {
     "user_id", "user_input", "use_mesh_context", "temperature", "max_length", "system_prompt", "adapter", "top_p",
@@ -47,9 +47,10 @@ class SaigonInference:
         self.use_cache = use_cache
         self.engine = build_engine(self.config)
         self.engine.start()
-        mesh = MeshStore(self.config.mesh_dir) if self.config.mesh_dir is not None else None
-        audit = AuditLog(self.config.log_dir, log_prompts=self.config.log_prompts) if self.config.log_dir else None
-        self.service = InferenceService(self.engine, mesh, audit)
+        self.users = open_user_store(self.config)
+        self.service = InferenceService(
+            self.engine, self.users, audit_from_config(self.config), mesh_max_tokens=self.config.mesh_max_tokens
+        )
         self.current_user: str | None = None
         self.current_adapter: str | None = None
 
@@ -162,6 +163,8 @@ class SaigonInference:
         self.engine.stop(self.config.drain_timeout_s)
         if self.service.audit is not None:
             self.service.audit.close()
+        if self.users is not None:
+            self.users.close()
 
     def __enter__(self) -> SaigonInference:
         return self

@@ -8,7 +8,7 @@ the audit record. No framework code here: callers run `prepare` off their event 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from saigon_runtime.adapters.manager import Resolution
 from saigon_runtime.audit import AuditLog, AuditRecord
@@ -21,7 +21,9 @@ from saigon_runtime.engine.types import (
     new_request_id,
 )
 from saigon_runtime.errors import InvalidRequest
-from saigon_runtime.mesh import MeshError, MeshStore, build_context, build_prompt
+from saigon_runtime.mesh import MeshError, build_context, build_prompt
+from saigon_runtime.mesh.retrieval import DEFAULT_MAX_TOKENS
+from saigon_runtime.userstore import UserStore
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -35,13 +37,29 @@ class Prepared:
     prompt: str
     request: GenerationRequest
     mesh_context_used: bool
+    user_input: str = ""  # what the user wrote (the audit log's `input`, when prompts are logged)
+    metadata: dict[str, object] = field(default_factory=dict)  # the audit log's metadata
+
+
+def audit_metadata(max_length: int | None, temperature: float, system_prompt: str | None) -> dict[str, object]:
+    return {"max_length": max_length, "temperature": temperature, "system_prompt": system_prompt}
 
 
 class InferenceService:
-    def __init__(self, engine: Engine, mesh: MeshStore | None = None, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        users: UserStore | None = None,
+        audit: AuditLog | None = None,
+        *,
+        mesh_max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> None:
         self.engine = engine
-        self.mesh = mesh
+        self.users = users
         self.audit = audit
+        self.mesh_max_tokens = mesh_max_tokens
+        if users is not None:
+            engine.adapters.domains = self.domain_of
 
     def prepare(
         self,
@@ -69,19 +87,29 @@ class InferenceService:
         )
         request_id = new_request_id("infer")
         request = GenerationRequest(ids, resolution.adapter, sampling, request_id=request_id)
-        return Prepared(request_id, user_id, resolution, prompt, request, context is not None)
+        metadata = audit_metadata(max_new_tokens, temperature, system_prompt)
+        return Prepared(request_id, user_id, resolution, prompt, request, context is not None, user_input, metadata)
 
     def mesh_context(self, user_id: str | None, query: str) -> str | None:
-        if self.mesh is None or user_id is None:
+        """The user's mesh context for `query` within the token budget (None: none relevant)."""
+        if self.users is None or user_id is None:
             return None
         try:
-            graph = self.mesh.get(user_id)
+            graph = self.users.get_mesh(user_id)
         except MeshError as exc:
-            # A broken mesh file costs this user their context, never their answer.
+            # A broken mesh (or a store that is down) costs this user their context, never their answer.
             log.warning("mesh unusable, serving without context: %s", exc.kind)
             return None
-        context = build_context(graph, query, tokenizer=self.engine.tokenizer)
+        context = build_context(graph, query, tokenizer=self.engine.tokenizer, max_tokens=self.mesh_max_tokens)
         return context.text if context is not None else None
+
+    def domain_of(self, user_id: str) -> str | None:
+        assert self.users is not None
+        try:
+            return self.users.domain_of(user_id)
+        except MeshError as exc:  # the store is down: the cascade goes on without the domain step
+            log.warning("user domain unknown: %s", exc.kind)
+            return None
 
     def encode(self, prompt: str) -> list[int]:
         try:
@@ -132,8 +160,10 @@ class InferenceService:
                     tokens_in=result.prompt_tokens,
                     tokens_out=result.completion_tokens,
                     status=result.finish_reason,
+                    input=prepared.user_input,
                     prompt=prepared.prompt,
                     output=result.text,
+                    metadata=prepared.metadata,
                 )
             )
         return out

@@ -17,7 +17,7 @@ from saigon_runtime.adapters.legacy import import_legacy
 from saigon_runtime.adapters.types import AdapterRef
 from saigon_runtime.engine.lora import lora_targets
 from saigon_runtime.errors import AdapterRejected
-from saigon_runtime.testing.tiny import make_llama
+from saigon_runtime.testing.tiny import make_adapter, make_llama
 
 
 class _Payload:
@@ -77,7 +77,7 @@ def test_a_plain_legacy_state_dict_converts_to_an_identical_adapter(tiny_llama_d
         (lambda d: _edit_config(d, use_dora=True), "DoRA"),
         (lambda d: _edit_config(d, peft_type="PREFIX_TUNING"), "peft_type"),
         (lambda d: _edit_config(d, use_qalora=True), "unsupported LoRA option use_qalora"),
-        (lambda d: _edit_config(d, modules_to_save=["lm_head"]), "unsupported LoRA option modules_to_save"),
+        (lambda d: _edit_config(d, modules_to_save=["lm_head"]), "modules_to_save"),
         (lambda d: (d / "adapter_config.json").write_text("{not json"), "not valid JSON"),
         (lambda d: (d / "adapter_model.safetensors").write_bytes(b"\x00" * 64), "not a valid safetensors"),
         (lambda d: _truncate(d / "adapter_model.safetensors"), "not a valid safetensors"),
@@ -92,6 +92,22 @@ def test_broken_adapters_are_refused_with_the_reason(tiny_llama_dir, adapter_fac
     mutate(d)
     with pytest.raises(AdapterRejected, match=reason):
         _load(d, tiny_llama_dir)
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"use_dora": True}, "DoRA"),
+        ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
+        ({"targets": ["embed_tokens", "q_proj"]}, "embedding LoRA"),
+    ],
+)
+def test_adapters_peft_saves_with_features_the_engine_cannot_serve_are_refused_naming_them(
+    tiny_llama_dir, tmp_path, options, reason
+):
+    made = make_adapter(tiny_llama_dir, tmp_path / "a", **options)  # type: ignore[arg-type]
+    with pytest.raises(AdapterRejected, match=reason):
+        _load(made, tiny_llama_dir)
 
 
 def test_rank_above_the_maximum_and_adapters_of_another_base_are_refused(tiny_llama_dir, adapter_factory, tmp_path):

@@ -27,6 +27,7 @@ FIELDS = {
     "tokens_in",
     "tokens_out",
     "status",
+    "metadata",
 }
 
 

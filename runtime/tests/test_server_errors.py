@@ -86,7 +86,7 @@ def test_a_prompt_longer_than_the_context_is_400(server: LiveServer) -> None:
 
 def test_unknown_routes_models_and_methods(server: LiveServer) -> None:
     assert error_of(requests.get(f"{server.url}/v2/nothing", timeout=10), 404)["type"] == "not_found_error"
-    error = error_of(post(server, "/v1/completions", json={"model": "user_nobody", "prompt": "x"}), 404)
+    error = error_of(post(server, "/v1/completions", json={"model": "domain_nowhere", "prompt": "x"}), 404)
     assert error["code"] == "model_not_found"
     error = error_of(post(server, "/api/saigon/infer", json={"input_text": "x", "adapter": "domain_none"}), 404)
     assert error["code"] == "adapter_not_found"

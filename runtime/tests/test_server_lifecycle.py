@@ -118,3 +118,38 @@ def test_sigterm_lets_the_stream_in_flight_finish_and_refuses_new_connections(
     # The finished stream was audited once the engine had drained.
     audit = list((tmp_path / "logs").glob("inference_*.jsonl"))
     assert len(audit) == 1 and audit[0].read_text().count("\n") == 1
+
+
+# A device string torch accepts but this Linux build cannot load onto: the loader fails exactly
+# where a CUDA out-of-memory or driver error would, after the accelerator was chosen.
+FAILING_DEVICE = "mps"
+
+
+def test_an_accelerator_failure_at_load_keeps_the_pod_not_ready_and_says_why(tiny_llama_dir: Path) -> None:
+    config = RuntimeConfig(base_model_dir=tiny_llama_dir, device=FAILING_DEVICE, admin_token=ADMIN_TOKEN)
+    with live_server(config, background_load=True) as live:
+        wait_for(f"{live.url}/healthz", 503)
+        ready = requests.get(f"{live.url}/readyz", timeout=10)
+        assert ready.status_code == 503
+        body = ready.json()
+        assert body["ready"] is False and body["base_model_loaded"] is False
+        assert f"on {FAILING_DEVICE} failed" in body["load_error"] and "SAIGON_CPU_FALLBACK" in body["load_error"]
+        status = requests.get(f"{live.url}/api/saigon/status", timeout=10).json()
+        assert status["engine_initialized"] is False and status["load_error"] == body["load_error"]
+        refused = requests.post(f"{live.url}/v1/completions", json={"model": "m", "prompt": "x"}, timeout=10)
+        assert refused.status_code == 503
+
+
+def test_the_cpu_fallback_happens_only_when_configured_and_is_reported(tiny_llama_dir: Path) -> None:
+    config = RuntimeConfig(
+        base_model_dir=tiny_llama_dir, device=FAILING_DEVICE, cpu_fallback=True, admin_token=ADMIN_TOKEN
+    )
+    with live_server(config, background_load=True) as live:
+        ready = wait_for(f"{live.url}/readyz", 200).json()
+        assert f"on {FAILING_DEVICE} failed" in ready["device_fallback"]
+        status = requests.get(f"{live.url}/api/saigon/status", timeout=10).json()
+        assert status["device"] == "cpu" and status["device_fallback"] == ready["device_fallback"]
+        answer = requests.post(
+            f"{live.url}/v1/completions", json={"model": "base", "prompt": "the cat", "max_tokens": 2}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text

@@ -118,8 +118,9 @@ def test_max_completion_tokens_bounds_the_answer(client: openai.OpenAI) -> None:
 
 
 def test_an_unknown_model_is_a_404_in_openai_shape(client: openai.OpenAI) -> None:
+    # (user_<id> is a user's cascade, never a 404: see test_server_peruser.py.)
     with pytest.raises(openai.NotFoundError) as caught:
-        client.completions.create(model="user_nobody", prompt="x", max_tokens=2)
+        client.completions.create(model="no-such-adapter", prompt="x", max_tokens=2)
     body = caught.value.body
     assert isinstance(body, dict)
     assert body["code"] == "model_not_found" and body["param"] == "model"

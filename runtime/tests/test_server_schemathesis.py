@@ -33,6 +33,9 @@ SEMANTIC_CODES = {
     "mesh_too_large",
     "batch_too_large",
     "bad_messages",
+    "no_user",  # mesh_context asked for, with no user to take it from
+    "mesh_disabled",  # mesh_context asked for on a runtime without a user store
+    "user_mismatch",  # the user field, X-Saigon-User and a user_<id> model disagree
 }
 
 

@@ -43,6 +43,8 @@ class RuntimePod:
     runtime: subprocess.Popen[bytes] | None = None
     agent: subprocess.Popen[bytes] | None = None
     agent_env: dict[str, str] = field(default_factory=dict)
+    # The runtime's Secret volumes on disk (local directory -> Secret name), kept up to date.
+    secret_volumes: dict[Path, str] = field(default_factory=dict)
 
     @property
     def adapters_dir(self) -> Path:
@@ -130,12 +132,50 @@ class FakeKubelet:
         containers = {c["name"]: c for c in template["spec"]["containers"] + template["spec"]["initContainers"]}
         pod.agent_env = self._agent_env(pod, containers["agent"])
         self.start_agent(pod)  # native sidecar: first
+        mounts = self._mount_volumes(pod, template["spec"], containers["runtime"])
         pod.runtime = spawn(
             [str(VENV_BIN / "saigon-runtime"), "serve"],
             workdir / "runtime.log",
-            env=self._runtime_env(pod, containers["runtime"]),
+            env=self._runtime_env(pod, containers["runtime"], mounts),
         )
         return pod
+
+    def _mount_volumes(self, pod: RuntimePod, pod_spec: dict[str, Any], container: dict[str, Any]) -> dict[str, Path]:
+        """The runtime's volumes as local directories ({mount path: directory}): a Secret's keys as
+        files (refreshed while the pod runs, as a kubelet does), an emptyDir per pod, a claim per
+        claim name shared by every pod that mounts it and outliving them. The agent's adapters
+        volume is set up separately."""
+        volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
+        mounts: dict[str, Path] = {}
+        for mount in container.get("volumeMounts") or []:
+            volume = volumes.get(mount["name"], {})
+            if mount["name"] == "adapters":
+                continue
+            if "secret" in volume:
+                local = pod.workdir / "volumes" / mount["name"]
+                pod.secret_volumes[local] = volume["secret"]["secretName"]
+                self._write_secret_volume(local, volume["secret"]["secretName"])
+            elif "persistentVolumeClaim" in volume:
+                local = self.workdir / "claims" / volume["persistentVolumeClaim"]["claimName"]
+            elif "emptyDir" in volume:
+                local = pod.workdir / "volumes" / mount["name"]
+            else:
+                continue
+            local.mkdir(parents=True, exist_ok=True)
+            mounts[mount["mountPath"]] = local
+        return mounts
+
+    def _write_secret_volume(self, local: Path, secret_name: str) -> None:
+        secret = self.core.read_namespaced_secret(secret_name, self.namespace)
+        local.mkdir(parents=True, exist_ok=True)
+        for key, raw in (secret.data or {}).items():
+            value = base64.b64decode(raw)
+            path = local / key
+            if path.exists() and path.read_bytes() == value:
+                continue
+            tmp = local / f".{key}.tmp"
+            tmp.write_bytes(value)
+            os.replace(tmp, path)  # as the kubelet's atomic ..data swap: readers see old or new
 
     def start_agent(self, pod: RuntimePod) -> None:
         pod.agent = spawn([str(VENV_BIN / "saigon-agent"), "run"], pod.workdir / "agent.log", env=pod.agent_env)
@@ -207,8 +247,13 @@ class FakeKubelet:
         )
         return env
 
-    def _runtime_env(self, pod: RuntimePod, container: dict[str, Any]) -> dict[str, str]:
+    def _runtime_env(self, pod: RuntimePod, container: dict[str, Any], mounts: dict[str, Path]) -> dict[str, str]:
         env = self._base_env() | self._resolve_env(pod, container)
+        for name, value in env.items():  # paths inside the container's mounts, localised
+            for mount_path, local in mounts.items():
+                if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
+                    env[name] = str(local) + value[len(mount_path.rstrip("/")) :]
+                    break
         env.update(
             {
                 "SAIGON_BASE_MODEL": str(self.base_model),
@@ -236,10 +281,15 @@ class FakeKubelet:
         self.core.patch_namespaced_pod_status(name, self.namespace, {"status": status})
 
     def _readiness_loop(self) -> None:
+        rounds = 0
         while not self._stop.wait(0.2):
+            rounds += 1
             for pod in list(self.pods.values()):
                 try:
                     self._refresh(pod)
+                    if rounds % 5 == 0:  # Secret volumes follow their Secret within about a second
+                        for local, secret_name in pod.secret_volumes.items():
+                            self._write_secret_volume(local, secret_name)
                 except (kubernetes.client.ApiException, OSError):
                     continue
 

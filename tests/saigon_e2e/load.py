@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import requests
 
+from saigon_e2e.world import ADMIN
+
 VERSION_HEADER = "X-Saigon-Adapter-Version"
 
 
@@ -54,6 +56,7 @@ class Load:
         body = {"model": self.model, "prompt": "the cat sat", "max_tokens": self.max_tokens, "temperature": 0}
         n = index
         with requests.Session() as session:
+            session.headers.update(ADMIN)  # inference auth is on in operator-built pods
             while not self._stop.is_set():
                 url = self.urls[n % len(self.urls)]
                 n += 1

@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
 MODEL = "llama"
 ADMIN_TOKEN = "e2e-admin-token"
+# Inference auth is on by default in operator-built pods; the admin token may act for any user.
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 GROUP, VERSION = "saigon.ai", "v1alpha1"
 
 
@@ -77,13 +79,15 @@ class World:
         self.cluster.kubectl("apply", "--server-side", "-n", self.namespace, "-f", "-", input=docs)
 
     def create_token_secret(self) -> None:
-        self.core.create_namespaced_secret(
-            self.namespace,
-            {
-                "metadata": {"name": "tokens"},
-                "data": {"admin-token": base64.b64encode(ADMIN_TOKEN.encode()).decode()},
-            },
-        )
+        self.create_secret("tokens", {"admin-token": ADMIN_TOKEN})
+
+    def create_secret(self, name: str, data: dict[str, str]) -> None:
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        self.core.create_namespaced_secret(self.namespace, {"metadata": {"name": name}, "data": encoded})
+
+    def secret_value(self, name: str, key: str) -> str:
+        secret = self.core.read_namespaced_secret(name, self.namespace)
+        return base64.b64decode((secret.data or {})[key]).decode()
 
     def model_manifest(self, replicas: int = 3, **spec: Any) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -161,9 +165,7 @@ class World:
         return status if ok else None
 
     def runtime_adapters(self, pod: RuntimePod) -> dict[str, dict[str, Any]]:
-        request = urllib.request.Request(
-            f"{pod.runtime_url}/admin/adapters", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        )
+        request = urllib.request.Request(f"{pod.runtime_url}/admin/adapters", headers=ADMIN)
         with urllib.request.urlopen(request, timeout=5) as resp:
             body = json.load(resp)
         return {a["name"]: a for a in body["adapters"]}
@@ -181,7 +183,7 @@ class World:
     def complete(self, pod: RuntimePod, model: str, prompt: str = "the cat") -> dict[str, Any]:
         data = json.dumps({"model": model, "prompt": prompt, "max_tokens": 3, "temperature": 0}).encode()
         request = urllib.request.Request(
-            f"{pod.runtime_url}/v1/completions", data=data, headers={"Content-Type": "application/json"}
+            f"{pod.runtime_url}/v1/completions", data=data, headers={"Content-Type": "application/json", **ADMIN}
         )
         with urllib.request.urlopen(request, timeout=60) as resp:
             result: dict[str, Any] = json.load(resp)
@@ -197,10 +199,12 @@ class World:
 @contextmanager
 def running_world(
     cluster: Cluster, api: kubernetes.client.ApiClient, workdir: Path, *, prefix: str, replicas: int,
-    source_dirs: tuple[str, ...] = (), results: str | None = None,
+    source_dirs: tuple[str, ...] = (), results: str | None = None, model_spec: dict[str, Any] | None = None,
+    secrets_data: dict[str, dict[str, str]] | None = None,
 ) -> Iterator[World]:  # fmt: skip
     """A namespace with the operator leading, a SaigonModel of `replicas` pods whose runtimes and
-    agents run for real under the fake kubelet, and an HTTPS source server; all stopped after."""
+    agents run for real under the fake kubelet, and an HTTPS source server; all stopped after.
+    `model_spec` adds to the SaigonModel's spec; `secrets_data` are Secrets created first."""
     install_crds(cluster)
     namespace = f"{prefix}-{secrets.token_hex(3)}"
     kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
@@ -209,8 +213,10 @@ def running_world(
     w = World(cluster, api, namespace, workdir, sources, ca, make_base(workdir / "base"), operator)
     try:
         w.create_token_secret()
+        for name, data in (secrets_data or {}).items():
+            w.create_secret(name, data)
         operator.wait_leading()
-        w.kubectl_apply(w.model_manifest(replicas=replicas))
+        w.kubectl_apply(w.model_manifest(replicas=replicas, **(model_spec or {})))
         w.wait_for(lambda: w.cluster.kubectl("get", "deployment", MODEL, "-n", namespace), 30, "deployment created")
         (workdir / "sources").mkdir(exist_ok=True)
         for sub in source_dirs:

@@ -14,7 +14,9 @@ from typing import Any
 
 from saigon_contract import resources as r
 from saigon_contract.agent_env import ENV as AGENT_ENV
+from saigon_contract.logs import LOG_FORMAT_ENV
 from saigon_contract.specs import ModelSpec, Resources
+from saigon_operator.builders.credentials import SALT_KEY, TOKENS_KEY, build_secret
 
 # The runtime's environment variables (their one definition is runtime/saigon_runtime/config.py;
 # the operator image has no runtime package, so a cross-part test checks these names against it).
@@ -31,7 +33,23 @@ RUNTIME_ENV = {
     "inference_tokens": "SAIGON_INFERENCE_TOKENS",
     "gie_metrics": "SAIGON_GIE_METRICS",
     "hotset_file": "SAIGON_HOTSET_FILE",
+    "inference_tokens_file": "SAIGON_INFERENCE_TOKENS_FILE",
+    "mesh_dir": "SAIGON_MESH_DIR",
+    "user_store": "SAIGON_USER_STORE",
+    "user_store_dsn": "SAIGON_USER_STORE_DSN",
+    "mesh_default": "SAIGON_MESH_DEFAULT",
+    "mesh_max_tokens": "SAIGON_MESH_MAX_TOKENS",
+    "audit_dest": "SAIGON_AUDIT_DEST",
+    "log_dir": "SAIGON_LOG_DIR",
+    "audit_salt": "SAIGON_AUDIT_SALT",
+    "audit_raw_user_ids": "SAIGON_AUDIT_RAW_USER_IDS",
+    "log_prompts": "SAIGON_LOG_PROMPTS",
 }
+
+# Where the runtime container finds what the operator gives it.
+TOKENS_MOUNT = "/var/run/saigon/inference"
+USER_DATA_MOUNT = "/var/lib/saigon/users"
+AUDIT_MOUNT = "/var/log/saigon"
 
 RUNTIME_CONTAINER = "runtime"
 AGENT_CONTAINER = "agent"
@@ -61,6 +79,8 @@ class Defaults:
 
     agent_image: str
     agent_image_pull_policy: str = "IfNotPresent"
+    # The operator's own --log-format, passed on to the runtime and agent containers.
+    log_format: str = "text"
 
 
 def names_for(model: str) -> dict[str, str]:
@@ -72,6 +92,8 @@ def names_for(model: str) -> dict[str, str]:
         "service_account": f"{model}-agent",
         "role": f"{model}-agent",
         "role_binding": f"{model}-agent",
+        "inference_tokens": f"{model}-inference-tokens",
+        "audit_salt": f"{model}-audit-salt",
     }
 
 
@@ -114,6 +136,16 @@ def build_children(
         build_pdb(owner, spec),
         build_deployment(owner, spec, defaults),
     ]
+
+
+def build_tokens_secret(owner: Owner, text: str) -> dict[str, Any]:
+    """The inference credentials (`token=user_id` lines) the runtime reads as a mounted file."""
+    return build_secret(_meta(owner, names_for(owner.name)["inference_tokens"]), TOKENS_KEY, text)
+
+
+def build_audit_salt_secret(owner: Owner, salt: str) -> dict[str, Any]:
+    """The per-install salt of the audit log's user-id hashes (created once, never changed)."""
+    return build_secret(_meta(owner, names_for(owner.name)["audit_salt"]), SALT_KEY, salt)
 
 
 def build_service_account(owner: Owner) -> dict[str, Any]:
@@ -243,6 +275,7 @@ def _pod_spec(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[str, An
         )
     for claim in spec.adapter_sources.pvcs:
         volumes.append({"name": f"src-{claim}"[:63], "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    volumes += _per_user_volumes(owner, spec)
 
     pod: dict[str, Any] = {
         "serviceAccountName": names_for(owner.name)["service_account"],
@@ -259,7 +292,7 @@ def _pod_spec(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[str, An
         # Not Ready until the agent says the adapters this pod must serve are loaded.
         "readinessGates": [{"conditionType": r.READINESS_GATE}],
         "initContainers": [_agent_container(owner, spec, defaults)],
-        "containers": [_runtime_container(spec)],
+        "containers": [_runtime_container(owner, spec, defaults)],
         "volumes": volumes,
     }
     scheduling = spec.scheduling
@@ -310,7 +343,69 @@ def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def _runtime_container(spec: ModelSpec) -> dict[str, Any]:
+def _per_user_volumes(owner: Owner, spec: ModelSpec) -> list[dict[str, Any]]:
+    """The runtime's own volumes for per-user data, credentials and the audit log (never the
+    agent's adapters volume, which the runtime only reads)."""
+    names = names_for(owner.name)
+    volumes: list[dict[str, Any]] = []
+    if spec.auth.inference == "Required":
+        # A whole-Secret volume (no subPath): the kubelet swaps its files when the Secret changes.
+        secret = {"secretName": names["inference_tokens"], "defaultMode": 0o440}
+        volumes.append({"name": "inference-tokens", "secret": secret})
+    files = spec.user_store.files
+    if spec.user_store.postgres is None:
+        source: dict[str, Any] = (
+            {"persistentVolumeClaim": {"claimName": files.claim_name}}
+            if files is not None and files.claim_name
+            else {"emptyDir": {}}
+        )
+        volumes.append({"name": "user-data", **source})
+    if spec.audit.destination == "Volume":
+        volumes.append({"name": "audit-log", "persistentVolumeClaim": {"claimName": spec.audit.claim_name}})
+    return volumes
+
+
+def _per_user_env(owner: Owner, spec: ModelSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(env, volume mounts) of the runtime for the user store, mesh defaults, audit and auth."""
+    names = names_for(owner.name)
+    env: list[dict[str, Any]] = [
+        {"name": RUNTIME_ENV["mesh_default"], "value": "true" if spec.mesh.openai_default else "false"},
+        {"name": RUNTIME_ENV["mesh_max_tokens"], "value": str(spec.mesh.max_context_tokens)},
+        _secret_env(RUNTIME_ENV["audit_salt"], names["audit_salt"], SALT_KEY),
+    ]
+    mounts: list[dict[str, Any]] = []
+    if spec.auth.inference == "Required":
+        env.append({"name": RUNTIME_ENV["inference_tokens_file"], "value": f"{TOKENS_MOUNT}/{TOKENS_KEY}"})
+        mounts.append({"name": "inference-tokens", "mountPath": TOKENS_MOUNT, "readOnly": True})
+    postgres = spec.user_store.postgres
+    if postgres is not None:
+        env.append({"name": RUNTIME_ENV["user_store"], "value": "postgres"})
+        env.append(
+            _secret_env(RUNTIME_ENV["user_store_dsn"], postgres.dsn_secret_ref.name, postgres.dsn_secret_ref.key)
+        )
+    else:
+        env.append({"name": RUNTIME_ENV["user_store"], "value": "files"})
+        env.append({"name": RUNTIME_ENV["mesh_dir"], "value": f"{USER_DATA_MOUNT}/mesh"})
+        mounts.append({"name": "user-data", "mountPath": USER_DATA_MOUNT})
+    if spec.audit.destination == "Volume":
+        env.append({"name": RUNTIME_ENV["log_dir"], "value": AUDIT_MOUNT})
+        mounts.append({"name": "audit-log", "mountPath": AUDIT_MOUNT})
+    else:
+        env.append({"name": RUNTIME_ENV["audit_dest"], "value": "stdout"})
+    if spec.audit.log_prompts:
+        env.append({"name": RUNTIME_ENV["log_prompts"], "value": "true"})
+    if spec.audit.raw_user_ids:
+        env.append({"name": RUNTIME_ENV["audit_raw_user_ids"], "value": "true"})
+    return env, mounts
+
+
+def runtime_device(spec: ModelSpec) -> str:
+    """A pod given GPUs serves on CUDA: with `auto` a GPU that fails to load would not be noticed
+    as early; the runtime then stays not Ready with the reason instead of serving from the CPU."""
+    return "cuda" if spec.device == "auto" and spec.gpus > 0 else spec.device
+
+
+def _runtime_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
     tokens = spec.token_secret_ref
     base_model = (
         spec.base_model.path
@@ -321,8 +416,7 @@ def _runtime_container(spec: ModelSpec) -> dict[str, Any]:
     env = [
         {"name": RUNTIME_ENV["base_model"], "value": base_model},
         {"name": RUNTIME_ENV["adapters_dir"], "value": r.ADAPTERS_MOUNT},
-        {"name": RUNTIME_ENV["device"], "value": spec.device},
-        {"name": RUNTIME_ENV["max_loras"], "value": str(spec.cache.max_loras)},
+        {"name": RUNTIME_ENV["device"], "value": runtime_device(spec)},
         {"name": RUNTIME_ENV["max_cpu_loras"], "value": str(spec.cache.max_cpu_loras)},
         {"name": RUNTIME_ENV["max_rank"], "value": str(spec.cache.max_rank)},
         {"name": RUNTIME_ENV["host"], "value": "0.0.0.0"},
@@ -332,12 +426,18 @@ def _runtime_container(spec: ModelSpec) -> dict[str, Any]:
         {"name": "HOME", "value": "/tmp"},
         # The adapters volume is the agent's; /tmp (an emptyDir) outlives container restarts.
         {"name": RUNTIME_ENV["hotset_file"], "value": "/tmp/saigon-hotset.json"},
+        {"name": LOG_FORMAT_ENV, "value": defaults.log_format},
     ]
+    if spec.cache.max_loras is not None:  # else the runtime sizes its device tier from memory
+        env.append({"name": RUNTIME_ENV["max_loras"], "value": str(spec.cache.max_loras)})
     if spec.gie_metrics:
         env.append({"name": RUNTIME_ENV["gie_metrics"], "value": "true"})
+    per_user_env, per_user_mounts = _per_user_env(owner, spec)
+    env += per_user_env
     mounts = [
         {"name": "adapters", "mountPath": r.ADAPTERS_MOUNT, "readOnly": True},
         {"name": "runtime-tmp", "mountPath": "/tmp"},
+        *per_user_mounts,
     ]
     if spec.base_model.pvc is not None:
         mounts.append({"name": "base-model", "mountPath": r.BASE_MODEL_MOUNT, "readOnly": True})
@@ -369,6 +469,7 @@ def _agent_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[
         _secret_env(AGENT_ENV.ADMIN_TOKEN, tokens.name, tokens.admin_token_key),
         {"name": AGENT_ENV.SOURCES_ROOT, "value": r.SOURCES_MOUNT},
         {"name": AGENT_ENV.HEALTH_PORT, "value": str(r.AGENT_HEALTH_PORT)},
+        {"name": LOG_FORMAT_ENV, "value": defaults.log_format},
     ]
     if spec.adapter_sources.allowed_cidrs:
         env.append({"name": AGENT_ENV.ALLOWED_CIDRS, "value": ",".join(spec.adapter_sources.allowed_cidrs)})

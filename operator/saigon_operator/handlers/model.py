@@ -13,6 +13,7 @@ from saigon_operator import metrics
 from saigon_operator.builders.model import Owner, build_children, build_role, selector_string
 from saigon_operator.builders.router import build_router, router_kinds, router_names
 from saigon_operator.handlers.context import OperatorContext, classify
+from saigon_operator.handlers.credentials import ensure_credentials
 from saigon_operator.records import ModelRecord
 
 
@@ -45,6 +46,8 @@ async def reconcile(body: Mapping[str, Any], ctx: OperatorContext, retry: int) -
         record.spec_hash = deployment["spec"]["template"]["metadata"]["annotations"][r.SPEC_HASH_ANNOTATION]
         what = ""
         try:
+            what = "creating the model's credentials"
+            await ensure_credentials(ctx, owner, spec)
             for child in children:
                 what = f"applying {child['kind']} {child['metadata']['name']}"
                 await apply(ctx, child)

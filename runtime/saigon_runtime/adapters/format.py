@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from saigon_runtime.adapters.types import ModuleShape
+from saigon_runtime.adapters.types import ModuleShape, is_expert_module
 from saigon_runtime.errors import AdapterRejected
 
 CONFIG_FILE = "adapter_config.json"
@@ -82,6 +82,17 @@ def read_config(path: Path, name: str = "?") -> dict[str, object]:
         raise _reject(name, f"bias={config.get('bias')!r} is not supported (only 'none')")
     if config.get("loftq_config"):
         raise _reject(name, "LoftQ adapters change the base weights and are not supported")
+    if config.get("modules_to_save"):
+        raise _reject(
+            name,
+            f"modules_to_save={config['modules_to_save']!r} (fully trained copies of base modules) is not supported",
+        )
+    if config.get("target_parameters"):
+        raise _reject(
+            name,
+            f"target_parameters={config['target_parameters']!r}: LoRA on raw parameters (mixture-of-experts "
+            "expert or router weights) is not supported; target the attention and dense layers only",
+        )
     for key, value in config.items():
         if key not in _UNDERSTOOD_OPTIONS and key != "use_dora" and value not in (None, False, {}, [], ""):
             raise _reject(name, f"unsupported LoRA option {key}={value!r}")
@@ -150,6 +161,8 @@ def load_adapter(
         if set(parts) != {"A", "B"}:
             raise _reject(name, f"module {module} lacks lora_{'A' if 'A' not in parts else 'B'}")
         shape = shapes.get(module)
+        if shape is None and is_expert_module(module):
+            raise _reject(name, f"module {module}: expert LoRA (mixture-of-experts experts) is not supported")
         if shape is None:
             raise _reject(name, f"module {module} is not a LoRA target of this base model")
         a, b = parts["A"], parts["B"]
@@ -193,6 +206,12 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _split_key(key: str, name: str) -> tuple[str, str]:
     stem = key.removeprefix(_PEFT_PREFIX)
+    if ".lora_embedding_" in stem:
+        raise _reject(name, f"tensor {key!r}: embedding LoRA is not supported")
+    if ".modules_to_save." in stem:
+        raise _reject(name, f"tensor {key!r}: modules_to_save (fully trained module copies) is not supported")
+    if ".lora_magnitude_vector" in stem:
+        raise _reject(name, f"tensor {key!r}: DoRA magnitude vectors are not supported")
     for part in ("A", "B"):
         for suffix in (f".lora_{part}.weight", f".lora_{part}.default.weight"):
             if stem.endswith(suffix):

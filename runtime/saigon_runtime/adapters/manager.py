@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +99,9 @@ class AdapterManager:
         self.host_misses = 0
         self.rejections = 0
         self.host_evictions = 0
+        # The user -> domain map of the user store, consulted before the adapters directory's
+        # legacy domains.json; set by whoever owns the store (the server, SaigonInference).
+        self.domains: Callable[[str], str | None] | None = None
 
     # ---- versions -------------------------------------------------------------------
     def current_version(self, name: str) -> str | None:
@@ -181,7 +185,7 @@ class AdapterManager:
             candidates.append(check_name(explicit))
         if user_id:
             candidates.append(user_adapter(user_id))
-            domain = self.store.domain_of(user_id) if self.store is not None else None
+            domain = self.domain_of(user_id)
             if domain:
                 candidates.append(domain_adapter(domain))
         candidates.append("global")
@@ -196,6 +200,12 @@ class AdapterManager:
                 continue
             return Resolution(ref, scope_of(name), "; ".join(reasons) or None)
         return Resolution(None, "base", "; ".join(reasons) or None)
+
+    def domain_of(self, user_id: str) -> str | None:
+        domain = self.domains(user_id) if self.domains is not None else None
+        if domain is None and self.store is not None:
+            domain = self.store.domain_of(user_id)
+        return domain
 
     def _serviceable(self, name: str) -> AdapterRef:
         """The version to serve for a name: the current one if it verifies, else the last good one.

@@ -1,4 +1,8 @@
-"""The device tier: at most `capacity` adapters resident on the compute device, LRU.
+"""The device tier: adapters resident on the compute device, LRU, within a byte budget.
+
+The budget is in bytes, so it holds many low-rank adapters or fewer high-rank ones: the ranks
+actually present decide (see engine/memory.py for how the budget is sized). An explicit
+`max_slots` (SAIGON_CACHE_SIZE) also caps the count.
 
 Loading into a slot only copies tensors; no module is created and the base model is
 untouched. A slot held by a running request (refcount > 0) or pinned is never evicted.
@@ -16,6 +20,7 @@ import torch
 
 from saigon_runtime.adapters.format import HostAdapter
 from saigon_runtime.adapters.types import DeviceAdapter
+from saigon_runtime.errors import AdapterRejected
 
 Key = tuple[str, str]
 
@@ -31,11 +36,24 @@ class PoolCounters:
 
 
 class SlotPool:
-    def __init__(self, capacity: int, device: torch.device) -> None:
-        if capacity < 1:
+    def __init__(
+        self,
+        max_slots: int | None,
+        device: torch.device,
+        *,
+        byte_budget: int | None = None,
+        nominal_adapter_bytes: int = 1,
+    ) -> None:
+        if max_slots is not None and max_slots < 1:
             raise ValueError("max_loras must be at least 1")
-        self.capacity = capacity
+        if max_slots is None and byte_budget is None:
+            raise ValueError("a slot pool needs max_slots, a byte budget, or both")
+        self.max_slots = max_slots
+        self.byte_budget = byte_budget
+        # The size assumed for the count it reports until adapters are resident.
+        self.nominal_adapter_bytes = max(1, nominal_adapter_bytes)
         self.device = device
+        self._bytes = 0
         self.counters = PoolCounters()
         self._resident: OrderedDict[Key, DeviceAdapter] = OrderedDict()
         self._refs: dict[Key, int] = {}
@@ -54,11 +72,18 @@ class SlotPool:
                 self._resident.move_to_end(key)
                 self._refs[key] = self._refs.get(key, 0) + 1
                 return dev
-            if len(self._resident) >= self.capacity and not self._evict_one():
-                return None
+            if self.byte_budget is not None and host.nbytes > self.byte_budget:
+                raise AdapterRejected(
+                    f"adapter {host.name!r} needs {host.nbytes / 2**20:.1f} MiB on the device, more than "
+                    f"the whole adapter budget of {self.byte_budget / 2**20:.1f} MiB"
+                )
+            while not self._fits(host.nbytes):
+                if not self._evict_one():
+                    return None
             self.counters.misses += 1
             dev = self._copy_in(host)
             self._resident[key] = dev
+            self._bytes += dev.nbytes
             self._refs[key] = 1
             return dev
 
@@ -124,7 +149,24 @@ class SlotPool:
 
     def nbytes(self) -> int:
         with self._lock:
-            return sum(d.nbytes for d in self._resident.values())
+            return self._bytes
+
+    @property
+    def capacity(self) -> int:
+        """Adapters that fit at once: `max_slots`, or the byte budget over the largest resident
+        adapter (the nominal size while none is)."""
+        if self.byte_budget is None:
+            assert self.max_slots is not None
+            return self.max_slots
+        with self._lock:
+            largest = max((d.nbytes for d in self._resident.values()), default=self.nominal_adapter_bytes)
+        fit = max(1, self.byte_budget // max(1, largest))
+        return fit if self.max_slots is None else min(fit, self.max_slots)
+
+    def _fits(self, nbytes: int) -> bool:
+        if self.max_slots is not None and len(self._resident) >= self.max_slots:
+            return False
+        return self.byte_budget is None or self._bytes + nbytes <= self.byte_budget
 
     def _evict_one(self) -> bool:
         for key in self._resident:  # oldest first
@@ -135,7 +177,7 @@ class SlotPool:
         return False
 
     def _drop(self, key: Key) -> None:
-        self._resident.pop(key)
+        self._bytes -= self._resident.pop(key).nbytes
         self._refs.pop(key, None)
         self._doomed.discard(key)
         self.loaded_at.pop(key, None)

@@ -45,6 +45,11 @@ class ModuleShape:
     out_features: int
 
 
+def is_expert_module(name: str) -> bool:
+    """A layer inside a mixture-of-experts expert list: it sees a routed subset of the tokens."""
+    return ".experts." in f".{name}." or name.endswith(".experts")
+
+
 @dataclass(eq=False)
 class DeviceAdapter:
     """An adapter's tensors on the compute device: what occupies one slot."""

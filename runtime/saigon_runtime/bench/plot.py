@@ -34,3 +34,29 @@ def plot_engine(rows: dict[str, float], sweep: dict[int, float], out: Path) -> N
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+def plot_grid(points: list[tuple[str, float, float]], out: Path) -> None:
+    """The grid benchmark: Saigon ÷ ceiling and ÷ PEFT mixed for each point, with the targets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [p[0] for p in points]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, max(4.0, 0.32 * len(points) + 1.5)), sharey=True)
+    ys = range(len(points))
+    left.barh(ys, [p[1] for p in points], color="#27a")
+    left.axvline(0.75, color="#c44", linestyle="--", label="target 0.75 (>= 8 adapters)")
+    left.set_xlabel("Saigon ÷ base-only ceiling")
+    left.legend(loc="lower right")
+    right.barh(ys, [p[2] for p in points], color="#e90")
+    right.axvline(2.5, color="#c44", linestyle="--", label="target 2.5")
+    right.set_xlabel("Saigon ÷ PEFT mixed batch")
+    right.legend(loc="lower right")
+    left.set_yticks(list(ys), labels, fontsize=8)
+    left.invert_yaxis()
+    fig.suptitle("Saigon at default settings (CPU, one process, interleaved)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

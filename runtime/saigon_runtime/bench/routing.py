@@ -178,14 +178,20 @@ def router_config(fleet: Fleet, *, affinity: bool = True, hash_balance_factor: i
 
 
 def start_router(fleet: Fleet, config_path: Path, config_text: str) -> None:
+    fleet.router = start_haproxy(config_path, config_text, fleet.router_health_port)
+
+
+def start_haproxy(config_path: Path, config_text: str, health_port: int) -> subprocess.Popen[bytes]:
+    """HAProxy with this configuration, once its health endpoint answers."""
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     config_path.write_text(config_text)
     checked = subprocess.run([haproxy, "-c", "-q", "-f", str(config_path)], capture_output=True, text=True)
     if checked.returncode != 0:
         raise RuntimeError(f"haproxy rejected its configuration: {checked.stdout}{checked.stderr}")
     # -db: stay in the foreground; -W: master-worker, so SIGTERM stops it cleanly.
-    fleet.router = subprocess.Popen([haproxy, "-W", "-db", "-q", "-f", str(config_path)])
-    wait_until(f"http://127.0.0.1:{fleet.router_health_port}/healthz", fleet.router, 30)
+    process = subprocess.Popen([haproxy, "-W", "-db", "-q", "-f", str(config_path)])
+    wait_until(f"http://127.0.0.1:{health_port}/healthz", process, 30)
+    return process
 
 
 @contextmanager

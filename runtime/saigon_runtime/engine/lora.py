@@ -2,27 +2,54 @@
 
 Every targeted Linear/Conv1D is wrapped once by `MultiLoraLinear`. Before a forward pass
 the engine sets the batch composition (which adapter each row uses); the state then
-gathers, once per distinct composition, per-row A/B stacks for each module, and every
-layer call adds `bmm(bmm(x, A_rows), B_rows)` to the base output. Rows without an
-adapter get zeros, and modules no row targets are skipped.
+gathers, once per distinct composition, per-row A/B stacks for each group of rows that
+target the same modules, and every layer call adds `bmm(bmm(x, A_rows), B_rows)` to the
+base output of those rows. Rows without an adapter, or whose adapter leaves a module out,
+are not multiplied at all, and modules no row targets are skipped.
+
+Each token takes its row's adapter. A layer may see its input as (batch, seq, hidden) or with
+the tokens flattened, (batch * seq, hidden) as OPT's fc1 does: tokens always come in (batch,
+seq) order, so any input whose leading dimensions hold rows x tokens is viewed as
+(rows, tokens per row, hidden). Inputs that are a routed subset of tokens (mixture-of-experts
+experts) cannot be mapped back to rows; those modules are never LoRA targets.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from saigon_runtime.adapters.types import DeviceAdapter, ModuleShape
+from saigon_runtime.adapters.types import DeviceAdapter, ModuleShape, is_expert_module
 
-# Per module for one composition: (A rows, B rows, shrink group or None, rank slice start, end).
 # Siblings that read the same input (q/k/v, gate/up) share one shrink matmul over their
 # concatenated A rows; each then takes its slice of the result.
-LayerWeights = tuple[torch.Tensor, torch.Tensor, str | None, int, int]
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("query", "key", "value"))
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Rows of the batch that target the same members of a unit (a module or a sibling group)."""
+
+    key: int  # the shrink memo's key: unique within a composition
+    batch: int  # rows in the whole batch
+    rows: torch.Tensor | None  # this segment's row indices, or None for every row of the batch
+    a: torch.Tensor  # [rows, in, sum of the members' ranks]
+
+
+@dataclass(frozen=True)
+class ModuleDelta:
+    """One module's part of a segment: its slice of the shrink result and its B stack."""
+
+    segment: Segment
+    start: int
+    end: int
+    b: torch.Tensor  # [rows, rank, out]
 
 
 class LoraBatchState:
@@ -34,13 +61,11 @@ class LoraBatchState:
         self.shapes = shapes
         self.device = device
         self.dtype = dtype
-        self.weights: dict[str, LayerWeights] | None = None
-        self.fuse_siblings = True
-        self.shrink_memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._cache: OrderedDict[tuple[int, ...], dict[str, LayerWeights]] = OrderedDict()
+        self.weights: dict[str, list[ModuleDelta]] | None = None
+        self.shrink_memo: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: OrderedDict[tuple[int, ...], dict[str, list[ModuleDelta]]] = OrderedDict()
         self._cache_size = cache_size
-        self._zeros: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-        self._groups = _sibling_groups(shapes)
+        self._units = _units(shapes)
 
     def set_rows(self, rows: Sequence[DeviceAdapter | None]) -> None:
         """Select per-row adapters for the next forward pass (None rows use the base)."""
@@ -48,7 +73,7 @@ class LoraBatchState:
         if all(r is None for r in rows):
             self.weights = None
             return
-        key = (int(self.fuse_siblings), *(r.serial if r is not None else 0 for r in rows))
+        key = tuple(r.serial if r is not None else 0 for r in rows)
         cached = self._cache.get(key)
         if cached is None:
             cached = self._gather(rows)
@@ -64,56 +89,46 @@ class LoraBatchState:
         self.shrink_memo.clear()
         self._cache.clear()
 
-    def _zero(self, module: str, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = self.shapes[module]
-        zkey = (shape.in_features, shape.out_features, rank)
-        z = self._zeros.get(zkey)
-        if z is None:
-            z = (
-                torch.zeros(shape.in_features, rank, device=self.device, dtype=self.dtype),
-                torch.zeros(rank, shape.out_features, device=self.device, dtype=self.dtype),
-            )
-            self._zeros[zkey] = z
-        return z
-
-    def _gather(self, rows: Sequence[DeviceAdapter | None]) -> dict[str, LayerWeights]:
-        pairs = self._gather_pairs(rows)
-        out: dict[str, LayerWeights] = {m: (a, b, None, 0, a.shape[2]) for m, (a, b) in pairs.items()}
-        if not self.fuse_siblings:
-            return out
-        for group, members in self._groups.items():
-            present = [m for m in members if m in pairs]
-            if len(present) < 2:
-                continue
-            fused = torch.cat([pairs[m][0] for m in present], dim=2)
-            start = 0
-            for m in present:
-                end = start + pairs[m][0].shape[2]
-                out[m] = (fused, pairs[m][1], group, start, end)
-                start = end
+    def _gather(self, rows: Sequence[DeviceAdapter | None]) -> dict[str, list[ModuleDelta]]:
+        out: dict[str, list[ModuleDelta]] = {}
+        serials = itertools.count()
+        for members in self._units:
+            # Rows grouped by which members they target; rows that target none are left out, so a
+            # batch that mixes target sets never multiplies by rows of zeros.
+            groups: dict[tuple[bool, ...], list[int]] = {}
+            for i, r in enumerate(rows):
+                if r is not None:
+                    signature = tuple(m in r.modules for m in members)
+                    if any(signature):
+                        groups.setdefault(signature, []).append(i)
+            for signature, idx in groups.items():
+                present = [m for m, has in zip(members, signature, strict=True) if has]
+                adapters = [r for r in (rows[i] for i in idx) if r is not None]
+                stacks = {m: _stack(adapters, m) for m in present}
+                a = torch.cat([stacks[m][0] for m in present], dim=2)
+                index = None if len(idx) == len(rows) else torch.tensor(idx, device=self.device)
+                segment = Segment(next(serials), len(rows), index, a)
+                start = 0
+                for m in present:
+                    rank = stacks[m][0].shape[2]
+                    out.setdefault(m, []).append(ModuleDelta(segment, start, start + rank, stacks[m][1]))
+                    start += rank
         return out
 
-    def _gather_pairs(self, rows: Sequence[DeviceAdapter | None]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        present = [r for r in rows if r is not None]
-        modules = set().union(*(r.modules.keys() for r in present))
-        out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        for module in modules:
-            rank = max(r.modules[module][0].shape[1] for r in present if module in r.modules)
-            a_list, b_list = [], []
-            for r in rows:
-                pair = r.modules.get(module) if r is not None else None
-                if pair is None:
-                    pair = self._zero(module, rank)
-                elif pair[0].shape[1] < rank:
-                    pad = rank - pair[0].shape[1]
-                    pair = (
-                        torch.nn.functional.pad(pair[0], (0, pad)),
-                        torch.nn.functional.pad(pair[1], (0, 0, 0, pad)),
-                    )
-                a_list.append(pair[0])
-                b_list.append(pair[1])
-            out[module] = (torch.stack(a_list), torch.stack(b_list))
-        return out
+
+def _stack(adapters: list[DeviceAdapter], module: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row A [rows, in, r] and B [rows, r, out], lower ranks padded with zeros to the largest.
+
+    Padding keeps one matmul per segment: on a CPU each extra small kernel costs more than the
+    padded columns (measured; see the grid benchmark)."""
+    rank = max(d.modules[module][0].shape[1] for d in adapters)
+    a_list, b_list = [], []
+    for d in adapters:
+        a, b = d.modules[module]
+        pad = rank - a.shape[1]
+        a_list.append(torch.nn.functional.pad(a, (0, pad)) if pad else a)
+        b_list.append(torch.nn.functional.pad(b, (0, 0, 0, pad)) if pad else b)
+    return torch.stack(a_list), torch.stack(b_list)
 
 
 class MultiLoraLinear(nn.Module):
@@ -127,44 +142,55 @@ class MultiLoraLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
-        weights = self._state[0].weights
-        if weights is None:
+        state = self._state[0]
+        if state.weights is None:
             return out
-        entry = weights.get(self.lora_key)
-        if entry is None:
+        deltas = state.weights.get(self.lora_key)
+        if not deltas:
             return out
-        a, b, group, start, end = entry
-        if x.dim() != 3 or x.shape[0] != a.shape[0]:
-            raise RuntimeError(f"LoRA batch mismatch in {self.lora_key}: input {tuple(x.shape)}, rows {a.shape[0]}")
-        if group is None:
-            return out.baddbmm_(torch.bmm(x, a), b)
-        memo = self._state[0].shrink_memo
-        hit = memo.get(group)
-        if hit is None or hit[0] is not x:
-            hit = (x, torch.bmm(x, a))
-            memo[group] = hit
-        return out.baddbmm_(hit[1][..., start:end], b)
+        rows = deltas[0].segment.batch
+        tokens = x.numel() // x.shape[-1] if x.dim() >= 2 else 0
+        if tokens == 0 or tokens % rows:
+            raise RuntimeError(f"LoRA batch mismatch in {self.lora_key}: input {tuple(x.shape)}, rows {rows}")
+        per_row = x.reshape(rows, tokens // rows, x.shape[-1])
+        out_rows = out.view(rows, tokens // rows, out.shape[-1])
+        memo = state.shrink_memo
+        for delta in deltas:
+            segment = delta.segment
+            hit = memo.get(segment.key)
+            if hit is None or hit[0] is not x:
+                picked = per_row if segment.rows is None else per_row.index_select(0, segment.rows)
+                hit = (x, torch.bmm(picked, segment.a))
+                memo[segment.key] = hit
+            shrunk = hit[1][..., delta.start : delta.end]
+            if segment.rows is None:
+                out_rows.baddbmm_(shrunk, delta.b)
+            else:
+                out_rows.index_add_(0, segment.rows, torch.bmm(shrunk, delta.b))
+        return out
 
 
-def _sibling_groups(shapes: dict[str, ModuleShape]) -> dict[str, tuple[str, ...]]:
-    groups: dict[str, tuple[str, ...]] = {}
+def _units(shapes: dict[str, ModuleShape]) -> list[tuple[str, ...]]:
+    """Sibling groups that share a shrink matmul, then every other module on its own."""
+    units: list[tuple[str, ...]] = []
     for siblings in SIBLINGS:
         parents = {name.rpartition(".")[0] for name in shapes if name.rpartition(".")[2] in siblings}
-        for parent in parents:
+        for parent in sorted(parents):
             members = tuple(f"{parent}.{s}" if parent else s for s in siblings)
             members = tuple(m for m in members if m in shapes)
             if len(members) >= 2 and len({shapes[m].in_features for m in members}) == 1:
-                groups[f"{parent}:{siblings[0]}"] = members
-    return groups
+                units.append(members)
+    grouped = {m for unit in units for m in unit}
+    return units + [(m,) for m in shapes if m not in grouped]
 
 
 def lora_targets(model: nn.Module) -> dict[str, ModuleShape]:
-    """Every Linear/Conv1D of the model except the output head, with its shape."""
+    """Every Linear/Conv1D of the model except the output head and MoE experts, with its shape."""
     get_output = getattr(model, "get_output_embeddings", None)
     output = get_output() if callable(get_output) else None
     shapes: dict[str, ModuleShape] = {}
     for name, module in model.named_modules():
-        if module is output:
+        if module is output or is_expert_module(name):
             continue
         if isinstance(module, nn.Linear):
             shapes[name] = ModuleShape(module.in_features, module.out_features)

@@ -27,11 +27,15 @@ class LoadedModel:
 
 
 def pick_device(requested: str) -> torch.device:
+    """`auto` is CUDA when a device is visible, else the CPU; `cpu` and `cuda[:N]` are exactly that."""
     if requested in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise BaseModelError(f"device {requested!r} requested but CUDA is not available")
-    return torch.device(requested)
+    try:
+        return torch.device(requested)
+    except RuntimeError:
+        raise BaseModelError(f"unknown device {requested!r} (use auto, cpu or cuda[:N])") from None
 
 
 def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
@@ -57,24 +61,36 @@ def _check_dir(path: Path) -> None:
         raise BaseModelError(f"no .safetensors weights in {path}{hint}")
 
 
-def load_base_model(path: Path, device: str = "auto", dtype: str = "auto") -> LoadedModel:
-    """Load once; a CUDA failure falls back to the CPU with the reason logged and kept."""
+def load_base_model(
+    path: Path, device: str = "auto", dtype: str = "auto", *, cpu_fallback: bool = False
+) -> LoadedModel:
+    """Load once. A failure on an accelerator (out of memory included) is an error that keeps the
+    runtime not Ready; only with `cpu_fallback` does it load on the CPU instead, saying why."""
     _check_dir(path)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     target = pick_device(device)
     fallback: str | None = None
     try:
         model = _load(path, target, pick_dtype(target, dtype))
-    except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-        if target.type != "cuda":
+    except Exception as exc:
+        if target.type == "cpu":
             raise
-        fallback = f"CUDA load failed ({type(exc).__name__}: {exc}); serving on CPU"
+        failure = f"loading the base model on {target} failed ({type(exc).__name__}: {exc})"
+        if not cpu_fallback:
+            raise BaseModelError(f"{failure}; set SAIGON_CPU_FALLBACK=true to serve from the CPU instead") from exc
+        fallback = f"{failure}; serving from the CPU (SAIGON_CPU_FALLBACK)"
         log.warning(fallback)
+        _free_accelerator(target)
         target = torch.device("cpu")
         model = _load(path, target, torch.float32)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
     return LoadedModel(model, tokenizer, target, next(model.parameters()).dtype, path.name, fallback)
+
+
+def _free_accelerator(device: torch.device) -> None:
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _load(path: Path, device: torch.device, dtype: torch.dtype) -> PreTrainedModel:

@@ -55,6 +55,14 @@ class ScoredNode:
 
 
 @dataclass(frozen=True)
+class NodeLine:
+    label: str  # neutralised, on one line
+    body: str
+    line: str  # as rendered in the context
+    tokens: int  # of `line`, by the counter that rendered it
+
+
+@dataclass(frozen=True)
 class MeshContext:
     text: str  # rendered context: untrusted data, already neutralised, without delimiters
     node_ids: tuple[str, ...]  # nodes included, in rendered order
@@ -123,43 +131,67 @@ def render_context(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     count_tokens: TokenCounter | None = None,
     forbidden_tokens: Sequence[str] = (),
+    memo: dict[int, NodeLine] | None = None,
 ) -> MeshContext | None:
     """Render `selected` (best first) as one line per node plus relation lines among them,
-    adding nodes while the whole text stays within `max_tokens`. None when nothing fits."""
+    adding nodes while the whole text stays within `max_tokens`. None when nothing fits.
+
+    `memo` keeps each node's rendered line and its token count across calls (one per graph and
+    counter: build_context keeps it with the graph), so a user's next request counts only the text
+    as a whole."""
     count = count_tokens or make_token_counter(None)
     node_lines: list[str] = []
     chosen: list[ScoredNode] = []
+    # Each line is counted once (plus one token per line break), not the growing text after every
+    # line: that was quadratic in the lines. The exact count of the final text has the last word.
+    used = 0
 
     def clean(text: str) -> str:
         return neutralise(one_line(text), forbidden_tokens)
 
     for item in selected:
-        label, body = clean(item.node.label), clean(item.node.text)
-        line = f"- {label}: {body}" if body else f"- {label}"
-        if count(_join([*node_lines, line])) <= max_tokens:
+        rendered = memo.get(item.index) if memo is not None else None
+        if rendered is None:
+            label, body = clean(item.node.label), clean(item.node.text)
+            line = f"- {label}: {body}" if body else f"- {label}"
+            rendered = NodeLine(label, body, line, count(line))
+            if memo is not None:
+                memo[item.index] = rendered
+        label, body, line = rendered.label, rendered.body, rendered.line
+        cost = rendered.tokens + (1 if node_lines else 0)
+        if used + cost <= max_tokens:
             node_lines.append(line)
             chosen.append(item)
+            used += cost
             continue
         truncated = _truncate_to_fit(node_lines, f"- {label}:", body.split(), count, max_tokens)
         if truncated is not None:
             node_lines.append(truncated)
             chosen.append(item)
         break
+    while node_lines and count(_join(node_lines)) > max_tokens:
+        node_lines.pop()
+        chosen.pop()
     if not chosen:
         return None
 
     text = _join(node_lines)
+    used = count(text)
     chosen_ids = {item.node.id for item in chosen}
     label_of = {item.node.id: clean(item.node.label) for item in chosen}
     relation_lines: list[str] = []
     for edge in graph.edges:
         if edge.source in chosen_ids and edge.target in chosen_ids and edge.source != edge.target:
             line = f"- {label_of[edge.source]} {clean(edge.relation)} {label_of[edge.target]}"
-            candidate = _join([*node_lines, RELATIONS_HEADER, *relation_lines, line])
-            if count(candidate) > max_tokens:
+            cost = count(line) + 1 + (0 if relation_lines else count(RELATIONS_HEADER) + 1)
+            if used + cost > max_tokens:
                 break
             relation_lines.append(line)
-            text = candidate
+            used += cost
+    while relation_lines and count(_join([*node_lines, RELATIONS_HEADER, *relation_lines])) > max_tokens:
+        relation_lines.pop()
+    if relation_lines:
+        text = _join([*node_lines, RELATIONS_HEADER, *relation_lines])
     return MeshContext(text=text, node_ids=tuple(item.node.id for item in chosen), tokens=count(text))
 
 
@@ -181,9 +213,12 @@ def build_context(
     selected = select_nodes(graph, query, max_nodes=max_nodes, neighbour_decay=neighbour_decay)
     if not selected:
         return None
+    # Keyed by the tokenizer's identity, which the memo holds on to (so the id is never reused).
+    owner, memo = graph.derived(f"node_lines:{id(tokenizer)}", lambda _: (tokenizer, dict[int, NodeLine]()))
     return render_context(
         graph,
         selected,
+        memo=memo if owner is tokenizer else None,
         max_tokens=max_tokens,
         count_tokens=make_token_counter(tokenizer),
         forbidden_tokens=special_tokens(tokenizer),

@@ -21,13 +21,21 @@ from aiohttp.abc import AbstractAccessLogger
 
 from saigon_runtime.adapters.types import scope_of
 from saigon_runtime.config import RuntimeConfig
-from saigon_runtime.server import routes_admin, routes_health, routes_mesh, routes_openai, routes_saigon
+from saigon_runtime.server import (
+    routes_admin,
+    routes_health,
+    routes_mesh,
+    routes_openai,
+    routes_saigon,
+    routes_users,
+)
 from saigon_runtime.server.auth import CREDENTIALS_KEY, ROUTE_ACCESS_KEY, Credentials, auth_middleware
 from saigon_runtime.server.errors import error_middleware
 from saigon_runtime.server.metrics import ServerMetrics
 from saigon_runtime.server.openapi import build_openapi
 from saigon_runtime.server.routing import Access, RouteDef
 from saigon_runtime.server.state import OPENAPI_KEY, STATE_KEY, ServerState
+from saigon_runtime.server.tokens import TokenFile
 
 if TYPE_CHECKING:
     from saigon_runtime.engine.engine import Engine
@@ -45,6 +53,7 @@ def all_routes() -> list[RouteDef]:
         *routes_mesh.ROUTES,
         *routes_openai.ROUTES,
         *routes_admin.ROUTES,
+        *routes_users.ROUTES,
     ]
 
 
@@ -61,14 +70,16 @@ def create_app(config: RuntimeConfig, engine: Engine | None = None) -> web.Appli
         from saigon_runtime.server.gie_metrics import GieCollector
 
         state.metrics.registry.register(GieCollector(lambda: state.engine))
-    app[CREDENTIALS_KEY] = Credentials(config.admin_token, dict(config.inference_tokens))
+    token_file = TokenFile(config.inference_tokens_file) if config.inference_tokens_file is not None else None
+    credentials = Credentials(config.admin_token, dict(config.inference_tokens), token_file)
+    app[CREDENTIALS_KEY] = credentials
     routes = all_routes()
     access: dict[web.AbstractRoute, Access] = {}
     for route in routes:
         registered = app.router.add_route(route.method, route.path, route.handler, name=route.name)
         access[registered] = route.access
     app[ROUTE_ACCESS_KEY] = access
-    app[OPENAPI_KEY] = build_openapi(routes, inference_auth=bool(config.inference_tokens), version=API_VERSION)
+    app[OPENAPI_KEY] = build_openapi(routes, inference_auth=credentials.inference_auth, version=API_VERSION)
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(_engine_lifecycle(engine))
     app.on_shutdown.append(_start_draining)
@@ -76,20 +87,19 @@ def create_app(config: RuntimeConfig, engine: Engine | None = None) -> web.Appli
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
-    """The mesh store and the audit log; the audit log is closed after the engine has stopped."""
+    """The user store and the audit log; both are closed after the engine has stopped."""
+    from saigon_runtime.audit import audit_from_config
+    from saigon_runtime.userstore import open_user_store
+
     state = app[STATE_KEY]
-    config = state.config
-    if config.mesh_dir is not None:
-        from saigon_runtime.mesh.store import MeshStore
-
-        state.mesh = MeshStore(config.mesh_dir)
-    if config.log_dir is not None:
-        from saigon_runtime.audit import AuditLog
-
-        state.audit = await asyncio.to_thread(AuditLog, config.log_dir, log_prompts=config.log_prompts)
+    # A database that cannot be reached stops the start-up here, with its reason (StoreUnavailable).
+    state.users = await asyncio.to_thread(open_user_store, state.config)
+    state.audit = await asyncio.to_thread(audit_from_config, state.config)
     yield
     if state.audit is not None:
         await asyncio.to_thread(state.audit.close)
+    if state.users is not None:
+        await asyncio.to_thread(state.users.close)
 
 
 def _engine_lifecycle(given: Engine | None) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -145,7 +155,7 @@ async def _attach(state: ServerState, engine: Engine) -> None:
     if state.config.watch_interval_s > 0 and engine.adapters.store is not None:
         state.watcher = AdapterWatcher(engine.adapters, state.config.watch_interval_s)
         state.watcher.start()
-    state.service = InferenceService(engine, state.mesh, state.audit)
+    state.service = InferenceService(engine, state.users, state.audit, mesh_max_tokens=state.config.mesh_max_tokens)
     state.engine = engine
 
 

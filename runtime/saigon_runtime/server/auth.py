@@ -18,6 +18,7 @@ from aiohttp import web
 
 from saigon_runtime.server.errors import ApiError, forbidden, unauthorized
 from saigon_runtime.server.routing import Access, Handler
+from saigon_runtime.server.tokens import TokenFile
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,19 @@ ROUTE_ACCESS_KEY = web.AppKey("saigon_route_access", dict[web.AbstractRoute, Acc
 @dataclass(frozen=True)
 class Credentials:
     admin_token: str | None
-    inference_tokens: Mapping[str, str]  # token -> user id
+    static_tokens: Mapping[str, str]  # token -> user id (SAIGON_INFERENCE_TOKENS)
+    token_file: TokenFile | None = None  # re-read on change (a mounted Secret)
+
+    @property
+    def inference_tokens(self) -> Mapping[str, str]:
+        if self.token_file is None:
+            return self.static_tokens
+        return {**self.static_tokens, **self.token_file.tokens()}
 
     @property
     def inference_auth(self) -> bool:
-        return bool(self.inference_tokens)
+        # A configured tokens file turns auth on even while it lists nobody: closed, never open.
+        return bool(self.static_tokens) or self.token_file is not None
 
     def admin(self, token: str | None) -> bool:
         return bool(self.admin_token) and token is not None and _equal(token, self.admin_token or "")
@@ -84,12 +93,12 @@ def authenticate(access: Access, credentials: Credentials, token: str | None) ->
         if not credentials.admin(token):
             raise unauthorized("invalid admin token")
         return Principal("admin")
+    if token is not None and credentials.admin(token):
+        return Principal("admin")  # the operator may act for any user (user id from the body)
     if not credentials.inference_auth:
         return ANONYMOUS
     if token is None:
         raise unauthorized("inference needs a bearer token")
-    if credentials.admin(token):
-        return Principal("admin")  # the operator may act for any user (user id from the body)
     user_id = credentials.user_for(token)
     if user_id is None:
         raise unauthorized("invalid bearer token")

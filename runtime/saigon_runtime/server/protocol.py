@@ -84,6 +84,12 @@ class ReadyResponse(_Response):
     base_model_loaded: bool
     missing_adapters: list[str]
     draining: bool
+    load_error: str | None = Field(
+        default=None, description="why the base model failed to load (a CUDA failure or out of memory included)"
+    )
+    device_fallback: str | None = Field(
+        default=None, description="why the model serves from the CPU instead of the accelerator (SAIGON_CPU_FALLBACK)"
+    )
 
 
 # ---------------------------------------------------------------- original Saigon API
@@ -172,6 +178,8 @@ class StatusResponse(_Response):
     resident_adapters: list[ResidentAdapter]
     queue_depth: int
     running: int
+    load_error: str | None = None
+    device_fallback: str | None = None
 
 
 class MeshPutResponse(_Response):
@@ -273,6 +281,19 @@ class AdapterStatsResponse(_Response):
     versions: list[VersionStatsModel]
 
 
+# A domain is the `<name>` of `domain_<name>`: the user id's rule.
+DomainName = Annotated[str, Field(pattern=USER_ID_PATTERN, examples=["cooking"])]
+
+
+class UserDomainRequest(_Request):
+    domain: DomainName | None = Field(description="the user's domain (serves domain_<name>); null: none")
+
+
+class UserDomainResponse(_Response):
+    user_id: str
+    domain: str | None
+
+
 # ---------------------------------------------------------------- OpenAI-compatible API
 
 
@@ -281,7 +302,12 @@ class StreamOptions(_Request):
 
 
 class _SamplingFields(_Request):
-    model: Annotated[str, Field(min_length=1, max_length=256, description="an adapter name or the base model")]
+    model: Annotated[
+        str,
+        Field(
+            min_length=1, max_length=256, description="the base model, an adapter, or user_<id> (that user's cascade)"
+        ),
+    ]
     temperature: Temperature = 1.0
     top_p: TopP = 1.0
     n: Annotated[int, Field(ge=1, le=1, description="only 1 is supported"), INTEGRAL] = 1
@@ -291,6 +317,12 @@ class _SamplingFields(_Request):
     seed: Seed | None = None
     user: UserId | None = Field(None, description="end-user id, for the audit log (auth off only)")
     ignore_eos: bool = Field(False, description="extension (as in vLLM): keep generating past end-of-sequence")
+    mesh_context: bool | None = Field(
+        None,
+        description="extension: add the user's mesh context to the prompt (as /api/saigon/infer does); "
+        "null: the model's default (SAIGON_MESH_DEFAULT). The openai client sends it with "
+        "extra_body={'mesh_context': True}",
+    )
 
     def stop_sequences(self) -> tuple[str, ...]:
         if self.stop is None:

@@ -24,8 +24,9 @@ def readiness(state: ServerState) -> ReadyResponse:
     required = state.config.required_adapters
     if engine is None:
         return ReadyResponse(
-            ready=False, base_model_loaded=False, missing_adapters=list(required), draining=state.draining
-        )
+            ready=False, base_model_loaded=False, missing_adapters=list(required), draining=state.draining,
+            load_error=state.engine_error,
+        )  # fmt: skip
     missing = []
     for name in required:
         try:
@@ -36,7 +37,10 @@ def readiness(state: ServerState) -> ReadyResponse:
         if info.version is None or info.error is not None or name not in state.loaded_required:
             missing.append(name)
     ready = not missing and not state.draining
-    return ReadyResponse(ready=ready, base_model_loaded=True, missing_adapters=missing, draining=state.draining)
+    return ReadyResponse(
+        ready=ready, base_model_loaded=True, missing_adapters=missing, draining=state.draining,
+        device_fallback=engine.fallback_reason,
+    )  # fmt: skip
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -1,5 +1,6 @@
-"""GET and PUT one user's mesh graph. The JSON is untrusted: MeshStore schema-checks and
-size-caps it before an atomic write; a tenant may only touch their own graph."""
+"""GET and PUT one user's mesh graph, in the user store (files or PostgreSQL). The JSON is
+untrusted: the store schema-checks and size-caps it before writing; a tenant may only touch
+their own graph, and with inference auth on an anonymous caller touches none."""
 
 from __future__ import annotations
 
@@ -8,19 +9,16 @@ import asyncio
 from aiohttp import web
 
 from saigon_runtime.mesh.schema import validate_user_id
-from saigon_runtime.mesh.store import MeshStore
 from saigon_runtime.server.auth import effective_user
 from saigon_runtime.server.errors import ApiError
 from saigon_runtime.server.protocol import USER_ID_PATTERN, MeshGraph, MeshPutResponse, json_body
 from saigon_runtime.server.routing import Access, RouteDef
 from saigon_runtime.server.state import state_of
+from saigon_runtime.userstore import UserStore
 
 
-def _store(request: web.Request) -> MeshStore:
-    store = state_of(request).mesh
-    if store is None:
-        raise ApiError(409, "this runtime has no mesh directory (set SAIGON_MESH_DIR)", code="mesh_disabled")
-    return store
+def _store(request: web.Request) -> UserStore:
+    return state_of(request).user_store()
 
 
 def _user(request: web.Request) -> str:
@@ -31,7 +29,7 @@ def _user(request: web.Request) -> str:
 
 async def get_mesh(request: web.Request) -> web.Response:
     user_id = _user(request)
-    graph = await asyncio.to_thread(_store(request).get, user_id)
+    graph = await asyncio.to_thread(_store(request).get_mesh, user_id)
     if graph is None:
         raise ApiError(404, "this user has no mesh", code="mesh_not_found")
     return web.json_response(json_body(graph))
@@ -41,7 +39,7 @@ async def put_mesh(request: web.Request) -> web.Response:
     user_id = _user(request)
     store = _store(request)
     raw = await request.read()
-    graph = await asyncio.to_thread(store.put, user_id, raw)
+    graph = await asyncio.to_thread(store.put_mesh, user_id, raw)
     return web.json_response(
         json_body(MeshPutResponse(user_id=user_id, nodes=len(graph.nodes), edges=len(graph.edges)))
     )

@@ -1,6 +1,7 @@
 """The OpenAI-compatible API: /v1/models, /v1/completions and /v1/chat/completions, with
-server-sent-event streaming and `usage`. `model` names an adapter or the base model; the
-official `openai` client works unchanged against these routes."""
+server-sent-event streaming and `usage`. `model` names an adapter, the base model or a user
+(`user_<id>`: that user's cascade); the user is resolved by server.identity, the mesh context is
+opt-in (server.mesh_context); the official `openai` client works unchanged against these routes."""
 
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ from collections.abc import Callable
 from aiohttp import web
 from pydantic import BaseModel
 
-from saigon_runtime.adapters.manager import Resolution
-from saigon_runtime.adapters.names import NAME_RE
 from saigon_runtime.engine.types import GenerationRequest, GenerationResult, SamplingParams, new_request_id
-from saigon_runtime.errors import AdapterNotFound, EngineError
+from saigon_runtime.errors import EngineError
 from saigon_runtime.mesh.prompt import build_chat_prompt
-from saigon_runtime.server.auth import check_adapter_visible, effective_user, principal, visible_to
+from saigon_runtime.server.auth import principal, visible_to
+from saigon_runtime.server.cascade import Target, resolve_target, served_headers
 from saigon_runtime.server.errors import ApiError, from_engine_error
 from saigon_runtime.server.generation import Generation, record_served, submit
+from saigon_runtime.server.identity import caller_user
+from saigon_runtime.server.mesh_context import context_for, mesh_wanted, with_context
 from saigon_runtime.server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -40,7 +42,7 @@ from saigon_runtime.server.protocol import (
 from saigon_runtime.server.routing import Access, ResponseKind, RouteDef, parse_body
 from saigon_runtime.server.sse import open_event_stream, send_done, send_error, send_event
 from saigon_runtime.server.state import ServerState, state_of
-from saigon_runtime.service import Prepared
+from saigon_runtime.service import Prepared, audit_metadata
 
 OWNER = "saigon"
 
@@ -67,35 +69,6 @@ async def list_models(request: web.Request) -> web.Response:
     return web.json_response(json_body(ModelList(data=cards)))
 
 
-async def resolve_model(request: web.Request, model: str) -> Resolution:
-    """The base model, or the adapter `model` names at its current version."""
-    engine = state_of(request).ready_engine()
-    if model == engine.model_id:
-        return Resolution(None, "base")
-    if not NAME_RE.fullmatch(model) or ".." in model:
-        raise _model_not_found(model)
-    check_adapter_visible(request, model)
-    try:
-        return await asyncio.to_thread(engine.adapters.resolve, None, model, strict=True)
-    except AdapterNotFound:
-        raise _model_not_found(model) from None
-
-
-ADAPTER_HEADER = "X-Saigon-Adapter"
-VERSION_HEADER = "X-Saigon-Adapter-Version"
-
-
-def served_headers(resolution: Resolution) -> dict[str, str]:
-    """Which adapter version answered: set once, before the body, so a response carries exactly one."""
-    adapter = resolution.adapter
-    return {ADAPTER_HEADER: adapter.name, VERSION_HEADER: adapter.version} if adapter is not None else {}
-
-
-def _model_not_found(model: str) -> ApiError:
-    shown = model if len(model) <= 64 else model[:61] + "..."
-    return ApiError(404, f"the model {shown!r} does not exist", param="model", code="model_not_found")
-
-
 def _finish_reason(result: GenerationResult) -> FinishReason:
     return "length" if result.finish_reason == "length" else "stop"
 
@@ -116,9 +89,11 @@ def _check_result(result: GenerationResult) -> None:
 async def completions(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, CompletionRequest)
     state = state_of(request)
-    user_id = effective_user(request, body.user, field="user")
-    resolution = await resolve_model(request, body.model)
-    prepared = _prepare(state, user_id, resolution, body.prompt, body, body.max_tokens, "cmpl")
+    target = await resolve_target(request, body.model, caller_user(request, body.user))
+    wanted = mesh_wanted(state, body.mesh_context, target.user_id)
+    context = await context_for(state, target.user_id, body.prompt, wanted)
+    prompt = with_context(state, body.prompt, context)
+    prepared = _prepare(state, target, prompt, body, body.max_tokens, "cmpl", context is not None, body.prompt, None)
     request_id = prepared.request_id
     gen = submit(state, prepared.request, stream=body.stream)
     created = int(time.time())
@@ -148,12 +123,16 @@ async def completions(request: web.Request) -> web.StreamResponse:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, ChatCompletionRequest)
     state = state_of(request)
-    user_id = effective_user(request, body.user, field="user")
-    resolution = await resolve_model(request, body.model)
+    target = await resolve_target(request, body.model, caller_user(request, body.user))
     engine = state.ready_engine()
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+    users_turns = [m["content"] for m in messages if m["role"] == "user"]
+    query = users_turns[-1] if users_turns else ""
+    wanted = mesh_wanted(state, body.mesh_context, target.user_id)
+    context = await context_for(state, target.user_id, query, wanted)
+    system = next((m["content"] for m in messages if m["role"] == "system"), None)
     try:
-        prompt = build_chat_prompt(engine.tokenizer, messages)
+        prompt = build_chat_prompt(engine.tokenizer, messages, context=context)
     except Exception as exc:  # a template that refuses this conversation (e.g. role order)
         raise ApiError(
             400,
@@ -162,7 +141,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             code="bad_messages",
         ) from None
     requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    prepared = _prepare(state, user_id, resolution, prompt, body, requested, "chatcmpl")
+    prepared = _prepare(state, target, prompt, body, requested, "chatcmpl", context is not None, query, system)
     request_id = prepared.request_id
     gen = submit(state, prepared.request, stream=body.stream)
     created = int(time.time())
@@ -207,7 +186,7 @@ async def _serve(
     if body.stream:
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         response, streamed = await _stream(
-            request, gen, include_usage, headers=served_headers(prepared.resolution),
+            request, gen, include_usage, headers=_headers(prepared),
             first=first, delta=delta, last=last, usage=usage,
         )  # fmt: skip
         if streamed is not None:
@@ -216,17 +195,23 @@ async def _serve(
     result = await gen.result()
     _check_result(result)
     record_served(state, prepared, result)
-    return web.json_response(json_body(final(result)), headers=served_headers(prepared.resolution))
+    return web.json_response(json_body(final(result)), headers=_headers(prepared))
+
+
+def _headers(prepared: Prepared) -> dict[str, str]:
+    return served_headers(prepared.resolution, mesh_context_used=prepared.mesh_context_used)
 
 
 def _prepare(
     state: ServerState,
-    user_id: str | None,
-    resolution: Resolution,
+    target: Target,
     prompt: str,
     body: CompletionRequest | ChatCompletionRequest,
     requested: int | None,
     prefix: str,
+    mesh_context_used: bool,
+    user_input: str,
+    system_prompt: str | None,
 ) -> Prepared:
     service = state.ready_service()
     ids = service.encode(prompt)
@@ -239,8 +224,10 @@ def _prepare(
         ignore_eos=body.ignore_eos,
     )
     request_id = new_request_id(prefix)
-    request = GenerationRequest(ids, resolution.adapter, sampling, request_id=request_id)
-    return Prepared(request_id, user_id, resolution, prompt, request, mesh_context_used=False)
+    request = GenerationRequest(ids, target.resolution.adapter, sampling, request_id=request_id)
+    metadata = audit_metadata(requested, body.temperature, system_prompt)
+    return Prepared(request_id, target.user_id, target.resolution, prompt, request, mesh_context_used,
+                    user_input, metadata)  # fmt: skip
 
 
 async def _stream(

@@ -14,9 +14,10 @@ from aiohttp import web
 
 from saigon_runtime.adapters.names import user_adapter
 from saigon_runtime.engine.types import GenerationResult
-from saigon_runtime.server.auth import check_adapter_visible, effective_user, principal, visible_to
+from saigon_runtime.server.auth import Principal, check_adapter_visible, principal, visible_to
 from saigon_runtime.server.errors import ApiError
 from saigon_runtime.server.generation import Generation, record_served, submit
+from saigon_runtime.server.identity import caller_user
 from saigon_runtime.server.protocol import (
     BatchInferRequest,
     BatchInferResponse,
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 async def prepare(request: web.Request, state: ServerState, item: InferRequest) -> Prepared:
     """Cascade, mesh context, prompt and token ids, as SaigonInference does (off the event loop:
     resolving an adapter or reading a mesh may touch the disk)."""
-    user_id = effective_user(request, item.user_id)
+    user_id = caller_user(request, item.user_id, field="user_id")
     if item.adapter is not None:
         check_adapter_visible(request, item.adapter, field="adapter")
     return await asyncio.to_thread(
@@ -118,9 +119,10 @@ async def status(request: web.Request) -> web.Response:
     state = state_of(request)
     who = principal(request)
     engine = state.engine
-    current_user = state.current_user if not who.is_tenant or state.current_user == who.user_id else None
+    # Another user's data never shows: the last user served only to that user or the admin.
+    current_user = state.current_user if _may_see_user(who, state.current_user) else None
     current_adapter = state.current_adapter
-    if current_adapter is not None and not visible_to(who, current_adapter):
+    if current_adapter is not None and not _may_see_adapter(who, current_adapter):
         current_adapter = None
     if engine is None:
         return web.json_response(
@@ -131,13 +133,14 @@ async def status(request: web.Request) -> web.Response:
                     current_adapter=current_adapter,
                     device=None,
                     base_model=None,
-                    cache_enabled=state.config.max_loras > 0,
+                    cache_enabled=True,
                     cache_size=0,
-                    cache_max_size=state.config.max_loras,
+                    cache_max_size=state.config.max_loras or 0,
                     cache=None,
                     resident_adapters=[],
                     queue_depth=0,
                     running=0,
+                    load_error=state.engine_error,
                 )
             )
         )
@@ -146,7 +149,7 @@ async def status(request: web.Request) -> web.Response:
     resident = [
         ResidentAdapter(name=i.name, version=i.version, tier=i.tier, pinned=i.pinned)  # type: ignore[arg-type]
         for i in infos
-        if i.tier != "disk" and i.version is not None and visible_to(who, i.name)
+        if i.tier != "disk" and i.version is not None and _may_see_adapter(who, i.name)
     ]
     c = stats.cache
     body = StatusResponse(
@@ -171,8 +174,20 @@ async def status(request: web.Request) -> web.Response:
         resident_adapters=resident,
         queue_depth=stats.queue_depth,
         running=stats.running,
+        device_fallback=engine.fallback_reason,
     )
     return web.json_response(json_body(body))
+
+
+def _may_see_user(who: Principal, user_id: str | None) -> bool:
+    return who.kind == "admin" or (who.is_tenant and user_id == who.user_id)
+
+
+def _may_see_adapter(who: Principal, name: str) -> bool:
+    """Per-user adapters name their user: shown to that user and the admin, never anonymously."""
+    if who.kind == "anonymous":
+        return not name.startswith("user_")
+    return visible_to(who, name)
 
 
 _GENERATION_ERRORS = (403, 404, 429, 503)

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from saigon_runtime.adapters.watcher import AdapterWatcher
     from saigon_runtime.audit import AuditLog
     from saigon_runtime.engine.engine import Engine
-    from saigon_runtime.mesh.store import MeshStore
     from saigon_runtime.service import InferenceService
+    from saigon_runtime.userstore import UserStore
 
 
 @dataclass
@@ -29,7 +29,7 @@ class ServerState:
     engine: Engine | None = None
     service: InferenceService | None = None  # prompt assembly and reporting, shared with SaigonInference
     engine_error: str | None = None  # why the base model failed to load, when it did
-    mesh: MeshStore | None = None
+    users: UserStore | None = None  # per-user data: meshes, the user -> domain map
     audit: AuditLog | None = None
     draining: bool = False
     started_at: float = field(default_factory=time.time)
@@ -55,6 +55,12 @@ class ServerState:
         self.ready_engine()
         assert self.service is not None
         return self.service
+
+    def user_store(self, code: str = "mesh_disabled") -> UserStore:
+        """The user store, or 409 `code` when this runtime has none."""
+        if self.users is None:
+            raise ApiError(409, "this runtime has no user store (set SAIGON_MESH_DIR or SAIGON_USER_STORE)", code=code)
+        return self.users
 
     def stats(self) -> Any | None:
         return self.engine.stats() if self.engine is not None else None

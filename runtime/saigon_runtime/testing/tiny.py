@@ -14,7 +14,15 @@ import torch
 from peft import LoraConfig, get_peft_model
 from saigon_contract.names import ACTIVE_LINK
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+from transformers.pytorch_utils import Conv1D
 
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 GPT2_TARGETS = ("c_attn", "c_proj", "c_fc")
@@ -93,24 +101,32 @@ def make_adapter(
     *,
     rank: int = 4,
     alpha: float = 8.0,
-    targets: Sequence[str] | None = None,
+    targets: Sequence[str] | str | None = None,
     rslora: bool = False,
     seed: int = 1,
     scale: float = 0.5,
     rank_pattern: dict[str, int] | None = None,
     alpha_pattern: dict[str, float] | None = None,
+    exclude: Sequence[str] = (),
+    **options: object,
 ) -> Path:
-    """A PEFT LoRA adapter with random (non-zero) A and B, saved in PEFT's own format."""
+    """A PEFT LoRA adapter with random (non-zero) A and B, saved in PEFT's own format.
+
+    `targets` is a list of module names or PEFT's "all-linear"; `options` go to `LoraConfig`
+    unchanged (use_dora, modules_to_save...) to make adapters the runtime must refuse.
+    """
     model = _load_base(base_dir)
     if targets is None:
         targets = GPT2_TARGETS if isinstance(model, GPT2LMHeadModel) else LLAMA_TARGETS
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,  # type: ignore[arg-type]  # PEFT accepts float alphas
-        target_modules=list(targets),
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        exclude_modules=list(exclude) or None,
         use_rslora=rslora,
         init_lora_weights=False, rank_pattern=rank_pattern or {}, alpha_pattern=alpha_pattern or {},
-        fan_in_fan_out=isinstance(model, GPT2LMHeadModel),
+        fan_in_fan_out=any(isinstance(m, Conv1D) for m in model.modules()),
+        **options,  # type: ignore[arg-type]
     )  # fmt: skip
     torch.manual_seed(seed)
     peft_model = get_peft_model(model, config)
@@ -143,9 +159,7 @@ def write_domains(adapters_dir: Path, mapping: dict[str, str]) -> None:
 
 
 def _load_base(base_dir: Path) -> torch.nn.Module:
-    config = json.loads((base_dir / "config.json").read_text())
-    cls = GPT2LMHeadModel if config.get("model_type") == "gpt2" else LlamaForCausalLM
-    return cls.from_pretrained(base_dir, use_safetensors=True, local_files_only=True)
+    return AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True, local_files_only=True)
 
 
 def write_random_adapter(
