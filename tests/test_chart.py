@@ -19,7 +19,7 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
-from controlplane.cluster import Cluster
+from controlplane.cluster import Cluster, CommandError
 from saigon_chart import (
     ALL_ON,
     CHART,
@@ -79,6 +79,10 @@ OPERATOR_CALLS = [
     ("delete", "", "configmaps"),
     ("delete", "", "services"),
     ("delete", "apps", "deployments"),
+    # builders.network: one NetworkPolicy per SaigonModel, deleted when spec.networkPolicy is off.
+    ("create", "networking.k8s.io", "networkpolicies"),
+    ("patch", "networking.k8s.io", "networkpolicies"),
+    ("delete", "networking.k8s.io", "networkpolicies"),
     # builders.model.build_role grants the agent these; RBAC allows granting only what one holds.
     ("get", "saigon.ai", "saigonadapters"),
     ("get", "", "pods"),
@@ -125,13 +129,15 @@ def test_chart_crds_are_byte_identical_copies_of_crds() -> None:
     assert not stale, f"charts/saigon/crds differs from crds/ in {stale}: run scripts/sync-chart-crds.sh"
 
 
-@pytest.mark.parametrize("values", ["defaults", "all-on", "namespaced"])
+@pytest.mark.parametrize("values", ["defaults", "all-on", "namespaced", "cluster-wide"])
 def test_helm_lint_strict(values: str, tmp_path: Path) -> None:
     args = ["lint", "--strict", str(CHART), "--kube-version", "1.36.0"]
     if values == "all-on":
         args += ["--values", str(write_values(tmp_path / "v.yaml", ALL_ON))]
     elif values == "namespaced":
         args += ["--values", str(write_values(tmp_path / "v.yaml", {**ALL_ON, "watchNamespaces": ["a", "b"]}))]
+    elif values == "cluster-wide":
+        args += ["--values", str(write_values(tmp_path / "v.yaml", {**ALL_ON, "clusterWide": True}))]
     out = run_helm(*args).stdout
     assert "1 chart(s) linted, 0 chart(s) failed" in out
 
@@ -141,6 +147,7 @@ def test_helm_lint_strict(values: str, tmp_path: Path) -> None:
     [
         ({"operator": {"replicas": "two"}}, "/operator/replicas"),
         ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
+        ({"clusterWide": "yes"}, "/clusterWide"),
         ({"prometheusRule": {"rules": {"latencyHigh": {"window": "5 min"}}}}, "/rules/latencyHigh/window"),
         ({"prometheusRule": {"rules": {"cacheThrash": {"maxHitRatio": 2}}}}, "/rules/cacheThrash/maxHitRatio"),
         ({"metrics": {"podMonitor": {"enabeld": True}}}, "enabeld"),
@@ -160,12 +167,25 @@ def test_schema_refuses_bad_values_with_the_path(values: dict[str, Any], message
     assert message in result.stderr
 
 
+def test_cluster_wide_and_listed_namespaces_exclude_each_other(tmp_path: Path) -> None:
+    values = write_values(tmp_path / "both.yaml", {"clusterWide": True, "watchNamespaces": ["a"]})
+    result = run_helm("template", "x", str(CHART), "--kube-version", "1.36.0", "--values", str(values), check=False)
+    assert result.returncode != 0
+    assert "clusterWide and watchNamespaces exclude each other" in result.stderr
+
+
 def test_defaults_render_only_the_operator_and_its_rbac() -> None:
-    kinds = sorted(doc["kind"] for doc in documents(template()))
+    docs = documents(template(namespace="ops"))
+    kinds = sorted(doc["kind"] for doc in docs)
     assert kinds == [
-        "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding",
-        "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount",
+        "ClusterRole", "ClusterRole", "ClusterRoleBinding",
+        "Deployment", "Role", "RoleBinding", "RoleBinding", "Service", "ServiceAccount",
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
     ]  # fmt: skip
+    # Namespaced by default: the operator's rights are bound in the release namespace alone.
+    (operator_binding,) = [b for b in only(docs, "RoleBinding") if b["roleRef"]["kind"] == "ClusterRole"]
+    assert operator_binding["metadata"]["namespace"] == "ops"
+    assert [b["metadata"]["name"] for b in only(docs, "ClusterRoleBinding")] == ["saigon-operator-discovery"]
 
 
 def test_every_object_carries_the_standard_labels(all_on: Path) -> None:
@@ -199,7 +219,7 @@ def test_operator_deployment_is_hardened_and_runs_one_active_replica() -> None:
     assert "--lease-name=s-saigon-operator" in container["args"]
     assert pod["serviceAccountName"] == "s-saigon-operator"
     assert container["args"][0] == "run"
-    assert not [a for a in container["args"] if a.startswith("--namespace")]
+    assert [a for a in container["args"] if a.startswith("--namespace")] == ["--namespace=ops"]
 
 
 def test_operator_args_are_accepted_by_the_operator_cli(tmp_path: Path) -> None:
@@ -325,7 +345,7 @@ def test_rendered_chart_passes_a_server_side_dry_run(
     monitoring_crds: Cluster, namespaces: list[str], tmp_path: Path
 ) -> None:
     release_ns, watched, _ = namespaces
-    for extra in ({}, {"watchNamespaces": [watched]}):
+    for extra in ({}, {"watchNamespaces": [watched]}, {"clusterWide": True}):
         values = write_values(tmp_path / "v.yaml", {**ALL_ON, **extra})
         rendered = template(values, release=f"dry-{secrets.token_hex(2)}", namespace=release_ns, include_crds=True)
         out = monitoring_crds.kubectl(
@@ -389,7 +409,8 @@ def test_install_upgrade_uninstall_and_the_operators_rbac(
     release = f"sg-{secrets.token_hex(2)}"
     operator = f"{release}-saigon-operator"
     installed = run_helm("install", release, str(CHART), "-n", release_ns, "--values",
-                         str(write_values(tmp_path / "v1.yaml", ALL_ON)), cluster=monitoring_crds)  # fmt: skip
+                         str(write_values(tmp_path / "v1.yaml", {**ALL_ON, "clusterWide": True})),
+                         cluster=monitoring_crds)  # fmt: skip
     try:
         # NOTES.txt: how to check the install and apply the examples, and what was switched on.
         assert f"kubectl -n {release_ns} rollout status deployment/{operator}" in installed.stdout
@@ -437,6 +458,46 @@ def test_install_upgrade_uninstall_and_the_operators_rbac(
         assert monitoring_crds.kubectl("get", kind, "-l", f"app.kubernetes.io/instance={release}", "-o", "name") == ""
     # Helm never deletes CRDs: SaigonModels and SaigonAdapters outlive the release.
     monitoring_crds.kubectl("get", "crd", "saigonadapters.saigon.ai")
+
+
+RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+
+
+def test_default_install_is_namespaced_and_cluster_wide_is_a_choice(
+    k8s_cluster: Cluster, namespaces: list[str], tmp_path: Path
+) -> None:
+    """`kubectl auth can-i --as` the chart's operator ServiceAccount, on the real authorizer."""
+    release_ns, team, _ = namespaces
+    release = f"ci-{secrets.token_hex(2)}"
+    user = f"system:serviceaccount:{release_ns}:{release}-saigon-operator"
+
+    def install(values: dict[str, Any]) -> str:
+        rendered = template(write_values(tmp_path / "v.yaml", values), release=release, namespace=release_ns)
+        docs = [d for d in documents(rendered) if d["kind"] in RBAC_KINDS]
+        k8s_cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+        return "\n---\n".join(json.dumps(d) for d in docs)
+
+    def can(verb: str, resource: str, namespace: str) -> bool:
+        try:
+            k8s_cluster.kubectl("auth", "can-i", verb, resource, "-n", namespace, f"--as={user}")
+            return True
+        except CommandError as error:
+            assert error.stdout.strip() == "no", error
+            return False
+
+    applied = install({})
+    try:
+        assert can("get", "secrets", release_ns) and can("patch", "pods", release_ns)
+        for namespace in ("kube-system", team):
+            for verb, resource in (("get", "secrets"), ("patch", "pods"), ("list", "pods"), ("create", "deployments")):
+                assert not can(verb, resource, namespace), (verb, resource, namespace)
+        assert not can("list", "secrets", release_ns)
+        k8s_cluster.kubectl("delete", "-f", "-", input=applied)
+        applied = install({"clusterWide": True})
+        # Chosen explicitly: every namespace, kube-system included.
+        assert can("get", "secrets", "kube-system") and can("patch", "pods", team)
+    finally:
+        k8s_cluster.kubectl("delete", "--ignore-not-found", "-f", "-", input=applied)
 
 
 def _allowed(

@@ -15,10 +15,11 @@ from collections.abc import Iterator
 
 import kubernetes
 import pytest
-from controlplane.cluster import Cluster
+from controlplane.cluster import Cluster, ControlPlane
 from controlplane.processes import free_port
 from saigon_e2e.artifacts import Artifact, make_artifact
 from saigon_e2e.world import MODEL, World, running_world
+from saigon_operator.cli import EXIT_LOST_LEASE
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 
@@ -331,6 +332,33 @@ def _sha(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def test_watches_gone_and_an_api_server_restart_mid_run(world: World, artifacts: dict[str, Artifact]) -> None:
+    """Every watch resumes from a resourceVersion etcd has compacted away (410 Gone), after the API
+    server was down for seconds; changes made right after it is back still converge."""
+    if not isinstance(world.cluster, ControlPlane):
+        pytest.skip("restarts the test's own kube-apiserver; $SAIGON_TEST_KUBECONFIG names another cluster")
+    world.kubectl_apply(world.adapter_manifest("before", user="bf", version="v1", artifact=artifacts["small-6"]))
+    world.wait_for(lambda: world.served_everywhere("before", "v1"), 90, "served before the restart")
+    assert world.operator.process is not None
+    world.cluster.stop_apiserver()
+    world.cluster.expire_watches()  # every resourceVersion a client holds is now compacted away
+    time.sleep(8)  # longer than the leader's renew deadline (2/3 of its 10 s lease)
+    world.cluster.start_apiserver()
+    # Down longer than its renew deadline, the leader exited at once (a Deployment restarts it).
+    assert world.operator.process.wait(timeout=60) == EXIT_LOST_LEASE
+    world.operator.start()
+    world.operator.wait_leading(timeout=60)
+
+    world.delete_adapter("before")
+    world.kubectl_apply(world.adapter_manifest("after", user="af", version="v1", artifact=artifacts["small-7"]))
+    world.wait_for(lambda: world.served_everywhere("after", "v1"), 120, "a new adapter converges after the restart")
+    world.wait_for(lambda: world.runtimes_serve("user_af", "v1"), 60, "every runtime serves it")
+    world.wait_for(lambda: world.runtimes_serve("user_bf", None), 60, "the deleted one is unloaded everywhere")
+    world.wait_for(lambda: world.get_adapter("before") is None, 60, "its finalizer completes")
+    # The agents' watches did resume from a compacted resourceVersion and listed again.
+    assert any("410 Gone" in pod.log("agent") for pod in world.pods), world.diagnostics()
 
 
 def test_an_agent_that_cannot_watch_says_why_and_keeps_its_pod_unready(world: World) -> None:

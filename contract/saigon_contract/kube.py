@@ -38,6 +38,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
 }
 
 
@@ -130,6 +131,8 @@ class KubeClient:
         self._session: aiohttp.ClientSession | None = None
         self._token: str | None = credentials.token
         self._token_read_at = 0.0
+        # Called before every write; raises to refuse it (the operator's leader fencing).
+        self.write_guard: Callable[[], None] | None = None
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -175,6 +178,8 @@ class KubeClient:
         content_type: str = "application/json",
     ) -> dict[str, Any]:
         data = None if body is None else json.dumps(body)
+        if method != "GET" and self.write_guard is not None:
+            self.write_guard()
         try:
             async with self.session.request(
                 method,
@@ -308,7 +313,9 @@ async def list_and_watch(
     on_error: Callable[[ApiError], None] | None = None,
     backoff_s: float = 1.0,
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """An informer loop: list (yielding each item as "SYNC"), then watch; list again on 410 or errors.
+    """An informer loop: list (yielding each item as "SYNC"), then watch. Like client-go's reflector,
+    a broken watch resumes from the last resourceVersion seen (an API server restart costs no
+    relist of every object); only 410 Gone (that version is compacted away) lists again.
 
     `on_relist(items)` (optional) is awaited after every list with all items, so the caller
     can drop objects that vanished while it was not watching. Every other API error is logged
@@ -316,23 +323,26 @@ async def list_and_watch(
     that cannot work without the watch (the agent) turns it into a condition and unreadiness.
     """
     delay = backoff_s
+    version: str | None = None
     while True:
         try:
-            listing = await client.get(path, params=params)
-            items = listing.get("items") or []
-            for item in items:
-                yield "SYNC", item
-            if on_relist is not None:
-                await on_relist(items)
-            version = listing["metadata"]["resourceVersion"]
-            delay = backoff_s
-            while True:
-                async for kind, obj in client.watch(path, resource_version=version, params=params):
-                    version = obj.get("metadata", {}).get("resourceVersion", version)
-                    if kind != "BOOKMARK":
-                        yield kind, obj
+            if version is None:
+                listing = await client.get(path, params=params)
+                items = listing.get("items") or []
+                for item in items:
+                    yield "SYNC", item
+                if on_relist is not None:
+                    await on_relist(items)
+                version = str(listing["metadata"]["resourceVersion"])
+                delay = backoff_s
+            async for kind, obj in client.watch(path, resource_version=version, params=params):
+                version = obj.get("metadata", {}).get("resourceVersion", version)
+                delay = backoff_s
+                if kind != "BOOKMARK":
+                    yield kind, obj
         except Gone:
-            continue
+            log.info("the watch of %s expired (410 Gone); listing again", path)
+            version = None
         except ApiError as exc:
             log.warning("list/watch of %s failed (retrying in %.0f s): %s", path, delay, exc)
             if on_error is not None:

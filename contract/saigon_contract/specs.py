@@ -362,9 +362,43 @@ class AdapterStorage(_Model):
     medium: Literal["", "Memory"] = ""
 
 
+def endpoint_key(url: str) -> tuple[str, int]:
+    """An https endpoint as (host, port): how allow-listed endpoints are compared."""
+    parts = urlsplit(url)
+    return (parts.hostname or "").lower(), parts.port or 443
+
+
+class S3Policy(_Model):
+    """Which S3 credentials and endpoints a model's SaigonAdapters may use (none by default)."""
+
+    allowed_secrets: tuple[str, ...] = Field(default=(), alias="allowedSecrets", max_length=64)
+    allowed_endpoints: tuple[str, ...] = Field(default=(), alias="allowedEndpoints", max_length=32)
+
+    @field_validator("allowed_endpoints")
+    @classmethod
+    def _endpoints(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_https_url(url, allow_path=False) for url in v)
+
+    def refusal(self, source: S3Source) -> str | None:
+        """Why this model does not let an adapter use `source`, or None."""
+        secret = source.credentials_secret_ref.name
+        if secret not in self.allowed_secrets:
+            return (
+                f"the Secret {secret} is not in the SaigonModel's spec.adapterSources.s3.allowedSecrets "
+                f"({', '.join(self.allowed_secrets) or 'none'})"
+            )
+        if endpoint_key(source.endpoint) not in {endpoint_key(e) for e in self.allowed_endpoints}:
+            return (
+                f"the endpoint {source.endpoint} is not in the SaigonModel's spec.adapterSources.s3.allowedEndpoints "
+                f"({', '.join(self.allowed_endpoints) or 'none'})"
+            )
+        return None
+
+
 class AdapterSources(_Model):
     pvcs: tuple[str, ...] = Field(default=(), max_length=16)
     allowed_cidrs: tuple[str, ...] = Field(default=(), alias="allowedCidrs", max_length=32)
+    s3: S3Policy = Field(default_factory=S3Policy)
 
     @field_validator("allowed_cidrs")
     @classmethod
@@ -462,6 +496,52 @@ class AuditOptions(_Model):
         return self
 
 
+class LabelRequirement(_Model):
+    key: str = Field(min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: tuple[str, ...] = Field(default=(), max_length=64)
+
+
+class LabelSelector(_Model):
+    match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
+    match_expressions: tuple[LabelRequirement, ...] = Field(default=(), alias="matchExpressions", max_length=16)
+
+
+class IpBlock(_Model):
+    cidr: str
+    except_: tuple[str, ...] = Field(default=(), alias="except", max_length=16)
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        ipaddress.ip_network(v, strict=False)
+        return v
+
+
+class NetworkPeer(_Model):
+    """A NetworkPolicy peer: pods (by label, in namespaces by label) or an IP block."""
+
+    pod_selector: LabelSelector | None = Field(default=None, alias="podSelector")
+    namespace_selector: LabelSelector | None = Field(default=None, alias="namespaceSelector")
+    ip_block: IpBlock | None = Field(default=None, alias="ipBlock")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> NetworkPeer:
+        selectors = self.pod_selector is not None or self.namespace_selector is not None
+        if selectors == (self.ip_block is not None):
+            raise ValueError("a peer needs podSelector and/or namespaceSelector, or ipBlock")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+
+class NetworkPolicyOptions(_Model):
+    enabled: bool = True
+    runtime_from: tuple[NetworkPeer, ...] = Field(default=(), alias="runtimeFrom", max_length=16)
+    agent_from: tuple[NetworkPeer, ...] = Field(default=(), alias="agentFrom", max_length=16)
+
+
 class ModelSpec(_Model):
     base_model: BaseModelSource = Field(alias="baseModel")
     image: str = Field(min_length=1)
@@ -487,6 +567,8 @@ class ModelSpec(_Model):
     user_store: UserStoreOptions = Field(default_factory=UserStoreOptions, alias="userStore")
     mesh: MeshOptions = Field(default_factory=MeshOptions)
     audit: AuditOptions = Field(default_factory=AuditOptions)
+
+    network_policy: NetworkPolicyOptions = Field(default_factory=NetworkPolicyOptions, alias="networkPolicy")
 
 
 def parse_model_spec(spec: dict[str, Any]) -> ModelSpec:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections import Counter
 from typing import Any
 
 from aiohttp import web
@@ -51,7 +52,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         reporter.seed(await reporter.load_published())
     except ApiError as exc:
         log.warning("could not read this pod's previous report: %s", exc)
-    health = await _start_health(config, syncer)
+    health = await start_health(config, reporter)
     tasks = [
         asyncio.create_task(_watch(kube, config, syncer), name="watch"),
         asyncio.create_task(syncer.watch_runtime(config.resync_s), name="runtime"),
@@ -102,14 +103,19 @@ async def _watch(kube: KubeClient, config: AgentConfig, syncer: Syncer) -> None:
             syncer.on_deleted(obj)  # moved to another model: gone for this pod, as a selector would say
 
 
-async def _start_health(config: AgentConfig, syncer: Syncer) -> web.AppRunner:
+async def start_health(config: AgentConfig, reporter: PodReporter) -> web.AppRunner:
+    """/healthz and /state on the agent port. Unauthenticated (the kubelet probes it), so /state
+    tells counts only: adapter names carry user ids (the pod's report annotation has the detail)."""
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def state(_: web.Request) -> web.Response:
+        states = Counter(str(report.state) for name in reporter.names() if (report := reporter.get(name)))
         body: dict[str, Any] = {
-            "synced": syncer.reporter.synced,
-            "adapters": {name: syncer.reporter.get(name).state for name in sorted(syncer.reporter.names())},  # type: ignore[union-attr]
+            "synced": reporter.synced,
+            "adapters": sum(states.values()),
+            "states": dict(sorted(states.items())),
         }
         return web.json_response(body)
 

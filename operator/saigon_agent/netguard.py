@@ -23,18 +23,48 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+# IPv6 forms that carry an IPv4 address a translator or tunnel relay will connect to.
+NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052
+NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated, RFC 4291 2.5.5.1
+
+
+def embedded_ipv4(address: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 address leads to: IPv4-mapped and -compatible, NAT64, 6to4, Teredo."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return ()
+    if address.ipv4_mapped is not None:
+        return (address.ipv4_mapped,)
+    if address.sixtofour is not None:
+        return (address.sixtofour,)
+    if address.teredo is not None:
+        return address.teredo  # (server, client): a relay connects to the client
+    value = int(address)
+    if address in NAT64_WELL_KNOWN or (address in IPV4_COMPATIBLE and value > 1):  # not :: or ::1
+        return (ipaddress.IPv4Address(value & 0xFFFFFFFF),)
+    if address in NAT64_LOCAL_USE:
+        # A /48 prefix (RFC 6052 2.2): IPv4 bits 48-63 and 72-95, around the zero "u" octet.
+        return (ipaddress.IPv4Address(((value >> 64) & 0xFFFF) << 16 | ((value >> 32) & 0xFFFF)),)
+    return ()
+
+
 class AddressGuard:
     def __init__(self, allowed: Sequence[Network] = ()) -> None:
         self.allowed = tuple(allowed)
 
     def permits(self, address: IPAddress) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if any(address in net for net in self.allowed if net.version == address.version):
+        if self._listed(address):
             return True
+        embedded = embedded_ipv4(address)
+        if embedded:
+            # The IPv4 address is where the connection ends up: it decides, by the same rule.
+            return all(self.permits(inner) for inner in embedded)
         # is_global excludes loopback, private (RFC 1918, ULA), link-local (cloud metadata),
         # shared (CGNAT), documentation and reserved ranges.
         return address.is_global and not address.is_multicast
+
+    def _listed(self, address: IPAddress) -> bool:
+        return any(address in net for net in self.allowed if net.version == address.version)
 
     def check(self, address: IPAddress, host: str) -> None:
         if not self.permits(address):
@@ -62,8 +92,11 @@ class AddressGuard:
 
 def category(address: IPAddress) -> str:
     """Why an address is not public, in words."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    embedded = embedded_ipv4(address)
+    if embedded:
+        denied = [inner for inner in embedded if not AddressGuard().permits(inner)]
+        if denied:
+            return f"{category(denied[0])} (it embeds {denied[0]})"
     for attribute, words in (
         ("is_loopback", "loopback"),
         ("is_link_local", "link-local"),

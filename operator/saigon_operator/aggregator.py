@@ -23,6 +23,7 @@ from saigon_contract.workqueue import KeyedQueue
 from saigon_operator import metrics
 from saigon_operator.events import EventRecorder
 from saigon_operator.records import AdapterRecord, Key, ModelRecord
+from saigon_operator.retry import backoff
 from saigon_operator.status import ModelFacts, PodView, adapter_status, model_status, without_timestamps
 from saigon_operator.transitions import Transition, adapter_transition, model_transition
 
@@ -41,6 +42,8 @@ class Aggregator:
         debounce_s: float = 0.02,
         model_debounce_s: float = 1.0,
         concurrency: int = 16,
+        retry_base_s: float = 1.0,
+        retry_cap_s: float = 60.0,
     ) -> None:
         self.kube = kube
         self.events = events
@@ -61,6 +64,10 @@ class Aggregator:
         self._marked_at: dict[Key, float] = {}  # first mark of an adapter not yet written (status lag)
         self._locks: dict[Key, asyncio.Lock] = {}
         self._slots = asyncio.Semaphore(concurrency)
+        self.retry_base_s = retry_base_s
+        self.retry_cap_s = retry_cap_s
+        # (queue, key) -> (failed attempts in a row, monotonic time before which no write is tried)
+        self._failing: dict[tuple[str, Key], tuple[int, float]] = {}
 
     # --- what handlers tell us -------------------------------------------------------------------
 
@@ -82,6 +89,7 @@ class Aggregator:
             self.mark_model((record.namespace, record.model))
         self._adapter_queue.forget(key)
         self._marked_at.pop(key, None)
+        self._failing.pop((self._adapter_queue.name, key), None)
         metrics.OBJECTS.labels("SaigonAdapter").set(len(self.adapters))
 
     def put_model(self, record: ModelRecord) -> ModelRecord:
@@ -96,6 +104,7 @@ class Aggregator:
     def forget_model(self, key: Key) -> None:
         self.models.pop(key, None)
         self._model_queue.forget(key)
+        self._failing.pop((self._model_queue.name, key), None)
         metrics.OBJECTS.labels("SaigonModel").set(len(self.models))
 
     def adapters_of(self, namespace: str, model: str) -> list[AdapterRecord]:
@@ -149,15 +158,32 @@ class Aggregator:
         await self._guarded(self.write_model, key, self._model_queue)
 
     async def _guarded(self, write: Callable[[Key], Any], key: Key, queue: KeyedQueue[Key]) -> None:
+        """One status write; a transient failure backs off exponentially, a refused one is dropped
+        (the next change to the object or its pods writes again)."""
+        failing = (queue.name, key)
+        attempts, not_before = self._failing.get(failing, (0, 0.0))
+        wait = not_before - time.monotonic()
+        if wait > 0.01:
+            # Marked during a backoff (the mark dropped the retry's timer): keep the retry's time;
+            # level-based, it writes the latest state then.
+            queue.mark_later(key, wait)
+            return
         async with self._slots:
             try:
                 await write(key)
             except ApiError as exc:
-                if exc.status == 404:
-                    return
-                log.warning("status write for %s/%s failed (will retry): %s", key[0], key[1], exc)
                 metrics.ERRORS.labels("status", exc.reason or str(exc.status)).inc()
-                queue.mark_later(key, 1.0)
+                if not exc.transient:
+                    self._failing.pop(failing, None)
+                    if exc.status != 404:  # 404: the object is gone, nothing to tell
+                        log.warning("status write for %s/%s refused, not retried: %s", key[0], key[1], exc)
+                    return
+                delay = backoff(attempts, self.retry_base_s, self.retry_cap_s)
+                self._failing[failing] = (attempts + 1, time.monotonic() + delay)
+                log.warning("status write for %s/%s failed, retry in %.0fs: %s", key[0], key[1], delay, exc)
+                queue.mark_later(key, delay)
+            else:
+                self._failing.pop(failing, None)
 
     def _lock(self, kind: str, key: Key) -> asyncio.Lock:
         return self._locks.setdefault((f"{kind}/{key[0]}", key[1]), asyncio.Lock())

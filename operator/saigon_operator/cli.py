@@ -107,15 +107,10 @@ async def run(config: OperatorConfig, credentials: Credentials) -> int:
     kube = KubeClient(credentials)
     elector = LeaderElector(
         kube,
-        LeaseSettings(
-            namespace=config.lease_namespace,
-            name=config.lease_name,
-            duration_s=config.lease_duration_s,
-            renew_every_s=max(config.lease_duration_s / 3, 0.5),
-            retry_every_s=max(config.lease_duration_s / 5, 0.5),
-        ),
+        LeaseSettings.for_duration(config.lease_namespace, config.lease_name, config.lease_duration_s),
         config.identity,
     )
+    elector.on_lost = _exit_lost_lease
     operator_task: asyncio.Task[None] | None = None
     progress = Progress(config.stall_timeout_s)
 
@@ -139,7 +134,7 @@ async def run(config: OperatorConfig, credentials: Credentials) -> int:
                 clusterwide=not config.namespaces,
                 namespaces=list(config.namespaces),
                 stop_flag=kopf_stop,
-                memo=kopf.Memo(config=config, progress=progress),
+                memo=kopf.Memo(config=config, progress=progress, may_write=elector.check_may_act),
             ),
             name="kopf",
         )
@@ -161,6 +156,14 @@ async def run(config: OperatorConfig, credentials: Credentials) -> int:
         await elector.release()
         await http.cleanup()
         await kube.close()
+
+
+def _exit_lost_lease() -> None:
+    """Past the renew deadline a standby may already lead: stop now, before any handler or kopf
+    itself writes again (client-go's controllers exit the same way)."""
+    log.error("leader election: lost the lease; exiting")
+    logging.shutdown()
+    os._exit(EXIT_LOST_LEASE)
 
 
 async def _serve_http(config: OperatorConfig, failure: Callable[[], str | None]) -> web.AppRunner:

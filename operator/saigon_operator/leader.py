@@ -2,8 +2,13 @@
 
 Like client-go's leader election, a candidate judges expiry by how long it has seen
 the Lease unchanged on its own clock (never by comparing clocks across machines).
-A leader that cannot renew within the lease duration stops leading; a leader that
-shuts down cleanly releases the Lease so a standby takes over at once.
+The leader may act until its renew deadline: the start of its last successful renewal
+plus `renew_deadline_s`, well inside the lease duration, so it has stopped acting
+before any standby can see the Lease expire. No renewal call may outlive that
+deadline (its timeout is the time left), and when the deadline passes the leader stops
+at once (`on_lost`), even when it wakes from a freeze long after the deadline: the
+deadline timer is due before any coroutine the freeze interrupted resumes. A leader
+that shuts down cleanly releases the Lease so a standby takes over at once.
 """
 
 from __future__ import annotations
@@ -33,11 +38,28 @@ class _Taken(Exception):
 
 @dataclass
 class LeaseSettings:
+    """client-go's defaults are 15 s / 10 s / 2 s; `for_duration` keeps their proportions."""
+
     namespace: str
     name: str = "saigon-operator"
     duration_s: float = 15.0
-    renew_every_s: float = 5.0
+    renew_deadline_s: float = 10.0
     retry_every_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.retry_every_s < self.renew_deadline_s < self.duration_s:
+            raise ValueError("lease settings need 0 < retry period < renew deadline < lease duration")
+
+    @classmethod
+    def for_duration(cls, namespace: str, name: str, duration_s: float) -> LeaseSettings:
+        return cls(namespace, name, duration_s, renew_deadline_s=duration_s * 2 / 3, retry_every_s=duration_s / 7.5)
+
+
+class NotLeading(ApiError):
+    """A write refused by this process itself: its renew deadline passed."""
+
+    def __init__(self) -> None:
+        super().__init__(503, "NotLeading", "this operator's leader lease ran out; it no longer acts")
 
 
 class LeaderElector:
@@ -51,6 +73,9 @@ class LeaderElector:
         self.path = object_path("Lease", settings.namespace, settings.name)
         self._observed: tuple[str, float] | None = None  # (resourceVersion, when first seen)
         self.leading = False
+        self.deadline = 0.0  # on `clock`: when this leader must have stopped acting
+        self.on_lost: Callable[[], None] = lambda: None
+        self._watchdog: asyncio.TimerHandle | None = None
 
     async def acquire(self) -> None:
         """Returns once this process holds the Lease."""
@@ -59,12 +84,21 @@ class LeaderElector:
                 return
             await asyncio.sleep(self.settings.retry_every_s)
 
+    def may_act(self) -> bool:
+        return self.leading and self.clock() < self.deadline
+
+    def check_may_act(self) -> None:
+        """For the operator's API client: refuses a write once the renew deadline has passed."""
+        if not self.may_act():
+            raise NotLeading()
+
     async def try_acquire(self) -> bool:
+        started = self.clock()
         try:
             lease = await self.kube.get_or_none(self.path)
             if lease is None:
                 await self.kube.create(self.path.rsplit("/", 1)[0], self._lease(None, transitions=0))
-                return self._won()
+                return self._won(started)
             spec = lease.get("spec") or {}
             holder = spec.get("holderIdentity")
             version = lease["metadata"]["resourceVersion"]
@@ -72,7 +106,7 @@ class LeaderElector:
                 return False
             transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
             await self.kube.replace(self.path, self._lease(lease, transitions=transitions))
-            return self._won()
+            return self._won(started)
         except ApiError as exc:
             if exc.status != 409:  # 409: another candidate was faster
                 log.warning("leader election: %s", exc)
@@ -103,32 +137,56 @@ class LeaderElector:
             body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         return body
 
-    def _won(self) -> bool:
+    def _won(self, started: float) -> bool:
         self.leading = True
+        self._extend(started)
         metrics.LEADER.set(1)
         log.info("leader election: %s now leads", self.identity)
         return True
 
+    def _extend(self, renewal_started: float) -> None:
+        """The Lease was written by a call that started at `renewal_started`: act until the new deadline."""
+        self.deadline = renewal_started + self.settings.renew_deadline_s
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watchdog = asyncio.get_running_loop().call_later(
+            max(0.0, self.deadline - self.clock()), self._deadline_check
+        )
+
+    def _deadline_check(self) -> None:
+        if self.leading and self.clock() >= self.deadline:
+            self._step_down("the renew deadline passed")
+
     async def hold(self) -> None:
-        """Renews until renewal fails for longer than the lease duration; then returns (leadership lost)."""
-        last_renewed = self.clock()
-        while True:
-            await asyncio.sleep(self.settings.renew_every_s)
+        """Renews every retry period until the Lease is lost or the renew deadline passes; then returns."""
+        while self.leading:
+            await asyncio.sleep(self.settings.retry_every_s)
+            left = self.deadline - self.clock()
+            if left <= 0 or not self.leading:
+                break
+            started = self.clock()
             try:
-                renewed = await self._renew()
+                async with asyncio.timeout(left):
+                    renewed = await self._renew()
+            except TimeoutError:
+                renewed = False
             except _Taken as exc:
                 self._step_down(f"the lease is now held by {exc}")
                 return
-            if renewed:
-                last_renewed = self.clock()
-            elif self.clock() - last_renewed > self.settings.duration_s:
-                self._step_down("could not renew the lease in time")
-                return
+            if renewed and self.leading:
+                self._extend(started)
+        self._step_down("the renew deadline passed")
 
     def _step_down(self, why: str) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if not self.leading:
+            return
         self.leading = False
         metrics.LEADER.set(0)
         log.error("leader election: %s; stepping down", why)
+        self.on_lost()
 
     async def _renew(self) -> bool:
         try:
@@ -148,6 +206,8 @@ class LeaderElector:
             return
         self.leading = False
         metrics.LEADER.set(0)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         try:
             lease = await self.kube.get(self.path)
             if (lease.get("spec") or {}).get("holderIdentity") == self.identity:

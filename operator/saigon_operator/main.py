@@ -53,6 +53,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     # made the worker limit, not the work, set the pace of a bulk apply.
     settings.batching.idle_timeout = config.worker_idle_s
     kube = KubeClient(Credentials.load(config.kubeconfig))
+    kube.write_guard = getattr(memo, "may_write", None)  # no write once the leader's deadline passed
     events = EventRecorder(kube)
     runtime_pods = RuntimePods()
     aggregator = Aggregator(kube, events, runtime_pods.of)

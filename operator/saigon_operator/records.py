@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from saigon_contract import resources as r
-from saigon_contract.specs import Promotion, SpecError, Target
+from saigon_contract.specs import Promotion, S3Policy, SpecError, Target
 
 from saigon_operator.promotion import Plan, PodInput, PromotionState, plan
 from saigon_operator.status import AdapterFacts, PodView
@@ -84,6 +84,8 @@ class ModelRecord:
     invalid: SpecError | None = None
     apply_error: str | None = None
     written: dict[str, Any] = field(default_factory=dict)
+    # The S3 credentials and endpoints its adapters may use (None: the spec is invalid or unseen).
+    s3_policy: S3Policy | None = None
 
     def ref(self) -> dict[str, str]:
         return {

@@ -75,3 +75,50 @@ def test_url_checks(url: str, message: str) -> None:
 
 def test_public_url_passes_the_static_checks() -> None:
     AddressGuard().check_url("https://example.com/adapters/a.tar")
+
+
+# IPv6 forms that lead to an IPv4 address: the IPv4 address decides, by the same rule.
+EMBEDDING_PRIVATE = [
+    ("64:ff9b::7f00:1", "loopback"),  # NAT64 well-known prefix, 127.0.0.1
+    ("64:ff9b::a9fe:a9fe", "link-local"),  # NAT64 -> 169.254.169.254 (cloud metadata)
+    ("64:ff9b::a00:1", "private"),  # NAT64 -> 10.0.0.1
+    ("64:ff9b:1:7f00:0:100::", "loopback"),  # NAT64 local-use /48 -> 127.0.0.1 (RFC 6052 layout)
+    ("64:ff9b:1:c0a8:1:100::", "private"),  # NAT64 local-use /48 -> 192.168.1.1
+    ("2002:7f00:1::1", "loopback"),  # 6to4 -> 127.0.0.1
+    ("2002:a9fe:a9fe::", "link-local"),  # 6to4 -> 169.254.169.254
+    ("2002:c0a8:101::1", "private"),  # 6to4 -> 192.168.1.1
+    ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback"),  # Teredo, client 127.0.0.1
+    ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "private"),  # Teredo, client 10.0.0.1
+    ("::127.0.0.1", "loopback"),  # IPv4-compatible (deprecated)
+    ("::10.0.0.1", "private"),
+]
+
+
+@pytest.mark.parametrize(("address", "words"), EMBEDDING_PRIVATE)
+def test_ipv6_forms_embedding_a_non_public_ipv4_are_denied(address: str, words: str) -> None:
+    guard = AddressGuard()
+    parsed = ipaddress.ip_address(address)
+    assert not guard.permits(parsed)
+    with pytest.raises(SourceRejected, match=f"a {words} "):
+        guard.check(parsed, "example.test")
+    with pytest.raises(SourceRejected, match=words):
+        guard.check_url(f"https://[{address}]/adapter.tar")
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::808:808",  # NAT64 -> 8.8.8.8
+        "64:ff9b:1:808:0:808::",  # NAT64 local-use -> 8.8.8.8
+        "2002:808:808::1",  # 6to4 -> 8.8.8.8
+    ],
+)
+def test_ipv6_forms_embedding_a_public_ipv4_are_permitted(address: str) -> None:
+    assert AddressGuard().permits(ipaddress.ip_address(address))
+
+
+def test_embedded_ipv4_follows_the_allowlist() -> None:
+    guard = AddressGuard(parse_networks("10.20.0.0/16"))
+    assert guard.permits(ipaddress.ip_address("64:ff9b::a14:304"))  # 10.20.3.4
+    assert guard.permits(ipaddress.ip_address("2002:a14:304::1"))
+    assert not guard.permits(ipaddress.ip_address("64:ff9b::a15:1"))  # 10.21.0.1

@@ -131,6 +131,47 @@ def test_agent_role_has_exact_verbs_and_no_wildcards() -> None:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
 
 
+def test_the_network_policy_admits_the_runtime_port_from_the_namespace_by_default() -> None:
+    from saigon_operator.builders.network import build_network_policy
+
+    policy = build_network_policy(OWNER, spec())
+    assert policy["metadata"]["name"] == "llama-runtime"
+    assert policy["metadata"]["ownerReferences"] == [OWNER.reference()]
+    assert policy["spec"]["podSelector"] == {"matchLabels": {r.MODEL_LABEL: "llama", r.COMPONENT_LABEL: "runtime"}}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    # One rule: the runtime port from the model's namespace; no rule opens the agent port (node traffic,
+    # the kubelet's probes, is always admitted).
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {}}], "ports": [{"protocol": "TCP", "port": 8001}]}]
+
+
+def test_the_network_policy_admits_the_router_and_the_listed_peers_only() -> None:
+    from saigon_operator.builders.network import build_network_policy
+    from saigon_operator.builders.router import router_selector
+
+    gateway = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}},
+               "podSelector": {"matchLabels": {"app": "epp"}}}  # fmt: skip
+    nodes = {"ipBlock": {"cidr": "10.0.0.0/16"}}
+    options = {"runtimeFrom": [gateway], "agentFrom": [nodes]}
+    policy = build_network_policy(OWNER, spec(router={"enabled": True}, port=9000, networkPolicy=options))
+    runtime_rule, agent_rule = policy["spec"]["ingress"]
+    assert runtime_rule["ports"] == [{"protocol": "TCP", "port": 9000}]
+    assert runtime_rule["from"][0] == {"podSelector": {"matchLabels": router_selector("llama")}}
+    assert runtime_rule["from"][1]["namespaceSelector"] == gateway["namespaceSelector"]
+    assert runtime_rule["from"][1]["podSelector"]["matchLabels"] == {"app": "epp"}
+    assert {"podSelector": {}} not in runtime_rule["from"]
+    assert agent_rule["ports"] == [{"protocol": "TCP", "port": r.AGENT_HEALTH_PORT}]
+    assert agent_rule["from"][0]["ipBlock"]["cidr"] == "10.0.0.0/16"
+
+
+def test_a_network_peer_needs_exactly_one_kind() -> None:
+    import pytest
+    from saigon_contract.specs import SpecError
+
+    for bad in ({}, {"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}, {"ipBlock": {"cidr": "nope"}}):
+        with pytest.raises(SpecError, match="runtimeFrom"):
+            spec(networkPolicy={"runtimeFrom": [bad]})
+
+
 def test_the_operators_log_format_reaches_the_runtime_and_the_agent() -> None:
     for fmt in ("text", "json"):
         pod = build_deployment(OWNER, spec(), Defaults(agent_image="saigon/operator:1", log_format=fmt))["spec"]

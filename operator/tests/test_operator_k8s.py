@@ -143,6 +143,29 @@ def test_the_router_comes_and_goes_with_the_spec(k8s_cluster: Cluster, ns: str, 
     assert get(k8s_cluster, ns, "deployment", "m")["spec"]["replicas"] == 2
 
 
+def test_each_model_gets_a_network_policy_it_owns(k8s_cluster: Cluster, ns: str, operator: OperatorProcess) -> None:
+    gateway = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gw"}}}
+    apply(k8s_cluster, ns, model(networkPolicy={"runtimeFrom": [gateway]}))
+    policy = eventually(lambda: get(k8s_cluster, ns, "networkpolicy", "m-runtime"), timeout=30, what="policy")
+    uid = get(k8s_cluster, ns, "saigonmodel", "m")["metadata"]["uid"]
+    assert [o["uid"] for o in policy["metadata"]["ownerReferences"]] == [uid]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [gateway] and rule["ports"] == [{"protocol": "TCP", "port": 8001}]
+    # A peer the API server's schema refuses never reaches the operator.
+    with pytest.raises(CommandError, match="a peer needs podSelector and/or namespaceSelector, or ipBlock"):
+        apply(k8s_cluster, ns, model(networkPolicy={"runtimeFrom": [{}]}))
+    apply(k8s_cluster, ns, model(networkPolicy={"enabled": False}))
+
+    def gone() -> bool:
+        try:
+            get(k8s_cluster, ns, "networkpolicy", "m-runtime")
+            return False
+        except CommandError:
+            return True
+
+    eventually(gone, timeout=30, what="policy removed when disabled")
+
+
 def test_a_spec_the_schema_admits_but_the_operator_refuses(
     k8s_cluster: Cluster, ns: str, operator: OperatorProcess
 ) -> None:
@@ -196,6 +219,65 @@ def test_adapter_without_pods_has_a_target_and_says_why_it_is_not_ready(
     k8s_cluster.kubectl("delete", "saigonadapter", "a", "-n", ns, "--timeout=30s")  # no pods: nothing to wait for
 
 
+def s3_adapter(name: str, user: str, secret: str, endpoint: str) -> dict[str, Any]:
+    s3 = {"endpoint": endpoint, "bucket": "lora", "key": f"{user}.tar", "credentialsSecretRef": {"name": secret}}
+    return {
+        "apiVersion": "saigon.ai/v1alpha1",
+        "kind": "SaigonAdapter",
+        "metadata": {"name": name},
+        "spec": {"modelRef": {"name": "m"}, "scope": {"user": user}, "version": "v1", "sha256": SHA,
+                 "source": {"s3": s3}},
+    }  # fmt: skip
+
+
+def test_s3_credentials_and_endpoints_come_from_the_models_allow_lists(
+    k8s_cluster: Cluster, ns: str, operator: OperatorProcess
+) -> None:
+    for secret in ("team-s3", "billing-db"):
+        k8s_cluster.kubectl("create", "secret", "generic", secret, "-n", ns, "--from-literal=accessKeyId=k",
+                            "--from-literal=secretAccessKey=s")  # fmt: skip
+    allowed = {"allowedSecrets": ["team-s3"], "allowedEndpoints": ["https://s3.team.example"]}
+    apply(k8s_cluster, ns, model(replicas=0, adapterSources={"s3": allowed}))
+    eventually(lambda: get(k8s_cluster, ns, "rolebinding", "m-agent"), timeout=30, what="rbac")
+    # An adapter author picks another Secret of the namespace, or sends the model's credentials elsewhere.
+    apply(k8s_cluster, ns, s3_adapter("steal", "1", "billing-db", "https://s3.team.example"))
+    apply(k8s_cluster, ns, s3_adapter("exfil", "2", "team-s3", "https://s3.attacker.example"))
+    apply(k8s_cluster, ns, s3_adapter("good", "3", "team-s3", "https://s3.team.example:443/"))
+
+    def refused(name: str) -> dict[str, Any] | None:
+        obj = get(k8s_cluster, ns, "saigonadapter", name)
+        return obj if condition(obj, "Ready").get("reason") == "SourceNotAllowed" else None
+
+    steal = eventually(lambda: refused("steal"), timeout=30, what="the foreign Secret is refused")
+    assert (
+        "billing-db is not in the SaigonModel's spec.adapterSources.s3.allowedSecrets"
+        in condition(steal, "Ready")["message"]
+    )
+    assert "target" not in steal["status"] and steal["status"]["phase"] == "Invalid"
+    exfil = eventually(lambda: refused("exfil"), timeout=30, what="the foreign endpoint is refused")
+    assert "https://s3.attacker.example is not in" in condition(exfil, "Ready")["message"]
+    eventually(
+        lambda: (get(k8s_cluster, ns, "saigonadapter", "good").get("status") or {}).get("target"),
+        timeout=30,
+        what="the allowed source is published",
+    )
+    agent = k8s_cluster.kubeconfig_for_service_account(ns, "m-agent")
+
+    def agent_can_read(secret: str) -> bool:
+        try:
+            k8s_cluster.kubectl("auth", "can-i", "get", f"secret/{secret}", "-n", ns, kubeconfig_path=agent)
+            return True
+        except CommandError:
+            return False
+
+    eventually(lambda: agent_can_read("team-s3"), timeout=30, what="the agents may read the allowed Secret")
+    assert not agent_can_read("billing-db")
+    # Taking the Secret off the list takes it away from the agents and refuses the adapter.
+    apply(k8s_cluster, ns, model(replicas=0, adapterSources={"s3": {**allowed, "allowedSecrets": ["other"]}}))
+    eventually(lambda: refused("good"), timeout=30, what="the adapter is refused once its Secret is not allowed")
+    eventually(lambda: not agent_can_read("team-s3"), timeout=30, what="the grant is withdrawn")
+
+
 def test_the_agent_role_is_enough_and_no_more(k8s_cluster: Cluster, ns: str, operator: OperatorProcess) -> None:
     apply(k8s_cluster, ns, model())
     eventually(lambda: get(k8s_cluster, ns, "rolebinding", "m-agent"), timeout=30, what="rbac")
@@ -238,6 +320,11 @@ OPERATOR_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "create", "patch"]},
     {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "create", "patch", "delete"]},
     {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["get", "create", "patch"]},
+    {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": ["get", "create", "patch", "delete"],
+    },
     {
         "apiGroups": ["rbac.authorization.k8s.io"],
         "resources": ["roles", "rolebindings"],

@@ -234,4 +234,6 @@ def test_the_agent_role_covers_a_candidate_fetched_from_s3() -> None:
     record = AdapterRecord("ns", "pro", "uid", "llama", target=STABLE, desired=candidate, promotion=started)
     assert record.targets() == [STABLE, candidate, candidate]
     ctx = SimpleNamespace(aggregator=SimpleNamespace(adapters_of=lambda namespace, model: [record]))
-    assert agent_secrets(ctx, "ns", "llama") == ("s3",)  # type: ignore[arg-type]
+    assert agent_secrets(ctx, "ns", "llama", {"s3"}) == ("s3",)  # type: ignore[arg-type]
+    # A Secret the model does not allow is never granted, whatever the adapter names.
+    assert agent_secrets(ctx, "ns", "llama", {"other"}) == ()  # type: ignore[arg-type]

@@ -169,6 +169,8 @@ def serve(config: RuntimeConfig) -> None:
         host=config.host,
         port=config.port,
         shutdown_timeout=config.drain_timeout_s,
+        # A client that goes away cancels its handler, which cancels its engine rows (see generation.py).
+        handler_cancellation=True,
         access_log_class=RouteAccessLogger,
         print=lambda message: logging.getLogger("saigon_runtime").info("%s", message),
     )

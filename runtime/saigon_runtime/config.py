@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from saigon_runtime.mesh.retrieval import DEFAULT_MAX_TOKENS as DEFAULT_MESH_TOKENS
+from saigon_runtime.tokens import parse_tokens
 
 DEFAULT_PORT = 8001
 
@@ -154,7 +155,5 @@ def _parse(type_name: str, raw: str) -> object:
     if type_name.startswith("list"):
         return [item.strip() for item in raw.split(",") if item.strip()]
     if type_name.startswith("dict"):
-        from saigon_runtime.server.tokens import parse_tokens
-
         return parse_tokens(raw)
     return raw

@@ -41,3 +41,7 @@ class EngineStopped(EngineError):
 class InvalidRequest(EngineError):
     status = 400
     kind = "invalid_request_error"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param  # the request field at fault, when one is

@@ -75,7 +75,7 @@ def live_server(
     loop = asyncio.new_event_loop()
     started = threading.Event()
     failure: list[BaseException] = []
-    runner = web.AppRunner(app, shutdown_timeout=config.drain_timeout_s, access_log=None)
+    runner = web.AppRunner(app, shutdown_timeout=config.drain_timeout_s, access_log=None, handler_cancellation=True)
     address: list[str] = []
 
     def run() -> None:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 from saigon_runtime.demo import corpus
-from saigon_runtime.demo.grammar import INTENTS, QUESTIONS, TOPICS
+from saigon_runtime.demo.grammar import INTENTS, TOPICS
 from saigon_runtime.mesh.prompt import CONTEXT_PREAMBLE, build_chat_prompt
 
 
@@ -42,7 +42,7 @@ def test_the_pirate_answers_every_question_like_a_pirate() -> None:
 
 def test_documents_use_the_layouts_the_runtime_builds() -> None:
     docs = corpus.topic_corpus("sailing", 300, seed=3)
-    questions = {q for qs in QUESTIONS.values() for q in qs}
+    questions = corpus.all_questions()
     chat_prefixes = {build_chat_prompt(None, [{"role": "user", "content": q}]) for q in questions}
     plain = [d for d in docs if d.split("\n", 1)[0] in questions]
     chat = [d for d in docs if any(d.startswith(p + " ") for p in chat_prefixes)]

@@ -184,7 +184,7 @@ def test_evaluation_answers_with_the_version_asked_for_current_or_not(
     assert scored.json()["results"][0]["loss"] == pytest.approx(loss, abs=1e-5) and loss > 0
     assert listed(server)["global"]["version"] == current  # evaluating never makes a version current
     assert admin(server, "evaluate", {**body, "version": "nope"}).status_code == 404
-    assert admin(server, "evaluate", {**body, "prompts": []}).status_code == 422
+    assert admin(server, "evaluate", {**body, "prompts": []}).status_code == 400
     denied = requests.post(f"{server.url}/admin/adapters/evaluate", json=body, timeout=10)
     assert denied.status_code in (401, 403)
 

@@ -47,7 +47,7 @@ def infer(server: LiveServer, body: dict[str, object], token: str | None) -> req
 
 def test_only_the_allowlisted_routes_answer_without_credentials(server: LiveServer) -> None:
     for route in all_routes():
-        path = route.path.replace("{user_id}", "alice")
+        path = route.path.replace("{user_id}", "alice").replace("{model}", "user_alice")
         response = requests.request(route.method, f"{server.url}{path}", json={}, timeout=60)
         if route.access is Access.PUBLIC:
             assert response.status_code == 200, route.name

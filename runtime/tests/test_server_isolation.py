@@ -14,8 +14,8 @@ import pytest
 import requests
 from saigon_runtime.audit import AuditLog, AuditRecord
 from saigon_runtime.config import RuntimeConfig
-from saigon_runtime.server.tokens import InvalidTokens, TokenFile, parse_tokens
 from saigon_runtime.testing.tiny import install_adapter
+from saigon_runtime.tokens import InvalidTokens, TokenFile, parse_tokens
 from server_support import ADMIN_TOKEN, LiveServer, live_server, make_config
 
 ALICE, BOB = "alice-token-0123456789", "bob-token-0123456789"

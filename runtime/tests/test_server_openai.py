@@ -126,11 +126,11 @@ def test_an_unknown_model_is_a_404_in_openai_shape(client: openai.OpenAI) -> Non
     assert body["code"] == "model_not_found" and body["param"] == "model"
 
 
-def test_out_of_range_parameters_are_422_naming_the_field(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.UnprocessableEntityError) as caught:
+def test_out_of_range_parameters_are_400_naming_the_field(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(model="user_alice", prompt="x", temperature=5)
     body = caught.value.body
     assert isinstance(body, dict)
     assert body["param"] == "temperature" and body["type"] == "invalid_request_error"
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="user_alice", messages=[], max_tokens=2)

@@ -36,6 +36,7 @@ SEMANTIC_CODES = {
     "no_user",  # mesh_context asked for, with no user to take it from
     "mesh_disabled",  # mesh_context asked for on a runtime without a user store
     "user_mismatch",  # the user field, X-Saigon-User and a user_<id> model disagree
+    "unsupported_value",  # OpenAI-route rules across fields or against the model (routes_openai._bad)
 }
 
 

@@ -12,6 +12,7 @@ but nothing runs pods, garbage-collects owned objects or finishes namespace dele
 from __future__ import annotations
 
 import abc
+import base64
 import ipaddress
 import json
 import os
@@ -28,7 +29,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from . import certs, kubeconfig, processes
 
@@ -147,6 +148,16 @@ class Cluster(abc.ABC):
         token = self.kubectl("create", "token", name, "--namespace", namespace, f"--duration={duration}")
         return self.kubeconfig_for_token(token.strip(), name=f"sa-{namespace}-{name}")
 
+    def kubeconfig_for_pod(self, namespace: str, service_account: str, pod: str, duration: str = "1h") -> Path:
+        """A kubeconfig with the token a kubelet projects into `pod`: bound to it, so the API
+        server adds the pod-name and pod-uid claims to the user's extra info."""
+        uid = self.kubectl("get", "pod", pod, "--namespace", namespace, "-o", "jsonpath={.metadata.uid}")
+        token = self.kubectl(
+            "create", "token", service_account, "--namespace", namespace, f"--duration={duration}",
+            "--bound-object-kind=Pod", f"--bound-object-name={pod}", f"--bound-object-uid={uid}",
+        )  # fmt: skip
+        return self.kubeconfig_for_token(token.strip(), name=f"pod-{namespace}-{pod}")
+
     def _new_kubeconfig_path(self, name: str) -> Path:
         safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
         return self.workdir / "kubeconfigs" / f"{safe_name}-{secrets.token_hex(4)}.yaml"
@@ -225,6 +236,8 @@ class ControlPlane(Cluster):
         self._pki.mkdir()
         self.log_dir = workdir / "logs"
         self.log_dir.mkdir()
+        self.etcd_url = ""
+        self._apiserver: tuple[int, tuple[str, ...]] = (0, ())  # port and extra args, for restarts
         try:
             self._start(startup_timeout, extra_apiserver_args)
         except BaseException:
@@ -239,6 +252,33 @@ class ControlPlane(Cluster):
     def stop(self) -> None:
         """Stops etcd and kube-apiserver (SIGTERM, then SIGKILL) and deletes their data; idempotent."""
         self._finalizer()
+
+    def stop_apiserver(self) -> None:
+        """Stops kube-apiserver (etcd keeps running and keeps the data); `start_apiserver` brings it back."""
+        processes.terminate(self._running.pop("kube-apiserver"))
+
+    def start_apiserver(self, startup_timeout: float = 180.0) -> None:
+        """Starts kube-apiserver again on the same port with the same flags."""
+        port, extra_args = self._apiserver
+        self._start_apiserver(self.etcd_url, port, extra_args, time.monotonic() + startup_timeout)
+
+    def expire_watches(self) -> int:
+        """With the API server stopped: moves etcd's revision on (a key outside the API's prefix)
+        and compacts its history up to it, so that every watch resuming from a resourceVersion it
+        saw before gets 410 Gone. Returns the compacted revision."""
+        key = base64.b64encode(b"/saigon-test/expire-watches").decode()
+        put = self._etcd_call("/v3/kv/put", {"key": key, "value": base64.b64encode(b"x").decode()})
+        revision = int(put["header"]["revision"])
+        self._etcd_call("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+        return revision
+
+    def _etcd_call(self, path: str, body: dict[str, object]) -> dict[str, Any]:
+        request = urllib.request.Request(
+            self.etcd_url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            result: dict[str, Any] = json.load(response)
+            return result
 
     def kubeconfig_for_user(self, user: str, groups: tuple[str, ...] = ()) -> Path:
         """A kubeconfig that authenticates as `user` in `groups` with a client certificate."""
@@ -257,8 +297,9 @@ class ControlPlane(Cluster):
             etcd_port, peer_port, api_port = _distinct_free_ports(3)
             try:
                 deadline = time.monotonic() + startup_timeout
-                etcd_url = self._start_etcd(etcd_port, peer_port, deadline)
-                self._start_apiserver(etcd_url, api_port, extra_apiserver_args, deadline)
+                self.etcd_url = self._start_etcd(etcd_port, peer_port, deadline)
+                self._apiserver = (api_port, extra_apiserver_args)
+                self._start_apiserver(self.etcd_url, api_port, extra_apiserver_args, deadline)
                 return
             except _PortTakenError:
                 if attempt == 2:

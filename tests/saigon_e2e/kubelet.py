@@ -82,7 +82,6 @@ class FakeKubelet:
         self.ca_bundle = ca_bundle
         self.sources_root = sources_root
         self.pods: dict[str, RuntimePod] = {}
-        self._agent_kubeconfig: Path | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._readiness_loop, name="fake-kubelet", daemon=True)
         self._thread.start()
@@ -241,7 +240,7 @@ class FakeKubelet:
                 AGENT_ENV.HEALTH_PORT: str(pod.agent_port),
                 # Test-only: the artifact server's self-signed certificate.
                 AGENT_ENV.CA_BUNDLE: str(self.ca_bundle),
-                "KUBECONFIG": str(self.agent_kubeconfig()),
+                "KUBECONFIG": str(self.agent_kubeconfig(pod.name)),
                 "HOME": str(pod.workdir),
             }
         )
@@ -269,11 +268,10 @@ class FakeKubelet:
         )
         return env
 
-    def agent_kubeconfig(self) -> Path:
-        """The agent talks to the API server as its pod's ServiceAccount (so its Role is exercised)."""
-        if self._agent_kubeconfig is None:
-            self._agent_kubeconfig = self.cluster.kubeconfig_for_service_account(self.namespace, f"{self.model}-agent")
-        return self._agent_kubeconfig
+    def agent_kubeconfig(self, pod: str) -> Path:
+        """The agent talks to the API server as its pod's ServiceAccount, with a token bound to its
+        pod as a kubelet projects it (so its Role and the chart's agent policy are exercised)."""
+        return self.cluster.kubeconfig_for_pod(self.namespace, f"{self.model}-agent", pod)
 
     # --- readiness --------------------------------------------------------------------------------
 

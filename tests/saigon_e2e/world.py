@@ -35,7 +35,20 @@ GROUP, VERSION = "saigon.ai", "v1alpha1"
 def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
     for name in ("saigonmodels.saigon.ai", "saigonadapters.saigon.ai"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+        # kubectl wait fails outright while a new CRD has no conditions yet: ask again.
+        eventually(
+            lambda: cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s"),  # noqa: B023
+            timeout=60,
+            what=f"{name} established",
+        )
+
+
+def install_agent_policy(cluster: Cluster) -> None:
+    """The chart's ValidatingAdmissionPolicy that confines each agent to its own pod."""
+    from saigon_chart import template  # deferred: helm is needed only here
+
+    rendered = template(release="e2e", extra=("--show-only", "templates/agent-policy.yaml"))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=rendered)
 
 
 def make_source_server(workdir: Path) -> tuple[SourceServer, Path]:
@@ -206,10 +219,13 @@ def running_world(
     agents run for real under the fake kubelet, and an HTTPS source server; all stopped after.
     `model_spec` adds to the SaigonModel's spec; `secrets_data` are Secrets created first."""
     install_crds(cluster)
+    install_agent_policy(cluster)
     namespace = f"{prefix}-{secrets.token_hex(3)}"
     kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
     sources, ca = make_source_server(workdir)
-    operator = OperatorProcess(cluster, namespace, workdir, lease_duration=3, unload_timeout=60).start()
+    # A lease long enough that a loaded 2-core machine never starves the leader's renewals
+    # (it exits the moment its renew deadline, 2/3 of the lease, passes).
+    operator = OperatorProcess(cluster, namespace, workdir, lease_duration=10, unload_timeout=60).start()
     w = World(cluster, api, namespace, workdir, sources, ca, make_base(workdir / "base"), operator)
     try:
         w.create_token_secret()

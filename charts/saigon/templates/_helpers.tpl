@@ -62,6 +62,20 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
+{{/* The namespaces the operator manages, as JSON: [] when cluster-wide, else watchNamespaces,
+else the release namespace alone. */}}
+{{- define "saigon.watchNamespaces" -}}
+{{- if and .Values.clusterWide .Values.watchNamespaces }}
+{{- fail "clusterWide and watchNamespaces exclude each other: set one" }}
+{{- else if .Values.clusterWide }}
+{{- list | toJson }}
+{{- else if .Values.watchNamespaces }}
+{{- toJson .Values.watchNamespaces }}
+{{- else }}
+{{- list .Release.Namespace | toJson }}
+{{- end }}
+{{- end }}
+
 {{/* The Lease the operator replicas elect their one active leader with. */}}
 {{- define "saigon.leaseName" -}}
 {{- include "saigon.operatorName" . }}

@@ -114,7 +114,7 @@ def _labels(model: str) -> dict[str, str]:
     }
 
 
-def _meta(owner: Owner, name: str) -> dict[str, Any]:
+def child_meta(owner: Owner, name: str) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": owner.namespace,
@@ -140,19 +140,19 @@ def build_children(
 
 def build_tokens_secret(owner: Owner, text: str) -> dict[str, Any]:
     """The inference credentials (`token=user_id` lines) the runtime reads as a mounted file."""
-    return build_secret(_meta(owner, names_for(owner.name)["inference_tokens"]), TOKENS_KEY, text)
+    return build_secret(child_meta(owner, names_for(owner.name)["inference_tokens"]), TOKENS_KEY, text)
 
 
 def build_audit_salt_secret(owner: Owner, salt: str) -> dict[str, Any]:
     """The per-install salt of the audit log's user-id hashes (created once, never changed)."""
-    return build_secret(_meta(owner, names_for(owner.name)["audit_salt"]), SALT_KEY, salt)
+    return build_secret(child_meta(owner, names_for(owner.name)["audit_salt"]), SALT_KEY, salt)
 
 
 def build_service_account(owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": _meta(owner, names_for(owner.name)["service_account"]),
+        "metadata": child_meta(owner, names_for(owner.name)["service_account"]),
         # The token is projected into the agent container only (see _agent_token_volume).
         "automountServiceAccountToken": False,
     }
@@ -175,7 +175,7 @@ def build_role(owner: Owner, *, secret_names: tuple[str, ...] = ()) -> dict[str,
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": _meta(owner, names_for(owner.name)["role"]),
+        "metadata": child_meta(owner, names_for(owner.name)["role"]),
         "rules": rules,
     }
 
@@ -185,7 +185,7 @@ def build_role_binding(owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": _meta(owner, names["role_binding"]),
+        "metadata": child_meta(owner, names["role_binding"]),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": names["role"]},
         "subjects": [{"kind": "ServiceAccount", "name": names["service_account"], "namespace": owner.namespace}],
     }
@@ -206,13 +206,13 @@ def http_service(metadata: dict[str, Any], selector: dict[str, str], port: int, 
 
 
 def build_service(owner: Owner, spec: ModelSpec) -> dict[str, Any]:
-    meta = _meta(owner, names_for(owner.name)["service"])
+    meta = child_meta(owner, names_for(owner.name)["service"])
     return http_service(meta, selector_labels(owner.name), spec.port, type="ClusterIP")
 
 
 def build_headless_service(owner: Owner, spec: ModelSpec) -> dict[str, Any]:
     """Per-pod DNS and endpoints, for clients (and a router) that pick a replica themselves."""
-    meta = _meta(owner, names_for(owner.name)["headless"])
+    meta = child_meta(owner, names_for(owner.name)["headless"])
     return http_service(meta, selector_labels(owner.name), spec.port, clusterIP="None", publishNotReadyAddresses=False)
 
 
@@ -220,7 +220,7 @@ def build_pdb(owner: Owner, spec: ModelSpec) -> dict[str, Any]:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _meta(owner, names_for(owner.name)["pdb"]),
+        "metadata": child_meta(owner, names_for(owner.name)["pdb"]),
         "spec": {
             "maxUnavailable": spec.pod_disruption_budget.max_unavailable,
             "selector": {"matchLabels": selector_labels(owner.name)},
@@ -233,7 +233,7 @@ def build_deployment(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(owner, names_for(owner.name)["deployment"]),
+        "metadata": child_meta(owner, names_for(owner.name)["deployment"]),
         "spec": {
             "replicas": spec.replicas,
             "revisionHistoryLimit": 3,

@@ -10,11 +10,10 @@ from typing import Any
 import kopf
 from saigon_contract import resources as r
 from saigon_contract.kube import ApiError, custom_path
-from saigon_contract.specs import SpecError, Target, parse_adapter_spec, target_or_none
-from saigon_contract.status import now_iso
+from saigon_contract.specs import S3Source, SpecError, Target, parse_adapter_spec, parse_model_spec, target_or_none
 
 from saigon_operator import metrics
-from saigon_operator.handlers.context import OperatorContext, classify
+from saigon_operator.handlers.context import OperatorContext, classify, requeue
 from saigon_operator.handlers.credentials import USER_PREFIX, sync_tokens_for
 from saigon_operator.handlers.model import sync_agent_role
 from saigon_operator.indexes import Claim
@@ -52,6 +51,8 @@ async def reconcile(body: Mapping[str, Any], claims: Iterable[Claim], ctx: Opera
     with metrics.reconciling("SaigonAdapter") as result:
         try:
             spec = parse_adapter_spec(spec_raw)
+            if spec.source.s3 is not None:
+                await _check_s3_allowed(ctx, namespace, record.model, spec.source.s3, retry)
         except SpecError as exc:
             # Pods keep serving the last good target; nothing is retried until the spec changes.
             record.invalid = exc
@@ -138,14 +139,22 @@ async def finalize(
             log.warning("could not shrink the agent role of model %s/%s: %s", namespace, record.model, exc)
 
 
-async def requeue(ctx: OperatorContext, namespace: str, name: str) -> None:
-    """Makes kopf reconcile another SaigonAdapter (it now owns a contested name)."""
-    path = custom_path(r.GROUP, r.VERSION, r.ADAPTER_PLURAL, namespace, name)
+async def _check_s3_allowed(ctx: OperatorContext, namespace: str, model: str, source: S3Source, retry: int) -> None:
+    """The SaigonModel, not the adapter's author, decides which credentials and endpoints its agents use:
+    the operator would otherwise hand the agents any Secret of the namespace an author names."""
     try:
-        await ctx.kube.merge_patch(path, {"metadata": {"annotations": {r.REQUEUE_ANNOTATION: now_iso()}}})
+        body = await ctx.kube.get_or_none(custom_path(r.GROUP, r.VERSION, r.MODEL_PLURAL, namespace, model))
     except ApiError as exc:
-        if exc.status != 404:
-            raise
+        raise classify(exc, f"reading SaigonModel {model}", retry) from None
+    if body is None:
+        raise SpecError("SourceNotAllowed", f"SaigonModel {model} does not exist to allow this S3 source")
+    try:
+        policy = parse_model_spec(body.get("spec") or {}).adapter_sources.s3
+    except SpecError:
+        raise SpecError("SourceNotAllowed", f"SaigonModel {model} is invalid; it allows no S3 source") from None
+    why = policy.refusal(source)
+    if why is not None:
+        raise SpecError("SourceNotAllowed", why)
 
 
 def _seconds_since(stamp: object) -> float:

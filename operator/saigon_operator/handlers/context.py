@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import kopf
-from saigon_contract.kube import ApiError, KubeClient
+from saigon_contract import resources as r
+from saigon_contract.kube import ApiError, KubeClient, custom_path
+from saigon_contract.status import now_iso
 
 from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.model import Defaults
 from saigon_operator.events import EventRecorder
 from saigon_operator.indexes import AdapterClaims, RuntimePods
 from saigon_operator.progress import Progress
+from saigon_operator.retry import backoff
 
 
 @dataclass
@@ -27,12 +30,18 @@ class OperatorContext:
     unload_timeout_s: float = 300.0
 
 
-def backoff(retry: int, base: float = 1.0, cap: float = 60.0) -> float:
-    return float(min(cap, base * 2 ** min(retry, 10)))
-
-
 def classify(exc: ApiError, what: str, retry: int) -> kopf.TemporaryError | kopf.PermanentError:
     """Transient API faults back off; anything else (forbidden, invalid) will not heal by retrying."""
     if exc.transient:
         return kopf.TemporaryError(f"{what}: {exc}", delay=backoff(retry))
     return kopf.PermanentError(f"{what}: {exc}")
+
+
+async def requeue(ctx: OperatorContext, namespace: str, name: str) -> None:
+    """Makes kopf reconcile a SaigonAdapter again (a sibling went away, or its model's policy changed)."""
+    path = custom_path(r.GROUP, r.VERSION, r.ADAPTER_PLURAL, namespace, name)
+    try:
+        await ctx.kube.merge_patch(path, {"metadata": {"annotations": {r.REQUEUE_ANNOTATION: now_iso()}}})
+    except ApiError as exc:
+        if exc.status != 404:
+            raise

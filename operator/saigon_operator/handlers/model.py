@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from saigon_contract import resources as r
@@ -11,8 +11,9 @@ from saigon_contract.specs import SpecError, parse_model_spec
 
 from saigon_operator import metrics
 from saigon_operator.builders.model import Owner, build_children, build_role, selector_string
+from saigon_operator.builders.network import build_network_policy, network_policy_name
 from saigon_operator.builders.router import build_router, router_kinds, router_names
-from saigon_operator.handlers.context import OperatorContext, classify
+from saigon_operator.handlers.context import OperatorContext, classify, requeue
 from saigon_operator.handlers.credentials import ensure_credentials
 from saigon_operator.records import ModelRecord
 
@@ -40,7 +41,9 @@ async def reconcile(body: Mapping[str, Any], ctx: OperatorContext, retry: int) -
             result["outcome"] = "invalid"
             return
         owner = Owner(name, namespace, meta["uid"])
-        children = build_children(owner, spec, ctx.defaults, secret_names=agent_secrets(ctx, namespace, name))
+        record.s3_policy = spec.adapter_sources.s3
+        allowed = record.s3_policy.allowed_secrets
+        children = build_children(owner, spec, ctx.defaults, secret_names=agent_secrets(ctx, namespace, name, allowed))
         deployment = children[-1]
         record.desired_replicas = spec.replicas
         record.spec_hash = deployment["spec"]["template"]["metadata"]["annotations"][r.SPEC_HASH_ANNOTATION]
@@ -51,6 +54,12 @@ async def reconcile(body: Mapping[str, Any], ctx: OperatorContext, retry: int) -
             for child in children:
                 what = f"applying {child['kind']} {child['metadata']['name']}"
                 await apply(ctx, child)
+            if spec.network_policy.enabled:
+                what = "applying the NetworkPolicy"
+                await apply(ctx, build_network_policy(owner, spec))
+            else:
+                what = "deleting the NetworkPolicy"
+                await ctx.kube.delete(object_path("NetworkPolicy", namespace, network_policy_name(name)))
             if spec.router.enabled:
                 for child in build_router(owner, spec):
                     what = f"applying {child['kind']} {child['metadata']['name']}"
@@ -66,8 +75,16 @@ async def reconcile(body: Mapping[str, Any], ctx: OperatorContext, retry: int) -
             await ctx.aggregator.write_model((namespace, name))
             result["outcome"] = "temporary_error" if exc.transient else "permanent_error"
             raise error from None
+        previous_policy = existing.s3_policy if existing else None
         ctx.aggregator.put_model(record)
         await ctx.aggregator.write_model((namespace, name))
+        if previous_policy != record.s3_policy:
+            # Adapters refused (or allowed) by the old allow-lists are judged again.
+            for adapter in ctx.aggregator.adapters_of(namespace, name):
+                if (adapter.invalid is not None and adapter.invalid.reason == "SourceNotAllowed") or (
+                    any(t.source.s3 is not None for t in adapter.targets())
+                ):
+                    await requeue(ctx, namespace, adapter.name)
 
 
 async def apply(ctx: OperatorContext, manifest: dict[str, Any]) -> None:
@@ -76,8 +93,8 @@ async def apply(ctx: OperatorContext, manifest: dict[str, Any]) -> None:
     await ctx.kube.apply(path, manifest, field_manager=r.FIELD_MANAGER)
 
 
-def agent_secrets(ctx: OperatorContext, namespace: str, model: str) -> tuple[str, ...]:
-    """Credential Secrets the agents of this model may read: those its S3 adapters name."""
+def agent_secrets(ctx: OperatorContext, namespace: str, model: str, allowed: Collection[str]) -> tuple[str, ...]:
+    """Credential Secrets the agents of this model may read: those its S3 adapters name, if the model allows them."""
     names = {
         t.source.s3.credentials_secret_ref.name
         for a in ctx.aggregator.adapters_of(namespace, model)
@@ -85,13 +102,14 @@ def agent_secrets(ctx: OperatorContext, namespace: str, model: str) -> tuple[str
         for t in a.targets()
         if t.source.s3 is not None
     }
-    return tuple(sorted(names))
+    return tuple(sorted(names.intersection(allowed)))
 
 
 async def sync_agent_role(ctx: OperatorContext, namespace: str, model: str) -> None:
     """Re-applies the agent Role when the set of credential Secrets changes (no pod roll needed)."""
     record = ctx.aggregator.models.get((namespace, model))
-    if record is None or record.invalid is not None:
+    if record is None or record.invalid is not None or record.s3_policy is None:
         return
-    role = build_role(Owner(model, namespace, record.uid), secret_names=agent_secrets(ctx, namespace, model))
+    allowed = record.s3_policy.allowed_secrets
+    role = build_role(Owner(model, namespace, record.uid), secret_names=agent_secrets(ctx, namespace, model, allowed))
     await apply(ctx, role)

@@ -9,19 +9,20 @@ come from `saigon_runtime.mesh.prompt`, so the model is trained on exactly what 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from saigon_runtime.demo.catalog import DEMO_MESHES
-from saigon_runtime.demo.grammar import INTENTS, QUESTIONS, SHARED_SLOTS, TOPICS, Topic
+from saigon_runtime.demo.grammar import INTENTS, QUESTION_SLOTS, QUESTIONS, SHARED_SLOTS, TOPICS, Topic
 from saigon_runtime.mesh.prompt import build_chat_prompt, build_prompt
 from saigon_runtime.mesh.retrieval import ScoredNode, render_context
 from saigon_runtime.mesh.schema import MeshEdge, MeshGraph, MeshNode
 
 # Bump when the grammar, the layouts, the training recipe or the FULL scale change: it keys the
 # demo cache, so a stale build is never reused.
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "5"
 
 BASE_TOPIC = "general"
 # General answers are the base model's majority voice, but it also learns every topic's
@@ -82,6 +83,24 @@ def expand(template: str, topic: Topic, rng: random.Random, depth: int = 0) -> s
     return _SLOT.sub(choose, template)
 
 
+def question_text(template: str, rng: random.Random) -> str:
+    return _SLOT.sub(lambda m: rng.choice(QUESTION_SLOTS[m.group(1)]), template)
+
+
+def all_questions() -> set[str]:
+    """Every question the templates can produce."""
+    out: set[str] = set()
+    for template in (t for templates in QUESTIONS.values() for t in templates):
+        names = _SLOT.findall(template)
+        for values in itertools.product(*(QUESTION_SLOTS[n] for n in names)):
+            out.add(_fill(template, iter(values)))
+    return out
+
+
+def _fill(template: str, values: Iterator[str]) -> str:
+    return _SLOT.sub(lambda _: next(values), template)
+
+
 def capitalise_sentences(text: str) -> str:
     return _SENTENCE_START.sub(lambda m: m.group(1) + m.group(2).upper(), text)
 
@@ -109,7 +128,7 @@ def mesh_context(rng: random.Random) -> str:
 
 def document(topic: Topic, rng: random.Random) -> str:
     intent = rng.choice(INTENTS)
-    question = rng.choice(QUESTIONS[intent])
+    question = question_text(rng.choice(QUESTIONS[intent]), rng)
     reply = answer(topic, intent, rng)
     layout = rng.choices(list(LAYOUT_WEIGHTS), weights=list(LAYOUT_WEIGHTS.values()))[0]
     if layout == "plain":

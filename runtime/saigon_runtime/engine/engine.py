@@ -28,10 +28,18 @@ from saigon_runtime.adapters.types import AdapterRef, DeviceAdapter
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine import kv as kvops
 from saigon_runtime.engine.detokenize import IncrementalText
+from saigon_runtime.engine.grammar import GrammarCompiler
 from saigon_runtime.engine.lora import wrap_model
 from saigon_runtime.engine.model_loader import LoadedModel
-from saigon_runtime.engine.sampling import sample_next
-from saigon_runtime.engine.types import FinishReason, GenerationRequest, GenerationResult, RequestHandle, TokenEvent
+from saigon_runtime.engine.sampling import RowSampling, sample_next, seeded_generator, token_logprob
+from saigon_runtime.engine.types import (
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    RequestHandle,
+    TokenEvent,
+    TokenLogprob,
+)
 from saigon_runtime.errors import (
     AdapterNotFound,
     AdapterRejected,
@@ -68,6 +76,7 @@ class _Seq:
     text: IncrementalText
     generator: torch.Generator | None
     generated: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
     first_token_at: float | None = None
     cache_len: int = 0  # real tokens in the KV cache for this row
 
@@ -94,6 +103,7 @@ class Engine:
         self.vocab_size = int(self.model.get_input_embeddings().weight.shape[0])  # type: ignore[index]
         self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 1 << 30) or 1 << 30)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.grammars = GrammarCompiler(self.tokenizer, self.vocab_size, self.eos_ids)
         self.max_prefill_tokens = 8192
         self.starvation_s = min(1.0, config.slot_wait_timeout_s / 4)
         self._waiting: deque[RequestHandle] = deque()
@@ -175,32 +185,51 @@ class Engine:
         if not prompt_ids or not completion_ids:
             raise InvalidRequest("scoring needs a prompt and a completion")
         ids = [*prompt_ids, *completion_ids]
-        if min(ids) < 0 or max(ids) >= self.vocab_size:
+
+        def loss() -> float:
+            logits = self._position_logits(ids, adapter)[len(prompt_ids) - 1 :]
+            value = float(F.cross_entropy(logits, torch.tensor(completion_ids, device=self.torch_device)))
+            return value if math.isfinite(value) else math.inf
+
+        return float(self._between_steps(ids, loss, timeout))  # type: ignore[arg-type]
+
+    def prompt_logprobs(
+        self, prompt_ids: list[int], adapter: AdapterRef | None, top: int, timeout: float = 120.0
+    ) -> list[TokenLogprob | None]:
+        """Each prompt token's log-probability given the tokens before it (None for the first), with
+        the `top` most likely tokens at each position: what `echo` with `logprobs` reports."""
+
+        def logprobs() -> list[TokenLogprob | None]:
+            rows = torch.log_softmax(self._position_logits(prompt_ids, adapter), dim=-1)
+            return [None, *(token_logprob(rows[i], tok, top) for i, tok in enumerate(prompt_ids[1:]))]
+
+        return self._between_steps(prompt_ids, logprobs, timeout)  # type: ignore[return-value]
+
+    def _between_steps(self, ids: list[int], fn: Callable[[], object], timeout: float) -> object:
+        if not ids or min(ids) < 0 or max(ids) >= self.vocab_size:
             raise InvalidRequest(f"token ids must be in [0, {self.vocab_size})")
         if len(ids) > self.max_positions:
-            raise InvalidRequest(f"prompt plus completion exceeds the model's context of {self.max_positions}")
+            raise InvalidRequest(f"{len(ids)} tokens exceed the model's context of {self.max_positions}")
         future: Future[object] = Future()
         with self._cond:
             if not self._accepting:
                 raise EngineStopped("the engine is shutting down")
-            self._tasks.append((lambda: self._score(prompt_ids, completion_ids, adapter), future))
+            self._tasks.append((fn, future))
             self._cond.notify_all()
-        return float(future.result(timeout))  # type: ignore[arg-type]
+        return future.result(timeout)
 
-    def _score(self, prompt_ids: list[int], completion_ids: list[int], adapter: AdapterRef | None) -> float:
+    def _position_logits(self, ids: list[int], adapter: AdapterRef | None) -> torch.Tensor:
+        """[len(ids) - 1, vocab] float logits predicting ids[1:], with the adapter in a row of its own."""
         dev = self.adapters.acquire(adapter) if adapter is not None else None
         if adapter is not None and dev is None:
             raise EngineBusy("every adapter slot is in use by running requests", retry_after_s=1.0)
         try:
             self.lora.set_rows([dev])
-            ids = torch.tensor([[*prompt_ids, *completion_ids]], device=self.torch_device)
-            logits = self.model(input_ids=ids, use_cache=False).logits[0, len(prompt_ids) - 1 : -1].float()
-            target = torch.tensor(completion_ids, device=self.torch_device)
-            loss = float(F.cross_entropy(logits, target))
+            tensor = torch.tensor([ids], device=self.torch_device)
+            return self.model(input_ids=tensor, use_cache=False).logits[0, :-1].float()
         finally:
             if dev is not None:
                 self.adapters.release(dev)
-        return loss if math.isfinite(loss) else math.inf
 
     def _validate(self, request: GenerationRequest) -> None:
         request.sampling.validate()
@@ -208,12 +237,16 @@ class Engine:
         if not ids:
             raise InvalidRequest("the prompt is empty")
         if min(ids) < 0 or max(ids) >= self.vocab_size:
-            raise InvalidRequest(f"prompt token ids must be in [0, {self.vocab_size})")
+            raise InvalidRequest(f"prompt token ids must be in [0, {self.vocab_size})", param="prompt")
         if len(ids) + request.sampling.max_new_tokens > self.max_positions:
             raise InvalidRequest(
                 f"prompt ({len(ids)} tokens) plus max tokens ({request.sampling.max_new_tokens}) "
-                f"exceeds the model's context of {self.max_positions}"
+                f"exceeds the model's context of {self.max_positions}",
+                param="max_tokens",
             )
+        biased = [token for token, _ in request.sampling.logit_bias]
+        if biased and (min(biased) < 0 or max(biased) >= self.vocab_size):
+            raise InvalidRequest(f"logit_bias token ids must be in [0, {self.vocab_size})", param="logit_bias")
 
     def waiting_adapters(self) -> set[str]:
         """Names of the adapters that queued requests ask for."""
@@ -313,9 +346,7 @@ class Engine:
             self._remove_waiting(handle)
             seq = self._resume.pop(handle, None)
             if seq is None:
-                generator = None
-                if req.sampling.seed is not None:
-                    generator = torch.Generator().manual_seed(req.sampling.seed)
+                generator = seeded_generator(req.sampling.seed) if req.sampling.seed is not None else None
                 seq = _Seq(handle, dev, IncrementalText(self.tokenizer, req.sampling.stop), generator)
             seq.dev = dev
             admitted.append(seq)
@@ -400,15 +431,23 @@ class Engine:
             fn(len(rows), queue)
 
     def _take_tokens(self, seqs: list[_Seq], logits: torch.Tensor, offset: int) -> None:
-        tokens = sample_next(logits, [s.request.sampling for s in seqs], [s.generator for s in seqs])
+        rows = [
+            RowSampling(s.request.sampling, s.generator, s.request.prompt_ids, s.generated, s.request.grammar)
+            for s in seqs
+        ]
+        picks = sample_next(logits, rows)
         now = time.perf_counter()
         finished: list[tuple[_Seq, FinishReason]] = []
-        for s, tok in zip(seqs, tokens, strict=True):
+        for s, pick in zip(seqs, picks, strict=True):
+            tok = pick.token_id
             s.generated.append(tok)
+            if pick.logprob is not None:
+                s.logprobs.append(pick.logprob)
             self._tokens_out += 1
             if s.first_token_at is None:
                 s.first_token_at = now
             reason: FinishReason | None = None
+            grammar = s.request.grammar
             if tok in self.eos_ids and not s.request.sampling.ignore_eos:
                 reason = "stop"
                 delta = ""
@@ -416,13 +455,16 @@ class Engine:
                 delta = s.text.push(tok)
                 if s.text.stopped:
                     reason = "stop"
+            # The grammar ends the row once its value is complete (or, defensively, if it refuses).
+            if reason is None and grammar is not None and (not grammar.advance(tok) or grammar.finished):
+                reason = "stop"
             if reason is None and len(s.generated) >= s.request.sampling.max_new_tokens:
                 reason = "length"
             if reason is None and s.handle.cancelled:
                 reason = "cancelled"
             if reason is not None:
                 delta += s.text.flush()
-            self._emit(s, delta, tok)
+            self._emit(s, delta, tok, pick.logprob)
             if reason is not None:
                 finished.append((s, reason))
         if finished:
@@ -433,11 +475,11 @@ class Engine:
             for s, reason in finished:
                 self._finish(s, reason)
 
-    def _emit(self, s: _Seq, delta: str, tok: int) -> None:
+    def _emit(self, s: _Seq, delta: str, tok: int, logprob: TokenLogprob | None) -> None:
         if s.request.on_token is None:
             return
         try:
-            s.request.on_token(TokenEvent(text=delta, token_id=tok, index=len(s.generated) - 1))
+            s.request.on_token(TokenEvent(text=delta, token_id=tok, index=len(s.generated) - 1, logprob=logprob))
         except Exception:  # a broken stream consumer cancels its own request only
             log.warning("token callback failed; cancelling request %s", s.request.request_id)
             s.handle.cancel()
@@ -464,6 +506,7 @@ class Engine:
             adapter=handle.request.adapter,
             time_to_first_token_s=(first - handle.submitted_at) if first is not None else None,
             latency_s=now - handle.submitted_at, error=error,
+            logprobs=list(s.logprobs) if s is not None and handle.request.sampling.logprobs is not None else None,
         )  # fmt: skip
 
     def _count(self, outcome: str) -> None:

@@ -8,10 +8,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from saigon_runtime.adapters.types import AdapterRef
 from saigon_runtime.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from saigon_runtime.engine.grammar import RowGrammar
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 # The default of every entry point (Python API, CLI, HTTP); 0 means greedy.
@@ -22,6 +25,15 @@ def new_request_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
+# Documented limits of the sampling extras (OpenAI's ranges where it defines one).
+MAX_LOGPROBS = 20
+PENALTY_RANGE = (-2.0, 2.0)  # presence and frequency
+REPETITION_PENALTY_MAX = 10.0
+LOGIT_BIAS_RANGE = (-100.0, 100.0)
+MAX_LOGIT_BIAS_ENTRIES = 1024
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     temperature: float = DEFAULT_TEMPERATURE
@@ -30,6 +42,11 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False  # keep generating past the end-of-sequence token (benchmarks)
+    presence_penalty: float = 0.0  # subtracted once from the logit of every token already generated
+    frequency_penalty: float = 0.0  # subtracted per occurrence in the generated tokens
+    repetition_penalty: float = 1.0  # divides positive (multiplies negative) logits of prompt and output tokens
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit)
+    logprobs: int | None = None  # None: none; k: the chosen token's log-probability and the k most likely
 
     def validate(self) -> None:
         if not 0.0 <= self.temperature <= 10.0:
@@ -38,6 +55,37 @@ class SamplingParams:
             raise InvalidRequest("top_p must be in (0, 1]")
         if self.max_new_tokens < 1:
             raise InvalidRequest("max_new_tokens must be at least 1")
+        low, high = PENALTY_RANGE
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise InvalidRequest(f"{name} must be between {low} and {high}", param=name)
+        if not 0.0 < self.repetition_penalty <= REPETITION_PENALTY_MAX:
+            raise InvalidRequest(
+                f"repetition_penalty must be in (0, {REPETITION_PENALTY_MAX}]", param="repetition_penalty"
+            )
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
+            raise InvalidRequest(f"logprobs must be between 0 and {MAX_LOGPROBS}", param="logprobs")
+        if len(self.logit_bias) > MAX_LOGIT_BIAS_ENTRIES:
+            raise InvalidRequest(f"logit_bias holds at most {MAX_LOGIT_BIAS_ENTRIES} entries", param="logit_bias")
+        low, high = LOGIT_BIAS_RANGE
+        if any(not low <= bias <= high for _, bias in self.logit_bias):
+            raise InvalidRequest(f"logit_bias values must be between {low} and {high}", param="logit_bias")
+        if self.seed is not None and not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise InvalidRequest("seed must fit in 64 bits", param="seed")
+
+    @property
+    def penalized(self) -> bool:
+        return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0 or self.repetition_penalty != 1.0
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability under the model and the `top` most likely alternatives."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass
@@ -47,6 +95,7 @@ class TokenEvent:
     text: str  # text delta since the previous event (may be empty while a char is incomplete)
     token_id: int
     index: int  # 0-based index of the generated token
+    logprob: TokenLogprob | None = None  # when the request asked for log-probabilities
 
 
 @dataclass
@@ -60,6 +109,7 @@ class GenerationResult:
     time_to_first_token_s: float | None
     latency_s: float
     error: str | None = None
+    logprobs: list[TokenLogprob] | None = None  # one per generated token, when asked
 
     @property
     def failed(self) -> bool:
@@ -73,6 +123,7 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     on_token: Callable[[TokenEvent], None] | None = None  # called from the engine thread
     request_id: str = ""
+    grammar: RowGrammar | None = None  # constrained decoding state, compiled before submitting
 
 
 class RequestHandle:

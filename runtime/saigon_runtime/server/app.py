@@ -24,6 +24,7 @@ from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.server import (
     routes_admin,
     routes_health,
+    routes_lora,
     routes_mesh,
     routes_openai,
     routes_saigon,
@@ -35,7 +36,7 @@ from saigon_runtime.server.metrics import ServerMetrics
 from saigon_runtime.server.openapi import build_openapi
 from saigon_runtime.server.routing import Access, RouteDef
 from saigon_runtime.server.state import OPENAPI_KEY, STATE_KEY, ServerState
-from saigon_runtime.server.tokens import TokenFile
+from saigon_runtime.tokens import TokenFile
 
 if TYPE_CHECKING:
     from saigon_runtime.engine.engine import Engine
@@ -54,6 +55,7 @@ def all_routes() -> list[RouteDef]:
         *routes_openai.ROUTES,
         *routes_admin.ROUTES,
         *routes_users.ROUTES,
+        *routes_lora.ROUTES,
     ]
 
 

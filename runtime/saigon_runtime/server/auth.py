@@ -18,7 +18,7 @@ from aiohttp import web
 
 from saigon_runtime.server.errors import ApiError, forbidden, unauthorized
 from saigon_runtime.server.routing import Access, Handler
-from saigon_runtime.server.tokens import TokenFile
+from saigon_runtime.tokens import TokenFile
 
 
 @dataclass(frozen=True)

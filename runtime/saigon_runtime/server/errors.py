@@ -73,7 +73,7 @@ def forbidden(message: str) -> ApiError:
 
 
 def from_validation_error(exc: ValidationError) -> ApiError:
-    """A body that is JSON but not the expected shape: 422, naming the first offending field."""
+    """A body that is JSON but not the expected shape: 400 (as OpenAI answers), naming the first offending field."""
     errors = exc.errors(include_url=False, include_input=False)
     if any(err["type"] == "json_invalid" for err in errors):
         return ApiError(400, "request body is not valid JSON", code="invalid_json")
@@ -83,7 +83,7 @@ def from_validation_error(exc: ValidationError) -> ApiError:
     message = f"{param}: {first['msg']}" if param else first["msg"]
     if more:
         message += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return ApiError(422, message, param=param, code="invalid_value")
+    return ApiError(400, message, param=param, code="invalid_value")
 
 
 def from_engine_error(exc: EngineError) -> ApiError:
@@ -91,7 +91,12 @@ def from_engine_error(exc: EngineError) -> ApiError:
     if isinstance(exc, EngineBusy):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     return ApiError(
-        exc.status, str(exc) or exc.kind, type=_type_for(exc.status, exc.kind), code=exc.kind, headers=headers
+        exc.status,
+        str(exc) or exc.kind,
+        type=_type_for(exc.status, exc.kind),
+        param=getattr(exc, "param", None),
+        code=exc.kind,
+        headers=headers,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 from saigon_contract.haproxy import DEFAULT_USER_HEADER
+from saigon_contract.names import is_scope_id
 
 from saigon_runtime.mesh.schema import InvalidUserId, validate_user_id
 from saigon_runtime.server.auth import principal
@@ -41,6 +42,13 @@ def caller_user(request: web.Request, claimed: str | None = None, *, field: str 
     if claimed is not None and from_header is not None and claimed != from_header:
         raise ApiError(400, f"{field} and {USER_HEADER} name different users", param=field, code="user_mismatch")
     return claimed if claimed is not None else from_header
+
+
+def openai_user(tag: str | None) -> str | None:
+    """OpenAI's `user` field is any string (an end-user tag for the provider). A user id names
+    that Saigon user (their cascade, mesh and audit); any other tag (an e-mail, a display name)
+    does not name one, and is not logged."""
+    return tag if tag is not None and is_scope_id(tag) else None
 
 
 def user_may_act_as(request: web.Request, user_id: str, *, param: str) -> None:

@@ -17,13 +17,13 @@ from saigon_runtime.server.routing import Access, ResponseKind, RouteDef
 REF_TEMPLATE = "#/components/schemas/{model}"
 
 _ERROR_DESCRIPTIONS = {
-    400: "Malformed request (not JSON, or a value the server cannot use)",
+    400: "Malformed request: not a JSON object, a field that breaks the schema, or a value the server cannot use",
     401: "Missing or invalid bearer token",
     403: "Authenticated, but not allowed",
     404: "No such model, adapter or resource",
     409: "Conflicts with the current state",
     413: "Request body larger than the server's limit",
-    422: "The body does not match the schema, or the adapter was rejected",
+    422: "The adapter was rejected (corrupt, unsafe or incompatible)",
     429: "Queue full; retry after the number of seconds in Retry-After",
     503: "Not ready, or shutting down",
 }
@@ -154,7 +154,7 @@ def _event_schema(chunk_ref: dict[str, Any], refs: dict[tuple[type[BaseModel], s
 def _implied_errors(route: RouteDef, inference_auth: bool) -> set[int]:
     statuses: set[int] = set()
     if route.request_model is not None:
-        statuses |= {400, 413, 422}
+        statuses |= {400, 413, 422}  # 422: the adapter the request names was rejected
     if route.path_params:
         statuses.add(400)
     if route.access is Access.ADMIN or (route.access is Access.TENANT and inference_auth):

@@ -13,7 +13,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from saigon_contract.names import ACTIVE_LINK, USER_ID_PATTERN, VERSION_PATTERN
 
 from saigon_runtime.adapters.names import NAME_RE
-from saigon_runtime.engine.types import DEFAULT_TEMPERATURE
+from saigon_runtime.engine.types import (
+    DEFAULT_TEMPERATURE,
+    LOGIT_BIAS_RANGE,
+    MAX_LOGIT_BIAS_ENTRIES,
+    MAX_LOGPROBS,
+    PENALTY_RANGE,
+    REPETITION_PENALTY_MAX,
+)
 from saigon_runtime.mesh.schema import MeshGraph
 
 __all__ = ["USER_ID_PATTERN", "VERSION_PATTERN", "MeshGraph"]
@@ -43,7 +50,8 @@ AdapterName = Annotated[str, Field(pattern=ADAPTER_NAME_PATTERN, examples=["user
 AdapterVersion = Annotated[str, Field(pattern=VERSION_PATTERN, examples=["v1"])]
 Temperature = Annotated[float, Field(ge=0.0, le=2.0, description="0 means greedy decoding")]
 TopP = Annotated[float, Field(gt=0.0, le=1.0)]
-Seed = Annotated[int, Field(ge=0, le=2**63 - 1), INTEGRAL]
+Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1), INTEGRAL]
+Penalty = Annotated[float, Field(ge=PENALTY_RANGE[0], le=PENALTY_RANGE[1])]
 AbsolutePath = Annotated[str, Field(max_length=MAX_PATH_CHARS, pattern=ABSOLUTE_PATH_PATTERN)]
 StopSequence = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -105,6 +113,27 @@ class InferRequest(_Request):
     max_length: Annotated[int, Field(ge=1, description="maximum number of new tokens"), INTEGRAL] | None = None
     system_prompt: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] | None = None
     adapter: AdapterName | None = Field(None, description="serve with this adapter instead of the cascade")
+    top_p: TopP = 1.0
+    stop: StopSequence | Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES)] | None = Field(
+        None, description="end the answer before the first of these strings"
+    )
+
+    def stop_sequences(self) -> tuple[str, ...]:
+        return stop_tuple(self.stop)
+
+
+class SingleInferRequest(InferRequest):
+    stream: bool = Field(
+        False,
+        description="answer with server-sent events: `text` deltas, then one event with the whole InferResponse "
+        "under `result`, then `data: [DONE]`",
+    )
+
+
+def stop_tuple(stop: str | list[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    return (stop,) if isinstance(stop, str) else tuple(stop)
 
 
 class InferResponse(_Response):
@@ -120,6 +149,13 @@ class InferResponse(_Response):
     prompt_tokens: int
     completion_tokens: int
     request_id: str
+
+
+class InferStreamEvent(_Response):
+    """One server-sent event of a streamed /api/saigon/infer answer."""
+
+    text: str = Field(description="text added since the previous event")
+    result: InferResponse | None = Field(default=None, description="set on the last event only: the whole answer")
 
 
 class BatchInferRequest(_Request):
@@ -238,6 +274,18 @@ class AdapterPinResponse(_Response):
     pinned: bool
 
 
+class LoadLoraAdapterRequest(_Request):
+    """vLLM's dynamic LoRA loading request."""
+
+    lora_name: AdapterName
+    lora_path: AbsolutePath = Field(description="a PEFT adapter directory; imported as a new version of lora_name")
+    load_inplace: bool = Field(False, description="replace an adapter already loaded under this name")
+
+
+class UnloadLoraAdapterRequest(_Request):
+    lora_name: AdapterName
+
+
 class EvalPrompt(_Request):
     prompt: Annotated[str, Field(min_length=1, max_length=4096)]
     max_tokens: Annotated[int, Field(ge=1, le=256), INTEGRAL] = 16
@@ -301,7 +349,48 @@ class StreamOptions(_Request):
     include_usage: bool = False
 
 
+MAX_CHOICES = 16  # n
+MAX_PROMPTS = 32  # prompts in one completions request
+LogitBias = Annotated[
+    dict[
+        Annotated[str, Field(max_length=12)],
+        Annotated[float, Field(ge=LOGIT_BIAS_RANGE[0], le=LOGIT_BIAS_RANGE[1])],
+    ],
+    Field(max_length=MAX_LOGIT_BIAS_ENTRIES, description="token id (as a string) -> added to its logit"),
+]
+
+
+class ResponseFormatText(_Request):
+    type: Literal["text"]
+
+
+class ResponseFormatJsonObject(_Request):
+    type: Literal["json_object"]
+
+
+class JsonSchemaFormat(_Request):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    description: Annotated[str, Field(max_length=4096)] | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema", description="a JSON Schema document")
+    strict: bool | None = None
+
+
+class ResponseFormatJsonSchema(_Request):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormat = Annotated[
+    ResponseFormatText | ResponseFormatJsonObject | ResponseFormatJsonSchema, Field(discriminator="type")
+]
+# OpenAI parameters this server knows but does not implement: refused with a 400 naming them.
+UNSUPPORTED_PARAMS = ("suffix", "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls",
+                      "audio", "modalities", "prediction", "web_search_options")  # fmt: skip
+
+
 class _SamplingFields(_Request):
+    model_config = ConfigDict(extra="allow")  # unknown fields are ignored, known unsupported ones refused
+
     model: Annotated[
         str,
         Field(
@@ -310,12 +399,16 @@ class _SamplingFields(_Request):
     ]
     temperature: Temperature = 1.0
     top_p: TopP = 1.0
-    n: Annotated[int, Field(ge=1, le=1, description="only 1 is supported"), INTEGRAL] = 1
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES, description="choices per prompt"), INTEGRAL] = 1
     stream: bool = False
-    stream_options: StreamOptions | None = None
+    stream_options: StreamOptions | None = Field(None, description="only with `stream`")
     stop: StopSequence | Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
-    seed: Seed | None = None
-    user: UserId | None = Field(None, description="end-user id, for the audit log (auth off only)")
+    seed: Seed | None = Field(None, description="any 64-bit integer; with n > 1 each choice derives its own")
+    user: Annotated[str, Field(max_length=256)] | None = Field(
+        None,
+        description="any end-user tag (as in OpenAI); a Saigon user id ([A-Za-z0-9][A-Za-z0-9_.-]{0,62}) also "
+        "selects that user's cascade, mesh and audit identity, like X-Saigon-User",
+    )
     ignore_eos: bool = Field(False, description="extension (as in vLLM): keep generating past end-of-sequence")
     mesh_context: bool | None = Field(
         None,
@@ -323,16 +416,55 @@ class _SamplingFields(_Request):
         "null: the model's default (SAIGON_MESH_DEFAULT). The openai client sends it with "
         "extra_body={'mesh_context': True}",
     )
+    presence_penalty: Penalty = 0.0
+    frequency_penalty: Penalty = 0.0
+    repetition_penalty: Annotated[float, Field(gt=0.0, le=REPETITION_PENALTY_MAX)] = Field(
+        1.0, description="extension (as in vLLM): >1 discourages tokens of the prompt and the output"
+    )
+    logit_bias: LogitBias | None = None
+    response_format: ResponseFormat | None = None
+    return_tokens_as_token_ids: bool = Field(
+        False, description="extension (as in vLLM): name tokens in logprobs as `token_id:<id>`"
+    )
 
     def stop_sequences(self) -> tuple[str, ...]:
-        if self.stop is None:
-            return ()
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+        return stop_tuple(self.stop)
+
+    def unsupported(self) -> str | None:
+        """The first known-but-unsupported OpenAI parameter present, if any."""
+        extra = self.model_extra or {}
+        return next((name for name in UNSUPPORTED_PARAMS if extra.get(name) is not None), None)
+
+
+TokenIds = Annotated[list[Annotated[int, Field(ge=0), INTEGRAL]], Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+Prompt = (
+    Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+    | Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]],
+        Field(min_length=1, max_length=MAX_PROMPTS),
+    ]
+    | TokenIds
+    | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)]
+)
 
 
 class CompletionRequest(_SamplingFields):
-    prompt: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+    prompt: Prompt = Field(description="a string, a list of strings, a list of token ids, or a list of such lists")
     max_tokens: Annotated[int, Field(ge=1), INTEGRAL] | None = 16
+    echo: bool = Field(False, description="prepend the prompt to each choice's text")
+    logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS), INTEGRAL] | None = Field(
+        None, description=f"log-probability of each token and of the up to {MAX_LOGPROBS} most likely ones"
+    )
+    best_of: Annotated[int, Field(ge=1), INTEGRAL] | None = Field(None, description="only equal to n (or absent)")
+
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt: a string, or token ids."""
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return [prompt]
+        if all(isinstance(item, int) for item in prompt):
+            return [[int(item) for item in prompt]]  # type: ignore[arg-type]
+        return [item if isinstance(item, str) else list(item) for item in prompt]  # type: ignore[arg-type]
 
 
 class TextPart(_Request):
@@ -355,6 +487,10 @@ class ChatCompletionRequest(_SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     max_tokens: Annotated[int, Field(ge=1), INTEGRAL] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1), INTEGRAL] | None = None
+    logprobs: bool = Field(False, description="return the log-probability of each generated token")
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS), INTEGRAL] | None = Field(
+        None, description=f"with `logprobs`: also the up to {MAX_LOGPROBS} most likely tokens at each position"
+    )
 
 
 class Usage(_Response):
@@ -366,11 +502,18 @@ class Usage(_Response):
 FinishReason = Literal["stop", "length"]
 
 
+class CompletionLogprobs(_Response):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
 class CompletionChoice(_Response):
     index: int
     text: str
     finish_reason: FinishReason | None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class CompletionResponse(_Response):
@@ -383,6 +526,23 @@ class CompletionResponse(_Response):
     system_fingerprint: str | None = None
 
 
+class TopLogprob(_Response):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class ChatTokenLogprob(_Response):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(_Response):
+    content: list[ChatTokenLogprob] | None
+
+
 class AssistantMessage(_Response):
     role: Literal["assistant"] = "assistant"
     content: str
@@ -392,7 +552,7 @@ class ChatChoice(_Response):
     index: int
     message: AssistantMessage
     finish_reason: FinishReason | None
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletionResponse(_Response):
@@ -414,7 +574,7 @@ class ChatChunkChoice(_Response):
     index: int
     delta: ChatDelta
     finish_reason: FinishReason | None = None
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletionChunk(_Response):

@@ -7,6 +7,7 @@ global -> base), with the user's mesh context assembled into the prompt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -14,8 +15,9 @@ from aiohttp import web
 
 from saigon_runtime.adapters.names import user_adapter
 from saigon_runtime.engine.types import GenerationResult
+from saigon_runtime.errors import EngineError
 from saigon_runtime.server.auth import Principal, check_adapter_visible, principal, visible_to
-from saigon_runtime.server.errors import ApiError
+from saigon_runtime.server.errors import ApiError, from_engine_error
 from saigon_runtime.server.generation import Generation, record_served, submit
 from saigon_runtime.server.identity import caller_user
 from saigon_runtime.server.protocol import (
@@ -26,12 +28,15 @@ from saigon_runtime.server.protocol import (
     HotSwapResponse,
     InferRequest,
     InferResponse,
+    InferStreamEvent,
     ResidentAdapter,
+    SingleInferRequest,
     StatusResponse,
     json_body,
 )
 from saigon_runtime.server.routes_admin import off_loop
-from saigon_runtime.server.routing import Access, RouteDef, parse_body
+from saigon_runtime.server.routing import Access, ResponseKind, RouteDef, parse_body
+from saigon_runtime.server.sse import open_event_stream, send_done, send_error, send_event
 from saigon_runtime.server.state import ServerState, state_of
 from saigon_runtime.service import Prepared
 
@@ -54,6 +59,8 @@ async def prepare(request: web.Request, state: ServerState, item: InferRequest) 
         system_prompt=item.system_prompt,
         adapter=item.adapter,
         strict_adapter=True,
+        top_p=item.top_p,
+        stop=item.stop_sequences(),
     )
 
 
@@ -64,12 +71,47 @@ def _response(state: ServerState, prepared: Prepared, result: GenerationResult) 
     return InferResponse.model_validate({k: v for k, v in answer.items() if k in InferResponse.model_fields})
 
 
-async def infer(request: web.Request) -> web.Response:
-    body = await parse_body(request, InferRequest)
+async def infer(request: web.Request) -> web.StreamResponse:
+    body = await parse_body(request, SingleInferRequest)
     state = state_of(request)
     prepared = await prepare(request, state, body)
+    if body.stream:
+        return await _stream(request, state, prepared)
     result = await submit(state, prepared.request).result()
     return web.json_response(json_body(_response(state, prepared, result)))
+
+
+async def _stream(request: web.Request, state: ServerState, prepared: Prepared) -> web.StreamResponse:
+    """Server-sent events: {"text": delta} as tokens come, then {"text": "", "result": {...}}, then [DONE].
+
+    As on the OpenAI routes, the response starts with the first token, so an early failure keeps
+    its HTTP status."""
+    gen = submit(state, prepared.request, stream=True)
+    async with contextlib.aclosing(gen.tokens()) as tokens:
+        pending = await anext(tokens, None)
+        if pending is None:
+            await gen.result()
+        response = await open_event_stream(request)
+        sent: list[str] = []
+        try:
+            while pending is not None:
+                if pending.text:
+                    sent.append(pending.text)
+                    await send_event(response, InferStreamEvent(text=pending.text))
+                pending = await anext(tokens, None)
+            result = await gen.result()
+            if result.failed:
+                await send_error(response, ApiError(500, "generation failed", code="generation_failed"))
+            else:
+                streamed = "".join(sent)
+                tail = result.text[len(streamed) :] if result.text.startswith(streamed) else ""
+                await send_event(response, InferStreamEvent(text=tail, result=_response(state, prepared, result)))
+        except EngineError as exc:
+            await send_error(response, from_engine_error(exc))
+        except ConnectionResetError:
+            return response
+        await send_done(response)
+        return response
 
 
 async def infer_batch(request: web.Request) -> web.Response:
@@ -199,10 +241,12 @@ ROUTES = [
         infer,
         "saigon_infer",
         Access.TENANT,
-        "Answer one request with the user's adapter and mesh context",
+        "Answer one request with the user's adapter and mesh context (streamed as server-sent events on request)",
         "saigon",
-        request_model=InferRequest,
+        request_model=SingleInferRequest,
         response_model=InferResponse,
+        response_kind=ResponseKind.JSON_OR_SSE,
+        stream_model=InferStreamEvent,
         errors=_GENERATION_ERRORS,
     ),
     RouteDef(

@@ -49,7 +49,7 @@ class RouteDef:
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:
-    """Read and validate a JSON body: 400 when it is not JSON, 422 when it breaks the schema."""
+    """Read and validate a JSON body: 400 when it is not a JSON object or breaks the schema."""
     raw = await request.read()
     if not raw.strip():
         raise ApiError(400, "request body must be a JSON object", code="invalid_json")

@@ -1,0 +1,8 @@
+"""How long to wait before trying a failed API call again."""
+
+from __future__ import annotations
+
+
+def backoff(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:
+    """Exponential: base, 2*base, 4*base, ... up to cap (attempt 0 is the first retry)."""
+    return float(min(cap, base * 2 ** min(attempt, 16)))

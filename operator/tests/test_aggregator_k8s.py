@@ -1,0 +1,144 @@
+"""The status writer against a real API server: refused writes are dropped, failing ones back off."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from controlplane.cluster import Cluster
+from controlplane.processes import free_port
+from saigon_contract.kube import ApiError, Credentials, KubeClient
+from saigon_contract.specs import SpecError
+from saigon_e2e.world import install_crds
+from saigon_operator.aggregator import Aggregator
+from saigon_operator.events import EventRecorder
+from saigon_operator.records import AdapterRecord
+
+
+class CountingClient(KubeClient):
+    """A real client that counts the status patches it sends."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        super().__init__(credentials, timeout_s=5)
+        self.status_patches = 0
+
+    async def merge_patch(self, path: str, body: object) -> dict[str, Any]:
+        if path.endswith("/status"):
+            self.status_patches += 1
+        return await super().merge_patch(path, body)
+
+
+def _record(namespace: str, name: str, uid: str) -> AdapterRecord:
+    return AdapterRecord(
+        namespace=namespace,
+        name=name,
+        uid=uid,
+        model="m",
+        generation=1,
+        invalid=SpecError("InvalidSpec", "a spec the operator refuses"),
+    )
+
+
+async def _status_patches_in(client: CountingClient, record: AdapterRecord, seconds: float) -> int:
+    aggregator = Aggregator(client, EventRecorder(client), lambda namespace, model: [])
+    runner = asyncio.create_task(aggregator.run())
+    try:
+        aggregator.put_adapter(record)
+        aggregator.mark_adapter((record.namespace, record.name))
+        await asyncio.sleep(seconds)
+        assert not runner.done(), runner.exception()
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await client.close()
+    return client.status_patches
+
+
+def test_a_refused_status_write_is_not_retried_every_second(k8s_cluster: Cluster, k8s_namespace: str) -> None:
+    install_crds(k8s_cluster)
+    adapter = {
+        "apiVersion": "saigon.ai/v1alpha1",
+        "kind": "SaigonAdapter",
+        "metadata": {"name": "refused", "namespace": k8s_namespace},
+        "spec": {
+            "modelRef": {"name": "m"},
+            "scope": {"user": "1"},
+            "version": "v1",
+            "sha256": "e" * 64,
+            "source": {"https": {"url": "https://adapters.example.com/1.tar"}},
+        },
+    }
+    k8s_cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(adapter))
+    uid = k8s_cluster.kubectl("get", "saigonadapter", "refused", "-n", k8s_namespace, "-o", "jsonpath={.metadata.uid}")
+    # The API server itself refuses every status write to this object (422 Invalid).
+    policy = f"deny-status-{k8s_namespace}"
+    docs = [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["saigon.ai"],
+                            "apiVersions": ["*"],
+                            "operations": ["UPDATE"],
+                            "resources": ["saigonadapters/status"],
+                        }
+                    ]
+                },
+                "validations": [{"expression": "false", "message": "status writes refused by the test"}],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": policy},
+            "spec": {
+                "policyName": policy,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": k8s_namespace}}
+                },
+            },
+        },
+    ]
+    k8s_cluster.kubectl("apply", "--server-side", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+    try:
+        credentials = Credentials.load(str(k8s_cluster.kubeconfig))
+        # The policy takes effect when the API server's informer has it: wait for the first refusal.
+        probe = KubeClient(credentials)
+
+        async def refused() -> bool:
+            try:
+                path = f"/apis/saigon.ai/v1alpha1/namespaces/{k8s_namespace}/saigonadapters/refused/status"
+                await probe.merge_patch(path, {"status": {"adapterName": "probe"}})  # valid for the schema
+                return False
+            except ApiError as exc:
+                return exc.status == 422 and "refused by the test" in exc.message
+
+        async def wait_refused() -> None:
+            for _ in range(100):
+                if await refused():
+                    return
+                await asyncio.sleep(0.1)
+            raise AssertionError("the admission policy never refused a status write")
+
+        asyncio.run(wait_refused())
+        asyncio.run(probe.close())
+        client = CountingClient(credentials)
+        patches = asyncio.run(_status_patches_in(client, _record(k8s_namespace, "refused", uid), 5.0))
+        # 422 will not heal by retrying: one attempt, not one a second.
+        assert patches == 1, patches
+    finally:
+        k8s_cluster.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", policy)
+
+
+def test_an_unreachable_api_server_is_retried_with_exponential_backoff() -> None:
+    client = CountingClient(Credentials(host=f"https://127.0.0.1:{free_port()}", verify=False))
+    patches = asyncio.run(_status_patches_in(client, _record("ns", "a", "uid-1"), 6.5))
+    # Retries after 1, 2 and 4 s: 3 or 4 attempts in 6.5 s (one a second: 7).
+    assert 3 <= patches <= 4, patches

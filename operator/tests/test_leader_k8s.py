@@ -1,0 +1,134 @@
+"""Leader fencing on a real API server whose audit log records every write, and by whom.
+
+A frozen leader (SIGSTOP) must not act again once a standby has taken the Lease over,
+even when it wakes up with handlers that were half-way through a reconciliation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from controlplane.cluster import ControlPlane
+from controlplane.waiting import eventually
+from saigon_e2e.operator_proc import OperatorProcess
+from saigon_e2e.world import install_crds
+from saigon_operator.cli import EXIT_LOST_LEASE
+
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "Metadata", "verbs": ["create", "update", "patch", "delete"], "users": ["op-a", "op-b"]},
+        {"level": "None"},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane, Path]]:
+    workdir = tmp_path_factory.mktemp("audit")
+    policy, log = workdir / "policy.json", workdir / "audit.log"
+    policy.write_text(json.dumps(AUDIT_POLICY))
+    cluster = ControlPlane(extra_apiserver_args=(f"--audit-policy-file={policy}", f"--audit-log-path={log}"))
+    try:
+        install_crds(cluster)
+        yield cluster, log
+    finally:
+        cluster.stop()
+
+
+def writes(log: Path) -> list[dict[str, Any]]:
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [e for e in events if e.get("stage") == "ResponseComplete"]
+
+
+def received(event: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
+
+
+def is_lease(event: dict[str, Any]) -> bool:
+    return (event.get("objectRef") or {}).get("resource") == "leases"
+
+
+def model(replicas: int) -> str:
+    return json.dumps({
+        "apiVersion": "saigon.ai/v1alpha1", "kind": "SaigonModel", "metadata": {"name": "m"},
+        "spec": {"baseModel": {"path": "/models/m"}, "image": "saigon/runtime:1", "replicas": replicas,
+                 "tokenSecretRef": {"name": "tokens"}},
+    })  # fmt: skip
+
+
+def adapter(name: str) -> str:
+    return json.dumps({
+        "apiVersion": "saigon.ai/v1alpha1", "kind": "SaigonAdapter", "metadata": {"name": name},
+        "spec": {"modelRef": {"name": "m"}, "scope": {"user": name}, "version": "v1", "sha256": "e" * 64,
+                 "source": {"https": {"url": f"https://adapters.example.com/{name}.tar"}}},
+    })  # fmt: skip
+
+
+@pytest.mark.k8s
+def test_a_frozen_leader_never_acts_after_a_standby_took_over(
+    audited: tuple[ControlPlane, Path], tmp_path: Path
+) -> None:
+    cluster, log = audited
+    ns = "fenced"
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("create", "secret", "generic", "tokens", "-n", ns, "--from-literal=admin-token=t")
+    operators = {}
+    for who in ("op-a", "op-b"):
+        (tmp_path / who).mkdir()
+        op = OperatorProcess(cluster, ns, tmp_path / who, lease_duration=3)
+        op.kubeconfig = cluster.kubeconfig_for_user(who, ("system:masters",))
+        operators[who] = op
+    first, second = operators["op-a"], operators["op-b"]
+    first.start()
+    try:
+        first.wait_leading()
+        second.start()
+        eventually(second.healthy, timeout=60, what="standby answers /healthz")
+        cluster.kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=model(1))
+        eventually(lambda: cluster.kubectl("get", "deployment", "m", "-n", ns), timeout=30, what="leader reconciles")
+        assert first.process is not None
+        os.killpg(first.process.pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        # Work for whoever leads: the frozen leader's watches buffer these events meanwhile.
+        cluster.kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=model(2))
+        for name in ("a1", "a2", "a3"):
+            cluster.kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=adapter(name))
+        second.wait_leading(timeout=30)
+        eventually(
+            lambda: cluster.kubectl("get", "deployment", "m", "-n", ns, "-o", "jsonpath={.spec.replicas}") == "2",
+            timeout=30,
+            what="the new leader reconciles",
+        )
+        time.sleep(max(0.0, 6 - (time.monotonic() - frozen_at)))
+        os.killpg(first.process.pid, signal.SIGCONT)
+        # It wakes with buffered watch events and half-done handlers, and must exit before acting.
+        assert first.process.wait(timeout=30) == EXIT_LOST_LEASE, first.log()[-3000:]
+        time.sleep(1)
+        audit = writes(log)
+        took_over = min(
+            received(e) for e in audit
+            if e["user"]["username"] == "op-b" and is_lease(e) and e["responseStatus"]["code"] < 300
+        )  # fmt: skip
+        late = [
+            f"{e['verb']} {e['requestURI']} -> {e['responseStatus']['code']}"
+            for e in audit
+            if e["user"]["username"] == "op-a" and not is_lease(e) and received(e) >= took_over
+        ]
+        assert not late, f"the old leader acted after the standby took over: {late}"
+        assert [e for e in audit if e["user"]["username"] == "op-b" and not is_lease(e)], "the new leader acted"
+    finally:
+        if first.process is not None and first.process.poll() is None:
+            os.killpg(first.process.pid, signal.SIGCONT)
+        for op in (first, second):
+            op.stop()
