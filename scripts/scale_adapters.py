@@ -55,12 +55,15 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=1, help="runtime pods (0: the operator alone)")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--operator-arg", action="append", default=[], help="extra `saigon-operator run` argument (repeatable)"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="saigon-scale-"))
     cluster = open_cluster()
     api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
-    figures: dict[str, object] = {"adapters": args.adapters, "pods": args.pods}
+    figures: dict[str, object] = {"adapters": args.adapters, "pods": args.pods, "operator_args": args.operator_arg}
     kubelet: FakeKubelet | None = None
     operator: OperatorProcess | None = None
     sources = None
@@ -69,7 +72,7 @@ def main() -> int:
         namespace = f"scale-{secrets.token_hex(3)}"
         kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
         sources, ca = make_source_server(workdir)
-        operator = OperatorProcess(cluster, namespace, workdir).start()
+        operator = OperatorProcess(cluster, namespace, workdir, extra_args=args.operator_arg).start()
         base = make_llama(workdir / "base")
         world = World(cluster, api, namespace, workdir, sources, ca, base, operator)
         world.create_token_secret()

@@ -39,6 +39,9 @@ class Served:
     version: str
     digest: str
     loaded_at: str | None
+    # The syncer's load count when this became known: a runtime listing asked for before then
+    # may not show it yet, so it cannot tell that the runtime lost it.
+    seq: int = 0
 
 
 @dataclass
@@ -70,6 +73,7 @@ class Syncer:
         self._fetch_slots = asyncio.Semaphore(concurrency)
         self._queue: KeyedQueue[str] = KeyedQueue(self._sync, name="sync")
         self._served: dict[str, Served] = {}
+        self._loads = 0  # loads that returned (and adoptions): orders Served against listings
         self._failures: dict[str, Failure] = {}
         self._runtime_view: dict[str, RuntimeAdapter] | None = None
         self._runtime_up = asyncio.Event()
@@ -106,6 +110,7 @@ class Syncer:
     async def watch_runtime(self, interval_s: float, probe_s: float = 0.5) -> None:
         """Keeps a view of what the runtime serves; reloads what it lost (e.g. it restarted)."""
         while True:
+            loads_before = self._loads
             try:
                 view = await self.runtime.adapters()
             except RuntimeUnavailable:
@@ -123,7 +128,7 @@ class Syncer:
             lost = [
                 name
                 for name, served in self._served.items()
-                if (seen := view.get(name)) is None or seen.version != served.version
+                if served.seq <= loads_before and ((seen := view.get(name)) is None or seen.version != served.version)
             ]
             if lost:
                 log.warning("runtime no longer serves %d adapters; reloading them", len(lost))
@@ -213,7 +218,8 @@ class Syncer:
             self._fail(name, target, exc, state="Loading")
             return
         previous = self._served.get(name)
-        served = Served(target.version, installed.digest, loaded_at or now_iso())
+        self._loads += 1
+        served = Served(target.version, installed.digest, loaded_at or now_iso(), self._loads)
         self._served[name] = served
         self._failures.pop(name, None)
         self._report_served(name, target, served)
@@ -293,7 +299,8 @@ class Syncer:
             return None
         if self.store.active_version(name) != target.version:
             return None
-        served = Served(target.version, digest, seen.loaded_at)
+        self._loads += 1
+        served = Served(target.version, digest, seen.loaded_at, self._loads)
         self._served[name] = served
         return served
 

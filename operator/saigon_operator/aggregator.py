@@ -2,7 +2,7 @@
 
 Handlers record what they decided (a validated target, an invalid spec, a deletion);
 pod events mark the adapters whose per-pod reports changed. A keyed work queue then
-recomputes those statuses from the pod index (kopf keeps it current) and patches
+recomputes those statuses from the pod index (saigon_operator.indexes) and patches
 only what changed, posting Events on user-visible transitions (saigon_operator.transitions). One writer means no
 two handlers race on `status.conditions`.
 """
@@ -53,7 +53,6 @@ class Aggregator:
         self.adapters: dict[Key, AdapterRecord] = {}
         self.models: dict[Key, ModelRecord] = {}
         self._by_model: dict[Key, set[str]] = {}  # (ns, model) -> adapter object names
-        self._last_pods: dict[Key, PodView] = {}  # (ns, pod) -> last view, to diff reports
         # Model status (replica and adapter counts) changes with every adapter and pod event;
         # once a second is plenty for it, and spares the API server a write per adapter.
         self._adapter_queue: KeyedQueue[Key] = KeyedQueue(
@@ -114,14 +113,9 @@ class Aggregator:
 
     # --- pods ------------------------------------------------------------------------------------
 
-    def observe_pod(self, namespace: str, model: str, view: PodView | None, pod_name: str) -> None:
-        """A pod changed (view) or vanished (None): mark what its change can affect."""
-        key = (namespace, pod_name)
-        old = self._last_pods.get(key)
-        if view is None:
-            self._last_pods.pop(key, None)
-        else:
-            self._last_pods[key] = view
+    def observe_pod(self, model_key: Key, old: PodView | None, view: PodView | None) -> None:
+        """A pod changed from `old` to `view` (None: it is new, or gone): mark what that can affect."""
+        namespace, model = model_key
         if old is not None and view is not None and old.active == view.active:
             changed = {
                 n
@@ -136,7 +130,7 @@ class Aggregator:
         for record in affected:
             self.mark_adapter((record.namespace, record.name))
         if old != view:
-            self.mark_model((namespace, model))
+            self.mark_model(model_key)
 
     # --- flushing --------------------------------------------------------------------------------
 

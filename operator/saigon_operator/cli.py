@@ -11,7 +11,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
 
 import kopf
@@ -22,6 +22,7 @@ from saigon_contract.kube import Credentials, CredentialsError, KubeClient
 from saigon_contract.logs import add_logging_flags, log_format, setup_logging
 
 from saigon_operator.leader import LeaderElector, LeaseSettings
+from saigon_operator.progress import Progress
 from saigon_operator.settings import OperatorConfig
 
 log = logging.getLogger("saigon_operator")
@@ -55,6 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lease-duration", type=float, default=15.0, help="seconds")
     run.add_argument("--identity", default=None, help="this replica's name in the Lease (default host-pid)")
     run.add_argument("--unload-timeout", type=float, default=300.0, help="seconds a deletion waits for pods")
+    run.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=120.0,
+        help="seconds: /healthz fails once SaigonAdapters wait and no handler has finished for this long",
+    )
+    run.add_argument(
+        "--worker-idle",
+        type=float,
+        default=0.5,
+        help="seconds kopf keeps an object's worker after its last event (kopf's own default: 5)",
+    )
     add_logging_flags(run)
     return parser
 
@@ -75,6 +88,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         lease_duration_s=args.lease_duration,
         identity=args.identity or f"{socket.gethostname()}-{os.getpid()}",
         unload_timeout_s=args.unload_timeout,
+        stall_timeout_s=args.stall_timeout,
+        worker_idle_s=args.worker_idle,
     )
 
 
@@ -97,7 +112,14 @@ async def run(config: OperatorConfig, credentials: Credentials) -> int:
     )
     elector.on_lost = _exit_lost_lease
     operator_task: asyncio.Task[None] | None = None
-    http = await _serve_http(config, lambda: operator_task is None or not operator_task.done())
+    progress = Progress(config.stall_timeout_s)
+
+    def health() -> str | None:
+        if operator_task is not None and operator_task.done():
+            return "the operator stopped"
+        return progress.stalled() if operator_task is not None else None
+
+    http = await _serve_http(config, health)
     try:
         acquiring = asyncio.create_task(elector.acquire())
         stopping = asyncio.create_task(stop.wait())
@@ -112,7 +134,7 @@ async def run(config: OperatorConfig, credentials: Credentials) -> int:
                 clusterwide=not config.namespaces,
                 namespaces=list(config.namespaces),
                 stop_flag=kopf_stop,
-                memo=kopf.Memo(config=config, may_write=elector.check_may_act),
+                memo=kopf.Memo(config=config, progress=progress, may_write=elector.check_may_act),
             ),
             name="kopf",
         )
@@ -144,10 +166,12 @@ def _exit_lost_lease() -> None:
     os._exit(EXIT_LOST_LEASE)
 
 
-async def _serve_http(config: OperatorConfig, healthy: object) -> web.AppRunner:
+async def _serve_http(config: OperatorConfig, failure: Callable[[], str | None]) -> web.AppRunner:
     async def healthz(_: web.Request) -> web.Response:
-        ok = healthy()  # type: ignore[operator]
-        return web.json_response({"status": "ok" if ok else "failed"}, status=200 if ok else 503)
+        why = failure()
+        if why is None:
+            return web.json_response({"status": "ok"})
+        return web.json_response({"status": "failed", "reason": why}, status=503)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -5,23 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
 from saigon_contract import resources as r
 from saigon_contract.kube import Credentials, KubeClient
 
+from saigon_operator import informers
 from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.model import Defaults
 from saigon_operator.events import EventRecorder
-from saigon_operator.handlers import adapter, model, pods
+from saigon_operator.handlers import adapter, model
 from saigon_operator.handlers.context import OperatorContext
+from saigon_operator.indexes import AdapterClaims, RuntimePods, claim_key
+from saigon_operator.progress import Progress
 from saigon_operator.settings import OperatorConfig
-from saigon_operator.status import PodView, pod_view
 
 MODELS = (r.GROUP, r.VERSION, r.MODEL_PLURAL)
 ADAPTERS = (r.GROUP, r.VERSION, r.ADAPTER_PLURAL)
-RUNTIME_POD_LABELS = {r.MODEL_LABEL: kopf.PRESENT}
 RETRIES = 30  # with backoff up to 60 s: about half an hour, then the handler gives up
 
 
@@ -38,7 +40,6 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
     config: OperatorConfig = memo.config
-    runtime_pods: kopf.Index[Any, PodView] = kwargs["runtime_pods"]
     settings.persistence.finalizer = r.FINALIZER
     # kopf ignores every annotation under its own prefix when diffing, so it gets a prefix of
     # its own: saigon.ai/requeue must stay visible to on.update.
@@ -48,15 +49,15 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.queueing.worker_limit = config.workers
+    # kopf keeps an object's worker this long after its last event (5 s by default), which
+    # made the worker limit, not the work, set the pace of a bulk apply.
+    settings.batching.idle_timeout = config.worker_idle_s
     kube = KubeClient(Credentials.load(config.kubeconfig))
     kube.write_guard = getattr(memo, "may_write", None)  # no write once the leader's deadline passed
     events = EventRecorder(kube)
-
-    def pods_of(namespace: str, model_name: str) -> list[PodView]:
-        return list(runtime_pods.get((namespace, model_name), []))
-
-    aggregator = Aggregator(kube, events, pods_of)
-    memo.ctx = OperatorContext(
+    runtime_pods = RuntimePods()
+    aggregator = Aggregator(kube, events, runtime_pods.of)
+    ctx = OperatorContext(
         kube=kube,
         aggregator=aggregator,
         events=events,
@@ -65,35 +66,24 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
             agent_image_pull_policy=config.agent_image_pull_policy,
             log_format=config.log_format,
         ),
+        pods=runtime_pods,
+        claims=AdapterClaims(),
+        progress=getattr(memo, "progress", None) or Progress(config.stall_timeout_s),
         unload_timeout_s=config.unload_timeout_s,
     )
     memo.flusher = asyncio.create_task(aggregator.run(), name="status-aggregator")
+    memo.informers = await informers.start(kube, config.namespaces, ctx)
+    memo.ctx = ctx
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
-    flusher = getattr(memo, "flusher", None)
-    if flusher is not None:
-        flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flusher
+    tasks = [*getattr(memo, "informers", ()), *([memo.flusher] if getattr(memo, "flusher", None) else [])]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     if getattr(memo, "ctx", None) is not None:
         await context(memo).kube.close()
-
-
-# --- indexes (kopf fills them before any handler runs) -------------------------------------------
-
-
-@kopf.index("", "v1", "pods", labels=RUNTIME_POD_LABELS)
-def runtime_pods(body: kopf.Body, **_: Any) -> dict[Any, PodView] | None:
-    key = pods.index_key(body)
-    return {key: pod_view(body)} if key else None
-
-
-@kopf.index(*ADAPTERS)
-def adapter_claims(body: kopf.Body, **_: Any) -> dict[Any, adapter.Claim] | None:
-    key = adapter.claim_key(body)
-    return {key: adapter.claim_of(body)} if key else None
 
 
 # --- SaigonModel ---------------------------------------------------------------------------------
@@ -119,36 +109,35 @@ def model_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
 @kopf.on.resume(*ADAPTERS, retries=RETRIES)
 @kopf.on.create(*ADAPTERS, retries=RETRIES)
 @kopf.on.update(*ADAPTERS, retries=RETRIES)
-async def adapter_changed(body: kopf.Body, memo: Any, retry: int, **kwargs: Any) -> None:
-    key = adapter.claim_key(body)
-    adapter_claims: kopf.Index[Any, adapter.Claim] = kwargs["adapter_claims"]
-    claims = list(adapter_claims.get(key, [])) if key else []
-    await adapter.reconcile(body, claims, context(memo), retry)
+async def adapter_changed(body: kopf.Body, memo: Any, retry: int, **_: Any) -> None:
+    ctx = context(memo)
+    with _settles(ctx, body):
+        await adapter.reconcile(body, ctx.claims.of(claim_key(body)), ctx, retry)
 
 
 @kopf.on.delete(*ADAPTERS)
-async def adapter_deleted(body: kopf.Body, memo: Any, retry: int, **kwargs: Any) -> None:
-    adapter_claims: kopf.Index[Any, adapter.Claim] = kwargs["adapter_claims"]
-    runtime_pods: kopf.Index[Any, PodView] = kwargs["runtime_pods"]
-    key = adapter.claim_key(body)
-    claims = list(adapter_claims.get(key, [])) if key else []
-    model_pods = list(runtime_pods.get((key[0], key[1]), [])) if key else []
-    await adapter.finalize(body, claims, model_pods, context(memo), retry)
+async def adapter_deleted(body: kopf.Body, memo: Any, retry: int, **_: Any) -> None:
+    ctx = context(memo)
+    key = claim_key(body)
+    model_pods = ctx.pods.of(key[0], key[1]) if key else []
+    with _settles(ctx, body):
+        await adapter.finalize(body, ctx.claims.of(key), model_pods, ctx, retry)
+
+
+@contextlib.contextmanager
+def _settles(ctx: OperatorContext, body: kopf.Body) -> Iterator[None]:
+    """Tells the progress watchdog that a handler finished with this generation (in any way)."""
+    try:
+        yield
+    finally:
+        meta = body["metadata"]
+        ctx.progress.finished((meta["namespace"], meta["name"]), meta.get("generation"))
 
 
 @kopf.on.event(*ADAPTERS)
 def adapter_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     if type == "DELETED" and getattr(memo, "ctx", None) is not None:
         context(memo).aggregator.forget_adapter((body["metadata"]["namespace"], body["metadata"]["name"]))
-
-
-# --- runtime pods --------------------------------------------------------------------------------
-
-
-@kopf.on.event("", "v1", "pods", labels=RUNTIME_POD_LABELS)
-def pod_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
-    if getattr(memo, "ctx", None) is not None:
-        pods.observe(type, body, context(memo))
 
 
 logging.getLogger("kopf.objects").setLevel(logging.INFO)

@@ -19,5 +19,7 @@ class OperatorConfig:
     identity: str = ""
     unload_timeout_s: float = 300.0
     workers: int = 64
+    worker_idle_s: float = 0.5  # kopf's settings.batching.idle_timeout
+    stall_timeout_s: float = 120.0  # /healthz fails after this long with work waiting and no handler finishing
     log_format: str = "text"
     extra: dict[str, str] = field(default_factory=dict)

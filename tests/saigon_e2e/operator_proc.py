@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from controlplane.cluster import Cluster
@@ -27,12 +28,14 @@ class OperatorProcess:
         *,
         lease_duration: float = 3.0,
         unload_timeout: float = 60.0,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.log_path = log_dir / "operator.log"
         self.lease_duration = lease_duration
         self.unload_timeout = unload_timeout
+        self.extra_args = tuple(extra_args)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.kubeconfig: Path = cluster.kubeconfig  # whose credentials the operator uses
@@ -50,6 +53,7 @@ class OperatorProcess:
                 "--lease-namespace", self.namespace,
                 "--lease-duration", str(self.lease_duration),
                 "--unload-timeout", str(self.unload_timeout),
+                *self.extra_args,
             ],
             self.log_path,
             env=env,

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from saigon_contract import names
 from saigon_contract import resources as r
 from saigon_contract.kube import ApiError, custom_path
 from saigon_contract.specs import S3Source, SpecError, Target, parse_adapter_spec, parse_model_spec, target_or_none
@@ -18,37 +16,12 @@ from saigon_operator import metrics
 from saigon_operator.handlers.context import OperatorContext, classify, requeue
 from saigon_operator.handlers.credentials import USER_PREFIX, sync_tokens_for
 from saigon_operator.handlers.model import sync_agent_role
+from saigon_operator.indexes import Claim
 from saigon_operator.promotion import PromotionState
 from saigon_operator.records import AdapterRecord
 from saigon_operator.status import PodView
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One SaigonAdapter's claim on an adapter name within its model (kept in a kopf index)."""
-
-    created: str
-    name: str
-    deleting: bool
-
-
-def claim_key(body: Mapping[str, Any]) -> tuple[str, str, str] | None:
-    spec = body.get("spec") or {}
-    try:
-        adapter = names.adapter_name(spec.get("scope") or {})
-    except names.InvalidName:
-        return None
-    model = (spec.get("modelRef") or {}).get("name")
-    if not isinstance(model, str):
-        return None
-    return body["metadata"]["namespace"], model, adapter
-
-
-def claim_of(body: Mapping[str, Any]) -> Claim:
-    meta = body["metadata"]
-    return Claim(str(meta.get("creationTimestamp", "")), meta["name"], bool(meta.get("deletionTimestamp")))
 
 
 def winner(claims: Iterable[Claim]) -> Claim | None:

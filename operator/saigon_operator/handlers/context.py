@@ -12,6 +12,8 @@ from saigon_contract.status import now_iso
 from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.model import Defaults
 from saigon_operator.events import EventRecorder
+from saigon_operator.indexes import AdapterClaims, RuntimePods
+from saigon_operator.progress import Progress
 from saigon_operator.retry import backoff
 
 
@@ -21,6 +23,9 @@ class OperatorContext:
     aggregator: Aggregator
     events: EventRecorder
     defaults: Defaults
+    pods: RuntimePods
+    claims: AdapterClaims
+    progress: Progress
     # A deletion waits this long for pods to unload before it lets go (dead agents).
     unload_timeout_s: float = 300.0
 

@@ -1,0 +1,85 @@
+"""The operator's own list+watch loops over runtime pods and SaigonAdapters.
+
+They keep saigon_operator.indexes and the progress watchdog current, outside kopf's
+per-object workers: no object waits for a worker to be indexed, and startup waits for
+each loop's first listing once, so handlers never see half an index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from saigon_contract import resources as r
+from saigon_contract.kube import KINDS, KubeClient, list_and_watch
+
+from saigon_operator.handlers import pods
+from saigon_operator.handlers.context import OperatorContext
+
+
+def collection(prefix: str, plural: str, namespace: str | None) -> str:
+    return f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
+
+
+async def start(kube: KubeClient, namespaces: Sequence[str], ctx: OperatorContext) -> list[asyncio.Task[None]]:
+    """Starts a pod and an adapter loop per namespace (or one each, cluster-wide) and returns
+    once every loop has listed."""
+    listed: list[asyncio.Event] = []
+    tasks: list[asyncio.Task[None]] = []
+    for namespace in namespaces or (None,):
+        for loop in (_pods, _adapters):
+            done = asyncio.Event()
+            listed.append(done)
+            tasks.append(asyncio.create_task(loop(kube, namespace, ctx, done), name=f"informer-{loop.__name__}"))
+    listing: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*(e.wait() for e in listed)))
+    await asyncio.wait([listing, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    if not listing.done():  # a loop ended before its first listing: a bug, not an API fault
+        listing.cancel()
+        for task in tasks:
+            task.cancel()
+        failed = next(t for t in tasks if t.done())
+        raise RuntimeError(f"{failed.get_name()} stopped before its first listing") from failed.exception()
+    return tasks
+
+
+async def _pods(kube: KubeClient, namespace: str | None, ctx: OperatorContext, listed: asyncio.Event) -> None:
+    prefix, plural = KINDS["Pod"]
+
+    async def relisted(items: list[dict[str, Any]]) -> None:
+        present = {(i["metadata"]["namespace"], i["metadata"]["name"]) for i in items}
+        for model, pod in ctx.pods.everywhere():
+            if namespace in (None, model[0]) and (model[0], pod) not in present:
+                pods.observe("DELETED", _stub(model, pod), ctx)
+        listed.set()
+
+    params = {"labelSelector": r.MODEL_LABEL}
+    path = collection(prefix, plural, namespace)
+    async for kind, body in list_and_watch(kube, path, params=params, on_relist=relisted):
+        pods.observe(kind, body, ctx)
+
+
+async def _adapters(kube: KubeClient, namespace: str | None, ctx: OperatorContext, listed: asyncio.Event) -> None:
+    async def relisted(items: list[dict[str, Any]]) -> None:
+        ctx.claims.replace(namespace, items)
+        ctx.progress.retain(namespace, {_key(i) for i in items})
+        listed.set()
+
+    path = collection(f"/apis/{r.GROUP}/{r.VERSION}", r.ADAPTER_PLURAL, namespace)
+    async for kind, body in list_and_watch(kube, path, on_relist=relisted):
+        key = _key(body)
+        if kind == "DELETED":
+            ctx.claims.drop(*key)
+            ctx.progress.forget(key)
+        else:
+            ctx.claims.put(body)
+            ctx.progress.noticed(key, body["metadata"].get("generation"))
+
+
+def _key(body: Mapping[str, Any]) -> tuple[str, str]:
+    return body["metadata"]["namespace"], body["metadata"]["name"]
+
+
+def _stub(model: tuple[str, str], pod: str) -> dict[str, Any]:
+    """The least of a Pod body that pods.observe needs to drop a pod."""
+    return {"metadata": {"namespace": model[0], "name": pod, "labels": {r.MODEL_LABEL: model[1]}}}
