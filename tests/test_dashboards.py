@@ -381,14 +381,14 @@ def _traffic(stack: Stack) -> int:
 
     def first_round(worker: int) -> list[int]:
         codes = [complete(stack.pod, f"user_{user}", stream=worker % 2 == 1) for user in USERS]
-        return [*codes, complete(stack.pod, "user_nobody")]
+        return [*codes, complete(stack.pod, "domain_nowhere")]
 
     def client(deadline: float) -> list[int]:
         codes = []
         while time.monotonic() < deadline:
             codes.append(complete(stack.pod, f"user_{rng.choice(population)}", stream=rng.random() < 0.5))
             if rng.random() < 0.03:
-                codes.append(complete(stack.pod, "user_nobody"))
+                codes.append(complete(stack.pod, "domain_nowhere"))
             time.sleep(rng.expovariate(4.0))
         return codes
 

@@ -334,6 +334,42 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def test_an_agent_that_cannot_watch_says_why_and_keeps_its_pod_unready(world: World) -> None:
+    """An API error that stops the agent (here: its Role lost `list` on SaigonAdapters) is logged,
+    becomes the pod's readiness-gate condition, and holds the pod out of the Service."""
+    assert world.kubelet is not None
+    rbac = kubernetes.client.RbacAuthorizationV1Api(world.core.api_client)
+    role_name = f"{MODEL}-agent"
+    original = world.core.api_client.sanitize_for_serialization(rbac.read_namespaced_role(role_name, world.namespace))
+    crippled = [
+        {**rule, "verbs": [v for v in rule["verbs"] if v not in ("list", "watch")]} for rule in original["rules"]
+    ]
+    rbac.patch_namespaced_role(role_name, world.namespace, {"rules": crippled})
+    pod = world.kubelet.start_pod()
+    try:
+        world.kubelet.wait_runtimes_up()
+
+        def gate() -> tuple[str | None, str | None, str | None]:
+            body = world.core.read_namespaced_pod(pod.name, world.namespace)
+            for c in body.status.conditions or []:
+                if c.type == "saigon.ai/adapters-synced":
+                    return c.status, c.reason, c.message
+            return None, None, None
+
+        world.wait_for(lambda: gate()[1] == "WatchFailed", 60, "the agent reports its failing watch")
+        status, _, message = gate()
+        assert status == "False" and message is not None and "403" in message
+        assert not _ready(world.core.read_namespaced_pod(pod.name, world.namespace))
+        assert "watching SaigonAdapters failed" in pod.log("agent")
+
+        rbac.patch_namespaced_role(role_name, world.namespace, {"rules": original["rules"]})
+        world.wait_for(lambda: gate()[0] == "True", 90, "the agent recovers once it may list again")
+        world.wait_for(lambda: _ready(world.core.read_namespaced_pod(pod.name, world.namespace)), 90, "pod Ready")
+    finally:
+        rbac.patch_namespaced_role(role_name, world.namespace, {"rules": original["rules"]})
+        world.kubelet.stop_pod(pod)
+
+
 def test_watches_gone_and_an_api_server_restart_mid_run(world: World, artifacts: dict[str, Artifact]) -> None:
     """Every watch resumes from a resourceVersion etcd has compacted away (410 Gone), after the API
     server was down for seconds; changes made right after it is back still converge."""
@@ -359,39 +395,3 @@ def test_watches_gone_and_an_api_server_restart_mid_run(world: World, artifacts:
     world.wait_for(lambda: world.get_adapter("before") is None, 60, "its finalizer completes")
     # The agents' watches did resume from a compacted resourceVersion and listed again.
     assert any("410 Gone" in pod.log("agent") for pod in world.pods), world.diagnostics()
-
-
-def test_an_agent_that_cannot_watch_says_why_and_keeps_its_pod_unready(world: World) -> None:
-    """An API error that stops the agent (here: its Role lost `list` on SaigonAdapters) is logged,
-    becomes the pod's readiness-gate condition, and holds the pod out of the Service."""
-    assert world.kubelet is not None
-    rbac = kubernetes.client.RbacAuthorizationV1Api(world.core.api_client)
-    role_name = f"{MODEL}-agent"
-    original = world.core.api_client.sanitize_for_serialization(rbac.read_namespaced_role(role_name, world.namespace))
-    crippled = [
-        {**rule, "verbs": [v for v in rule["verbs"] if v not in ("list", "watch")]} for rule in original["rules"]
-    ]
-    pod = world.kubelet.start_pod()
-    try:
-        rbac.patch_namespaced_role(role_name, world.namespace, {"rules": crippled})
-        world.kubelet.wait_runtimes_up()
-
-        def gate() -> tuple[str | None, str | None, str | None]:
-            body = world.core.read_namespaced_pod(pod.name, world.namespace)
-            for c in body.status.conditions or []:
-                if c.type == "saigon.ai/adapters-synced":
-                    return c.status, c.reason, c.message
-            return None, None, None
-
-        world.wait_for(lambda: gate()[1] == "WatchFailed", 60, "the agent reports its failing watch")
-        status, _, message = gate()
-        assert status == "False" and message is not None and "403" in message
-        assert not _ready(world.core.read_namespaced_pod(pod.name, world.namespace))
-        assert "watching SaigonAdapters failed" in pod.log("agent")
-
-        rbac.patch_namespaced_role(role_name, world.namespace, {"rules": original["rules"]})
-        world.wait_for(lambda: gate()[0] == "True", 90, "the agent recovers once it may list again")
-        world.wait_for(lambda: _ready(world.core.read_namespaced_pod(pod.name, world.namespace)), 30, "pod Ready")
-    finally:
-        rbac.patch_namespaced_role(role_name, world.namespace, {"rules": original["rules"]})
-        world.kubelet.stop_pod(pod)
