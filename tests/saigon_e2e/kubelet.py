@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+import urllib3
 from controlplane.cluster import Cluster
 from controlplane.processes import free_port, spawn, terminate
 from saigon_contract.agent_env import ENV as AGENT_ENV
@@ -288,8 +289,8 @@ class FakeKubelet:
                     if rounds % 5 == 0:  # Secret volumes follow their Secret within about a second
                         for local, secret_name in pod.secret_volumes.items():
                             self._write_secret_volume(local, secret_name)
-                except (kubernetes.client.ApiException, OSError):
-                    continue
+                except (kubernetes.client.ApiException, OSError, urllib3.exceptions.HTTPError):
+                    continue  # an API server that is down or restarting must not end the loop
 
     def _refresh(self, pod: RuntimePod) -> None:
         body = self.core.read_namespaced_pod(pod.name, self.namespace)
