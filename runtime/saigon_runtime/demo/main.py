@@ -163,7 +163,7 @@ def serve(assets: DemoAssets, host: str | None, port: int | None) -> int:
         if spec.active:
             point_active(assets.adapters_dir, spec.name, spec.version)
     # The hot-swap route is admin-only; a local demo gets a one-off token unless one is configured.
-    admin_token = None if os.environ.get(ADMIN_TOKEN_ENV) else secrets.token_urlsafe(16)
+    admin_token = None if os.environ.get(ADMIN_TOKEN_ENV) else secrets.token_hex(16)  # hex: never starts with "-"
     config = RuntimeConfig.from_env(
         base_model_dir=assets.base_model_dir,
         adapters_dir=assets.adapters_dir,
