@@ -59,6 +59,7 @@ CHILDREN = [
 # the operator creates per SaigonModel, which the operator must itself hold to create it.
 OPERATOR_CALLS = [
     # kopf: watch both kinds and runtime pods; finalizers and progress annotations by patch.
+    ("get", "saigon.ai", "saigonmodels"),  # handlers.credentials: the model an adapter's tokens belong to
     ("list", "saigon.ai", "saigonmodels"),
     ("watch", "saigon.ai", "saigonmodels"),
     ("patch", "saigon.ai", "saigonmodels"),

@@ -13,6 +13,7 @@ SAIGON_DASHBOARD_PNG_DIR=docs/dashboards makes it write the README's pictures.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import math
 import os
@@ -256,7 +257,10 @@ def stack(
         # A Lease held by a predecessor: the operator stands by until it expires.
         k8s_cluster.kubectl("apply", "-n", system_ns, "-f", "-", input=json.dumps({
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": OPERATOR},
-            "spec": {"holderIdentity": "previous-operator", "leaseDurationSeconds": 4},
+            # renewed now, for long enough that Prometheus sees the operator standing by first, however
+            # long the operator takes to start on a loaded machine
+            "spec": {"holderIdentity": "previous-operator", "leaseDurationSeconds": 20,
+                     "renewTime": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
         }))  # fmt: skip
         sources, ca = make_source_server(workdir)
         cleanup.callback(sources.close)
