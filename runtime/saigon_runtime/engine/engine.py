@@ -30,6 +30,7 @@ from saigon_runtime.engine import kv as kvops
 from saigon_runtime.engine.detokenize import IncrementalText
 from saigon_runtime.engine.grammar import GrammarCompiler
 from saigon_runtime.engine.lora import wrap_model
+from saigon_runtime.engine.memory import composition_cache_bytes
 from saigon_runtime.engine.model_loader import LoadedModel
 from saigon_runtime.engine.sampling import RowSampling, sample_next, seeded_generator, token_logprob
 from saigon_runtime.engine.types import (
@@ -96,7 +97,10 @@ class Engine:
         self.device = str(loaded.device)
         self.dtype = loaded.dtype
         self.fallback_reason = loaded.fallback_reason
-        self.lora = wrap_model(self.model, loaded.device, loaded.dtype)
+        cache_bytes = composition_cache_bytes(
+            adapters.shapes, loaded.dtype, max_batch_size=config.max_batch_size, max_rank=config.max_rank
+        )
+        self.lora = wrap_model(self.model, loaded.device, loaded.dtype, cache_bytes)
         if adapters.shapes != self.lora.shapes:
             raise EngineError("the adapter manager was built for another model's LoRA targets")
         self.adapters = adapters
@@ -381,7 +385,7 @@ class Engine:
         try:
             logits, cache = self._forward(
                 "prefill", seqs, input_ids=ids, attention_mask=mask, position_ids=positions,
-                past_key_values=DynamicCache(),
+                past_key_values=kvops.new_cache(),
             )  # fmt: skip
         except _OOM:
             self._on_oom()

@@ -1,11 +1,14 @@
 """Per-row LoRA on top of unchanged base layers (the Punica/S-LoRA idea in portable torch).
 
 Every targeted Linear/Conv1D is wrapped once by `MultiLoraLinear`. Before a forward pass
-the engine sets the batch composition (which adapter each row uses); the state then
-gathers, once per distinct composition, per-row A/B stacks for each group of rows that
-target the same modules, and every layer call adds `bmm(bmm(x, A_rows), B_rows)` to the
-base output of those rows. Rows without an adapter, or whose adapter leaves a module out,
-are not multiplied at all, and modules no row targets are skipped.
+the engine sets the batch composition (which adapter each row uses); the state then plans,
+once per distinct composition, each unit (a module, or sibling modules that read the same
+input): its targeted rows sorted into segments of rows with the same targets and ranks, and
+each segment's gathered A/B stacks. Every layer call then runs one shrink and one expand
+matmul per segment and adds the result to the base output of those rows. Rows without an
+adapter, or whose adapter leaves a module out, are not multiplied at all; modules no row
+targets are skipped; and a low-rank row is never padded to a high rank unless the unit has
+more distinct rank sets than `MAX_SEGMENTS`.
 
 Each token takes its row's adapter. A layer may see its input as (batch, seq, hidden) or with
 the tokens flattened, (batch * seq, hidden) as OPT's fc1 does: tokens always come in (batch,
@@ -30,42 +33,64 @@ from saigon_runtime.adapters.types import DeviceAdapter, ModuleShape, is_expert_
 # Siblings that read the same input (q/k/v, gate/up) share one shrink matmul over their
 # concatenated A rows; each then takes its slice of the result.
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("query", "key", "value"))
+# Segments per unit at most: past this, the closest rank sets share a segment, padded to the
+# larger ranks, so a batch of many distinct rank patterns does not run one tiny matmul per row.
+MAX_SEGMENTS = 6
 
 
 @dataclass(frozen=True)
 class Segment:
-    """Rows of the batch that target the same members of a unit (a module or a sibling group)."""
+    """Consecutive rows of a unit's order that target the same members with the same ranks."""
+
+    start: int  # position in the unit's row order
+    end: int
+    a: torch.Tensor  # [rows, in, sum of the present members' ranks]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit's part of a composition: which rows, in which order, and their segments."""
 
     key: int  # the shrink memo's key: unique within a composition
     batch: int  # rows in the whole batch
-    rows: torch.Tensor | None  # this segment's row indices, or None for every row of the batch
-    a: torch.Tensor  # [rows, in, sum of the members' ranks]
+    order: torch.Tensor | None  # the unit's rows in segment order; None for every row in batch order
+    segments: tuple[Segment, ...]
 
 
 @dataclass(frozen=True)
 class ModuleDelta:
-    """One module's part of a segment: its slice of the shrink result and its B stack."""
+    """One module's part of a unit: per segment holding it, its columns of the shrink result and its B
+    stack; and where its rows go in the batch."""
 
-    segment: Segment
-    start: int
-    end: int
-    b: torch.Tensor  # [rows, rank, out]
+    unit: Unit
+    parts: tuple[tuple[int, int, int, torch.Tensor], ...]  # (segment index, first column, end column, B)
+    rows: torch.Tensor | None  # batch rows of the parts' rows in order; None when the unit's order is None
+    nbytes: int
 
 
 class LoraBatchState:
-    """The composition of the current forward pass, shared by every wrapped layer."""
+    """The composition of the current forward pass, shared by every wrapped layer.
+
+    Planned compositions are kept (least recently used first out) within `cache_bytes` of
+    gathered stacks, the newest always, so a batch that keeps its composition across decode
+    steps gathers once."""
 
     def __init__(
-        self, shapes: dict[str, ModuleShape], device: torch.device, dtype: torch.dtype, cache_size: int = 4
+        self, shapes: dict[str, ModuleShape], device: torch.device, dtype: torch.dtype, cache_bytes: int | None = None
     ) -> None:
         self.shapes = shapes
         self.device = device
         self.dtype = dtype
-        self.weights: dict[str, list[ModuleDelta]] | None = None
-        self.shrink_memo: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._cache: OrderedDict[tuple[int, ...], dict[str, list[ModuleDelta]]] = OrderedDict()
-        self._cache_size = cache_size
+        self.weights: dict[str, ModuleDelta] | None = None
+        self.shrink_memo: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}
+        self._cache: OrderedDict[tuple[int, ...], tuple[dict[str, ModuleDelta], int]] = OrderedDict()
+        self._cache_bytes = cache_bytes
+        self._cached_bytes = 0
         self._units = _units(shapes)
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._cached_bytes
 
     def set_rows(self, rows: Sequence[DeviceAdapter | None]) -> None:
         """Select per-row adapters for the next forward pass (None rows use the base)."""
@@ -74,57 +99,117 @@ class LoraBatchState:
             self.weights = None
             return
         key = tuple(r.serial if r is not None else 0 for r in rows)
-        cached = self._cache.get(key)
-        if cached is None:
-            cached = self._gather(rows)
-            self._cache[key] = cached
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        hit = self._cache.get(key)
+        if hit is None:
+            weights = self._plan(rows)
+            size = sum(d.nbytes for d in weights.values())
+            self._cache[key] = (weights, size)
+            self._cached_bytes += size
+            while len(self._cache) > 1 and self._cache_bytes is not None and self._cached_bytes > self._cache_bytes:
+                self._cached_bytes -= self._cache.popitem(last=False)[1][1]
         else:
             self._cache.move_to_end(key)
-        self.weights = cached
+            weights = hit[0]
+        self.weights = weights
 
     def clear(self) -> None:
         self.weights = None
         self.shrink_memo.clear()
         self._cache.clear()
+        self._cached_bytes = 0
 
-    def _gather(self, rows: Sequence[DeviceAdapter | None]) -> dict[str, list[ModuleDelta]]:
-        out: dict[str, list[ModuleDelta]] = {}
-        serials = itertools.count()
+    def _plan(self, rows: Sequence[DeviceAdapter | None]) -> dict[str, ModuleDelta]:
+        out: dict[str, ModuleDelta] = {}
+        keys = itertools.count()
         for members in self._units:
-            # Rows grouped by which members they target; rows that target none are left out, so a
-            # batch that mixes target sets never multiplies by rows of zeros.
-            groups: dict[tuple[bool, ...], list[int]] = {}
+            # Each targeting row's ranks per member (0: it leaves that member out).
+            ranks: dict[int, tuple[int, ...]] = {}
             for i, r in enumerate(rows):
                 if r is not None:
-                    signature = tuple(m in r.modules for m in members)
-                    if any(signature):
-                        groups.setdefault(signature, []).append(i)
-            for signature, idx in groups.items():
-                present = [m for m, has in zip(members, signature, strict=True) if has]
-                adapters = [r for r in (rows[i] for i in idx) if r is not None]
-                stacks = {m: _stack(adapters, m) for m in present}
-                a = torch.cat([stacks[m][0] for m in present], dim=2)
-                index = None if len(idx) == len(rows) else torch.tensor(idx, device=self.device)
-                segment = Segment(next(serials), len(rows), index, a)
-                start = 0
-                for m in present:
-                    rank = stacks[m][0].shape[2]
-                    out.setdefault(m, []).append(ModuleDelta(segment, start, start + rank, stacks[m][1]))
-                    start += rank
+                    shape = tuple(r.modules[m][0].shape[1] if m in r.modules else 0 for m in members)
+                    if any(shape):
+                        ranks[i] = shape
+            if not ranks:
+                continue
+            buckets = _buckets(ranks)
+            order = [i for bucket in buckets for i in bucket.rows]
+            identity = order == list(range(len(rows)))
+            segments: list[Segment] = []
+            members_parts: dict[str, list[tuple[int, int, int, torch.Tensor]]] = {m: [] for m in members}
+            member_rows: dict[str, list[int]] = {m: [] for m in members}
+            start = 0
+            for s, bucket in enumerate(buckets):
+                adapters = [r for r in (rows[i] for i in bucket.rows) if r is not None]
+                a_parts, column = [], 0
+                for m, rank in zip(members, bucket.ranks, strict=True):
+                    if rank == 0:
+                        continue
+                    a, b = _stack(adapters, m, rank)
+                    a_parts.append(a)
+                    members_parts[m].append((s, column, column + rank, b))
+                    member_rows[m].extend(bucket.rows)
+                    column += rank
+                segments.append(Segment(start, start + len(bucket.rows), torch.cat(a_parts, dim=2)))
+                start += len(bucket.rows)
+            index = None if identity else torch.tensor(order, device=self.device)
+            unit = Unit(next(keys), len(rows), index, tuple(segments))
+            a_bytes = sum(_bytes(seg.a) for seg in segments)
+            for m in members:
+                if members_parts[m]:
+                    where = None if identity else torch.tensor(member_rows[m], device=self.device)
+                    nbytes = sum(_bytes(part[3]) for part in members_parts[m]) + a_bytes
+                    out[m] = ModuleDelta(unit, tuple(members_parts[m]), where, nbytes)
+                    a_bytes = 0  # counted once per unit
         return out
 
 
-def _stack(adapters: list[DeviceAdapter], module: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row A [rows, in, r] and B [rows, r, out], lower ranks padded with zeros to the largest.
+@dataclass(frozen=True)
+class _Bucket:
+    rows: list[int]
+    ranks: tuple[int, ...]  # per member, the largest among the rows (0: no row targets it)
 
-    Padding keeps one matmul per segment: on a CPU each extra small kernel costs more than the
-    padded columns (measured; see the grid benchmark)."""
-    rank = max(d.modules[module][0].shape[1] for d in adapters)
+
+def _buckets(ranks: dict[int, tuple[int, ...]]) -> list[_Bucket]:
+    """Rows grouped by their ranks per member; past MAX_SEGMENTS groups, the two neighbours whose
+    union pads the fewest weights merge, repeatedly."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, shape in ranks.items():
+        groups.setdefault(shape, []).append(i)
+    # Sorted by which members are targeted, then by rank: neighbours are the cheapest to merge.
+    buckets = [_Bucket(rows, shape) for shape, rows in sorted(groups.items(), key=lambda g: (
+        tuple(r == 0 for r in g[0]), g[0]))]  # fmt: skip
+    while len(buckets) > MAX_SEGMENTS:
+        costs = [_merge_cost(buckets[j], buckets[j + 1]) for j in range(len(buckets) - 1)]
+        j = costs.index(min(costs))
+        first, second = buckets[j], buckets[j + 1]
+        merged = _Bucket(first.rows + second.rows, tuple(map(max, first.ranks, second.ranks)))
+        buckets[j : j + 2] = [merged]
+    return buckets
+
+
+def _merge_cost(first: _Bucket, second: _Bucket) -> int:
+    union = tuple(map(max, first.ranks, second.ranks))
+    return len(first.rows) * (sum(union) - sum(first.ranks)) + len(second.rows) * (sum(union) - sum(second.ranks))
+
+
+def _bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _stack(adapters: list[DeviceAdapter], module: str, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row A [rows, in, rank] and B [rows, rank, out]; rows of a lower rank (in a merged segment)
+    or that leave the module out are padded with zeros."""
+    shape = None
     a_list, b_list = [], []
     for d in adapters:
-        a, b = d.modules[module]
+        pair = d.modules.get(module)
+        if pair is None:
+            if shape is None:
+                shape = next(p for p in (x.modules.get(module) for x in adapters) if p is not None)
+            a_list.append(shape[0].new_zeros((shape[0].shape[0], rank)))
+            b_list.append(shape[1].new_zeros((rank, shape[1].shape[1])))
+            continue
+        a, b = pair
         pad = rank - a.shape[1]
         a_list.append(torch.nn.functional.pad(a, (0, pad)) if pad else a)
         b_list.append(torch.nn.functional.pad(b, (0, 0, 0, pad)) if pad else b)
@@ -145,28 +230,37 @@ class MultiLoraLinear(nn.Module):
         state = self._state[0]
         if state.weights is None:
             return out
-        deltas = state.weights.get(self.lora_key)
-        if not deltas:
+        delta = state.weights.get(self.lora_key)
+        if delta is None:
             return out
-        rows = deltas[0].segment.batch
+        unit = delta.unit
+        rows = unit.batch
         tokens = x.numel() // x.shape[-1] if x.dim() >= 2 else 0
         if tokens == 0 or tokens % rows:
             raise RuntimeError(f"LoRA batch mismatch in {self.lora_key}: input {tuple(x.shape)}, rows {rows}")
         per_row = x.reshape(rows, tokens // rows, x.shape[-1])
         out_rows = out.view(rows, tokens // rows, out.shape[-1])
-        memo = state.shrink_memo
-        for delta in deltas:
-            segment = delta.segment
-            hit = memo.get(segment.key)
-            if hit is None or hit[0] is not x:
-                picked = per_row if segment.rows is None else per_row.index_select(0, segment.rows)
-                hit = (x, torch.bmm(picked, segment.a))
-                memo[segment.key] = hit
-            shrunk = hit[1][..., delta.start : delta.end]
-            if segment.rows is None:
-                out_rows.baddbmm_(shrunk, delta.b)
-            else:
-                out_rows.index_add_(0, segment.rows, torch.bmm(shrunk, delta.b))
+        hit = state.shrink_memo.get(unit.key)
+        if hit is None or hit[0] is not x:
+            picked = per_row if unit.order is None else per_row.index_select(0, unit.order)
+            hit = (x, [torch.bmm(picked[seg.start : seg.end], seg.a) for seg in unit.segments])
+            state.shrink_memo[unit.key] = hit
+        shrunk = hit[1]
+        if delta.rows is None:  # the unit's rows are the batch's, in order: add in place
+            for s, first, end, b in delta.parts:
+                seg = unit.segments[s]
+                out_rows[seg.start : seg.end].baddbmm_(shrunk[s][..., first:end], b)
+            return out
+        if len(delta.parts) == 1:
+            s, first, end, b = delta.parts[0]
+            expanded = torch.bmm(shrunk[s][..., first:end], b)
+        else:
+            expanded = out_rows.new_empty((len(delta.rows), out_rows.shape[1], out_rows.shape[2]))
+            at = 0
+            for s, first, end, b in delta.parts:
+                torch.bmm(shrunk[s][..., first:end], b, out=expanded[at : at + b.shape[0]])
+                at += b.shape[0]
+        out_rows.index_put_((delta.rows,), expanded, accumulate=True)
         return out
 
 
@@ -199,10 +293,12 @@ def lora_targets(model: nn.Module) -> dict[str, ModuleShape]:
     return shapes
 
 
-def wrap_model(model: nn.Module, device: torch.device, dtype: torch.dtype) -> LoraBatchState:
+def wrap_model(
+    model: nn.Module, device: torch.device, dtype: torch.dtype, cache_bytes: int | None = None
+) -> LoraBatchState:
     """Wrap every LoRA target in place; the base weights are not copied or changed."""
     shapes = lora_targets(model)
-    state = LoraBatchState(shapes, device, dtype)
+    state = LoraBatchState(shapes, device, dtype, cache_bytes)
     for name in shapes:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

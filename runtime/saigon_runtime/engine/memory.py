@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 CGROUP_LIMIT = Path("/sys/fs/cgroup/memory.max")
 RESERVE_CONTEXT = 2048  # tokens per row the KV reserve plans for
 NOMINAL_RANK = 16  # the rank the reported slot count assumes until adapters are resident
-COMPOSITIONS = 4  # gathered batch compositions kept (LoraBatchState's cache)
+COMPOSITIONS = 4  # full batch compositions that LoraBatchState's byte bound holds
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,9 @@ def plan_adapter_memory(
     if not 0.0 < utilization <= 1.0:
         raise ValueError(f"memory_utilization must be in (0, 1], not {utilization}")
     element = torch.empty((), dtype=dtype).element_size()
-    bytes_per_rank = sum(s.in_features + s.out_features for s in shapes.values()) * element
+    bytes_per_rank = _bytes_per_rank(shapes, dtype)
     total, in_use = _device_memory(device)
-    # Per-row stacks are padded to the largest rank in the batch: plan for max_rank in every row.
-    stacks = COMPOSITIONS * max_batch_size * max_rank * bytes_per_rank
+    stacks = composition_cache_bytes(shapes, dtype, max_batch_size=max_batch_size, max_rank=max_rank)
     reserve = _kv_bytes(model, max_batch_size, element) + stacks
     budget = int(total * utilization) - in_use - reserve
     floor = bytes_per_rank * max_rank  # always room for one adapter of the largest rank
@@ -69,6 +68,19 @@ def plan_adapter_memory(
         )  # fmt: skip
         budget = floor
     return MemoryPlan(total, in_use, reserve, budget, bytes_per_rank)
+
+
+def composition_cache_bytes(
+    shapes: dict[str, ModuleShape], dtype: torch.dtype, *, max_batch_size: int, max_rank: int
+) -> int:
+    """The byte bound on gathered per-row stacks (LoraBatchState's cache of batch compositions):
+    COMPOSITIONS batches whose every row holds an adapter of max_rank on every target."""
+    return COMPOSITIONS * max_batch_size * max_rank * _bytes_per_rank(shapes, dtype)
+
+
+def _bytes_per_rank(shapes: dict[str, ModuleShape], dtype: torch.dtype) -> int:
+    element = torch.empty((), dtype=dtype).element_size()
+    return sum(s.in_features + s.out_features for s in shapes.values()) * element
 
 
 def _device_memory(device: torch.device) -> tuple[int, int]:
