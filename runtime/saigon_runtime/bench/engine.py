@@ -9,9 +9,11 @@ as ratios, because absolute numbers on shared machines are noisy:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
+import platform
 import resource
 import statistics
 import tempfile
@@ -156,6 +158,12 @@ def _interleaved(fns: dict[str, Callable[[], int]], rounds: int) -> dict[str, fl
     Interleaving and medians keep a slow or fast spell of a shared machine from favouring
     whichever approach happened to run during it.
     """
+    return {k: statistics.median(v) for k, v in interleaved_runs(fns, rounds).items()}
+
+
+def interleaved_runs(fns: dict[str, Callable[[], int]], rounds: int) -> dict[str, list[float]]:
+    """Tokens/s of each approach in each of `rounds` rounds (after one warm-up of each); every round
+    runs every approach in turn, so ratios taken within a round compare the same spell of the machine."""
     for fn in fns.values():
         fn()  # warm-up
     rates: dict[str, list[float]] = {k: [] for k in fns}
@@ -164,7 +172,24 @@ def _interleaved(fns: dict[str, Callable[[], int]], rounds: int) -> dict[str, fl
             start = time.perf_counter()
             tokens = fn()
             rates[key].append(tokens / (time.perf_counter() - start))
-    return {k: statistics.median(v) for k, v in rates.items()}
+    return rates
+
+
+def hardware() -> str:
+    """The machine a benchmark ran on, in one line: CPU model, cores, torch threads, load, GPU."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+        model = names[0] if names else model
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    line = (
+        f"{model}, {os.cpu_count()} cores, torch {torch.__version__.split('+')[0]} on {torch.get_num_threads()} "
+        f"threads, load average {load:.1f}"
+    )
+    if torch.cuda.is_available():
+        line += f"; GPU {torch.cuda.get_device_name(0)}"
+    return line
 
 
 def compare(

@@ -17,6 +17,7 @@ import cProfile
 import itertools
 import json
 import pstats
+import statistics
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -28,7 +29,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from saigon_runtime.assembly import build_engine
-from saigon_runtime.bench.engine import _interleaved, _prompts, hf_generate, run_engine
+from saigon_runtime.bench.engine import _interleaved, _prompts, hardware, hf_generate, interleaved_runs, run_engine
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine.engine import Engine
 from saigon_runtime.testing.tiny import LLAMA_TARGETS, install_adapter, make_llama, write_random_adapter
@@ -55,18 +56,40 @@ class Point:
 
 @dataclass
 class Result:
+    """Tokens/s of each approach in each round; ratios are taken within a round, then summarized."""
+
     point: Point
-    ceiling: float
-    peft_mixed: float
-    saigon: float
+    ceiling_runs: list[float]
+    peft_runs: list[float]
+    saigon_runs: list[float]
+
+    @property
+    def ceiling(self) -> float:
+        return statistics.median(self.ceiling_runs)
+
+    @property
+    def peft_mixed(self) -> float:
+        return statistics.median(self.peft_runs)
+
+    @property
+    def saigon(self) -> float:
+        return statistics.median(self.saigon_runs)
+
+    @property
+    def ceiling_ratios(self) -> list[float]:
+        return [s / c for s, c in zip(self.saigon_runs, self.ceiling_runs, strict=True)]
+
+    @property
+    def peft_ratios(self) -> list[float]:
+        return [s / p for s, p in zip(self.saigon_runs, self.peft_runs, strict=True)]
 
     @property
     def vs_ceiling(self) -> float:
-        return self.saigon / self.ceiling
+        return statistics.median(self.ceiling_ratios)
 
     @property
     def vs_peft(self) -> float:
-        return self.saigon / self.peft_mixed
+        return statistics.median(self.peft_ratios)
 
 
 def adapter_plan(index: int, ranks: str, targets: str) -> tuple[int, tuple[str, ...]]:
@@ -136,7 +159,7 @@ def run_point(
     base_model, peft = _hf(base, device), _peft(base, sources, device)
     engine = default_engine(base, root / "adapters", device)
     try:
-        rates = _interleaved(
+        runs = interleaved_runs(
             {
                 "ceiling": lambda: hf_generate(base_model, prompts, new),
                 "peft_mixed": lambda: hf_generate(peft, prompts, new, adapter_names=names),
@@ -146,7 +169,7 @@ def run_point(
         )
     finally:
         engine.stop()
-    return Result(point, rates["ceiling"], rates["peft_mixed"], rates["saigon"])
+    return Result(point, runs["ceiling"], runs["peft_mixed"], runs["saigon"])
 
 
 def points(quick: bool) -> list[Point]:
@@ -161,16 +184,19 @@ def run_grid(
     selected: Sequence[Point], *, layers: int, prompt_tokens: int, new: int, rounds: int, device: str = "cpu"
 ) -> list[Result]:  # fmt: skip
     results = []
-    print(f"{'point':<48} {'ceiling':>8} {'peft':>8} {'saigon':>8} {'÷ceil':>6} {'÷peft':>6}", flush=True)
+    print(f"# {hardware()}", flush=True)
+    print(f"{'point':<48} {'ceiling':>8} {'peft':>8} {'saigon':>8} {'÷ceil':>6} {'(min-max)':>11} {'÷peft':>6}",
+          flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         bases = {w: build_base(Path(tmp), w, layers) for w in {p.width for p in selected}}
         for i, point in enumerate(selected):
             r = run_point(bases[point.width], Path(tmp) / f"p{i}", point, prompt_tokens=prompt_tokens, new=new,
                           rounds=rounds, device=device)  # fmt: skip
             results.append(r)
+            spread = f"{min(r.ceiling_ratios):.2f}-{max(r.ceiling_ratios):.2f}"
             print(
                 f"{point.label:<48} {r.ceiling:8.1f} {r.peft_mixed:8.1f} {r.saigon:8.1f} "
-                f"{r.vs_ceiling:6.2f} {r.vs_peft:6.2f}",
+                f"{r.vs_ceiling:6.2f} {spread:>11} {r.vs_peft:6.2f}",
                 flush=True,
             )
     return results
@@ -261,14 +287,18 @@ def main(argv: list[str] | None = None) -> list[Result]:
             f"worst ÷PEFT mixed: {min(r.vs_peft for r in eight_plus):.2f} (target 2.5)",
             flush=True,
         )
+    machine = hardware()
     if args.json:
         rows = [{**asdict(r.point), "ceiling": r.ceiling, "peft_mixed": r.peft_mixed, "saigon": r.saigon,
-                 "vs_ceiling": r.vs_ceiling, "vs_peft": r.vs_peft} for r in results]  # fmt: skip
+                 "vs_ceiling": r.vs_ceiling, "vs_peft": r.vs_peft, "ceiling_ratios": r.ceiling_ratios,
+                 "peft_ratios": r.peft_ratios, "hardware": machine} for r in results]  # fmt: skip
         args.json.write_text(json.dumps(rows, indent=2))
     if args.plot:
-        from saigon_runtime.bench.plot import plot_grid
+        from saigon_runtime.bench.plot import GridBar, plot_grid
 
-        plot_grid([(r.point.label, r.vs_ceiling, r.vs_peft) for r in results], args.plot)
+        bars = [GridBar(r.point.label, r.ceiling_ratios, r.peft_ratios) for r in results]
+        plot_grid(bars, args.plot, f"{machine}; {args.rounds} interleaved rounds per point, bars at the median, "
+                                   "whiskers from the slowest to the fastest round")  # fmt: skip
         print(f"plot written to {args.plot}")
     return results
 

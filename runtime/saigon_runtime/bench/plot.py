@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -36,27 +38,40 @@ def plot_engine(rows: dict[str, float], sweep: dict[int, float], out: Path) -> N
     plt.close(fig)
 
 
-def plot_grid(points: list[tuple[str, float, float]], out: Path) -> None:
-    """The grid benchmark: Saigon ÷ ceiling and ÷ PEFT mixed for each point, with the targets."""
+@dataclass(frozen=True)
+class GridBar:
+    """One grid point: Saigon's ratio to the ceiling and to PEFT's mixed batch in each round."""
+
+    label: str
+    vs_ceiling: list[float]
+    vs_peft: list[float]
+
+
+def plot_grid(points: list[GridBar], out: Path, machine: str) -> None:
+    """The grid benchmark: Saigon ÷ ceiling and ÷ PEFT mixed for each point (median of the rounds,
+    whiskers over their spread), with the targets and the machine it ran on."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [p[0] for p in points]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, max(4.0, 0.32 * len(points) + 1.5)), sharey=True)
-    ys = range(len(points))
-    left.barh(ys, [p[1] for p in points], color="#27a")
-    left.axvline(0.75, color="#c44", linestyle="--", label="target 0.75 (>= 8 adapters)")
-    left.set_xlabel("Saigon ÷ base-only ceiling")
-    left.legend(loc="lower right")
-    right.barh(ys, [p[2] for p in points], color="#e90")
-    right.axvline(2.5, color="#c44", linestyle="--", label="target 2.5")
-    right.set_xlabel("Saigon ÷ PEFT mixed batch")
-    right.legend(loc="lower right")
-    left.set_yticks(list(ys), labels, fontsize=8)
+    labels = [p.label for p in points]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, max(4.0, 0.32 * len(points) + 2.0)), sharey=True)
+    ys = list(range(len(points)))
+    for axis, ratios, color, target, name in (
+        (left, [p.vs_ceiling for p in points], "#27a", 0.75, "Saigon ÷ base-only ceiling"),
+        (right, [p.vs_peft for p in points], "#e90", 2.5, "Saigon ÷ PEFT mixed batch"),
+    ):
+        medians = [statistics.median(r) for r in ratios]
+        low = [m - min(r) for m, r in zip(medians, ratios, strict=True)]
+        high = [max(r) - m for m, r in zip(medians, ratios, strict=True)]
+        axis.barh(ys, medians, color=color, xerr=[low, high], ecolor="#333", capsize=2)
+        axis.axvline(target, color="#c44", linestyle="--", label=f"target {target} (>= 8 adapters)")
+        axis.set_xlabel(name)
+        axis.legend(loc="lower right")
+    left.set_yticks(ys, labels, fontsize=8)
     left.invert_yaxis()
-    fig.suptitle("Saigon at default settings (CPU, one process, interleaved)")
+    fig.suptitle(f"Saigon at default settings (one process, interleaved)\n{machine}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
