@@ -361,7 +361,9 @@ class BaseModelSource(_Model):
         return AdapterSource(
             https=self.https,
             s3=self.s3,
-            huggingFace=None if hf is None else HuggingFaceSource(repo=hf.repo, revision=hf.revision, endpoint=hf.endpoint),
+            huggingFace=None
+            if hf is None
+            else HuggingFaceSource(repo=hf.repo, revision=hf.revision, endpoint=hf.endpoint),
         )
 
 
@@ -594,6 +596,7 @@ class NetworkPolicyOptions(_Model):
     runtime_from: tuple[NetworkPeer, ...] = Field(default=(), alias="runtimeFrom", max_length=16)
     agent_from: tuple[NetworkPeer, ...] = Field(default=(), alias="agentFrom", max_length=16)
 
+
 # --- Pod knobs, runtime settings, rollout and download credentials (issue 17 items 4, 5) -------
 
 # Labels the operator sets on every runtime pod (its selectors and app.kubernetes.io identity) and
@@ -680,9 +683,9 @@ class RolloutOptions(_Model):
 
     @model_validator(mode="after")
     def _progress(self) -> RolloutOptions:
-        if self.max_surge is not None and self.max_unavailable is not None:
-            if _zero(self.max_surge) and _zero(self.max_unavailable):
-                raise ValueError("rollout: maxSurge and maxUnavailable cannot both be 0")
+        both_given = self.max_surge is not None and self.max_unavailable is not None
+        if both_given and _zero(self.max_surge) and _zero(self.max_unavailable):  # type: ignore[arg-type]
+            raise ValueError("rollout: maxSurge and maxUnavailable cannot both be 0")
         return self
 
     def resolved(self, gpus: int) -> dict[str, Quantity]:
@@ -782,7 +785,9 @@ class ModelSpec(_Model):
 
     # Issue 17 items 4 and 5.
     gpu_resource_name: str = Field(
-        default=DEFAULT_GPU_RESOURCE, alias="gpuResourceName", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+        default=DEFAULT_GPU_RESOURCE,
+        alias="gpuResourceName",
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
     )
     pod: PodOptions = Field(default_factory=PodOptions)
     runtime: RuntimeOptions = Field(default_factory=RuntimeOptions)

@@ -20,6 +20,7 @@ from saigon_agent.reporter import PodReporter
 from saigon_agent.runtime_client import RuntimeAdmin
 from saigon_agent.sources import Materializer, decode_secret_data
 from saigon_agent.store import AdapterStore
+from saigon_agent.sts import WebIdentityCredentials
 from saigon_agent.syncer import Syncer
 
 log = logging.getLogger("saigon_agent")
@@ -42,7 +43,14 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     reporter = PodReporter(kube, config.namespace, config.pod_name)
     syncer = Syncer(
         store=store,
-        materializer=Materializer(store, fetcher, config.limits, config.sources_root, read_secret),
+        materializer=Materializer(
+            store,
+            fetcher,
+            config.limits,
+            config.sources_root,
+            read_secret,
+            web_identity=None if config.web_identity is None else WebIdentityCredentials(config.web_identity, fetcher),
+        ),
         runtime=runtime,
         reporter=reporter,
         concurrency=config.concurrency,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
@@ -17,6 +18,8 @@ from saigon_agent.netguard import AddressGuard, GuardedResolver
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 _CHUNK = 256 * 1024
+# Answers read whole (an STS response, a file listing), never artifacts.
+MAX_SMALL_RESPONSE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,24 @@ class Fetcher:
         self.limits = limits
         self.guard = AddressGuard(limits.allowed_networks)
         self._session: aiohttp.ClientSession | None = None
+        # The proxy is the operator's own setting: its (usually private) address is not guarded.
+        proxy_host = urlsplit(limits.https_proxy).hostname if limits.https_proxy else None
+        self.resolver = GuardedResolver(self.guard, trusted_hosts=frozenset({proxy_host} if proxy_host else ()))
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy a request to `url` goes through, or None (no proxy, or a noProxy host)."""
+        if self.limits.https_proxy is None:
+            return None
+        host = (urlsplit(url).hostname or "").lower()
+        for entry in self.limits.no_proxy:
+            if entry == "*" or host == entry or host.endswith("." + entry):
+                return None
+        return self.limits.https_proxy
+
+    async def _check_tunnel_target(self, url: str) -> None:
+        """Through a proxy the proxy resolves the host; the guard checks the addresses first."""
+        parts = urlsplit(url)
+        await self.resolver.resolve(parts.hostname or "", parts.port or 443, socket.AF_UNSPEC)
 
     def _ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context()
@@ -44,9 +65,10 @@ class Fetcher:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
-                resolver=GuardedResolver(self.guard), ssl=self._ssl_context(), limit=16, ttl_dns_cache=30
+                resolver=self.resolver, ssl=self._ssl_context(), limit=16, ttl_dns_cache=30
             )
-            # trust_env=False: an HTTPS_PROXY in the environment would bypass the address guard.
+            # trust_env=False: an HTTPS_PROXY in the environment would bypass the address guard (the
+            # proxy is opt-in, through FetchLimits.https_proxy).
             self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
         return self._session
 
@@ -63,9 +85,12 @@ class Fetcher:
         current = url
         for _ in range(self.limits.max_redirects + 1):
             self.guard.check_url(current)
+            proxy = self.proxy_for(current)
             try:
+                if proxy is not None:
+                    await self._check_tunnel_target(current)
                 async with self.session.get(
-                    current, headers=dict(headers or {}), allow_redirects=False, timeout=timeout
+                    current, headers=dict(headers or {}), allow_redirects=False, timeout=timeout, proxy=proxy
                 ) as resp:
                     if resp.status in _REDIRECTS:
                         location = resp.headers.get("Location")
@@ -86,6 +111,58 @@ class Fetcher:
                 raise FetchFailed(f"TLS verification failed: {exc}", reason="TLSError") from None
             except aiohttp.ClientError as exc:
                 raise FetchFailed(f"download failed: {exc.__class__.__name__}: {exc}") from None
+        raise SourceRejected(f"more than {self.limits.max_redirects} redirects")
+
+    async def post_form(self, url: str, form: Mapping[str, str]) -> tuple[int, bytes]:
+        """POSTs a form (no redirects followed) and returns the status and the body, capped in size."""
+        self.guard.check_url(url)
+        proxy = self.proxy_for(url)
+        timeout = aiohttp.ClientTimeout(total=60, sock_connect=self.limits.connect_timeout_s)
+        try:
+            if proxy is not None:
+                await self._check_tunnel_target(url)
+            async with self.session.post(
+                url, data=dict(form), allow_redirects=False, timeout=timeout, proxy=proxy
+            ) as resp:
+                body = await resp.content.read(MAX_SMALL_RESPONSE + 1)
+                if len(body) > MAX_SMALL_RESPONSE:
+                    raise FetchFailed(f"{url} answered more than {MAX_SMALL_RESPONSE} bytes", transient=False)
+                return resp.status, body
+        except TimeoutError:
+            raise FetchFailed(f"{url} did not answer within 60s") from None
+        except aiohttp.ClientSSLError as exc:
+            raise FetchFailed(f"TLS verification failed: {exc}", reason="TLSError") from None
+        except aiohttp.ClientError as exc:
+            raise FetchFailed(f"request failed: {exc.__class__.__name__}: {exc}") from None
+
+    async def get_small(self, url: str, *, headers: Mapping[str, str] | None = None) -> bytes:
+        """GETs a small document (an index, a listing) into memory, with the download's guard and redirects."""
+        timeout = aiohttp.ClientTimeout(total=60, sock_connect=self.limits.connect_timeout_s)
+        current = url
+        for _ in range(self.limits.max_redirects + 1):
+            self.guard.check_url(current)
+            proxy = self.proxy_for(current)
+            try:
+                if proxy is not None:
+                    await self._check_tunnel_target(current)
+                async with self.session.get(
+                    current, headers=dict(headers or {}), allow_redirects=False, timeout=timeout, proxy=proxy
+                ) as resp:
+                    if resp.status in _REDIRECTS and resp.headers.get("Location"):
+                        current, headers = urljoin(current, resp.headers["Location"]), None
+                        continue
+                    if resp.status != 200:
+                        raise _status_error(resp.status)
+                    body = await resp.content.read(MAX_SMALL_RESPONSE + 1)
+                    if len(body) > MAX_SMALL_RESPONSE:
+                        raise TooLarge(f"{current} answered more than {MAX_SMALL_RESPONSE} bytes")
+                    return body
+            except TimeoutError:
+                raise FetchFailed(f"{current} did not answer within 60s") from None
+            except aiohttp.ClientSSLError as exc:
+                raise FetchFailed(f"TLS verification failed: {exc}", reason="TLSError") from None
+            except aiohttp.ClientError as exc:
+                raise FetchFailed(f"request failed: {exc.__class__.__name__}: {exc}") from None
         raise SourceRejected(f"more than {self.limits.max_redirects} redirects")
 
     async def _stream(self, resp: aiohttp.ClientResponse, dest: Path) -> Downloaded:

@@ -258,14 +258,21 @@ def test_pod_knobs_are_stored_and_defaulted(crds: Cluster, k8s_namespace: str) -
                 },
                 "nodeAffinity": {
                     "requiredDuringSchedulingIgnoredDuringExecution": {
-                        "nodeSelectorTerms": [{"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]}]
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]}
+                        ]
                     }
                 },
             },
             "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone"}],
         },
-        "runtime": {"dtype": "bfloat16", "maxBatchSize": 64, "maxQueue": 512, "maxNewTokens": 1024,
-                    "memoryUtilization": 0.85},  # fmt: skip
+        "runtime": {
+            "dtype": "bfloat16",
+            "maxBatchSize": 64,
+            "maxQueue": 512,
+            "maxNewTokens": 1024,
+            "memoryUtilization": 0.85,
+        },
         "rollout": {"maxSurge": "25%", "maxUnavailable": 0},
         "gpus": 2,
         "gpuResourceName": "amd.com/gpu",

@@ -215,7 +215,11 @@ def build_role_binding(owner: Owner, service_account: str | None = None) -> dict
         "metadata": child_meta(owner, names["role_binding"]),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": names["role"]},
         "subjects": [
-            {"kind": "ServiceAccount", "name": service_account or names["service_account"], "namespace": owner.namespace}
+            {
+                "kind": "ServiceAccount",
+                "name": service_account or names["service_account"],
+                "namespace": owner.namespace,
+            }
         ],
     }
 

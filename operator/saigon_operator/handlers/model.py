@@ -100,7 +100,7 @@ def agent_secrets(ctx: OperatorContext, namespace: str, model: str, allowed: Col
         for a in ctx.aggregator.adapters_of(namespace, model)
         if not a.deleting
         for t in a.targets()
-        if t.source.s3 is not None
+        if t.source.s3 is not None and t.source.s3.credentials_secret_ref is not None
     }
     return tuple(sorted(names.intersection(allowed)))
 
