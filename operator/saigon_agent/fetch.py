@@ -37,8 +37,11 @@ class Fetcher:
         self.guard = AddressGuard(limits.allowed_networks)
         self._session: aiohttp.ClientSession | None = None
         # The proxy is the operator's own setting: its (usually private) address is not guarded.
-        proxy_host = urlsplit(limits.https_proxy).hostname if limits.https_proxy else None
-        self.resolver = GuardedResolver(self.guard, trusted_hosts=frozenset({proxy_host} if proxy_host else ()))
+        self.proxy_host = (urlsplit(limits.https_proxy).hostname or "").lower() if limits.https_proxy else None
+        trusted = frozenset({self.proxy_host} if self.proxy_host else ())
+        self.resolver = GuardedResolver(self.guard, trusted_hosts=trusted)
+        # Checks a source's own addresses, trusting no host (not even the proxy's, as a source).
+        self._strict = GuardedResolver(self.guard)
 
     def proxy_for(self, url: str) -> str | None:
         """The proxy a request to `url` goes through, or None (no proxy, or a noProxy host)."""
@@ -50,10 +53,13 @@ class Fetcher:
                 return None
         return self.limits.https_proxy
 
-    async def _check_tunnel_target(self, url: str) -> None:
-        """Through a proxy the proxy resolves the host; the guard checks the addresses first."""
+    async def _check_source_host(self, url: str, proxy: str | None) -> None:
+        """Through a proxy the proxy resolves the host, and the connector trusts the proxy's host:
+        in either case the guard checks the source's addresses here first."""
         parts = urlsplit(url)
-        await self.resolver.resolve(parts.hostname or "", parts.port or 443, socket.AF_UNSPEC)
+        host = (parts.hostname or "").lower()
+        if proxy is not None or host == self.proxy_host:
+            await self._strict.resolve(host, parts.port or 443, socket.AF_UNSPEC)
 
     def _ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context()
@@ -87,8 +93,7 @@ class Fetcher:
             self.guard.check_url(current)
             proxy = self.proxy_for(current)
             try:
-                if proxy is not None:
-                    await self._check_tunnel_target(current)
+                await self._check_source_host(current, proxy)
                 async with self.session.get(
                     current, headers=dict(headers or {}), allow_redirects=False, timeout=timeout, proxy=proxy
                 ) as resp:
@@ -119,8 +124,7 @@ class Fetcher:
         proxy = self.proxy_for(url)
         timeout = aiohttp.ClientTimeout(total=60, sock_connect=self.limits.connect_timeout_s)
         try:
-            if proxy is not None:
-                await self._check_tunnel_target(url)
+            await self._check_source_host(url, proxy)
             async with self.session.post(
                 url, data=dict(form), allow_redirects=False, timeout=timeout, proxy=proxy
             ) as resp:
@@ -143,8 +147,7 @@ class Fetcher:
             self.guard.check_url(current)
             proxy = self.proxy_for(current)
             try:
-                if proxy is not None:
-                    await self._check_tunnel_target(current)
+                await self._check_source_host(current, proxy)
                 async with self.session.get(
                     current, headers=dict(headers or {}), allow_redirects=False, timeout=timeout, proxy=proxy
                 ) as resp:
