@@ -401,7 +401,7 @@ def test_examples_are_valid_objects(monitoring_crds: Cluster, namespaces: list[s
     out = monitoring_crds.kubectl(
         "apply", "--server-side", "--dry-run=server", "--validate=strict", "-n", namespace, "-f", str(REPO / "examples")
     )
-    assert out.count("serverside-applied (server dry run)") == 4, out
+    assert out.count("serverside-applied (server dry run)") == 5, out
 
 
 def test_install_upgrade_uninstall_and_the_operators_rbac(
