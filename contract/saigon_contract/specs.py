@@ -91,10 +91,18 @@ class PvcSource(_Model):
         return _check_relative_path(v)
 
 
+class HfTokenRef(_Model):
+    """A Secret key holding a Hugging Face access token (private repositories)."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(default="token", min_length=1)
+
+
 class HuggingFaceSource(_Model):
     repo: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
     revision: str = Field(pattern=r"^[0-9a-f]{40}$")
     endpoint: str = "https://huggingface.co"
+    token_secret_ref: HfTokenRef | None = Field(default=None, alias="tokenSecretRef")
 
     @field_validator("endpoint")
     @classmethod
@@ -131,6 +139,15 @@ class AdapterSource(_Model):
     @property
     def is_remote(self) -> bool:
         return self.kind != "pvc"
+
+    @property
+    def credential_secret(self) -> str | None:
+        """The Secret the agent reads for this source (S3 keys, a Hugging Face token), if any."""
+        if self.s3 is not None and self.s3.credentials_secret_ref is not None:
+            return self.s3.credentials_secret_ref.name
+        if self.hugging_face is not None and self.hugging_face.token_secret_ref is not None:
+            return self.hugging_face.token_secret_ref.name
+        return None
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)
@@ -320,22 +337,13 @@ class BaseModelCache(_Model):
     medium: Literal["", "Memory"] = ""
 
 
-class HfTokenRef(SecretKeyRef):
-    key: str = Field(default="token", min_length=1)
-
-
-class ModelHuggingFaceSource(HuggingFaceSource):
-    # A Secret key with a Hugging Face access token, for private repositories.
-    token_secret_ref: HfTokenRef | None = Field(default=None, alias="tokenSecretRef")
-
-
 class BaseModelSource(_Model):
     pvc: PvcRef | None = None
     path: str | None = None
     # Fetched by an init container into `cache`, verified against `sha256` (issue 17).
     https: HttpsSource | None = None
     s3: S3Source | None = None
-    hugging_face: ModelHuggingFaceSource | None = Field(default=None, alias="huggingFace")
+    hugging_face: HuggingFaceSource | None = Field(default=None, alias="huggingFace")
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     cache: BaseModelCache = Field(default_factory=lambda: BaseModelCache())
 
@@ -455,10 +463,39 @@ class S3Policy(_Model):
         return None
 
 
+class HuggingFacePolicy(_Model):
+    """Which token Secrets this model's SaigonAdapters may name for private Hugging Face repositories."""
+
+    allowed_token_secrets: tuple[str, ...] = Field(default=(), alias="allowedTokenSecrets", max_length=64)
+
+    def refusal(self, source: HuggingFaceSource) -> str | None:
+        ref = source.token_secret_ref
+        if ref is None or ref.name in self.allowed_token_secrets:
+            return None
+        return (
+            f"the Secret {ref.name} is not in the SaigonModel's spec.adapterSources.huggingFace.allowedTokenSecrets "
+            f"({', '.join(self.allowed_token_secrets) or 'none'})"
+        )
+
+
 class AdapterSources(_Model):
     pvcs: tuple[str, ...] = Field(default=(), max_length=16)
     allowed_cidrs: tuple[str, ...] = Field(default=(), alias="allowedCidrs", max_length=32)
     s3: S3Policy = Field(default_factory=S3Policy)
+    hugging_face: HuggingFacePolicy = Field(default_factory=HuggingFacePolicy, alias="huggingFace")
+
+    @property
+    def allowed_secrets(self) -> frozenset[str]:
+        """Every credential Secret the model lets its adapters' sources name."""
+        return frozenset(self.s3.allowed_secrets) | frozenset(self.hugging_face.allowed_token_secrets)
+
+    def refusal(self, source: AdapterSource) -> str | None:
+        """Why this model does not let an adapter use `source` (its credentials, its endpoint), or None."""
+        if source.s3 is not None:
+            return self.s3.refusal(source.s3)
+        if source.hugging_face is not None:
+            return self.hugging_face.refusal(source.hugging_face)
+        return None
 
     @field_validator("allowed_cidrs")
     @classmethod

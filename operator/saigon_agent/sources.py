@@ -110,12 +110,25 @@ class Materializer:
     async def _from_hugging_face(self, staging: Path, source: HuggingFaceSource) -> str:
         base = source.endpoint.rstrip("/")
         repo = "/".join(quote(part, safe="") for part in source.repo.split("/"))
+        headers = await self._hugging_face_auth(source)
         digests = {}
         for name in artifact.ADAPTER_FILES:
             url = f"{base}/{repo}/resolve/{source.revision}/{name}"
-            got = await self.fetcher.download(url, staging / name)
+            # The token goes to the Hub only: a redirect (to its CDN) drops it.
+            got = await self.fetcher.download(url, staging / name, headers=headers)
             digests[name] = got.sha256
         return artifact.manifest_digest(digests)
+
+    async def _hugging_face_auth(self, source: HuggingFaceSource) -> dict[str, str]:
+        ref = source.token_secret_ref
+        if ref is None:
+            return {}
+        if self.read_secret is None:
+            raise SyncError("this agent cannot read credential secrets", reason="SourceRejected")
+        token = (await self.read_secret(ref.name)).get(ref.key)
+        if not token:
+            raise SyncError(f"secret {ref.name} lacks {ref.key}", reason="CredentialsInvalid")
+        return {"Authorization": f"Bearer {token.decode().strip()}"}
 
     async def _from_s3(self, staging: Path, source: S3Source) -> str:
         creds = await self._s3_credentials(source)

@@ -154,9 +154,11 @@ async def test_the_init_container_exits_non_zero_naming_the_cause(tls: TlsFiles,
         assert b"Traceback" not in stderr
 
 
-def hub(token: str | None, calls: list[tuple[str, str | None]]) -> dict[str, object]:
+def hub(
+    token: str | None, calls: list[tuple[str, str | None]], files: dict[str, bytes] | None = None
+) -> dict[str, object]:
     """A Hugging Face Hub: the revision's file list, files that redirect to a CDN (as the Hub does)."""
-    files = {**MODEL_FILES, **SKIPPED, ".gitattributes": b"*", "onnx/model.json": b"{}"}
+    files = files or {**MODEL_FILES, **SKIPPED, ".gitattributes": b"*", "onnx/model.json": b"{}"}
 
     def authorized(request: web.Request) -> None:
         calls.append((request.path, request.headers.get("Authorization")))
@@ -200,6 +202,35 @@ async def test_a_private_hugging_face_revision_is_fetched_with_the_token(tls: Tl
         # Without the token a private repository is a clear refusal.
         with pytest.raises(FetchFailed, match="HTTP 401"):
             await fetch_model(config(tls, tmp_path / "other", source, sha))
+
+
+async def test_a_private_hugging_face_adapter_uses_the_token_secret(tls: TlsFiles, tmp_path: Path) -> None:
+    files = {
+        "adapter_config.json": b'{"peft_type": "LORA", "r": 4}',
+        "adapter_model.safetensors": safetensors_bytes({"a": (4, 4)}),
+    }
+    calls: list[tuple[str, str | None]] = []
+    secrets_read: list[str] = []
+
+    async def read_secret(name: str) -> dict[str, bytes]:
+        secrets_read.append(name)
+        return {"token": b"hf_adapter\n"}
+
+    sha = artifact.manifest_digest({n: hashlib.sha256(d).hexdigest() for n, d in files.items()})
+    async with https_server(tls, hub("hf_adapter", calls, files)) as base:  # type: ignore[arg-type]
+        fetcher = Fetcher(limits(tls))
+        try:
+            materializer = Materializer(
+                AdapterStore(tmp_path / "adapters"), fetcher, limits(tls), tmp_path / "sources", read_secret
+            )
+            hf = {"repo": "org/llama", "revision": REVISION, "endpoint": base, "tokenSecretRef": {"name": "hf"}}
+            target = parse_target({"version": "v1", "sha256": sha, "source": {"huggingFace": hf}})
+            installed = await materializer.install("user_42", target)
+        finally:
+            await fetcher.close()
+    assert installed.fetched and secrets_read == ["hf"]
+    assert [auth for p, auth in calls if "/resolve/" in p] == ["Bearer hf_adapter"] * 2
+    assert all(auth is None for p, auth in calls if p.startswith("/cdn/"))
 
 
 def sts(role: str, expected_token: str, seen: list[dict[str, str]], *, expiration: str = "2099-01-01T00:00:00Z"):  # type: ignore[no-untyped-def]

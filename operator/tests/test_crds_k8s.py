@@ -308,6 +308,9 @@ def test_fetched_base_models_and_downloads_are_accepted(crds: Cluster, k8s_names
     # An adapter may leave its S3 credentials to the pods' web identity.
     web = {"s3": {"endpoint": "https://s3.example", "bucket": "lora", "key": "u42.tar"}}
     apply(crds, k8s_namespace, adapter(name="webid", source=web))
+    private = {"huggingFace": {"repo": "org/lora", "revision": "b" * 40, "tokenSecretRef": {"name": "hf"}}}
+    stored = apply(crds, k8s_namespace, adapter(name="private", source=private))["spec"]
+    assert stored["source"]["huggingFace"]["tokenSecretRef"] == {"name": "hf", "key": "token"}
 
 
 @pytest.mark.parametrize(

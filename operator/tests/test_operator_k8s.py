@@ -278,6 +278,64 @@ def test_s3_credentials_and_endpoints_come_from_the_models_allow_lists(
     eventually(lambda: not agent_can_read("team-s3"), timeout=30, what="the grant is withdrawn")
 
 
+def test_hugging_face_tokens_and_web_identity_come_from_the_models_allow_lists(
+    k8s_cluster: Cluster, ns: str, operator: OperatorProcess
+) -> None:
+    for secret in ("hf-team", "hf-other"):
+        k8s_cluster.kubectl("create", "secret", "generic", secret, "-n", ns, "--from-literal=token=hf_x")
+    sources = {
+        "huggingFace": {"allowedTokenSecrets": ["hf-team"]},
+        "s3": {"allowedEndpoints": ["https://s3.team.example"]},
+    }
+    apply(k8s_cluster, ns, model(replicas=0, adapterSources=sources))
+    eventually(lambda: get(k8s_cluster, ns, "rolebinding", "m-agent"), timeout=30, what="rbac")
+
+    def hf_adapter(name: str, user: str, secret: str) -> dict[str, Any]:
+        hf = {"repo": "org/lora", "revision": "a" * 40, "tokenSecretRef": {"name": secret}}
+        return {"apiVersion": "saigon.ai/v1alpha1", "kind": "SaigonAdapter", "metadata": {"name": name},
+                "spec": {"modelRef": {"name": "m"}, "scope": {"user": user}, "version": "v1", "sha256": SHA,
+                         "source": {"huggingFace": hf}}}  # fmt: skip
+
+    apply(k8s_cluster, ns, hf_adapter("hf-good", "5", "hf-team"))
+    apply(k8s_cluster, ns, hf_adapter("hf-steal", "6", "hf-other"))
+    web = s3_adapter("webid", "7", "unused", "https://s3.team.example")
+    del web["spec"]["source"]["s3"]["credentialsSecretRef"]
+    apply(k8s_cluster, ns, web)
+
+    def reason(name: str) -> str | None:
+        return condition(get(k8s_cluster, ns, "saigonadapter", name), "Ready").get("reason")
+
+    eventually(lambda: reason("hf-steal") == "SourceNotAllowed", timeout=30, what="the foreign token is refused")
+    message = condition(get(k8s_cluster, ns, "saigonadapter", "hf-steal"), "Ready")["message"]
+    assert "hf-other is not in the SaigonModel's spec.adapterSources.huggingFace.allowedTokenSecrets" in message
+    eventually(lambda: reason("webid") == "SourceNotAllowed", timeout=30, what="web identity needs the model's yes")
+    assert "allowWebIdentity is false" in condition(get(k8s_cluster, ns, "saigonadapter", "webid"), "Ready")["message"]
+    eventually(
+        lambda: (get(k8s_cluster, ns, "saigonadapter", "hf-good").get("status") or {}).get("target"),
+        timeout=30,
+        what="the allowed token's adapter is published",
+    )
+    agent = k8s_cluster.kubeconfig_for_service_account(ns, "m-agent")
+
+    def agent_can_read(secret: str) -> bool:
+        try:
+            k8s_cluster.kubectl("auth", "can-i", "get", f"secret/{secret}", "-n", ns, kubeconfig_path=agent)
+            return True
+        except CommandError:
+            return False
+
+    eventually(lambda: agent_can_read("hf-team"), timeout=30, what="the agents may read the allowed token")
+    assert not agent_can_read("hf-other")
+    # The model allows web identity: the adapter without a Secret is judged again and published.
+    sources["s3"]["allowWebIdentity"] = True  # type: ignore[index]
+    apply(k8s_cluster, ns, model(replicas=0, adapterSources=sources))
+    eventually(
+        lambda: (get(k8s_cluster, ns, "saigonadapter", "webid").get("status") or {}).get("target"),
+        timeout=30,
+        what="the web identity adapter is published once allowed",
+    )
+
+
 def test_the_agent_role_is_enough_and_no_more(k8s_cluster: Cluster, ns: str, operator: OperatorProcess) -> None:
     apply(k8s_cluster, ns, model())
     eventually(lambda: get(k8s_cluster, ns, "rolebinding", "m-agent"), timeout=30, what="rbac")
