@@ -34,6 +34,23 @@ def pod(name: str, service_account: str, labels: dict[str, str]) -> dict[str, An
     }
 
 
+def patch_as(kubeconfig: Path, namespace: str, target: str, body: str, *subresource: str) -> str | None:
+    """None when allowed, else the API server's refusal; sent as the agent sends it."""
+
+    async def send() -> str | None:
+        kube = KubeClient(Credentials.load(str(kubeconfig)))
+        try:
+            await kube.strategic_patch(object_path("Pod", namespace, target, *subresource), json.loads(body))
+            return None
+        except ApiError as error:
+            assert error.status == 403, error
+            return error.message
+        finally:
+            await kube.close()
+
+    return asyncio.run(send())
+
+
 def report_patch(text: str) -> str:
     return json.dumps({"metadata": {"annotations": {r.REPORT_ANNOTATION: text}}})
 
@@ -80,21 +97,7 @@ def test_an_agent_changes_only_its_own_pods_report(k8s_cluster: Cluster, namespa
     agent = k8s_cluster.kubeconfig_for_pod(namespace, agent_sa, "runtime-1")
 
     def patch(target: str, body: str, *subresource: str, as_: Path = agent) -> str | None:
-        """None when allowed, else the API server's refusal; sent as the agent sends it."""
-
-        async def send() -> str | None:
-            kube = KubeClient(Credentials.load(str(as_)))
-            try:
-                path = object_path("Pod", namespace, target, *subresource)
-                await kube.strategic_patch(path, json.loads(body))
-                return None
-            except ApiError as error:
-                assert error.status == 403, error
-                return error.message
-            finally:
-                await kube.close()
-
-        return asyncio.run(send())
+        return patch_as(as_, namespace, target, body, *subresource)
 
     # The policy takes effect once the API server's informers have it (and the SaigonModel param).
     eventually(lambda: patch("victim", report_patch("{}")) is not None, timeout=30, what="the policy is in force")
@@ -153,22 +156,9 @@ def test_an_agent_under_a_users_service_account_is_held_to_its_own_pod(k8s_clust
     agent = k8s_cluster.kubeconfig_for_pod(namespace, "team-irsa", "byo-1")
 
     def patch(target: str, body: str, *subresource: str) -> str | None:
-        async def send() -> str | None:
-            kube = KubeClient(Credentials.load(str(agent)))
-            try:
-                await kube.strategic_patch(object_path("Pod", namespace, target, *subresource), json.loads(body))
-                return None
-            except ApiError as error:
-                assert error.status == 403, error
-                return error.message
-            finally:
-                await kube.close()
+        return patch_as(agent, namespace, target, body, *subresource)
 
-        return asyncio.run(send())
-
-    eventually(
-        lambda: patch("victim", report_patch("{}")) is not None, timeout=30, what="the policy covers team-irsa"
-    )
+    eventually(lambda: patch("victim", report_patch("{}")) is not None, timeout=30, what="the policy covers team-irsa")
     assert patch("byo-1", report_patch('{"adapters":{}}')) is None
     assert patch("byo-1", gate_patch("True"), "status") is None
     assert "may change only its own pod (byo-1), not runtime-1" in str(patch("runtime-1", report_patch("{}")))

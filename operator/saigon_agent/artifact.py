@@ -203,8 +203,9 @@ def validate_safetensors(path: Path) -> None:
 
 
 def fsync_tree(directory: Path) -> None:
-    for entry in directory.iterdir():
-        if entry.is_file():
+    """Flushes every file under `directory` (subdirectories included) and the directory itself."""
+    for entry in directory.rglob("*"):
+        if entry.is_file() and not entry.is_symlink():
             fd = os.open(entry, os.O_RDONLY)
             try:
                 os.fsync(fd)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -16,6 +17,7 @@ from saigon_agent.config import FetchLimits
 from saigon_agent.errors import FetchFailed, SourceRejected, TooLarge
 from saigon_agent.netguard import AddressGuard, GuardedResolver
 
+T = TypeVar("T")
 _REDIRECTS = {301, 302, 303, 307, 308}
 _CHUNK = 256 * 1024
 # Answers read whole (an STS response, a file listing), never artifacts.
@@ -88,85 +90,69 @@ class Fetcher:
         timeout = aiohttp.ClientTimeout(
             total=self.limits.timeout_s, sock_connect=self.limits.connect_timeout_s, sock_read=60
         )
-        current = url
-        for _ in range(self.limits.max_redirects + 1):
-            self.guard.check_url(current)
-            proxy = self.proxy_for(current)
-            try:
-                await self._check_source_host(current, proxy)
-                async with self.session.get(
-                    current, headers=dict(headers or {}), allow_redirects=False, timeout=timeout, proxy=proxy
-                ) as resp:
-                    if resp.status in _REDIRECTS:
-                        location = resp.headers.get("Location")
-                        if not location:
-                            raise FetchFailed(f"redirect {resp.status} without a Location", transient=False)
-                        current = urljoin(current, location)
-                        # Credentials for one host must not follow a redirect to another.
-                        headers = None
-                        continue
-                    if resp.status != 200:
-                        raise _status_error(resp.status)
-                    return await self._stream(resp, dest)
-            except (SourceRejected, FetchFailed, TooLarge):
-                raise
-            except TimeoutError:
-                raise FetchFailed(f"download took longer than {self.limits.timeout_s:g}s") from None
-            except aiohttp.ClientSSLError as exc:
-                raise FetchFailed(f"TLS verification failed: {exc}", reason="TLSError") from None
-            except aiohttp.ClientError as exc:
-                raise FetchFailed(f"download failed: {exc.__class__.__name__}: {exc}") from None
-        raise SourceRejected(f"more than {self.limits.max_redirects} redirects")
-
-    async def post_form(self, url: str, form: Mapping[str, str]) -> tuple[int, bytes]:
-        """POSTs a form (no redirects followed) and returns the status and the body, capped in size."""
-        self.guard.check_url(url)
-        proxy = self.proxy_for(url)
-        timeout = aiohttp.ClientTimeout(total=60, sock_connect=self.limits.connect_timeout_s)
-        try:
-            await self._check_source_host(url, proxy)
-            async with self.session.post(
-                url, data=dict(form), allow_redirects=False, timeout=timeout, proxy=proxy
-            ) as resp:
-                body = await resp.content.read(MAX_SMALL_RESPONSE + 1)
-                if len(body) > MAX_SMALL_RESPONSE:
-                    raise FetchFailed(f"{url} answered more than {MAX_SMALL_RESPONSE} bytes", transient=False)
-                return resp.status, body
-        except TimeoutError:
-            raise FetchFailed(f"{url} did not answer within 60s") from None
-        except aiohttp.ClientSSLError as exc:
-            raise FetchFailed(f"TLS verification failed: {exc}", reason="TLSError") from None
-        except aiohttp.ClientError as exc:
-            raise FetchFailed(f"request failed: {exc.__class__.__name__}: {exc}") from None
+        return await self._get(url, headers, timeout, lambda resp: self._stream(resp, dest))
 
     async def get_small(self, url: str, *, headers: Mapping[str, str] | None = None) -> bytes:
         """GETs a small document (an index, a listing) into memory, with the download's guard and redirects."""
         timeout = aiohttp.ClientTimeout(total=60, sock_connect=self.limits.connect_timeout_s)
+        return await self._get(url, headers, timeout, _read_small)
+
+    async def post_form(self, url: str, form: Mapping[str, str]) -> tuple[int, bytes]:
+        """POSTs a form (no redirects followed) and returns the status and the body, capped in size."""
+        timeout = aiohttp.ClientTimeout(total=60, sock_connect=self.limits.connect_timeout_s)
+
+        async def send() -> tuple[int, bytes]:
+            proxy = await self._route(url)
+            async with self.session.post(
+                url, data=dict(form), allow_redirects=False, timeout=timeout, proxy=proxy
+            ) as resp:
+                return resp.status, await _read_small(resp)
+
+        return await _classified(send(), timeout)
+
+    async def _route(self, url: str) -> str | None:
+        """Guards `url` and returns the proxy to reach it through (None: directly)."""
+        self.guard.check_url(url)
+        proxy = self.proxy_for(url)
+        await self._check_source_host(url, proxy)
+        return proxy
+
+    async def _get(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None,
+        client_timeout: aiohttp.ClientTimeout,
+        read: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+    ) -> T:
+        """GET with hand-checked redirects: every hop is guarded, and credentials stay with the first."""
         current = url
         for _ in range(self.limits.max_redirects + 1):
-            self.guard.check_url(current)
-            proxy = self.proxy_for(current)
-            try:
-                await self._check_source_host(current, proxy)
-                async with self.session.get(
-                    current, headers=dict(headers or {}), allow_redirects=False, timeout=timeout, proxy=proxy
-                ) as resp:
-                    if resp.status in _REDIRECTS and resp.headers.get("Location"):
-                        current, headers = urljoin(current, resp.headers["Location"]), None
-                        continue
-                    if resp.status != 200:
-                        raise _status_error(resp.status)
-                    body = await resp.content.read(MAX_SMALL_RESPONSE + 1)
-                    if len(body) > MAX_SMALL_RESPONSE:
-                        raise TooLarge(f"{current} answered more than {MAX_SMALL_RESPONSE} bytes")
-                    return body
-            except TimeoutError:
-                raise FetchFailed(f"{current} did not answer within 60s") from None
-            except aiohttp.ClientSSLError as exc:
-                raise FetchFailed(f"TLS verification failed: {exc}", reason="TLSError") from None
-            except aiohttp.ClientError as exc:
-                raise FetchFailed(f"request failed: {exc.__class__.__name__}: {exc}") from None
+            hop = await _classified(self._hop(current, headers, client_timeout, read), client_timeout)
+            if not isinstance(hop, _Redirect):
+                return hop
+            # Credentials for one host must not follow a redirect to another.
+            current, headers = hop.location, None
         raise SourceRejected(f"more than {self.limits.max_redirects} redirects")
+
+    async def _hop(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None,
+        client_timeout: aiohttp.ClientTimeout,
+        read: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+    ) -> T | _Redirect:
+        proxy = await self._route(url)
+        async with self.session.get(
+            url, headers=dict(headers or {}), allow_redirects=False, timeout=client_timeout, proxy=proxy
+        ) as resp:
+            if resp.status in _REDIRECTS:
+                location = resp.headers.get("Location")
+                if not location:
+                    raise FetchFailed(f"redirect {resp.status} without a Location", transient=False)
+                return _Redirect(urljoin(url, location))
+            if resp.status != 200:
+                raise _status_error(resp.status)
+            return await read(resp)
 
     async def _stream(self, resp: aiohttp.ClientResponse, dest: Path) -> Downloaded:
         cap = self.limits.max_bytes
@@ -184,6 +170,30 @@ class Fetcher:
         if resp.content_length is not None and size != resp.content_length:
             raise FetchFailed(f"connection closed after {size} of {resp.content_length} bytes")
         return Downloaded(path=dest, sha256=digest.hexdigest(), size=size)
+
+
+@dataclass(frozen=True)
+class _Redirect:
+    location: str
+
+
+async def _classified(request: Awaitable[T], client_timeout: aiohttp.ClientTimeout) -> T:
+    """Runs a request, turning transport failures into SyncErrors that name them."""
+    try:
+        return await request
+    except TimeoutError:
+        raise FetchFailed(f"download took longer than {client_timeout.total or 0:g}s") from None
+    except aiohttp.ClientSSLError as exc:
+        raise FetchFailed(f"TLS verification failed: {exc}", reason="TLSError") from None
+    except aiohttp.ClientError as exc:
+        raise FetchFailed(f"download failed: {exc.__class__.__name__}: {exc}") from None
+
+
+async def _read_small(resp: aiohttp.ClientResponse) -> bytes:
+    body = await resp.content.read(MAX_SMALL_RESPONSE + 1)
+    if len(body) > MAX_SMALL_RESPONSE:
+        raise TooLarge(f"{resp.url.host} answered more than {MAX_SMALL_RESPONSE} bytes")
+    return body
 
 
 def _status_error(status: int) -> FetchFailed:

@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from saigon_contract.agent_env import FETCH_MODEL_ENV as E
+from saigon_contract.layout import fsync_dir
 from saigon_contract.specs import AdapterSource, HuggingFaceSource, S3Source
 
 from saigon_agent import artifact, s3
@@ -175,21 +176,11 @@ class CacheLock:
 
 
 def _commit(staging: Path, target: Path) -> None:
-    for path in staging.rglob("*"):
-        if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+    artifact.fsync_tree(staging)
     if target.exists():  # left by a fetch without the lock, or unverified: replace it
         shutil.rmtree(target)
     os.rename(staging, target)
-    fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(target.parent)
 
 
 async def _fill(config: FetchModelConfig, fetcher: Fetcher, staging: Path) -> str:

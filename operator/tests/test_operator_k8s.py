@@ -219,6 +219,16 @@ def test_adapter_without_pods_has_a_target_and_says_why_it_is_not_ready(
     k8s_cluster.kubectl("delete", "saigonadapter", "a", "-n", ns, "--timeout=30s")  # no pods: nothing to wait for
 
 
+def agent_may(cluster: Cluster, namespace: str, *request: str) -> bool:
+    """`kubectl auth can-i` as the agents of SaigonModel m."""
+    agent = cluster.kubeconfig_for_service_account(namespace, "m-agent")
+    try:
+        cluster.kubectl("auth", "can-i", *request, "-n", namespace, kubeconfig_path=agent)
+        return True
+    except CommandError:
+        return False
+
+
 def s3_adapter(name: str, user: str, secret: str, endpoint: str) -> dict[str, Any]:
     s3 = {"endpoint": endpoint, "bucket": "lora", "key": f"{user}.tar", "credentialsSecretRef": {"name": secret}}
     return {
@@ -261,14 +271,9 @@ def test_s3_credentials_and_endpoints_come_from_the_models_allow_lists(
         timeout=30,
         what="the allowed source is published",
     )
-    agent = k8s_cluster.kubeconfig_for_service_account(ns, "m-agent")
 
     def agent_can_read(secret: str) -> bool:
-        try:
-            k8s_cluster.kubectl("auth", "can-i", "get", f"secret/{secret}", "-n", ns, kubeconfig_path=agent)
-            return True
-        except CommandError:
-            return False
+        return agent_may(k8s_cluster, ns, "get", f"secret/{secret}")
 
     eventually(lambda: agent_can_read("team-s3"), timeout=30, what="the agents may read the allowed Secret")
     assert not agent_can_read("billing-db")
@@ -315,14 +320,9 @@ def test_hugging_face_tokens_and_web_identity_come_from_the_models_allow_lists(
         timeout=30,
         what="the allowed token's adapter is published",
     )
-    agent = k8s_cluster.kubeconfig_for_service_account(ns, "m-agent")
 
     def agent_can_read(secret: str) -> bool:
-        try:
-            k8s_cluster.kubectl("auth", "can-i", "get", f"secret/{secret}", "-n", ns, kubeconfig_path=agent)
-            return True
-        except CommandError:
-            return False
+        return agent_may(k8s_cluster, ns, "get", f"secret/{secret}")
 
     eventually(lambda: agent_can_read("hf-team"), timeout=30, what="the agents may read the allowed token")
     assert not agent_can_read("hf-other")

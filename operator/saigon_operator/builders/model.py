@@ -443,17 +443,9 @@ def _fetch_model_container(spec: ModelSpec, defaults: Defaults) -> dict[str, Any
     if hf is not None and hf.token_secret_ref is not None:
         env.append(_secret_env(FETCH_MODEL_ENV.HF_TOKEN, hf.token_secret_ref.name, hf.token_secret_ref.key))
     download_env, download_mounts = _download_env(spec)
-    resources = _resources(spec.agent.resources) or {
-        "requests": {"cpu": "100m", "memory": "128Mi"},
-        "limits": {"memory": "512Mi"},
-    }
     return {
-        "name": FETCH_MODEL_CONTAINER,
-        "image": spec.agent.image or defaults.agent_image,
-        "imagePullPolicy": defaults.agent_image_pull_policy,
-        "command": ["saigon-agent", "fetch-model"],
+        **_agent_image_container(spec, defaults, FETCH_MODEL_CONTAINER, "fetch-model", cpu="100m", memory="128Mi"),
         "env": env + download_env,
-        "resources": resources,
         "volumeMounts": [
             {"name": "base-model", "mountPath": r.BASE_MODEL_MOUNT},
             {"name": "agent-tmp", "mountPath": "/tmp"},
@@ -663,24 +655,31 @@ def _agent_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[
     ]
     for claim in spec.adapter_sources.pvcs:
         mounts.append({"name": f"src-{claim}"[:63], "mountPath": f"{r.SOURCES_MOUNT}/{claim}", "readOnly": True})
-    resources = _resources(spec.agent.resources) or {
-        "requests": {"cpu": "50m", "memory": "64Mi"},
-        "limits": {"memory": "512Mi"},
-    }
     return {
-        "name": AGENT_CONTAINER,
-        "image": spec.agent.image or defaults.agent_image,
-        "imagePullPolicy": defaults.agent_image_pull_policy,
-        "command": ["saigon-agent", "run"],
+        **_agent_image_container(spec, defaults, AGENT_CONTAINER, "run", cpu="50m", memory="64Mi"),
         # A native sidecar: starts before the runtime, runs for the pod's whole life.
         "restartPolicy": "Always",
         "env": env,
         "ports": [{"name": "agent-health", "containerPort": r.AGENT_HEALTH_PORT, "protocol": "TCP"}],
-        "resources": resources,
         "volumeMounts": mounts,
         "securityContext": _HARDENED,
         "startupProbe": _probe("/healthz", "agent-health", period=1, failures=30),
         "livenessProbe": _probe("/healthz", "agent-health", period=10, failures=3),
+    }
+
+
+def _agent_image_container(
+    spec: ModelSpec, defaults: Defaults, name: str, subcommand: str, *, cpu: str, memory: str
+) -> dict[str, Any]:
+    """A container of the agent image running `saigon-agent <subcommand>`, with spec.agent's resources
+    (else a small request and a 512Mi memory limit)."""
+    return {
+        "name": name,
+        "image": spec.agent.image or defaults.agent_image,
+        "imagePullPolicy": defaults.agent_image_pull_policy,
+        "command": ["saigon-agent", subcommand],
+        "resources": _resources(spec.agent.resources)
+        or {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": "512Mi"}},
     }
 
 
