@@ -339,5 +339,14 @@ def run(env: Mapping[str, str]) -> int:
     except SyncError as exc:
         log.error("base model not fetched: %s: %s", exc.reason, exc.message)
         return 1
+    except OSError as exc:  # the cache volume: full, read-only, not ours
+        log.error(
+            "base model not fetched: CacheError: %s: %s (the cache must hold the archive and the model "
+            "while unpacking, and be writable by UID %d)",
+            exc.filename or config.cache_dir,
+            exc.strerror or exc,
+            os.getuid(),
+        )
+        return 1
     log.info("base model ready in %s", path)
     return 0

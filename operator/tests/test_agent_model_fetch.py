@@ -405,3 +405,16 @@ async def test_without_the_private_ca_tls_fails_by_name(tls: TlsFiles, tmp_path:
         with pytest.raises(FetchFailed, match="TLS verification failed") as info:
             await fetch_model(no_ca)
         assert info.value.reason == "TLSError"
+
+
+def test_a_cache_that_cannot_be_written_is_a_named_failure(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from saigon_agent.model_fetch import run
+
+    (tmp_path / "not-a-directory").write_text("x")  # a volume mounted wrong: even root cannot write under it
+    env = {
+        E.SOURCE: json.dumps({"https": {"url": "https://models.invalid/m.tar"}}),
+        E.SHA256: "f" * 64,
+        E.CACHE_DIR: str(tmp_path / "not-a-directory" / "cache"),
+    }
+    assert run(env) == 1
+    assert "base model not fetched: CacheError" in caplog.text and "Not a directory" in caplog.text

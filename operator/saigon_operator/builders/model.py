@@ -283,12 +283,15 @@ def build_pod_template(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dic
     # The user's labels and annotations first: the CRD and the spec model refuse the operator's keys.
     labels = {**spec.pod.labels, **_labels(owner.name)}
     annotations = dict(spec.pod.annotations)
-    annotations[r.SPEC_HASH_ANNOTATION] = spec_hash({**labels, **annotations}, pod_spec)
+    annotations[r.SPEC_HASH_ANNOTATION] = spec_hash(labels, pod_spec, spec.pod.annotations)
     return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec}
 
 
-def spec_hash(labels: dict[str, str], pod_spec: dict[str, Any]) -> str:
-    blob = json.dumps({"labels": labels, "spec": pod_spec}, sort_keys=True, separators=(",", ":"))
+def spec_hash(labels: dict[str, str], pod_spec: dict[str, Any], annotations: dict[str, str] | None = None) -> str:
+    shaped: dict[str, Any] = {"labels": labels, "spec": pod_spec}
+    if annotations:  # absent when there are none, so templates without them keep their hash
+        shaped["annotations"] = annotations
+    blob = json.dumps(shaped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
