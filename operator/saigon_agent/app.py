@@ -47,6 +47,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         reporter=reporter,
         concurrency=config.concurrency,
         pod=config.pod_name,
+        linger_s=config.linger_s,
     )
     try:
         reporter.seed(await reporter.load_published())

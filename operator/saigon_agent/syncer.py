@@ -63,6 +63,7 @@ class Syncer:
         backoff_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         pod: str = "",
+        linger_s: float = 60.0,
     ) -> None:
         self.book = DesiredBook(pod)
         self.store = store
@@ -80,6 +81,10 @@ class Syncer:
         self._first_probe = asyncio.Event()  # set once the runtime has been asked at least once
         self._listed = False
         self._clock = clock
+        # An adapter placed elsewhere stays this long (the router may still send its user here
+        # until it follows the new placement), then goes.
+        self.linger_s = linger_s
+        self._elsewhere_since: dict[str, float] = {}
         self.gates = PromotionGates(runtime)
 
     # --- inputs --------------------------------------------------------------------------------
@@ -159,6 +164,10 @@ class Syncer:
         decision = self.book.decide(name)
         if decision.action == "keep":
             return
+        if decision.action == "elsewhere":
+            await self._let_go(name)
+            return
+        self._elsewhere_since.pop(name, None)
         if decision.action == "remove" or decision.desired is None or decision.desired.target is None:
             if self._listed or decision.desired is not None:
                 await self._remove(name)
@@ -304,14 +313,29 @@ class Syncer:
         self._served[name] = served
         return served
 
-    async def _remove(self, name: str) -> None:
-        known = (
+    async def _let_go(self, name: str) -> None:
+        """An adapter now placed on other pods: removed once it has lingered `linger_s`."""
+        if not self._knows(name):
+            self._elsewhere_since.pop(name, None)
+            return
+        since = self._elsewhere_since.setdefault(name, self._clock())
+        left = since + self.linger_s - self._clock()
+        if left > 0:
+            self._queue.mark_later(name, left)
+            return
+        self._elsewhere_since.pop(name, None)
+        await self._remove(name)
+
+    def _knows(self, name: str) -> bool:
+        return (
             name in self.reporter.names()
             or name in self.store.names()
             or name in self._served
             or (self._runtime_view is not None and name in self._runtime_view)
         )
-        if not known:
+
+    async def _remove(self, name: str) -> None:
+        if not self._knows(name):
             return
         current = self.reporter.get(name)
         self.reporter.set(name, AdapterReport(state="Unloading", version=current.version if current else None))

@@ -61,9 +61,12 @@ async def reconcile(body: Mapping[str, Any], ctx: OperatorContext, retry: int) -
                 what = "deleting the NetworkPolicy"
                 await ctx.kube.delete(object_path("NetworkPolicy", namespace, network_policy_name(name)))
             if spec.router.enabled:
-                for child in build_router(owner, spec):
+                ctx.placements.observe(dict(body))  # this spec, whatever the informer has seen yet
+                for child in build_router(owner, spec, ctx.routing.servers((namespace, name))):
                     what = f"applying {child['kind']} {child['metadata']['name']}"
                     await apply(ctx, child)
+                    if child["kind"] == "ConfigMap":
+                        ctx.routing.applied((namespace, name), child)
             else:
                 for kind, key in router_kinds():
                     what = f"deleting {kind} {router_names(name)[key]}"
