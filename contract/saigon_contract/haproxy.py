@@ -161,8 +161,10 @@ def _owners_lookup(config: RouterConfig) -> list[str]:
     header = config.user_header
     return [
         # The user's slot, as saigon_contract.placement.slot_of computes it, then its owners.
-        f"    http-request set-var(txn.saigon_owners) req.hdr({header}),crc32,mod({placement.SLOTS}),"
-        f"map_int({config.placement.map_path}) if {{ req.hdr({header}) -m found }}"
+        f"    http-request set-var(txn.saigon_slot) req.hdr({header}),crc32,mod({placement.SLOTS})"
+        f" if {{ req.hdr({header}) -m found }}",
+        f"    http-request set-var(txn.saigon_owners) var(txn.saigon_slot),map_int({config.placement.map_path})"
+        " if { var(txn.saigon_slot) -m found }",
     ]
 
 
