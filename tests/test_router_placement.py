@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import requests
@@ -83,7 +82,9 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Router]:
     # The slot HAProxy computed, shown for this test only (the router itself never tells it).
     replica_line = f"    http-response set-header {haproxy.REPLICA_HEADER} %[srv_name]\n"
     assert replica_line in text
-    text = text.replace(replica_line, replica_line + f"    http-response set-header {SLOT_HEADER} %[var(txn.saigon_slot)]\n")
+    text = text.replace(
+        replica_line, replica_line + f"    http-response set-header {SLOT_HEADER} %[var(txn.saigon_slot)]\n"
+    )
     process = start_haproxy(root / "haproxy.cfg", text, config.health_port)
     try:
         url = f"http://127.0.0.1:{config.port}"
