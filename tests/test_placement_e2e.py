@@ -47,7 +47,9 @@ def world(
 @pytest.fixture(scope="module")
 def artifacts(world: World) -> dict[str, Artifact]:
     base = world.base_model
-    return {u: make_artifact(base, world.workdir / "artifacts" / u, seed=40 + i) for i, u in enumerate(USERS)}
+    made = {u: make_artifact(base, world.workdir / "artifacts" / u, seed=40 + i) for i, u in enumerate(USERS)}
+    made["global"] = make_artifact(base, world.workdir / "artifacts" / "global", seed=39)
+    return made
 
 
 def placement_of(world: World, user: str) -> tuple[str, ...] | None:
@@ -86,7 +88,11 @@ def ask(url: str, user: str) -> requests.Response:
 @pytest.fixture(scope="module")
 def placed(world: World, artifacts: dict[str, Artifact]) -> dict[str, tuple[str, ...]]:
     started = time.perf_counter()
-    world.kubectl_apply(*(world.adapter_manifest(f"a-{u}", user=u, version="v1", artifact=artifacts[u]) for u in USERS))
+    shared = world.adapter_manifest("a-global", user="-", version="v1", artifact=artifacts["global"])
+    shared["spec"]["scope"] = {"global": True}
+    world.kubectl_apply(
+        shared, *(world.adapter_manifest(f"a-{u}", user=u, version="v1", artifact=artifacts[u]) for u in USERS)
+    )
     owners = {u: world.wait_for(lambda u=u: placement_of(world, u), 240, f"a-{u} Ready on its 2 pods") for u in USERS}
     print(f"\n[measure] {len(USERS)} adapters Ready on their 2 pods of 3 in {time.perf_counter() - started:.1f}s")
     return owners
@@ -128,7 +134,9 @@ def test_each_user_adapter_is_fetched_and_loaded_by_its_two_owners_only(
         assert holders(world, f"user_{user}") == set(owners)
         assert downloads(world, user) == 2
     # Shared adapters still go everywhere.
-    assert all(placement_of(world, u) for u in USERS)
+    status = world.wait_for(lambda: world.served_everywhere("a-global", "v1", 3), 60, "global on every pod")
+    assert status["placement"] == {"allReplicas": True}
+    assert holders(world, "global") == {p.name for p in world.pods}
 
 
 def test_routed_requests_land_on_an_owner_and_never_download(
@@ -166,6 +174,35 @@ def test_a_killed_owners_users_are_answered_by_their_second_owner(
     # Its pod still runs (a crashed container, not a removed pod): the placement stays, nothing moves.
     assert {u: downloads(world, u) for u in USERS} == before
     assert all(placement_of(world, u) in (placed[u], None) for u in USERS)
+
+
+def test_with_every_owner_down_the_adapter_is_fetched_on_demand_where_the_user_lands(
+    world: World, placed: dict[str, tuple[str, ...]], router: str
+) -> None:
+    first_victim = placed[USERS[0]][0]  # its runtime was killed by the previous test
+    user = next(u for u in USERS if first_victim in placed[u])
+    second_victim = next(p for p in placed[user] if p != first_victim)
+    pod = next(p for p in world.pods if p.name == second_victim)
+    assert pod.runtime is not None
+    pod.runtime.send_signal(signal.SIGKILL)
+    pod.runtime.wait(10)
+    left = next(p.name for p in world.pods if p.name not in placed[user])
+    before = downloads(world, user)
+    time.sleep(1.5)  # the router's checks mark it down
+    started = time.perf_counter()
+    response = ask(router, user)
+    print(f"\n[measure] answered by a non-owner after an on-demand fetch in {time.perf_counter() - started:.2f}s")
+    assert response.headers[haproxy.REPLICA_HEADER] == left
+    assert response.headers["X-Saigon-Adapter"] == f"user_{user}"
+    assert not response.headers.get("X-Saigon-Fallback-Reason")
+    assert downloads(world, user) == before + 1
+    # The next request finds it there: no second download.
+    assert ask(router, user).headers["X-Saigon-Adapter"] == f"user_{user}"
+    assert downloads(world, user) == before + 1
+    # A user nobody declared is not fetched: the cascade falls back as before.
+    unknown = ask(router, "nobody-declared-this")
+    assert unknown.headers["X-Saigon-Adapter"] == "global"
+    assert unknown.headers["X-Saigon-Fallback-Reason"] == "user_nobody-declared-this: missing"
 
 
 def test_a_new_pod_takes_only_the_slots_it_gains(world: World, placed: dict[str, tuple[str, ...]]) -> None:

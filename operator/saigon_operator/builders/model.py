@@ -45,6 +45,7 @@ RUNTIME_ENV = {
     "audit_raw_user_ids": "SAIGON_AUDIT_RAW_USER_IDS",
     "log_prompts": "SAIGON_LOG_PROMPTS",
     "drain_timeout": "SAIGON_DRAIN_TIMEOUT",
+    "demand_url": "SAIGON_DEMAND_URL",
 }
 
 # Where the runtime container finds what the operator gives it.
@@ -444,6 +445,9 @@ def _runtime_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dic
         env.append({"name": RUNTIME_ENV["gie_metrics"], "value": "true"})
     pre_stop_s, drain_s = stop_budget(spec.termination_grace_period_seconds)
     env.append({"name": RUNTIME_ENV["drain_timeout"], "value": str(drain_s)})
+    if spec.placed_replicas():
+        # A user the router sends here while their adapter's pods are down: the agent loads it on demand.
+        env.append({"name": RUNTIME_ENV["demand_url"], "value": f"http://127.0.0.1:{r.AGENT_HEALTH_PORT}"})
     per_user_env, per_user_mounts = _per_user_env(owner, spec)
     env += per_user_env
     mounts = [
