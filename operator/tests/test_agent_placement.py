@@ -8,7 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from test_agent_syncer_race import SlowListingRuntime, adapter_object, syncing, wait_until
+import aiohttp
+from controlplane.processes import free_port
+from saigon_agent.app import start_health
+from saigon_agent.config import AgentConfig
+from saigon_contract.demand import DEMAND_PATH
+from test_agent_syncer_race import TOKEN, SlowListingRuntime, adapter_object, syncing, wait_until
 
 
 def placed(i: int, pods: list[str] | None) -> dict[str, Any]:
@@ -46,4 +51,47 @@ async def test_only_placed_adapters_load_and_one_placed_elsewhere_lingers_then_g
         await asyncio.sleep(0.8)
         await syncer.idle()
         assert "user_u1" in runtime.loaded and runtime.loads["user_u1"] == 1
+    assert reporter.changes == [True], "readiness flickered"
+
+
+async def test_an_adapter_placed_elsewhere_is_loaded_on_demand_and_kept_for_the_linger_time(tmp_path: Path) -> None:
+    runtime = SlowListingRuntime(list_delay_s=0.01, load_delay_s=0.01)
+    port = free_port()
+    config = AgentConfig(
+        namespace="ns", pod_name="llama-a", model="llama", adapters_dir=tmp_path / "adapters",
+        runtime_url="http://127.0.0.1:1", admin_token=TOKEN, health_host="127.0.0.1", health_port=port,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}{DEMAND_PATH}"
+    async with syncing(tmp_path, runtime, pod="llama-a", linger_s=1.0) as (syncer, reporter):
+        await syncer.on_relist([placed(0, ["llama-b", "llama-c"])])
+        await wait_until(lambda: reporter.synced, 30, "the pod becomes ready")
+        assert runtime.loaded == {}
+        health = await start_health(config, reporter, syncer)
+        try:
+            async with aiohttp.ClientSession() as http:
+                auth = {"Authorization": f"Bearer {TOKEN}"}
+                refused = [
+                    (await http.post(url, json={"adapter": "user_u0"})).status,
+                    (await http.post(url, json={"adapter": "user_u0"}, headers={"Authorization": "Bearer x"})).status,
+                    (await http.post(url, data=b"{", headers=auth)).status,
+                    (await http.post(url, json={"adapter": "user_../x"}, headers=auth)).status,
+                    (await http.post(url, json={"adapter": "user_u0", "extra": 1}, headers=auth)).status,
+                ]
+                assert refused == [401, 401, 400, 400, 400]
+                unknown = await http.post(url, json={"adapter": "user_nobody"}, headers=auth)
+                assert unknown.status == 404 and (await unknown.json())["state"] == "unknown"
+                async with http.post(url, json={"adapter": "user_u0", "timeout_s": 20}, headers=auth) as resp:
+                    assert resp.status == 200
+                    assert await resp.json() == {"state": "loaded", "version": "v1", "reason": None}
+                demanded_at = time.monotonic()
+                assert runtime.loaded == {"user_u0": "v1"} and runtime.loads["user_u0"] == 1
+                # Asked again: already here, nothing loads twice.
+                again = await http.post(url, json={"adapter": "user_u0"}, headers=auth)
+                assert (await again.json())["state"] == "loaded" and runtime.loads["user_u0"] == 1
+        finally:
+            await health.cleanup()
+        await wait_until(lambda: "user_u0" not in runtime.loaded, 10, "user_u0 let go after the linger time")
+        assert time.monotonic() - demanded_at >= 0.9
+        await syncer.idle()
+        assert reporter.get("user_u0") is None
     assert reporter.changes == [True], "readiness flickered"
