@@ -8,9 +8,9 @@ the agents read the result from `status.placement`.
 
 The router follows the same table: `RouterSync` re-renders the router's ConfigMap (servers named
 after the ready pods, the owners' map) whenever the pods change, and re-applies it with the
-Deployment, whose config-hash annotation then rolls the routers. A pod is listed as an owner in the
-map only once it reports every user adapter placed on it loaded (or failed), so the router never
-sends a user to an owner that is still fetching their adapter; the next owner answers meanwhile.
+Deployment, whose config-hash annotation then rolls the routers. An owner that has not yet loaded an
+adapter of its slot which another pod already serves (it just joined, or the slot just moved to it)
+is left out of that slot's line until it has, so the router sends those users where their adapter is.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from saigon_contract import haproxy
 from saigon_contract import resources as r
 from saigon_contract.kube import ApiError, KubeClient, object_path
-from saigon_contract.placement import AdapterPlacement, PlacementTable, placement_of, table, user_of
+from saigon_contract.placement import AdapterPlacement, PlacementTable, placement_of, slot_of, table, user_of
 from saigon_contract.specs import ModelSpec, SpecError, parse_model_spec
 from saigon_contract.workqueue import KeyedQueue
 
@@ -93,22 +93,24 @@ class Placements:
         return [p for p in pods if p.name in where.pods], where
 
 
-def warm_pods(placed: PlacementTable, pods: Collection[PodView], adapters: Sequence[AdapterRecord]) -> set[str]:
-    """Pods whose report shows every user adapter placed on them loaded, or failed for good."""
-    by_name = {p.name: p for p in pods}
-    cold: set[str] = set()
+def cold_owners(
+    placed: PlacementTable, pods: Collection[PodView], adapters: Sequence[AdapterRecord]
+) -> set[tuple[int, str]]:
+    """(slot, pod) pairs the router must pass over for now: the pod owns the slot but has not loaded
+    an adapter of it that another pod already serves (it just joined, or the slot just moved to it).
+    A brand-new adapter makes nobody cold: its owners are where it arrives first."""
+    cold: set[tuple[int, str]] = set()
     for record in adapters:
         name = record.adapter_name
-        if name is None or record.target is None or record.deleting or user_of(name) is None:
+        user = user_of(name) if name is not None else None
+        if name is None or user is None or record.target is None or record.deleting:
             continue
-        for pod in placed.owners_of(name) or ():
-            if pod in cold:
-                continue
-            view = by_name.get(pod)
-            report = view.report.adapters.get(name) if view is not None else None
-            if report is None or report.state not in ("Loaded", "Failed"):
-                cold.add(pod)
-    return {p.name for p in pods} - cold
+        states = {p.name: report.state for p in pods if (report := p.report.adapters.get(name)) is not None}
+        if "Loaded" not in states.values():
+            continue
+        slot = slot_of(user)
+        cold.update((slot, pod) for pod in placed.owners[slot] if states.get(pod) not in ("Loaded", "Failed"))
+    return cold
 
 
 def placed_servers(
@@ -117,8 +119,11 @@ def placed_servers(
     """The router's servers and owners' map for this model (None: placement is off)."""
     if placed is None:
         return None
-    warm = warm_pods(placed, pods, adapters)
-    routed = replace(placed, owners=tuple(tuple(o for o in owners if o in warm) for owners in placed.owners))
+    cold = cold_owners(placed, pods, adapters)
+    owners = tuple(
+        tuple(o for o in slot_owners if (slot, o) not in cold) for slot, slot_owners in enumerate(placed.owners)
+    )
+    routed = replace(placed, owners=owners)
     ready = sorted((p for p in pods if p.active and p.ready and p.ip), key=lambda p: p.name)
     servers = tuple(haproxy.StaticServer(p.name, str(p.ip), view.spec.port) for p in ready)
     return PlacedServers(servers, routed.map_text(), placed.replicas)

@@ -9,7 +9,7 @@ from typing import Any
 from saigon_contract import haproxy, placement
 from saigon_contract.reports import AdapterReport, PodReport
 from saigon_contract.specs import Promotion, parse_target
-from saigon_operator.placement import Placements, placed_servers, warm_pods
+from saigon_operator.placement import Placements, cold_owners, placed_servers
 from saigon_operator.records import AdapterRecord
 from saigon_operator.status import PodView, adapter_status, find_condition
 
@@ -97,15 +97,18 @@ def test_a_promotion_completes_when_the_placed_pods_serve_the_new_version() -> N
     assert [e[1] for e in step.events] == ["Promoted"]
 
 
-def test_the_router_lists_ready_pods_and_names_only_warm_owners() -> None:
+def test_the_router_lists_ready_pods_and_passes_over_owners_still_fetching_what_another_serves() -> None:
     placements = Placements()
     placements.observe(model())
     placed = placement.table(PODS, 2)
     alice = placed.owners[placement.slot_of("alice")]
     record = AdapterRecord("ns", "alice", "u", "llama", adapter_name="user_alice", target=V1)
-    # The first owner still fetches alice's adapter: cold, left out of the map until it reports it.
+    # A brand-new adapter that no pod has yet: its owners stay listed (it arrives there first).
+    pods = [view(p, ready=p != "llama-d") for p in PODS]
+    assert cold_owners(placed, pods, [record]) == set()
+    # The second owner serves it, the first still fetches it: the first is passed over for that slot only.
     pods = [view(p, {"user_alice": loaded(V1)} if p == alice[1] else {}, ready=p != "llama-d") for p in PODS]
-    assert warm_pods(placed, pods, [record]) == set(PODS) - {alice[0]}
+    assert cold_owners(placed, pods, [record]) == {(placement.slot_of("alice"), alice[0])}
     view_ = placements.model(KEY)
     assert view_ is not None
     servers = placed_servers(view_, placed, pods, [record])
@@ -114,11 +117,11 @@ def test_the_router_lists_ready_pods_and_names_only_warm_owners() -> None:
     lines = dict(line.split(" ") for line in servers.owners_map.splitlines())
     assert lines[str(placement.slot_of("alice"))] == alice[1]
     other = placement.slot_of("bob")
-    assert lines[str(other)].split(placement.MAP_SEPARATOR) == [p for p in placed.owners[other] if p != alice[0]]
+    assert lines[str(other)].split(placement.MAP_SEPARATOR) == list(placed.owners[other])
     # A failed load does not keep a pod out of routing for ever.
     failed = AdapterReport("Failed", target="v1", reason="DigestMismatch")
     pods = [view(p, {"user_alice": failed if p == alice[0] else loaded(V1)}) for p in PODS]
-    assert warm_pods(placed, pods, [record]) == set(PODS)
+    assert cold_owners(placed, pods, [record]) == set()
     text = haproxy.render(
         haproxy.RouterConfig(port=8001, placement=haproxy.PlacementRouting("/m/owners.map", 2)),
         haproxy.StaticServers(servers.servers),
