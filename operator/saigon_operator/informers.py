@@ -16,6 +16,7 @@ from saigon_contract.kube import KINDS, KubeClient, list_and_watch
 
 from saigon_operator.handlers import pods
 from saigon_operator.handlers.context import OperatorContext
+from saigon_operator.handlers.model import placement_changed
 
 
 def collection(prefix: str, plural: str, namespace: str | None) -> str:
@@ -60,11 +61,6 @@ async def _pods(kube: KubeClient, namespace: str | None, ctx: OperatorContext, l
 
 
 async def _models(kube: KubeClient, namespace: str | None, ctx: OperatorContext, listed: asyncio.Event) -> None:
-    def placement_changed(key: tuple[str, str]) -> None:
-        for adapter in ctx.aggregator.adapters_of(*key):
-            ctx.aggregator.mark_adapter((adapter.namespace, adapter.name))
-        ctx.routing.mark(key)
-
     async def relisted(items: list[dict[str, Any]]) -> None:
         present = {_key(i) for i in items}
         for key in ctx.placements.keys(namespace):
@@ -79,7 +75,7 @@ async def _models(kube: KubeClient, namespace: str | None, ctx: OperatorContext,
             ctx.placements.forget(_key(body))
             ctx.routing.forget(_key(body))
         elif ctx.placements.observe(body):
-            placement_changed(_key(body))
+            placement_changed(ctx, _key(body))
 
 
 async def _adapters(kube: KubeClient, namespace: str | None, ctx: OperatorContext, listed: asyncio.Event) -> None:
