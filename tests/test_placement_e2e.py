@@ -103,11 +103,14 @@ def router(world: World, placed: dict[str, tuple[str, ...]]) -> Iterator[str]:
     """HAProxy with the operator's owners' map (servers: the fake pods' local ports, named after the pods)."""
     table = placement.table((p.name for p in world.pods), 2)
     wanted = {placement.slot_of(u): table.owners[placement.slot_of(u)] for u in USERS}
-    # Every owner reports its adapters loaded: the operator lists both owners of each user's slot.
-    world.wait_for(lambda: all(router_map(world).get(s) == o for s, o in wanted.items()), 60, "the router's map")
-    config_map = world.core.read_namespaced_config_map(f"{MODEL}-router", world.namespace).data or {}
-    for pod in world.pods:
-        assert f"    server {pod.name} 127.0.0.1:8001" in config_map[haproxy.CONFIG_FILE]
+
+    def published() -> dict[str, str] | None:
+        # Every pod ready (a server named after it) and each user's slot listing both owners.
+        data = world.core.read_namespaced_config_map(f"{MODEL}-router", world.namespace).data or {}
+        servers = all(f"    server {p.name} 127.0.0.1:8001" in data.get(haproxy.CONFIG_FILE, "") for p in world.pods)
+        return data if servers and all(router_map(world).get(s) == o for s, o in wanted.items()) else None
+
+    config_map = world.wait_for(published, 60, "the router's servers and map")
     map_path = world.workdir / haproxy.PLACEMENT_MAP_FILE
     map_path.write_text(config_map[haproxy.PLACEMENT_MAP_FILE])
     port, health = free_port(), free_port()
@@ -199,6 +202,23 @@ def test_with_every_owner_down_the_adapter_is_fetched_on_demand_where_the_user_l
     # The next request finds it there: no second download.
     assert ask(router, user).headers["X-Saigon-Adapter"] == f"user_{user}"
     assert downloads(world, user) == before + 1
+    # The original API too: a user declared now, whose owners are both down, is answered by the
+    # third pod with their adapter.
+    table = placement.table((p.name for p in world.pods), 2)
+    late = next(f"q{i}" for i in range(10_000) if set(table.owners[placement.slot_of(f"q{i}")]) == set(placed[user]))
+    artifact = make_artifact(world.base_model, world.workdir / "artifacts" / late, seed=77)
+    world.kubectl_apply(world.adapter_manifest(f"a-{late}", user=late, version="v1", artifact=artifact))
+    world.wait_for(
+        lambda: ((world.get_adapter(f"a-{late}") or {}).get("status") or {}).get("target"),
+        60,
+        "the late adapter's target",
+    )
+    body = {"user_id": late, "input_text": "the cat", "max_length": 2, "temperature": 0}
+    headers = {**ADMIN, haproxy.DEFAULT_USER_HEADER: late}
+    answer = requests.post(f"{router}/api/saigon/infer", json=body, headers=headers, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers[haproxy.REPLICA_HEADER] == left
+    assert answer.json()["adapter_used"] == f"user_{late}" and not answer.json()["fallback_reason"]
     # A user nobody declared is not fetched: the cascade falls back as before.
     unknown = ask(router, "nobody-declared-this")
     assert unknown.headers["X-Saigon-Adapter"] == "global"
