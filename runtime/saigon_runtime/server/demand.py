@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 UNKNOWN_HOLD_S = 5.0
 MAX_REMEMBERED = 4096
+# Demands in flight at once (each may be a download): requests beyond wait their turn.
+CONCURRENCY = 4
 
 
 class OnDemand:
@@ -36,6 +38,7 @@ class OnDemand:
         self._session: aiohttp.ClientSession | None = None
         self._pending: dict[str, asyncio.Task[DemandResult | None]] = {}
         self._unknown_until: OrderedDict[str, float] = OrderedDict()
+        self._slots = asyncio.Semaphore(CONCURRENCY)
 
     async def ensure(self, adapter: str) -> DemandResult | None:
         """Asks the agent to load `adapter`; None when the agent could not be asked."""
@@ -57,6 +60,10 @@ class OnDemand:
         return result
 
     async def _ask(self, adapter: str) -> DemandResult | None:
+        async with self._slots:
+            return await self._post(adapter)
+
+    async def _post(self, adapter: str) -> DemandResult | None:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         body = DemandRequest(adapter=adapter, timeout_s=self.timeout_s).model_dump(mode="json")
