@@ -3,12 +3,16 @@ and owners' map, and a promotion that completes once the placed pods serve the n
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 from saigon_contract import haproxy, placement
 from saigon_contract.reports import AdapterReport, PodReport
 from saigon_contract.specs import Promotion, parse_target
+from saigon_operator.builders.router import build_config_map
 from saigon_operator.placement import Placements, cold_owners, placed_servers
 from saigon_operator.records import AdapterRecord
 from saigon_operator.status import PodView, adapter_status, find_condition
@@ -127,3 +131,26 @@ def test_the_router_lists_ready_pods_and_passes_over_owners_still_fetching_what_
         haproxy.StaticServers(servers.servers),
     )
     assert "use-server llama-a if { var(txn.saigon_owners),field(2,|) -m str llama-a }" in text
+
+
+def test_the_operators_placed_router_configuration_passes_haproxys_check(tmp_path: Path) -> None:
+    """With the pods as servers, and with none ready yet (every request then answers 503)."""
+    binary = shutil.which("haproxy")
+    assert binary, "haproxy is missing: run scripts/system-deps.sh (Debian package haproxy)"
+    placements = Placements()
+    placements.observe(model())
+    view_ = placements.model(KEY)
+    assert view_ is not None
+    placed = placement.table(PODS, 2)
+    for pods in ([view(p) for p in PODS], [view(p, ready=False) for p in PODS]):
+        servers = placed_servers(view_, placed, pods, [])
+        data = build_config_map(view_.owner, view_.spec, servers)["data"]
+        assert set(data) == {haproxy.CONFIG_FILE, haproxy.PLACEMENT_MAP_FILE}
+        (tmp_path / haproxy.PLACEMENT_MAP_FILE).write_text(data[haproxy.PLACEMENT_MAP_FILE])
+        text = data[haproxy.CONFIG_FILE].replace(haproxy.CONFIG_DIR, str(tmp_path))
+        (tmp_path / haproxy.CONFIG_FILE).write_text(text)
+        checked = subprocess.run(
+            [binary, "-c", "-f", str(tmp_path / haproxy.CONFIG_FILE)], capture_output=True, text=True
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert text.count("    server ") == sum(p.ready for p in pods)
