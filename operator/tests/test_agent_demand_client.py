@@ -7,21 +7,16 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from controlplane.processes import free_port
 from saigon_agent.app import start_health
-from saigon_agent.config import AgentConfig
 from saigon_runtime.server.demand import OnDemand
-from test_agent_placement import placed
+from test_agent_placement import agent_config, placed
 from test_agent_syncer_race import TOKEN, SlowListingRuntime, syncing, wait_until
 
 
 async def test_concurrent_demands_load_once_and_unknown_adapters_are_remembered(tmp_path: Path) -> None:
     runtime = SlowListingRuntime(list_delay_s=0.01, load_delay_s=0.3)
-    port = free_port()
-    config = AgentConfig(
-        namespace="ns", pod_name="llama-a", model="llama", adapters_dir=tmp_path / "adapters",
-        runtime_url="http://127.0.0.1:1", admin_token=TOKEN, health_host="127.0.0.1", health_port=port,
-    )  # fmt: skip
+    config = agent_config(tmp_path, "llama-a")
+    port = config.health_port
     client = OnDemand(f"http://127.0.0.1:{port}", TOKEN, timeout_s=20)
     async with syncing(tmp_path, runtime, pod="llama-a") as (syncer, reporter):
         await syncer.on_relist([placed(0, ["llama-b", "llama-c"])])

@@ -16,6 +16,14 @@ from saigon_contract.demand import DEMAND_PATH
 from test_agent_syncer_race import TOKEN, SlowListingRuntime, adapter_object, syncing, wait_until
 
 
+def agent_config(tmp_path: Path, pod: str) -> AgentConfig:
+    """The agent's settings for its health and /demand port (a free one), with the tests' admin token."""
+    return AgentConfig(
+        namespace="ns", pod_name=pod, model="llama", adapters_dir=tmp_path / "adapters",
+        runtime_url="http://127.0.0.1:1", admin_token=TOKEN, health_host="127.0.0.1", health_port=free_port(),
+    )  # fmt: skip
+
+
 def placed(i: int, pods: list[str] | None) -> dict[str, Any]:
     obj = adapter_object(i)
     if pods is not None:
@@ -56,12 +64,8 @@ async def test_only_placed_adapters_load_and_one_placed_elsewhere_lingers_then_g
 
 async def test_an_adapter_placed_elsewhere_is_loaded_on_demand_and_kept_for_the_linger_time(tmp_path: Path) -> None:
     runtime = SlowListingRuntime(list_delay_s=0.01, load_delay_s=0.01)
-    port = free_port()
-    config = AgentConfig(
-        namespace="ns", pod_name="llama-a", model="llama", adapters_dir=tmp_path / "adapters",
-        runtime_url="http://127.0.0.1:1", admin_token=TOKEN, health_host="127.0.0.1", health_port=port,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}{DEMAND_PATH}"
+    config = agent_config(tmp_path, "llama-a")
+    url = f"http://127.0.0.1:{config.health_port}{DEMAND_PATH}"
     async with syncing(tmp_path, runtime, pod="llama-a", linger_s=1.0) as (syncer, reporter):
         await syncer.on_relist([placed(0, ["llama-b", "llama-c"])])
         await wait_until(lambda: reporter.synced, 30, "the pod becomes ready")
