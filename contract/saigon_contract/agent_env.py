@@ -18,6 +18,8 @@ class ENV:
     FETCH_TIMEOUT_S = "SAIGON_AGENT_FETCH_TIMEOUT_S"
     CONCURRENCY = "SAIGON_AGENT_CONCURRENCY"
     RESYNC_S = "SAIGON_AGENT_RESYNC_S"
+    # How long an adapter placed on other pods stays here (the router follows a new placement late).
+    LINGER_S = "SAIGON_AGENT_LINGER_S"
     # How often a canary pod reports its candidate's request figures (promotion metric gates).
     STATS_INTERVAL_S = "SAIGON_AGENT_STATS_INTERVAL_S"
     # Extra CA certificates for https sources (PEM file). Meant for tests and private CAs.

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from saigon_contract import names
+from saigon_contract import names, placement
 from saigon_contract import resources as r
 
 
@@ -532,6 +532,13 @@ class RouterOptions(_Model):
         return v
 
 
+class PlacementOptions(_Model):
+    """Each user adapter on `replicas` pods (0: every adapter on every pod); shared adapters on all.
+    Only with the router, which sends each user to those pods (saigon_contract.placement)."""
+
+    replicas: int = Field(default=placement.DEFAULT_REPLICAS, ge=0, le=16)
+
+
 class AuthOptions(_Model):
     """Inference authentication: Required (the default) wherever user adapters or meshes exist."""
 
@@ -813,6 +820,7 @@ class ModelSpec(_Model):
     termination_grace_period_seconds: int = Field(default=60, ge=0, le=3600, alias="terminationGracePeriodSeconds")
     gie_metrics: bool = Field(default=False, alias="gieMetrics")
     router: RouterOptions = Field(default_factory=RouterOptions)
+    placement: PlacementOptions = Field(default_factory=PlacementOptions)
     auth: AuthOptions = Field(default_factory=AuthOptions)
     user_store: UserStoreOptions = Field(default_factory=UserStoreOptions, alias="userStore")
     mesh: MeshOptions = Field(default_factory=MeshOptions)
@@ -820,7 +828,6 @@ class ModelSpec(_Model):
 
     network_policy: NetworkPolicyOptions = Field(default_factory=NetworkPolicyOptions, alias="networkPolicy")
 
-    # Issue 17 items 4 and 5.
     gpu_resource_name: str = Field(
         default=DEFAULT_GPU_RESOURCE,
         alias="gpuResourceName",
@@ -836,6 +843,11 @@ class ModelSpec(_Model):
         if self.base_model.cache.claim_name is not None and not self.base_model.fetched:
             raise ValueError("baseModel.cache applies to https, s3 and huggingFace only")
         return self
+
+    def placed_replicas(self) -> int:
+        """Pods per user adapter; 0: every pod. Without the router nothing steers a user to
+        their adapter's pods, so every adapter goes everywhere."""
+        return self.placement.replicas if self.router.enabled else 0
 
 
 def parse_model_spec(spec: dict[str, Any]) -> ModelSpec:

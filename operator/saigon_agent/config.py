@@ -73,6 +73,7 @@ class AgentConfig:
     health_port: int = 8081
     concurrency: int = 4
     resync_s: float = 30.0
+    linger_s: float = 60.0
     stats_interval_s: float = 2.0
     kubeconfig: str | None = None
     web_identity: WebIdentityConfig | None = None
@@ -101,6 +102,7 @@ class AgentConfig:
             health_port=int(env.get(ENV.HEALTH_PORT) or 8081),
             concurrency=max(1, int(env.get(ENV.CONCURRENCY) or 4)),
             resync_s=float(env.get(ENV.RESYNC_S) or 30.0),
+            linger_s=max(0.0, float(env.get(ENV.LINGER_S) or 60.0)),
             stats_interval_s=max(0.2, float(env.get(ENV.STATS_INTERVAL_S) or 2.0)),
             kubeconfig=env.get(ENV.KUBECONFIG) or None,
             web_identity=WebIdentityConfig.from_env(env),

@@ -118,6 +118,17 @@ def test_spec_changes_roll_the_deployment(k8s_cluster: Cluster, ns: str, operato
 def test_the_router_comes_and_goes_with_the_spec(k8s_cluster: Cluster, ns: str, operator: OperatorProcess) -> None:
     apply(k8s_cluster, ns, model(replicas=2, router={"enabled": True, "replicas": 1}))
     config = eventually(lambda: get(k8s_cluster, ns, "configmap", "m-router"), timeout=30, what="router config")
+    # Placement (the default): the pods the operator sees are the servers (none runs here), and the
+    # owners' map sits beside the configuration.
+    assert "map_int(/usr/local/etc/haproxy/owners.map)" in config["data"]["haproxy.cfg"]
+    assert "server-template" not in config["data"]["haproxy.cfg"] and config["data"]["owners.map"] == ""
+    # Without placement, servers come from the headless Service through DNS.
+    apply(k8s_cluster, ns, model(replicas=2, router={"enabled": True, "replicas": 1}, placement={"replicas": 0}))
+    config = eventually(
+        lambda: (c := get(k8s_cluster, ns, "configmap", "m-router")) and "owners.map" not in c["data"] and c,
+        timeout=30,
+        what="router config without placement",
+    )
     assert f"server-template rt 8 m-pods.{ns}.svc.cluster.local:8001" in config["data"]["haproxy.cfg"]
     router = get(k8s_cluster, ns, "deployment", "m-router")
     assert router["spec"]["replicas"] == 1

@@ -306,6 +306,8 @@ class FakeKubelet:
                 "OMP_NUM_THREADS": "1",
             }
         )
+        if "SAIGON_DEMAND_URL" in env:  # the pod's own agent, on its local port
+            env["SAIGON_DEMAND_URL"] = f"http://127.0.0.1:{pod.agent_port}"
         return env
 
     def agent_kubeconfig(self, pod: str) -> Path:

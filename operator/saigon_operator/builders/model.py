@@ -51,6 +51,7 @@ RUNTIME_ENV = {
     "max_queue": "SAIGON_MAX_QUEUE",
     "max_new_tokens": "SAIGON_MAX_NEW_TOKENS",
     "memory_utilization": "SAIGON_MEMORY_UTILIZATION",
+    "demand_url": "SAIGON_DEMAND_URL",
 }
 
 # Where the runtime container finds what the operator gives it.
@@ -584,6 +585,9 @@ def _runtime_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dic
     env += _runtime_settings_env(spec)
     pre_stop_s, drain_s = stop_budget(spec.termination_grace_period_seconds)
     env.append({"name": RUNTIME_ENV["drain_timeout"], "value": str(drain_s)})
+    if spec.placed_replicas():
+        # A user the router sends here while their adapter's pods are down: the agent loads it on demand.
+        env.append({"name": RUNTIME_ENV["demand_url"], "value": f"http://127.0.0.1:{r.AGENT_HEALTH_PORT}"})
     per_user_env, per_user_mounts = _per_user_env(owner, spec)
     env += per_user_env
     mounts = [

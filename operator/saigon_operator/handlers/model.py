@@ -60,10 +60,14 @@ async def reconcile(body: Mapping[str, Any], ctx: OperatorContext, retry: int) -
             else:
                 what = "deleting the NetworkPolicy"
                 await ctx.kube.delete(object_path("NetworkPolicy", namespace, network_policy_name(name)))
+            if ctx.placements.observe(dict(body)):  # this spec, whether or not the informer saw it yet
+                placement_changed(ctx, (namespace, name))
             if spec.router.enabled:
-                for child in build_router(owner, spec):
+                for child in build_router(owner, spec, ctx.routing.servers((namespace, name))):
                     what = f"applying {child['kind']} {child['metadata']['name']}"
                     await apply(ctx, child)
+                    if child["kind"] == "ConfigMap":
+                        ctx.routing.applied((namespace, name), child)
             else:
                 for kind, key in router_kinds():
                     what = f"deleting {kind} {router_names(name)[key]}"
@@ -85,6 +89,13 @@ async def reconcile(body: Mapping[str, Any], ctx: OperatorContext, retry: int) -
                     any(t.source.s3 is not None or t.source.credential_secret for t in adapter.targets())
                 ):
                     await requeue(ctx, namespace, adapter.name)
+
+
+def placement_changed(ctx: OperatorContext, key: tuple[str, str]) -> None:
+    """A model's placement settings changed: its adapters' placements and its router follow."""
+    for adapter in ctx.aggregator.adapters_of(*key):
+        ctx.aggregator.mark_adapter((adapter.namespace, adapter.name))
+    ctx.routing.mark(key)
 
 
 async def apply(ctx: OperatorContext, manifest: dict[str, Any]) -> None:
