@@ -58,15 +58,21 @@ def plot_grid(points: list[GridBar], out: Path, machine: str) -> None:
     labels = [p.label for p in points]
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, max(4.0, 0.32 * len(points) + 2.0)), sharey=True)
     ys = list(range(len(points)))
-    for axis, ratios, color, target, name in (
-        (left, [p.vs_ceiling for p in points], "#27a", 0.75, "Saigon ÷ base-only ceiling"),
-        (right, [p.vs_peft for p in points], "#e90", 2.5, "Saigon ÷ PEFT mixed batch"),
+    for axis, ratios, color, (target, target_label), name in (
+        (
+            left,
+            [p.vs_ceiling for p in points],
+            "#27a",
+            (0.75, "target 0.75 (>= 8 adapters)"),
+            "Saigon ÷ base-only ceiling",
+        ),
+        (right, [p.vs_peft for p in points], "#e90", (2.5, "target 2.5"), "Saigon ÷ PEFT mixed batch"),
     ):
         medians = [statistics.median(r) for r in ratios]
         low = [m - min(r) for m, r in zip(medians, ratios, strict=True)]
         high = [max(r) - m for m, r in zip(medians, ratios, strict=True)]
         axis.barh(ys, medians, color=color, xerr=[low, high], ecolor="#333", capsize=2)
-        axis.axvline(target, color="#c44", linestyle="--", label=f"target {target} (>= 8 adapters)")
+        axis.axvline(target, color="#c44", linestyle="--", label=target_label)
         axis.set_xlabel(name)
         axis.legend(loc="lower right")
     left.set_yticks(ys, labels, fontsize=8)
