@@ -31,14 +31,16 @@ class RoomyLayer(DynamicLayer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        keys, values = self.keys, self.values
+        assert keys is not None and values is not None  # set by lazy_initialization
         length = self.get_seq_length()
         end = length + key_states.shape[-2]
         kb, vb = self._keys_buffer, self._values_buffer
         # The views handed out last are still ours unless someone replaced them (crop, batch select).
-        ours = kb is not None and vb is not None and _is_view_of(self.keys, kb) and _is_view_of(self.values, vb)
+        ours = kb is not None and vb is not None and _is_view_of(keys, kb) and _is_view_of(values, vb)
         if not ours or kb is None or vb is None or end > kb.shape[-2]:
             room = end + max(ROOM_MIN, end // 2)
-            kb, vb = _room_for(self.keys, key_states, room), _room_for(self.values, value_states, room)
+            kb, vb = _room_for(keys, key_states, room), _room_for(values, value_states, room)
             self._keys_buffer, self._values_buffer = kb, vb
         kb[:, :, length:end].copy_(key_states)
         vb[:, :, length:end].copy_(value_states)
