@@ -385,6 +385,36 @@ def test_min_tokens_holds_off_the_end_of_sequence(client: openai.OpenAI, server:
     )
 
 
+def test_a_models_min_new_tokens_is_the_default_min_tokens(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    """Hugging Face's min_new_tokens in generation_config.json holds off the end of sequence for
+    requests that do not set min_tokens; a request's own min_tokens (0 included) wins, a short
+    max_tokens caps it, and a JSON response_format turns it off."""
+    base = Path(shutil.copytree(tiny_llama_dir, tmp_path / "base"))
+    config_file = base / "generation_config.json"
+    declared = json.loads(config_file.read_text()) if config_file.exists() else {}
+    config_file.write_text(json.dumps({**declared, "min_new_tokens": 4}))
+    with live_server(make_config(base)) as live:
+        assert live.engine.sampling_defaults.min_new_tokens == 4
+        client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0, timeout=60)
+        eos = live.engine.tokenizer.eos_token_id
+        ending: dict[str, Any] = {
+            "model": live.engine.model_id, "prompt": PROMPT, "max_tokens": 12, "temperature": 0,
+            "logit_bias": {str(eos): 100},
+        }  # fmt: skip
+
+        def tokens(**extra: Any) -> tuple[int, str]:
+            out = client.completions.create(**{**ending, **extra})
+            assert out.usage is not None
+            return out.usage.completion_tokens, out.choices[0].finish_reason
+
+        at_once, _ = tokens(extra_body={"min_tokens": 0})
+        assert tokens() == (at_once + 4, "stop")
+        assert tokens(extra_body={"min_tokens": 6}) == (at_once + 6, "stop")
+        assert tokens(max_tokens=2) == (2, "length")
+        as_json = client.completions.create(**ending, extra_body={"response_format": {"type": "json_object"}})
+        assert as_json.choices[0].finish_reason in {"stop", "length"}  # not a 400: the default stands aside
+
+
 def test_min_tokens_holds_off_stop_strings(client: openai.OpenAI) -> None:
     kwargs: dict[str, Any] = {"model": ADAPTER, "prompt": PROMPT, "max_tokens": 10, "temperature": 0}
     whole = client.completions.create(**kwargs, extra_body=ANY).choices[0].text

@@ -33,6 +33,7 @@ from saigon_runtime.engine.lora import wrap_model
 from saigon_runtime.engine.model_loader import LoadedModel
 from saigon_runtime.engine.sampling import RowSampling, sample_next, seeded_generator, token_logprob
 from saigon_runtime.engine.types import (
+    MIN_NEW_TOKENS_DEFAULT_MAX,
     REPETITION_PENALTY_MAX,
     FinishReason,
     GenerationRequest,
@@ -591,6 +592,15 @@ def _sampling_defaults(model: torch.nn.Module) -> SamplingDefaults:
             found[name] = float(value)
         elif value is not None:
             log.warning("ignoring the model's generation_config %s=%r: outside [%s, %s]", name, value, low, high)
+    min_new = declared.get("min_new_tokens")
+    if isinstance(min_new, int) and not isinstance(min_new, bool) and 0 <= min_new <= MIN_NEW_TOKENS_DEFAULT_MAX:
+        return SamplingDefaults(**found, min_new_tokens=min_new)
+    if min_new is not None:
+        log.warning(
+            "ignoring the model's generation_config min_new_tokens=%r: not in [0, %s]",
+            min_new,
+            MIN_NEW_TOKENS_DEFAULT_MAX,
+        )
     return SamplingDefaults(**found)
 
 

@@ -29,6 +29,8 @@ def new_request_id(prefix: str) -> str:
 MAX_LOGPROBS = 20
 PENALTY_RANGE = (-2.0, 2.0)  # presence and frequency
 REPETITION_PENALTY_MAX = 10.0
+# A model's own min_new_tokens default above this is ignored (a misconfiguration, not a floor).
+MIN_NEW_TOKENS_DEFAULT_MAX = 64
 LOGIT_BIAS_RANGE = (-100.0, 100.0)
 MAX_LOGIT_BIAS_ENTRIES = 1024
 SEED_RANGE = (-(2**63), 2**64 - 1)
@@ -42,6 +44,9 @@ class SamplingDefaults:
     temperature: float | None = None
     top_p: float | None = None
     repetition_penalty: float | None = None
+    # Hugging Face's min_new_tokens; a request's min_tokens overrides it, and it never exceeds the
+    # request's maximum length or applies under a JSON response_format.
+    min_new_tokens: int | None = None
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ def _sampling(
         temperature=_first(body.temperature, defaults.temperature, 1.0),
         top_p=_first(body.top_p, defaults.top_p, 1.0),
         max_new_tokens=max_new_tokens,
-        min_new_tokens=body.min_tokens,
+        min_new_tokens=_min_new_tokens(body, defaults, max_new_tokens),
         stop=body.stop_sequences(),
         seed=body.seed,
         ignore_eos=body.ignore_eos,
@@ -147,6 +147,16 @@ def _sampling(
         logit_bias=tuple(bias),
         logprobs=logprobs,
     )
+
+
+def _min_new_tokens(body: CompletionRequest | ChatCompletionRequest, defaults: SamplingDefaults, cap: int) -> int:
+    """The request's min_tokens, else the model's min_new_tokens within the answer's length (never
+    under a JSON response_format, whose grammar ends the row)."""
+    if "min_tokens" in body.model_fields_set or defaults.min_new_tokens is None:
+        return body.min_tokens
+    if body.response_format is not None and body.response_format.type != "text":
+        return 0
+    return min(defaults.min_new_tokens, cap)
 
 
 def _first(*values: float | None) -> float:
