@@ -318,6 +318,9 @@ def test_dashboards_ship_as_sidecar_configmaps(all_on: Path) -> None:
         "Adapter cache hit rate",
         "Adapter loads and evictions",
         "Adapter versions loaded into pods",
+        "Promotions by outcome",
+        "Agent downloads by result",
+        "Agent sync latency",
     ):
         assert any(t.startswith(wanted) for t in titles), wanted
 

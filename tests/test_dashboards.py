@@ -62,7 +62,7 @@ OPERATOR = f"{RELEASE}-saigon-operator"  # the chart's ServiceAccount, Lease and
 MODEL = "llama"
 BROKEN_MODEL = "blocked"
 GROUP, VERSION = "saigon.ai", "v1alpha1"
-JOBS = {"operator": "saigon-operator", "runtime": "saigon-runtime"}
+JOBS = {"operator": "saigon-operator", "runtime": "saigon-runtime", "agent": "saigon-agent", "router": "saigon-router"}
 USERS = ("ana", "bo", "cy", "di")  # four adapters rotating through two device slots
 WINDOW = "5m"  # covers the whole test: every event is inside every window
 PNG_DIR = os.environ.get("SAIGON_DASHBOARD_PNG_DIR")
@@ -80,6 +80,8 @@ TEST_RULES: dict[str, dict[str, Any]] = {
     "cacheThrash": {"window": WINDOW, "for": "0s", "evictionsPerSecond": 0, "maxHitRatio": 1.0},
     "latencyHigh": {"window": WINDOW, "for": "0s", "p99Seconds": 0.001},
     "runtimeNotReady": {"for": "0s"},
+    "promotionRolledBack": {"window": WINDOW, "for": "0s"},
+    "downloadFailures": {"window": WINDOW, "for": "0s"},
 }
 
 
@@ -277,7 +279,7 @@ def stack(
         prometheus = Prometheus(
             workdir / "prometheus",
             static_jobs={JOBS["operator"]: [(f"127.0.0.1:{port}", {"namespace": system_ns, "pod": f"{OPERATOR}-0"})]},
-            file_sd_jobs=(JOBS["runtime"],),
+            file_sd_jobs=(JOBS["runtime"], JOBS["agent"]),
             rule_groups=groups,
         )
         assert prometheus.process is not None
@@ -343,6 +345,8 @@ def _bring_up(stack: Stack, ca: Path) -> None:
         (f"127.0.0.1:{stack.broken_port}", {**labels, "pod": f"{MODEL}-broken"}),
         (f"127.0.0.1:{free_port()}", {**labels, "pod": f"{MODEL}-gone"}),
     ])  # fmt: skip
+    # The pod's agent sidecar, as the chart's PodMonitor scrapes it (port agent-health).
+    prometheus.set_targets(JOBS["agent"], [(f"127.0.0.1:{stack.pod.agent_port}", {**labels, "pod": stack.pod.name})])
 
     stack.apply(
         *[adapter_manifest(stack, user, user, stack.artifacts[user]) for user in USERS],
@@ -351,11 +355,23 @@ def _bring_up(stack: Stack, ca: Path) -> None:
         adapter_manifest(
             stack, "invalid", "fay", stack.artifacts["ana"], source={"https": {"url": "https://u:p@127.0.0.1/a.tar"}}
         ),
+        # Published nowhere: the source answers 404 and the agent retries (SaigonAdapterDownloadFailures).
+        adapter_manifest(
+            stack,
+            "unpublished",
+            "gus",
+            stack.artifacts["ana"],
+            source={"https": {"url": stack.sources.url("nowhere/v1.tar")}},
+        ),
     )
     for user in USERS:
         stack.wait(lambda u=user: stack.adapter(u).get("status", {}).get("phase") == "Ready", f"{user} served")
     stack.wait(lambda: stack.adapter("too-big").get("status", {}).get("phase") == "Failed", "too-big refused")
     stack.wait(lambda: stack.adapter("invalid").get("status", {}).get("phase") == "Invalid", "invalid refused")
+    # A new version the runtime refuses: the promotion rolls back to v1 (SaigonPromotionRolledBack).
+    stack.apply(adapter_manifest(stack, "cy", "cy", too_big, version="v2"))
+    stack.wait(lambda: (stack.adapter("cy").get("status", {}).get("promotion") or {}).get("phase") == "RolledBack",
+               "cy v2 rolled back")  # fmt: skip
     stack.mark("adapters settled")
 
     served = _traffic(stack)
@@ -455,6 +471,10 @@ def test_every_alert_expression_returns_data(stack: Stack) -> None:
     assert {(m["kind"], m["outcome"]) for m in labels_of("SaigonRolloutRejected", end)} == {
         ("SaigonAdapter", "invalid")
     }
+    assert {m["namespace"] for m in labels_of("SaigonPromotionRolledBack", end)} == {stack.system_ns}
+    assert {(m["pod"], m["result"]) for m in labels_of("SaigonAdapterDownloadFailures", end)} == {
+        (stack.pod.name, "SourceUnavailable")
+    }
     # A discriminating expression: once the operator leads, it is quiet.
     assert stack.prometheus.query(found["SaigonOperatorNotLeading"]["expr"], at=end) == []
 
@@ -462,13 +482,13 @@ def test_every_alert_expression_returns_data(stack: Stack) -> None:
 def test_prometheus_evaluates_the_loaded_rules_and_fires_them(stack: Stack) -> None:
     groups = stack.prometheus.api("rules")["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
-    assert len(rules) == 7
+    assert len(rules) == 9
     unhealthy = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     assert not unhealthy, unhealthy
     firing = {a["labels"]["alertname"] for a in stack.prometheus.api("alerts")["alerts"] if a["state"] == "firing"}
     assert firing == {
         "SaigonAdapterLoadFailures", "SaigonRolloutStuck", "SaigonRolloutRejected", "SaigonAdapterCacheThrash",
-        "SaigonLatencyP99High", "SaigonRuntimeNotReady",
+        "SaigonLatencyP99High", "SaigonRuntimeNotReady", "SaigonPromotionRolledBack", "SaigonAdapterDownloadFailures",
     }  # fmt: skip
 
 
@@ -495,6 +515,17 @@ def test_dashboard_figures_match_what_the_test_did(stack: Stack) -> None:
     assert value(f'sum(saigon_generations_total{{pod="{stack.pod.name}"}})') >= 4 * len(USERS)
     assert value(f'sum(saigon_adapter_evictions_total{{pod="{stack.pod.name}"}})') > 0
     assert value('sum(saigon_engine_ready{pod="llama-broken"})') == 0
+    # The agent's own figures: four adapters and the refused version fetched, one source that 404s.
+    agent = f'job="{JOBS["agent"]}", pod="{stack.pod.name}"'
+    assert value(f'sum(saigon_agent_downloads_total{{{agent}, result="ok"}})') >= len(USERS) + 1
+    assert value(f'sum(saigon_agent_downloads_total{{{agent}, result="SourceUnavailable"}})') >= 1
+    assert value(f'sum(saigon_agent_retries_total{{{agent}, reason="SourceUnavailable"}})') >= 1
+    assert value(f'sum(saigon_agent_runtime_loads_total{{{agent}, result="RuntimeRejected"}})') >= 2  # too-big, cy v2
+    assert value(f'sum(saigon_agent_sync_duration_seconds_count{{{agent}, result="ok"}})') >= len(USERS)
+    assert value(f"sum(saigon_agent_download_bytes_total{{{agent}}})") >= sum(
+        len(stack.artifacts[user].data) for user in USERS
+    )
+    assert value('sum(saigon_operator_promotions_total{outcome="RolledBack"})') == 1
 
 
 def test_dashboards_render_to_png(stack: Stack, tmp_path: Path) -> None:

@@ -497,6 +497,8 @@ def _agent_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[
     ]
     if spec.adapter_sources.allowed_cidrs:
         env.append({"name": AGENT_ENV.ALLOWED_CIDRS, "value": ",".join(spec.adapter_sources.allowed_cidrs)})
+    if spec.agent.metrics_adapter_labels:
+        env.append({"name": AGENT_ENV.METRICS_ADAPTER_LABELS, "value": "true"})
     mounts = [
         {"name": "adapters", "mountPath": r.ADAPTERS_MOUNT},
         {"name": "agent-tmp", "mountPath": "/tmp"},
