@@ -43,6 +43,8 @@ REQUIRED_ALERTS = {
     "SaigonAdapterCacheThrash",
     "SaigonLatencyP99High",
     "SaigonRuntimeNotReady",
+    "SaigonPromotionRolledBack",
+    "SaigonAdapterDownloadFailures",
 }
 
 # What the operator creates for each SaigonModel (saigon_operator.builders.model.build_children).

@@ -17,6 +17,7 @@ import datetime
 import json
 import math
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+import yaml
 from controlplane.cluster import Cluster
 from controlplane.processes import free_port, spawn, terminate
 from controlplane.waiting import eventually
@@ -490,6 +492,88 @@ def test_prometheus_evaluates_the_loaded_rules_and_fires_them(stack: Stack) -> N
         "SaigonAdapterLoadFailures", "SaigonRolloutStuck", "SaigonRolloutRejected", "SaigonAdapterCacheThrash",
         "SaigonLatencyP99High", "SaigonRuntimeNotReady", "SaigonPromotionRolledBack", "SaigonAdapterDownloadFailures",
     }  # fmt: skip
+
+
+def test_rollback_and_download_alerts_fire_with_the_charts_defaults(tmp_path: Path) -> None:
+    """`promtool test rules` on the rules as rendered with the chart's default windows and `for`:
+    each alert fires on what it is about, and stays quiet on healthy series."""
+    values = write_values(tmp_path / "v.yaml", {"prometheusRule": {"enabled": True}})
+    docs = documents(template(values, release=RELEASE, namespace="saigon-system"))
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups(docs)}))
+    rules = alerts(docs)
+
+    def expected(name: str, labels: dict[str, str], value: str = "") -> dict[str, Any]:
+        """The alert with its labels, and its annotations as Prometheus expands them."""
+
+        def expand(text: str) -> str:
+            text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m[1]], text)
+            return re.sub(r"\{\{ \$value[^}]*\}\}", value, text)
+
+        annotations = {k: expand(v) for k, v in rules[name]["annotations"].items()}
+        return {"exp_labels": {"severity": "warning", **labels}, "exp_annotations": annotations}
+
+    op = 'job="saigon-operator", namespace="saigon-system", pod="op-0"'
+    agent = 'job="saigon-agent", namespace="team", model="llama", pod="llama-1"'
+    failing = f'{agent}, source="https", result="SourceUnavailable"'
+    tests = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # One promotion rolls back at minute 10; promotions before were all Promoted.
+                    {"series": f'saigon_operator_promotions_total{{{op}, outcome="Promoted"}}', "values": "0+1x60"},
+                    {
+                        "series": f'saigon_operator_promotions_total{{{op}, outcome="RolledBack"}}',
+                        "values": "_x10 1x50",
+                    },
+                    # A source that 404s from minute 5 on, retried; and healthy downloads throughout.
+                    {
+                        "series": f'saigon_agent_downloads_total{{{agent}, source="https", result="ok"}}',
+                        "values": "0+2x60",
+                    },
+                    {
+                        "series": f"saigon_agent_downloads_total{{{failing}}}",
+                        "values": "_x5 1+1x55",
+                    },
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "9m", "alertname": "SaigonPromotionRolledBack", "exp_alerts": []},
+                    {
+                        "eval_time": "11m",
+                        "alertname": "SaigonPromotionRolledBack",
+                        "exp_alerts": [
+                            expected("SaigonPromotionRolledBack", {"namespace": "saigon-system"}, value="1"),
+                        ],
+                    },
+                    # The window (30m) has passed with no new rollback: quiet again.
+                    {"eval_time": "45m", "alertname": "SaigonPromotionRolledBack", "exp_alerts": []},
+                    # Failing since minute 5, `for: 5m`: pending at 8m, firing from 10m.
+                    {"eval_time": "8m", "alertname": "SaigonAdapterDownloadFailures", "exp_alerts": []},
+                    {
+                        "eval_time": "12m",
+                        "alertname": "SaigonAdapterDownloadFailures",
+                        "exp_alerts": [
+                            expected(
+                                "SaigonAdapterDownloadFailures",
+                                {
+                                    "namespace": "team",
+                                    "model": "llama",
+                                    "pod": "llama-1",
+                                    "result": "SourceUnavailable",
+                                },
+                            ),
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests))
+    result = subprocess.run(["promtool", "test", "rules", "tests.yaml"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
 
 
 def test_every_dashboard_query_returns_finite_data(stack: Stack) -> None:
