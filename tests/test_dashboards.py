@@ -365,6 +365,8 @@ def _bring_up(stack: Stack, ca: Path) -> None:
             stack.artifacts["ana"],
             source={"https": {"url": stack.sources.url("nowhere/v1.tar")}},
         ),
+        # Bo's archive under ana's digest: the agent refuses the bytes (a verification failure).
+        adapter_manifest(stack, "forged", "hal", stack.artifacts["bo"], sha256=stack.artifacts["ana"].sha256),
     )
     for user in USERS:
         stack.wait(lambda u=user: stack.adapter(u).get("status", {}).get("phase") == "Ready", f"{user} served")
@@ -475,7 +477,8 @@ def test_every_alert_expression_returns_data(stack: Stack) -> None:
     }
     assert {m["namespace"] for m in labels_of("SaigonPromotionRolledBack", end)} == {stack.system_ns}
     assert {(m["pod"], m["result"]) for m in labels_of("SaigonAdapterDownloadFailures", end)} == {
-        (stack.pod.name, "SourceUnavailable")
+        (stack.pod.name, "SourceUnavailable"),
+        (stack.pod.name, "DigestMismatch"),
     }
     # A discriminating expression: once the operator leads, it is quiet.
     assert stack.prometheus.query(found["SaigonOperatorNotLeading"]["expr"], at=end) == []
@@ -604,6 +607,7 @@ def test_dashboard_figures_match_what_the_test_did(stack: Stack) -> None:
     assert value(f'sum(saigon_agent_downloads_total{{{agent}, result="ok"}})') >= len(USERS) + 1
     assert value(f'sum(saigon_agent_downloads_total{{{agent}, result="SourceUnavailable"}})') >= 1
     assert value(f'sum(saigon_agent_retries_total{{{agent}, reason="SourceUnavailable"}})') >= 1
+    assert value(f'sum(saigon_agent_verification_failures_total{{{agent}, reason="DigestMismatch"}})') == 1
     assert value(f'sum(saigon_agent_runtime_loads_total{{{agent}, result="RuntimeRejected"}})') >= 2  # too-big, cy v2
     assert value(f'sum(saigon_agent_sync_duration_seconds_count{{{agent}, result="ok"}})') >= len(USERS)
     assert value(f"sum(saigon_agent_download_bytes_total{{{agent}}})") >= sum(

@@ -126,7 +126,11 @@ class AgentMetrics:
         self, states: Callable[[], Tally[str]], synced: Callable[[], bool], blocked: Callable[[], bool]
     ) -> None:
         """Gauges read at scrape time from the reporter, the one place that knows them."""
+
+        def count(state: str) -> Callable[[], float]:
+            return lambda: float(states().get(state, 0))
+
         for state in get_args(State):
-            self._adapters.labels(state).set_function(lambda s=state: float(states().get(s, 0)))
+            self._adapters.labels(state).set_function(count(state))
         self._synced.set_function(lambda: float(synced()))
         self._blocked.set_function(lambda: float(blocked()))

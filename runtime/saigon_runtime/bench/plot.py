@@ -8,7 +8,7 @@ round, and dots are the rounds themselves.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ def spread_bars(ax: Any, labels: Sequence[str], samples: Sequence[Sequence[float
 
 
 def plot_engine(
-    samples: dict[str, Sequence[float]], sweep: dict[int, Sequence[float]], hardware: str, out: Path
+    samples: Mapping[str, Sequence[float]], sweep: Mapping[int, Sequence[float]], hardware: str, out: Path
 ) -> None:
     """`samples`: tokens/s of each approach in every interleaved round; `sweep`: Saigon's tokens/s
     for each count of distinct adapters, every run."""
@@ -73,7 +73,7 @@ def plot_engine(
     plt.close(fig)
 
 
-def plot_grid(points: list[tuple[str, Sequence[float], Sequence[float]]], hardware: str, out: Path) -> None:
+def plot_grid(points: Sequence[tuple[str, Sequence[float], Sequence[float]]], hardware: str, out: Path) -> None:
     """The grid benchmark: Saigon ÷ ceiling and ÷ PEFT mixed for each point (one ratio per
     interleaved round), with the targets."""
     import matplotlib
@@ -84,8 +84,7 @@ def plot_grid(points: list[tuple[str, Sequence[float], Sequence[float]]], hardwa
     labels = [p[0] for p in points]
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, max(4.0, 0.32 * len(points) + 2.0)), sharey=True)
     ys = list(range(len(points)))
-    for ax, column, color in ((left, 1, "#27a"), (right, 2, "#e90")):
-        rounds = [p[column] for p in points]
+    for ax, rounds, color in ((left, [p[1] for p in points], "#27a"), (right, [p[2] for p in points], "#e90")):
         medians = [statistics.median(r) for r in rounds]
         err = [[m - min(r) for m, r in zip(medians, rounds, strict=True)],
                [max(r) - m for m, r in zip(medians, rounds, strict=True)]]  # fmt: skip
