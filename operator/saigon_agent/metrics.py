@@ -14,23 +14,11 @@ from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from saigon_contract.reports import State
-from saigon_contract.specs import Target
 
 OK = "ok"
 # The refusals that mean the bytes were not what the SaigonAdapter promised.
 VERIFICATION_REASONS = frozenset({"DigestMismatch", "InvalidArtifact", "ArtifactTooLarge", "VersionConflict"})
 SYNC_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
-
-
-def source_kind(target: Target) -> str:
-    source = target.source
-    if source.https is not None:
-        return "https"
-    if source.pvc is not None:
-        return "pvc"
-    if source.hugging_face is not None:
-        return "huggingface"
-    return "s3"
 
 
 class AgentMetrics:
@@ -46,7 +34,7 @@ class AgentMetrics:
         )
         self._bytes = Counter(
             "saigon_agent_download_bytes_total",
-            "Bytes of adapter artifacts fetched over the network (https, s3, huggingface)",
+            "Bytes of adapter artifacts fetched over the network (https, s3, huggingFace)",
             ["source"],
             registry=self.registry,
         )

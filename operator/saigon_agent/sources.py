@@ -15,7 +15,7 @@ from saigon_agent import artifact, s3
 from saigon_agent.config import FetchLimits
 from saigon_agent.errors import DigestMismatch, SourceRejected, SyncError
 from saigon_agent.fetch import Downloaded, Fetcher
-from saigon_agent.metrics import OK, AgentMetrics, source_kind
+from saigon_agent.metrics import OK, AgentMetrics
 from saigon_agent.store import AdapterStore
 
 # Reads a Secret's data (base64-decoded) by name; the agent passes its API client.
@@ -53,7 +53,7 @@ class Materializer:
         if existing is not None and (target.sha256 is None or existing == target.sha256):
             return Installed(self.store.version_dir(name, target.version), existing, fetched=False)
         staging = self.store.stage(name, target.version)
-        kind = source_kind(target)
+        kind = target.source.kind
         try:
             digest = await self._fill(staging, target)
             if target.sha256 is not None and digest != target.sha256:
@@ -124,7 +124,7 @@ class Materializer:
         digests = {}
         for name in artifact.ADAPTER_FILES:
             url = f"{base}/{repo}/resolve/{source.revision}/{name}"
-            got = await self._download(url, staging / name, "huggingface")
+            got = await self._download(url, staging / name, "huggingFace")
             digests[name] = got.sha256
         return artifact.manifest_digest(digests)
 

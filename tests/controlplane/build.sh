@@ -21,11 +21,7 @@ cached_build_begin "$OUT" built "$@"
 # shellcheck source=tests/controlplane/k8s-module.sh
 source "$(dirname "$0")/k8s-module.sh"
 
-command -v go >/dev/null || { echo "go is required to build the test control plane" >&2; exit 1; }
-export GOFLAGS="-mod=mod" CGO_ENABLED=0 GOTOOLCHAIN=local
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$OUT/bin"
+k8s_build_begin "$OUT"
 
 echo ">> kubernetes $K8S_VERSION: building kube-apiserver and kubectl (this takes several minutes once)" >&2
 k8s_module_init "$K8S_VERSION" "$work/k8s" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl

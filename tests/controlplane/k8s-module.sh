@@ -2,9 +2,20 @@
 # Sourced by build.sh and build-floor.sh: a Go module that requires k8s.io/kubernetes at one
 # release, so its commands build from the Go module proxy.
 #
+#   k8s_build_begin OUT                      go checked, GOFLAGS set, $work made, OUT/bin made
 #   k8s_module_init VERSION DIR PACKAGE...   creates DIR, a module importing PACKAGEs; cds into it
 #   k8s_ldflags VERSION                      the -ldflags that stamp the version into the binaries
 #   K8S_GOMOD                                (set by k8s_module_init) k8s.io/kubernetes's go.mod
+
+# Checks for go, sets the build environment, makes "$work" (removed on exit) and OUT/bin.
+k8s_build_begin() {
+  command -v go >/dev/null || { echo "go is required to build the test control plane" >&2; exit 1; }
+  export GOFLAGS="-mod=mod" CGO_ENABLED=0 GOTOOLCHAIN=local
+  work="$(mktemp -d)"
+  # shellcheck disable=SC2064 # expand now: $work is this build's directory
+  trap "rm -rf '$work'" EXIT
+  mkdir -p "$1/bin"
+}
 
 k8s_module_init() {
   local version=$1 dir=$2

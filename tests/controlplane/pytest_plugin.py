@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import kubernetes
 import pytest
@@ -33,11 +33,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.k8s)
 
 
-@pytest.fixture(scope="session")
-def k8s_cluster() -> Iterator[Cluster]:
-    """The test cluster: a fresh etcd + kube-apiserver, or $SAIGON_TEST_KUBECONFIG's cluster."""
+def _running(start: Callable[[], Cluster]) -> Iterator[Cluster]:
     try:
-        cluster = open_cluster()
+        cluster = start()
     except ControlPlaneNotBuiltError as error:
         # A missing build is a failure, never a skip: CI must not silently drop these tests.
         raise pytest.fail.Exception(str(error), pytrace=False) from None
@@ -48,17 +46,16 @@ def k8s_cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
+def k8s_cluster() -> Iterator[Cluster]:
+    """The test cluster: a fresh etcd + kube-apiserver, or $SAIGON_TEST_KUBECONFIG's cluster."""
+    yield from _running(open_cluster)
+
+
+@pytest.fixture(scope="session")
 def k8s_floor_cluster() -> Iterator[Cluster]:
     """A fresh etcd + the floor release's kube-apiserver (always local: an existing cluster has
     one version only)."""
-    try:
-        cluster = ControlPlane(apiserver=find_floor_apiserver())
-    except ControlPlaneNotBuiltError as error:
-        raise pytest.fail.Exception(str(error), pytrace=False) from None
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from _running(lambda: ControlPlane(apiserver=find_floor_apiserver()))
 
 
 @pytest.fixture(scope="session")
