@@ -69,7 +69,7 @@ def test_below_the_floor_helm_refuses_the_chart(k8s_floor_cluster: Cluster) -> N
 def test_chart_model_and_adapter_are_ready_on_the_floor(floor_world: World) -> None:
     w = floor_world
     policies = json.loads(w.cluster.kubectl("get", "validatingadmissionpolicies", "-o", "json"))["items"]
-    assert [p["metadata"]["name"] for p in policies] == ["saigon-agent-own-pod"], "helm installed the agent policy"
+    assert "saigon-agent-own-pod" in [p["metadata"]["name"] for p in policies], "helm installed the agent policy"
     model = w.wait_for(
         lambda: (s := w.get_model().get("status") or {}).get("readyReplicas") == REPLICAS and s, 120, "model ready"
     )
