@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import signal
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 from saigon_contract import resources as r
+from saigon_contract.demand import DEMAND_PATH, DemandRequest
 from saigon_contract.kube import ApiError, Credentials, KubeClient, custom_path, list_and_watch, object_path
 from saigon_contract.names import model_of
 
@@ -21,6 +24,7 @@ from saigon_agent.reporter import PodReporter
 from saigon_agent.runtime_client import RuntimeAdmin
 from saigon_agent.sources import Materializer, decode_secret_data
 from saigon_agent.store import AdapterStore
+from saigon_agent.sts import WebIdentityCredentials
 from saigon_agent.syncer import Syncer
 
 log = logging.getLogger("saigon_agent")
@@ -45,18 +49,27 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     metrics.track_state(reporter.states, lambda: reporter.synced, lambda: reporter.blocked is not None)
     syncer = Syncer(
         store=store,
-        materializer=Materializer(store, fetcher, config.limits, config.sources_root, read_secret, metrics=metrics),
+        materializer=Materializer(
+            store,
+            fetcher,
+            config.limits,
+            config.sources_root,
+            read_secret,
+            web_identity=None if config.web_identity is None else WebIdentityCredentials(config.web_identity, fetcher),
+            metrics=metrics,
+        ),
         runtime=runtime,
         reporter=reporter,
         concurrency=config.concurrency,
         pod=config.pod_name,
         metrics=metrics,
+        linger_s=config.linger_s,
     )
     try:
         reporter.seed(await reporter.load_published())
     except ApiError as exc:
         log.warning("could not read this pod's previous report: %s", exc)
-    health = await start_health(config, reporter, metrics)
+    health = await start_health(config, reporter, syncer, metrics)
     tasks = [
         asyncio.create_task(_watch(kube, config, syncer), name="watch"),
         asyncio.create_task(syncer.watch_runtime(config.resync_s), name="runtime"),
@@ -107,10 +120,14 @@ async def _watch(kube: KubeClient, config: AgentConfig, syncer: Syncer) -> None:
             syncer.on_deleted(obj)  # moved to another model: gone for this pod, as a selector would say
 
 
-async def start_health(config: AgentConfig, reporter: PodReporter, metrics: AgentMetrics) -> web.AppRunner:
+async def start_health(
+    config: AgentConfig, reporter: PodReporter, syncer: Syncer | None = None, metrics: AgentMetrics | None = None
+) -> web.AppRunner:
     """/healthz, /state and /metrics on the agent port. Unauthenticated (the kubelet probes it,
     Prometheus scrapes it), so both tell counts only: adapter names carry user ids (the pod's
-    report annotation has the detail), unless the model opts in to adapter labels."""
+    report annotation has the detail), unless the model opts in to adapter labels.
+    POST /demand (the runtime's on-demand loads) needs the admin token the runtime shares."""
+    metrics = metrics or AgentMetrics()
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -124,12 +141,25 @@ async def start_health(config: AgentConfig, reporter: PodReporter, metrics: Agen
         }
         return web.json_response(body)
 
+    async def demand(request: web.Request) -> web.Response:
+        given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+        if syncer is None or not hmac.compare_digest(given, f"Bearer {config.admin_token}".encode()):
+            return web.json_response({"error": "the admin token is required"}, status=401)
+        try:
+            body = DemandRequest.model_validate_json(await request.read())
+        except ValidationError as exc:
+            where = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors())
+            return web.json_response({"error": f"invalid demand: {where}"}, status=400)
+        result = await syncer.demand(body.adapter, body.timeout_s)
+        return web.json_response(result.model_dump(mode="json"), status=404 if result.state == "unknown" else 200)
+
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
+    app = web.Application(client_max_size=4096)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/state", state)
+    app.router.add_post(DEMAND_PATH, demand)
     app.router.add_get("/metrics", prometheus)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

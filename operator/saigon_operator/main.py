@@ -19,6 +19,7 @@ from saigon_operator.events import EventRecorder
 from saigon_operator.handlers import adapter, model
 from saigon_operator.handlers.context import OperatorContext
 from saigon_operator.indexes import AdapterClaims, RuntimePods, claim_key
+from saigon_operator.placement import Placements, RouterSync
 from saigon_operator.progress import Progress
 from saigon_operator.settings import OperatorConfig
 
@@ -56,7 +57,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     kube.write_guard = getattr(memo, "may_write", None)  # no write once the leader's deadline passed
     events = EventRecorder(kube)
     runtime_pods = RuntimePods()
-    aggregator = Aggregator(kube, events, runtime_pods.of)
+    placements = Placements()
+    aggregator = Aggregator(kube, events, runtime_pods.of, placed=placements.placed)
     ctx = OperatorContext(
         kube=kube,
         aggregator=aggregator,
@@ -70,6 +72,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
         claims=AdapterClaims(),
         progress=getattr(memo, "progress", None) or Progress(config.stall_timeout_s),
         unload_timeout_s=config.unload_timeout_s,
+        placements=placements,
+        routing=RouterSync(kube, placements, runtime_pods.of, aggregator.adapters_of),
     )
     memo.flusher = asyncio.create_task(aggregator.run(), name="status-aggregator")
     memo.informers = await informers.start(kube, config.namespaces, ctx)
@@ -83,6 +87,7 @@ async def cleanup(memo: Any, **_: Any) -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     if getattr(memo, "ctx", None) is not None:
+        await context(memo).routing.close()
         await context(memo).kube.close()
 
 

@@ -62,7 +62,7 @@ async def installs_then_scrape(tmp_path: Path, tls: TlsFiles, metrics: AgentMetr
     async def missing(_: web.Request) -> web.Response:
         return web.Response(status=404)
 
-    runner = await start_health(cfg, reporter, metrics)
+    runner = await start_health(cfg, reporter, metrics=metrics)
     try:
         async with https_server(tls, {"/a.tgz": archive, "/gone.tgz": missing}) as base:
 
