@@ -150,7 +150,7 @@ def test_an_agent_changes_only_its_own_pods_report(policy_cluster: Cluster, name
     eventually(lambda: patch("runtime-2", relabel, as_=other) is None, timeout=30, what="another workload may")
 
 
-def test_an_agent_under_a_users_service_account_is_held_to_its_own_pod(k8s_cluster: Cluster, namespace: str) -> None:
+def test_an_agent_under_a_users_service_account_is_held_to_its_own_pod(policy_cluster: Cluster, namespace: str) -> None:
     """spec.pod.serviceAccountName: the operator binds the agent's Role to the user's account, and
     the policy holds that account to the same rule (its own pod's report, nothing else)."""
     byo = {
@@ -164,9 +164,9 @@ def test_an_agent_under_a_users_service_account_is_held_to_its_own_pod(k8s_clust
         child["metadata"].pop("ownerReferences")
     account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "team-irsa"}}
     docs = [byo, account, role, binding, pod("byo-1", "team-irsa", {r.MODEL_LABEL: "byo"})]
-    k8s_cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-",
+    policy_cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-",
                         input="\n---\n".join(json.dumps(d) for d in docs))  # fmt: skip
-    agent = k8s_cluster.kubeconfig_for_pod(namespace, "team-irsa", "byo-1")
+    agent = policy_cluster.kubeconfig_for_pod(namespace, "team-irsa", "byo-1")
 
     def patch(target: str, body: str, *subresource: str) -> str | None:
         return patch_as(agent, namespace, target, body, *subresource)
