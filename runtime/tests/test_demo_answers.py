@@ -1,8 +1,15 @@
 """The demo answers: every demo model (the base and each active adapter) answers 108 everyday
 prompts with at least five words, on /v1/completions and /v1/chat/completions, at the settings a
-user sends by default (temperature 1: sampled, seeded per prompt). Uses the demo `make demo`
-serves (built once, cached). Measured with demo generator 5: 1,070 of 1,080 answers (99.1%;
-generator 3 gave 818, 75.7%); the rest are sampled short greetings ("Hi!"), so the bar is 98%."""
+user sends by default (none: sampled at temperature 1 with the model's own top_p 0.9, seeded per
+prompt). Uses the demo `make demo` serves (built once, cached).
+
+Measured: generator 3 gave 818 of 1,080 (75.7%), generator 5 1,070 (99.1%; the misses stopped
+after a short exclamation such as "Hi!", which the training answers could end on), generator 7
+1,078 and 1,079 on two builds (every sentence a model learns has five words or more, longer
+training, top_p 0.9). What is left is sampling at temperature 1 from a model this small: an end of
+sequence drawn as the very first token after a one-sentence prompt that reads like a finished
+answer ("Summarize your week."), or an unlikely first word that derails the answer. The bar leaves
+room for five such draws; it is not yet every answer."""
 
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from saigon_runtime.demo import build_demo_assets
 from saigon_runtime.demo.catalog import DEMO_ADAPTERS
 from server_support import LiveServer, live_server, make_config
 
-REQUIRED_SHARE = 0.98
+REQUIRED_SHARE = 0.995
 
 
 @pytest.fixture(scope="module")
