@@ -20,8 +20,11 @@ def test_the_grid_produces_every_point_with_both_ratios_and_a_plot(tmp_path, mon
         (w, a, r, t) for w in ("narrow", "wide") for a in (2,) for r in grid.RANK_MIXES for t in grid.TARGET_SETS
     }
     assert {(r.point.width, r.point.adapters, r.point.ranks, r.point.targets) for r in results} == expected
-    rows = json.loads(out.read_text())
+    written = json.loads(out.read_text())
+    assert "cores available" in written["hardware"]
+    rows = written["points"]
     assert len(rows) == len(expected) == 12
+    assert all(len(row["rounds"]["saigon"]) == 1 for row in rows)  # one entry per round: the plot's spread
     assert all(row["ceiling"] > 0 and row["peft_mixed"] > 0 and row["saigon"] > 0 for row in rows)
     assert all(row["vs_ceiling"] == row["saigon"] / row["ceiling"] for row in rows)
     assert plot.stat().st_size > 10_000

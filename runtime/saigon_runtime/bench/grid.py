@@ -17,9 +17,10 @@ import cProfile
 import itertools
 import json
 import pstats
+import statistics
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from saigon_runtime.assembly import build_engine
-from saigon_runtime.bench.engine import _interleaved, _prompts, hf_generate, run_engine
+from saigon_runtime.bench.engine import _interleaved, _interleaved_rounds, _prompts, hf_generate, run_engine
+from saigon_runtime.bench.hardware import describe
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine.engine import Engine
 from saigon_runtime.testing.tiny import LLAMA_TARGETS, install_adapter, make_llama, write_random_adapter
@@ -59,6 +61,12 @@ class Result:
     ceiling: float
     peft_mixed: float
     saigon: float
+    # tokens/s of each approach in every interleaved round (medians above)
+    rounds: dict[str, list[float]] = field(default_factory=dict)
+
+    def round_ratios(self, baseline: str) -> list[float]:
+        """Saigon ÷ `baseline` within each round (both ran back to back): the spread of a ratio."""
+        return [s / b for s, b in zip(self.rounds["saigon"], self.rounds[baseline], strict=True)]
 
     @property
     def vs_ceiling(self) -> float:
@@ -136,7 +144,7 @@ def run_point(
     base_model, peft = _hf(base, device), _peft(base, sources, device)
     engine = default_engine(base, root / "adapters", device)
     try:
-        rates = _interleaved(
+        per_round = _interleaved_rounds(
             {
                 "ceiling": lambda: hf_generate(base_model, prompts, new),
                 "peft_mixed": lambda: hf_generate(peft, prompts, new, adapter_names=names),
@@ -146,7 +154,8 @@ def run_point(
         )
     finally:
         engine.stop()
-    return Result(point, rates["ceiling"], rates["peft_mixed"], rates["saigon"])
+    rates = {k: statistics.median(v) for k, v in per_round.items()}
+    return Result(point, rates["ceiling"], rates["peft_mixed"], rates["saigon"], per_round)
 
 
 def points(quick: bool) -> list[Point]:
@@ -263,12 +272,13 @@ def main(argv: list[str] | None = None) -> list[Result]:
         )
     if args.json:
         rows = [{**asdict(r.point), "ceiling": r.ceiling, "peft_mixed": r.peft_mixed, "saigon": r.saigon,
-                 "vs_ceiling": r.vs_ceiling, "vs_peft": r.vs_peft} for r in results]  # fmt: skip
-        args.json.write_text(json.dumps(rows, indent=2))
+                 "vs_ceiling": r.vs_ceiling, "vs_peft": r.vs_peft, "rounds": r.rounds} for r in results]  # fmt: skip
+        args.json.write_text(json.dumps({"hardware": describe(args.device), "points": rows}, indent=2))
     if args.plot:
         from saigon_runtime.bench.plot import plot_grid
 
-        plot_grid([(r.point.label, r.vs_ceiling, r.vs_peft) for r in results], args.plot)
+        ratios = [(r.point.label, r.round_ratios("ceiling"), r.round_ratios("peft_mixed")) for r in results]
+        plot_grid(ratios, describe(args.device), args.plot)
         print(f"plot written to {args.plot}")
     return results
 
