@@ -12,8 +12,10 @@ demo: env
 sysdeps:
 	@scripts/system-deps.sh
 
+# The main control plane, and the kube-apiserver of the oldest supported release (the floor test).
 controlplane:
 	@tests/controlplane/build.sh >/dev/null
+	@tests/controlplane/build-floor.sh >/dev/null
 
 tools:
 	@scripts/go-tools.sh >/dev/null

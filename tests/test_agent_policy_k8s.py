@@ -15,12 +15,15 @@ from typing import Any
 
 import pytest
 from controlplane.cluster import Cluster
+from controlplane.pytest_plugin import namespace_name_for
 from controlplane.waiting import eventually
 from saigon_chart import documents, template
 from saigon_contract import resources as r
 from saigon_contract.kube import ApiError, Credentials, KubeClient, object_path
 from saigon_e2e.world import install_crds
 from saigon_operator.builders.model import Owner, build_role, build_role_binding, build_service_account, names_for
+
+pytestmark = pytest.mark.k8s
 
 MODEL = "m"
 
@@ -59,15 +62,25 @@ def gate_patch(status: str) -> str:
     return json.dumps({"status": {"conditions": [{"type": r.READINESS_GATE, "status": status}]}})
 
 
+@pytest.fixture(params=["current", "floor"])
+def policy_cluster(request: pytest.FixtureRequest) -> Cluster:
+    """The policy needs what the chart's kubeVersion floor promises (admissionregistration v1,
+    the pod-name claim in bound tokens): checked on the newest and on the oldest release."""
+    cluster: Cluster = request.getfixturevalue("k8s_cluster" if request.param == "current" else "k8s_floor_cluster")
+    return cluster
+
+
 @pytest.fixture
-def namespace(k8s_cluster: Cluster, k8s_namespace: str) -> Iterator[str]:
-    install_crds(k8s_cluster)
+def namespace(policy_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    k8s_namespace = namespace_name_for(request.node.name)
+    policy_cluster.kubectl("create", "namespace", k8s_namespace)
+    install_crds(policy_cluster)
     rendered = template(
         namespace=k8s_namespace, release=k8s_namespace[:20], extra=("--show-only", "templates/agent-policy.yaml")
     )
     policies = documents(rendered)
     assert [d["kind"] for d in policies] == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
-    k8s_cluster.kubectl("apply", "--server-side", "-f", "-", input=rendered)
+    policy_cluster.kubectl("apply", "--server-side", "-f", "-", input=rendered)
     model = {
         "apiVersion": r.API_VERSION, "kind": r.MODEL_KIND, "metadata": {"name": MODEL},
         "spec": {"baseModel": {"path": "/m"}, "image": "saigon/runtime:1", "tokenSecretRef": {"name": "t"}},
@@ -78,7 +91,7 @@ def namespace(k8s_cluster: Cluster, k8s_namespace: str) -> Iterator[str]:
         child["metadata"].pop("ownerReferences")  # no SaigonModel uid to point at in this test
     docs = [model, *children]
     docs.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "other-workload"}})
-    k8s_cluster.kubectl("apply", "--server-side", "-n", k8s_namespace, "-f", "-",
+    policy_cluster.kubectl("apply", "--server-side", "-n", k8s_namespace, "-f", "-",
                         input="\n---\n".join(json.dumps(d) for d in docs))  # fmt: skip
     agent_sa = names_for(MODEL)["service_account"]
     pods = [
@@ -86,15 +99,15 @@ def namespace(k8s_cluster: Cluster, k8s_namespace: str) -> Iterator[str]:
         pod("runtime-2", agent_sa, {r.MODEL_LABEL: MODEL}),
         pod("victim", "other-workload", {"app": "billing"}),
     ]
-    k8s_cluster.kubectl("apply", "-n", k8s_namespace, "-f", "-", input="\n---\n".join(json.dumps(p) for p in pods))
+    policy_cluster.kubectl("apply", "-n", k8s_namespace, "-f", "-", input="\n---\n".join(json.dumps(p) for p in pods))
     yield k8s_namespace
     for policy in policies:
-        k8s_cluster.kubectl("delete", policy["kind"].lower(), policy["metadata"]["name"], "--ignore-not-found")
+        policy_cluster.kubectl("delete", policy["kind"].lower(), policy["metadata"]["name"], "--ignore-not-found")
 
 
-def test_an_agent_changes_only_its_own_pods_report(k8s_cluster: Cluster, namespace: str) -> None:
+def test_an_agent_changes_only_its_own_pods_report(policy_cluster: Cluster, namespace: str) -> None:
     agent_sa = names_for(MODEL)["service_account"]
-    agent = k8s_cluster.kubeconfig_for_pod(namespace, agent_sa, "runtime-1")
+    agent = policy_cluster.kubeconfig_for_pod(namespace, agent_sa, "runtime-1")
 
     def patch(target: str, body: str, *subresource: str, as_: Path = agent) -> str | None:
         return patch_as(as_, namespace, target, body, *subresource)
@@ -126,18 +139,18 @@ def test_an_agent_changes_only_its_own_pods_report(k8s_cluster: Cluster, namespa
     assert "may change only its own pod (runtime-1), not victim" in str(refused["victim image"])
     assert "may change only its report annotation" in str(refused["own labels"])
     # A token that is not bound to a pod (not what a kubelet projects) changes no pod at all.
-    unbound = k8s_cluster.kubeconfig_for_service_account(namespace, agent_sa)
+    unbound = policy_cluster.kubeconfig_for_service_account(namespace, agent_sa)
     assert "its token is not bound to a pod" in str(patch("runtime-1", report_patch("{}"), as_=unbound))
     # Other service accounts are none of the policy's business.
-    k8s_cluster.kubectl("create", "role", "pod-patcher", "--verb=patch", "--resource=pods", "-n", namespace)
-    k8s_cluster.kubectl("create", "rolebinding", "pod-patcher", "--role=pod-patcher",
+    policy_cluster.kubectl("create", "role", "pod-patcher", "--verb=patch", "--resource=pods", "-n", namespace)
+    policy_cluster.kubectl("create", "rolebinding", "pod-patcher", "--role=pod-patcher",
                         "--serviceaccount", f"{namespace}:other-workload", "-n", namespace)  # fmt: skip
-    other = k8s_cluster.kubeconfig_for_pod(namespace, "other-workload", "victim")
+    other = policy_cluster.kubeconfig_for_pod(namespace, "other-workload", "victim")
     relabel = json.dumps({"metadata": {"labels": {"team": "x"}}})
     eventually(lambda: patch("runtime-2", relabel, as_=other) is None, timeout=30, what="another workload may")
 
 
-def test_an_agent_under_a_users_service_account_is_held_to_its_own_pod(k8s_cluster: Cluster, namespace: str) -> None:
+def test_an_agent_under_a_users_service_account_is_held_to_its_own_pod(policy_cluster: Cluster, namespace: str) -> None:
     """spec.pod.serviceAccountName: the operator binds the agent's Role to the user's account, and
     the policy holds that account to the same rule (its own pod's report, nothing else)."""
     byo = {
@@ -151,9 +164,9 @@ def test_an_agent_under_a_users_service_account_is_held_to_its_own_pod(k8s_clust
         child["metadata"].pop("ownerReferences")
     account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "team-irsa"}}
     docs = [byo, account, role, binding, pod("byo-1", "team-irsa", {r.MODEL_LABEL: "byo"})]
-    k8s_cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-",
+    policy_cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-",
                         input="\n---\n".join(json.dumps(d) for d in docs))  # fmt: skip
-    agent = k8s_cluster.kubeconfig_for_pod(namespace, "team-irsa", "byo-1")
+    agent = policy_cluster.kubeconfig_for_pod(namespace, "team-irsa", "byo-1")
 
     def patch(target: str, body: str, *subresource: str) -> str | None:
         return patch_as(agent, namespace, target, body, *subresource)

@@ -43,6 +43,8 @@ REQUIRED_ALERTS = {
     "SaigonAdapterCacheThrash",
     "SaigonLatencyP99High",
     "SaigonRuntimeNotReady",
+    "SaigonPromotionRolledBack",
+    "SaigonAdapterDownloadFailures",
 }
 
 # What the operator creates for each SaigonModel (saigon_operator.builders.model.build_children).
@@ -319,6 +321,9 @@ def test_dashboards_ship_as_sidecar_configmaps(all_on: Path) -> None:
         "Adapter cache hit rate",
         "Adapter loads and evictions",
         "Adapter versions loaded into pods",
+        "Promotions by outcome",
+        "Agent downloads by result",
+        "Agent sync latency",
     ):
         assert any(t.startswith(wanted) for t in titles), wanted
 
@@ -416,14 +421,15 @@ def test_install_upgrade_uninstall_and_the_operators_rbac(
     try:
         # NOTES.txt: how to check the install and apply the examples, and what was switched on.
         assert f"kubectl -n {release_ns} rollout status deployment/{operator}" in installed.stdout
-        assert "kubectl apply -f examples/saigonadapter.yaml" in installed.stdout
+        quickstart = "https://github.com/saigon-ai/saigon/releases/download/v0.1.0/quickstart.yaml"
+        assert f"kubectl -n saigon-demo apply -f {quickstart}" in installed.stdout
         assert "PrometheusRule" in installed.stdout and "Saigon / Runtime" in installed.stdout
         kinds = "deployment,service,serviceaccount,role,rolebinding,servicemonitor,podmonitor,prometheusrule,configmap"
         selector = f"app.kubernetes.io/instance={release}"
         listed = monitoring_crds.kubectl("get", kinds, "-n", release_ns, "-l", selector, "-o", "json")
         objects = json.loads(listed)["items"]
         assert sorted(o["kind"] for o in objects) == [
-            "ConfigMap", "ConfigMap", "Deployment", "PodMonitor", "PrometheusRule", "Role", "RoleBinding",
+            "ConfigMap", "ConfigMap", "Deployment", "PodMonitor", "PodMonitor", "PrometheusRule", "Role", "RoleBinding",
             "Service", "ServiceAccount", "ServiceMonitor",
         ]  # fmt: skip
         monitoring_crds.kubectl("get", "clusterrolebinding", operator)

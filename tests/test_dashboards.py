@@ -17,6 +17,7 @@ import datetime
 import json
 import math
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+import yaml
 from controlplane.cluster import Cluster
 from controlplane.processes import free_port, spawn, terminate
 from controlplane.waiting import eventually
@@ -62,7 +64,7 @@ OPERATOR = f"{RELEASE}-saigon-operator"  # the chart's ServiceAccount, Lease and
 MODEL = "llama"
 BROKEN_MODEL = "blocked"
 GROUP, VERSION = "saigon.ai", "v1alpha1"
-JOBS = {"operator": "saigon-operator", "runtime": "saigon-runtime"}
+JOBS = {"operator": "saigon-operator", "runtime": "saigon-runtime", "agent": "saigon-agent", "router": "saigon-router"}
 USERS = ("ana", "bo", "cy", "di")  # four adapters rotating through two device slots
 WINDOW = "5m"  # covers the whole test: every event is inside every window
 PNG_DIR = os.environ.get("SAIGON_DASHBOARD_PNG_DIR")
@@ -80,6 +82,8 @@ TEST_RULES: dict[str, dict[str, Any]] = {
     "cacheThrash": {"window": WINDOW, "for": "0s", "evictionsPerSecond": 0, "maxHitRatio": 1.0},
     "latencyHigh": {"window": WINDOW, "for": "0s", "p99Seconds": 0.001},
     "runtimeNotReady": {"for": "0s"},
+    "promotionRolledBack": {"window": WINDOW, "for": "0s"},
+    "downloadFailures": {"window": WINDOW, "for": "0s"},
 }
 
 
@@ -277,7 +281,7 @@ def stack(
         prometheus = Prometheus(
             workdir / "prometheus",
             static_jobs={JOBS["operator"]: [(f"127.0.0.1:{port}", {"namespace": system_ns, "pod": f"{OPERATOR}-0"})]},
-            file_sd_jobs=(JOBS["runtime"],),
+            file_sd_jobs=(JOBS["runtime"], JOBS["agent"]),
             rule_groups=groups,
         )
         assert prometheus.process is not None
@@ -343,6 +347,8 @@ def _bring_up(stack: Stack, ca: Path) -> None:
         (f"127.0.0.1:{stack.broken_port}", {**labels, "pod": f"{MODEL}-broken"}),
         (f"127.0.0.1:{free_port()}", {**labels, "pod": f"{MODEL}-gone"}),
     ])  # fmt: skip
+    # The pod's agent sidecar, as the chart's PodMonitor scrapes it (port agent-health).
+    prometheus.set_targets(JOBS["agent"], [(f"127.0.0.1:{stack.pod.agent_port}", {**labels, "pod": stack.pod.name})])
 
     stack.apply(
         *[adapter_manifest(stack, user, user, stack.artifacts[user]) for user in USERS],
@@ -351,11 +357,25 @@ def _bring_up(stack: Stack, ca: Path) -> None:
         adapter_manifest(
             stack, "invalid", "fay", stack.artifacts["ana"], source={"https": {"url": "https://u:p@127.0.0.1/a.tar"}}
         ),
+        # Published nowhere: the source answers 404 and the agent retries (SaigonAdapterDownloadFailures).
+        adapter_manifest(
+            stack,
+            "unpublished",
+            "gus",
+            stack.artifacts["ana"],
+            source={"https": {"url": stack.sources.url("nowhere/v1.tar")}},
+        ),
+        # Bo's archive under ana's digest: the agent refuses the bytes (a verification failure).
+        adapter_manifest(stack, "forged", "hal", stack.artifacts["bo"], sha256=stack.artifacts["ana"].sha256),
     )
     for user in USERS:
         stack.wait(lambda u=user: stack.adapter(u).get("status", {}).get("phase") == "Ready", f"{user} served")
     stack.wait(lambda: stack.adapter("too-big").get("status", {}).get("phase") == "Failed", "too-big refused")
     stack.wait(lambda: stack.adapter("invalid").get("status", {}).get("phase") == "Invalid", "invalid refused")
+    # A new version the runtime refuses: the promotion rolls back to v1 (SaigonPromotionRolledBack).
+    stack.apply(adapter_manifest(stack, "cy", "cy", too_big, version="v2"))
+    stack.wait(lambda: (stack.adapter("cy").get("status", {}).get("promotion") or {}).get("phase") == "RolledBack",
+               "cy v2 rolled back")  # fmt: skip
     stack.mark("adapters settled")
 
     served = _traffic(stack)
@@ -455,6 +475,11 @@ def test_every_alert_expression_returns_data(stack: Stack) -> None:
     assert {(m["kind"], m["outcome"]) for m in labels_of("SaigonRolloutRejected", end)} == {
         ("SaigonAdapter", "invalid")
     }
+    assert {m["namespace"] for m in labels_of("SaigonPromotionRolledBack", end)} == {stack.system_ns}
+    assert {(m["pod"], m["result"]) for m in labels_of("SaigonAdapterDownloadFailures", end)} == {
+        (stack.pod.name, "SourceUnavailable"),
+        (stack.pod.name, "DigestMismatch"),
+    }
     # A discriminating expression: once the operator leads, it is quiet.
     assert stack.prometheus.query(found["SaigonOperatorNotLeading"]["expr"], at=end) == []
 
@@ -462,14 +487,96 @@ def test_every_alert_expression_returns_data(stack: Stack) -> None:
 def test_prometheus_evaluates_the_loaded_rules_and_fires_them(stack: Stack) -> None:
     groups = stack.prometheus.api("rules")["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
-    assert len(rules) == 7
+    assert len(rules) == 9
     unhealthy = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     assert not unhealthy, unhealthy
     firing = {a["labels"]["alertname"] for a in stack.prometheus.api("alerts")["alerts"] if a["state"] == "firing"}
     assert firing == {
         "SaigonAdapterLoadFailures", "SaigonRolloutStuck", "SaigonRolloutRejected", "SaigonAdapterCacheThrash",
-        "SaigonLatencyP99High", "SaigonRuntimeNotReady",
+        "SaigonLatencyP99High", "SaigonRuntimeNotReady", "SaigonPromotionRolledBack", "SaigonAdapterDownloadFailures",
     }  # fmt: skip
+
+
+def test_rollback_and_download_alerts_fire_with_the_charts_defaults(tmp_path: Path) -> None:
+    """`promtool test rules` on the rules as rendered with the chart's default windows and `for`:
+    each alert fires on what it is about, and stays quiet on healthy series."""
+    values = write_values(tmp_path / "v.yaml", {"prometheusRule": {"enabled": True}})
+    docs = documents(template(values, release=RELEASE, namespace="saigon-system"))
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule_groups(docs)}))
+    rules = alerts(docs)
+
+    def expected(name: str, labels: dict[str, str], value: str = "") -> dict[str, Any]:
+        """The alert with its labels, and its annotations as Prometheus expands them."""
+
+        def expand(text: str) -> str:
+            text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m[1]], text)
+            return re.sub(r"\{\{ \$value[^}]*\}\}", value, text)
+
+        annotations = {k: expand(v) for k, v in rules[name]["annotations"].items()}
+        return {"exp_labels": {"severity": "warning", **labels}, "exp_annotations": annotations}
+
+    op = 'job="saigon-operator", namespace="saigon-system", pod="op-0"'
+    agent = 'job="saigon-agent", namespace="team", model="llama", pod="llama-1"'
+    failing = f'{agent}, source="https", result="SourceUnavailable"'
+    tests = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # One promotion rolls back at minute 10; promotions before were all Promoted.
+                    {"series": f'saigon_operator_promotions_total{{{op}, outcome="Promoted"}}', "values": "0+1x60"},
+                    {
+                        "series": f'saigon_operator_promotions_total{{{op}, outcome="RolledBack"}}',
+                        "values": "_x10 1x50",
+                    },
+                    # A source that 404s from minute 5 on, retried; and healthy downloads throughout.
+                    {
+                        "series": f'saigon_agent_downloads_total{{{agent}, source="https", result="ok"}}',
+                        "values": "0+2x60",
+                    },
+                    {
+                        "series": f"saigon_agent_downloads_total{{{failing}}}",
+                        "values": "_x5 1+1x55",
+                    },
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "9m", "alertname": "SaigonPromotionRolledBack", "exp_alerts": []},
+                    {
+                        "eval_time": "11m",
+                        "alertname": "SaigonPromotionRolledBack",
+                        "exp_alerts": [
+                            expected("SaigonPromotionRolledBack", {"namespace": "saigon-system"}, value="1"),
+                        ],
+                    },
+                    # The window (30m) has passed with no new rollback: quiet again.
+                    {"eval_time": "45m", "alertname": "SaigonPromotionRolledBack", "exp_alerts": []},
+                    # Failing since minute 5, `for: 5m`: pending at 8m, firing from 10m.
+                    {"eval_time": "8m", "alertname": "SaigonAdapterDownloadFailures", "exp_alerts": []},
+                    {
+                        "eval_time": "12m",
+                        "alertname": "SaigonAdapterDownloadFailures",
+                        "exp_alerts": [
+                            expected(
+                                "SaigonAdapterDownloadFailures",
+                                {
+                                    "namespace": "team",
+                                    "model": "llama",
+                                    "pod": "llama-1",
+                                    "result": "SourceUnavailable",
+                                },
+                            ),
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests))
+    result = subprocess.run(["promtool", "test", "rules", "tests.yaml"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
 
 
 def test_every_dashboard_query_returns_finite_data(stack: Stack) -> None:
@@ -495,6 +602,18 @@ def test_dashboard_figures_match_what_the_test_did(stack: Stack) -> None:
     assert value(f'sum(saigon_generations_total{{pod="{stack.pod.name}"}})') >= 4 * len(USERS)
     assert value(f'sum(saigon_adapter_evictions_total{{pod="{stack.pod.name}"}})') > 0
     assert value('sum(saigon_engine_ready{pod="llama-broken"})') == 0
+    # The agent's own figures: four adapters and the refused version fetched, one source that 404s.
+    agent = f'job="{JOBS["agent"]}", pod="{stack.pod.name}"'
+    assert value(f'sum(saigon_agent_downloads_total{{{agent}, result="ok"}})') >= len(USERS) + 1
+    assert value(f'sum(saigon_agent_downloads_total{{{agent}, result="SourceUnavailable"}})') >= 1
+    assert value(f'sum(saigon_agent_retries_total{{{agent}, reason="SourceUnavailable"}})') >= 1
+    assert value(f'sum(saigon_agent_verification_failures_total{{{agent}, reason="DigestMismatch"}})') == 1
+    assert value(f'sum(saigon_agent_runtime_loads_total{{{agent}, result="RuntimeRejected"}})') >= 2  # too-big, cy v2
+    assert value(f'sum(saigon_agent_sync_duration_seconds_count{{{agent}, result="ok"}})') >= len(USERS)
+    assert value(f"sum(saigon_agent_download_bytes_total{{{agent}}})") >= sum(
+        len(stack.artifacts[user].data) for user in USERS
+    )
+    assert value('sum(saigon_operator_promotions_total{outcome="RolledBack"})') == 1
 
 
 def test_dashboards_render_to_png(stack: Stack, tmp_path: Path) -> None:

@@ -24,6 +24,9 @@ class ENV:
     STATS_INTERVAL_S = "SAIGON_AGENT_STATS_INTERVAL_S"
     # Extra CA certificates for https sources (PEM file). Meant for tests and private CAs.
     CA_BUNDLE = "SAIGON_AGENT_CA_BUNDLE"
+    # "true": adapter names (user ids) become an `adapter` label on the agent's download and load
+    # metrics (SaigonModel spec.agent.metricsAdapterLabels).
+    METRICS_ADAPTER_LABELS = "SAIGON_AGENT_METRICS_ADAPTER_LABELS"
     KUBECONFIG = "KUBECONFIG"
     # An HTTP proxy for downloads (CONNECT tunnels) and the hosts that bypass it, comma separated.
     # Saigon's own names: an HTTPS_PROXY a cluster injects into every pod never changes the agent.

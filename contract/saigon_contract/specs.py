@@ -386,6 +386,7 @@ class Resources(_Model):
 class AgentOptions(_Model):
     image: str | None = None
     resources: Resources = Field(default_factory=Resources)
+    metrics_adapter_labels: bool = Field(default=False, alias="metricsAdapterLabels")
 
 
 class CacheOptions(_Model):

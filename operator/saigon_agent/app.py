@@ -7,10 +7,10 @@ import contextlib
 import hmac
 import logging
 import signal
-from collections import Counter
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from saigon_contract import resources as r
 from saigon_contract.demand import DEMAND_PATH, DemandRequest
@@ -19,6 +19,7 @@ from saigon_contract.names import model_of
 
 from saigon_agent.config import AgentConfig
 from saigon_agent.fetch import Fetcher
+from saigon_agent.metrics import AgentMetrics
 from saigon_agent.reporter import PodReporter
 from saigon_agent.runtime_client import RuntimeAdmin
 from saigon_agent.sources import Materializer, decode_secret_data
@@ -44,6 +45,8 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     fetcher = Fetcher(config.limits)
     runtime = RuntimeAdmin(config.runtime_url, config.admin_token)
     reporter = PodReporter(kube, config.namespace, config.pod_name)
+    metrics = AgentMetrics(adapter_labels=config.metrics_adapter_labels)
+    metrics.track_state(reporter.states, lambda: reporter.synced, lambda: reporter.blocked is not None)
     syncer = Syncer(
         store=store,
         materializer=Materializer(
@@ -53,18 +56,20 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
             config.sources_root,
             read_secret,
             web_identity=None if config.web_identity is None else WebIdentityCredentials(config.web_identity, fetcher),
+            metrics=metrics,
         ),
         runtime=runtime,
         reporter=reporter,
         concurrency=config.concurrency,
         pod=config.pod_name,
+        metrics=metrics,
         linger_s=config.linger_s,
     )
     try:
         reporter.seed(await reporter.load_published())
     except ApiError as exc:
         log.warning("could not read this pod's previous report: %s", exc)
-    health = await start_health(config, reporter, syncer)
+    health = await start_health(config, reporter, syncer, metrics)
     tasks = [
         asyncio.create_task(_watch(kube, config, syncer), name="watch"),
         asyncio.create_task(syncer.watch_runtime(config.resync_s), name="runtime"),
@@ -115,16 +120,20 @@ async def _watch(kube: KubeClient, config: AgentConfig, syncer: Syncer) -> None:
             syncer.on_deleted(obj)  # moved to another model: gone for this pod, as a selector would say
 
 
-async def start_health(config: AgentConfig, reporter: PodReporter, syncer: Syncer | None = None) -> web.AppRunner:
-    """/healthz and /state on the agent port. Unauthenticated (the kubelet probes it), so /state
-    tells counts only: adapter names carry user ids (the pod's report annotation has the detail).
+async def start_health(
+    config: AgentConfig, reporter: PodReporter, syncer: Syncer | None = None, metrics: AgentMetrics | None = None
+) -> web.AppRunner:
+    """/healthz, /state and /metrics on the agent port. Unauthenticated (the kubelet probes it,
+    Prometheus scrapes it), so both tell counts only: adapter names carry user ids (the pod's
+    report annotation has the detail), unless the model opts in to adapter labels.
     POST /demand (the runtime's on-demand loads) needs the admin token the runtime shares."""
+    metrics = metrics or AgentMetrics()
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def state(_: web.Request) -> web.Response:
-        states = Counter(str(report.state) for name in reporter.names() if (report := reporter.get(name)))
+        states = reporter.states()
         body: dict[str, Any] = {
             "synced": reporter.synced,
             "adapters": sum(states.values()),
@@ -144,10 +153,14 @@ async def start_health(config: AgentConfig, reporter: PodReporter, syncer: Synce
         result = await syncer.demand(body.adapter, body.timeout_s)
         return web.json_response(result.model_dump(mode="json"), status=404 if result.state == "unknown" else 200)
 
+    async def prometheus(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     app = web.Application(client_max_size=4096)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/state", state)
     app.router.add_post(DEMAND_PATH, demand)
+    app.router.add_get("/metrics", prometheus)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, config.health_host, config.health_port).start()

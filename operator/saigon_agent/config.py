@@ -77,6 +77,8 @@ class AgentConfig:
     stats_interval_s: float = 2.0
     kubeconfig: str | None = None
     web_identity: WebIdentityConfig | None = None
+    # Adapter names (user ids) as metric labels: only when the SaigonModel opts in.
+    metrics_adapter_labels: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentConfig:
@@ -106,9 +108,20 @@ class AgentConfig:
             stats_interval_s=max(0.2, float(env.get(ENV.STATS_INTERVAL_S) or 2.0)),
             kubeconfig=env.get(ENV.KUBECONFIG) or None,
             web_identity=WebIdentityConfig.from_env(env),
+            metrics_adapter_labels=parse_flag(ENV.METRICS_ADAPTER_LABELS, env.get(ENV.METRICS_ADAPTER_LABELS, "")),
         )
 
 
 def parse_networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     """ "10.0.0.0/8, fd00::/8" -> networks; raises ValueError on a malformed entry."""
     return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in raw.split(",") if item.strip())
+
+
+def parse_flag(name: str, raw: str) -> bool:
+    """ "true"/"false" (any case; empty is false); raises ValueError naming the variable otherwise."""
+    value = raw.strip().lower()
+    if value in ("", "false"):
+        return False
+    if value == "true":
+        return True
+    raise ValueError(f"{name}={raw!r}: expected true or false")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from datetime import UTC, datetime
 
 from saigon_contract import resources as r
@@ -51,6 +52,10 @@ class PodReporter:
 
     def names(self) -> set[str]:
         return set(self._adapters)
+
+    def states(self) -> Counter[str]:
+        """How many adapters are in each state (counts only: names carry user ids)."""
+        return Counter(str(report.state) for report in self._adapters.values())
 
     def set(self, name: str, report: AdapterReport) -> None:
         if self._adapters.get(name) != report:

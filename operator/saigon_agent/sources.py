@@ -14,7 +14,8 @@ from saigon_contract.specs import HuggingFaceSource, PvcSource, S3Source, Target
 from saigon_agent import artifact, s3
 from saigon_agent.config import FetchLimits
 from saigon_agent.errors import DigestMismatch, SourceRejected, SyncError
-from saigon_agent.fetch import Fetcher
+from saigon_agent.fetch import Downloaded, Fetcher
+from saigon_agent.metrics import OK, AgentMetrics
 from saigon_agent.store import AdapterStore
 from saigon_agent.sts import WebIdentityCredentials
 
@@ -39,7 +40,9 @@ class Materializer:
         read_secret: SecretReader | None = None,
         *,
         web_identity: WebIdentityCredentials | None = None,
+        metrics: AgentMetrics | None = None,
     ) -> None:
+        self.metrics = metrics or AgentMetrics()
         self.store = store
         self.fetcher = fetcher
         self.limits = limits
@@ -53,22 +56,31 @@ class Materializer:
         if existing is not None and (target.sha256 is None or existing == target.sha256):
             return Installed(self.store.version_dir(name, target.version), existing, fetched=False)
         staging = self.store.stage(name, target.version)
+        kind = target.source.kind
         try:
             digest = await self._fill(staging, target)
             if target.sha256 is not None and digest != target.sha256:
                 raise DigestMismatch(f"artifact sha256 is {digest}, the spec asks for {target.sha256}")
             await asyncio.to_thread(artifact.validate, staging)
             path = await asyncio.to_thread(self.store.commit, name, target.version, staging, digest)
-        except BaseException:
+        except BaseException as exc:
             artifact.remove_tree(staging)
             self.store.drop_if_empty(name)
+            if isinstance(exc, SyncError):
+                self.metrics.download(name, kind, exc.reason)
             raise
+        self.metrics.download(name, kind, OK)
         return Installed(path, digest, fetched=True)
+
+    async def _download(self, url: str, dest: Path, source: str, headers: dict[str, str] | None = None) -> Downloaded:
+        got = await self.fetcher.download(url, dest, headers=headers)
+        self.metrics.downloaded_bytes(source, got.size)
+        return got
 
     async def _fill(self, staging: Path, target: Target) -> str:
         source = target.source
         if source.https is not None:
-            return await self._from_archive_url(staging, source.https.url)
+            return await self._from_archive_url(staging, source.https.url, "https")
         if source.pvc is not None:
             return await asyncio.to_thread(self._from_pvc, staging, source.pvc)
         if source.hugging_face is not None:
@@ -76,9 +88,11 @@ class Materializer:
         assert source.s3 is not None
         return await self._from_s3(staging, source.s3)
 
-    async def _from_archive_url(self, staging: Path, url: str, headers: dict[str, str] | None = None) -> str:
+    async def _from_archive_url(
+        self, staging: Path, url: str, source: str, headers: dict[str, str] | None = None
+    ) -> str:
         download = staging / ".download"
-        got = await self.fetcher.download(url, download, headers=headers)
+        got = await self._download(url, download, source, headers)
         try:
             await asyncio.to_thread(artifact.unpack, download, staging, max_bytes=self.limits.max_bytes)
         finally:
@@ -115,7 +129,7 @@ class Materializer:
         for name in artifact.ADAPTER_FILES:
             url = f"{base}/{repo}/resolve/{source.revision}/{name}"
             # The token goes to the Hub only: a redirect (to its CDN) drops it.
-            got = await self.fetcher.download(url, staging / name, headers=headers)
+            got = await self._download(url, staging / name, "huggingFace", headers)
             digests[name] = got.sha256
         return artifact.manifest_digest(digests)
 
@@ -133,7 +147,7 @@ class Materializer:
     async def _from_s3(self, staging: Path, source: S3Source) -> str:
         creds = await self._s3_credentials(source)
         url, headers = s3.signed_get(source.endpoint, source.bucket, source.key, source.region, creds)
-        return await self._from_archive_url(staging, url, headers)
+        return await self._from_archive_url(staging, url, "s3", headers)
 
     async def _s3_credentials(self, source: S3Source) -> s3.Credentials:
         ref = source.credentials_secret_ref

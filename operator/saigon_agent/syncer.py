@@ -25,6 +25,7 @@ from saigon_contract.workqueue import KeyedQueue
 from saigon_agent.desired import Desired, DesiredBook
 from saigon_agent.errors import RuntimeRejected, RuntimeUnavailable, SyncError
 from saigon_agent.gates import PromotionGates
+from saigon_agent.metrics import OK, AgentMetrics
 from saigon_agent.reporter import PodReporter
 from saigon_agent.runtime_client import RuntimeAdapter, RuntimeAdmin
 from saigon_agent.sources import Materializer
@@ -65,7 +66,10 @@ class Syncer:
         clock: Callable[[], float] = time.monotonic,
         pod: str = "",
         linger_s: float = 60.0,
+        metrics: AgentMetrics | None = None,
     ) -> None:
+        self.metrics = metrics or materializer.metrics
+        self._sync_started: dict[str, float] = {}  # per adapter: when the current attempt began
         self.book = DesiredBook(pod)
         self.store = store
         self.materializer = materializer
@@ -190,6 +194,7 @@ class Syncer:
         if self._already_served(name, target):
             await self._after_served(name, decision.desired)
             return
+        self._sync_started[name] = self._clock()
         try:
             async with self._fetch_slots:
                 if failure is None:  # a retry keeps showing the failure until it succeeds
@@ -223,13 +228,18 @@ class Syncer:
             await self._runtime_up.wait()
             loaded_at = await self.runtime.load(name, target.version, str(installed.path))
         except RuntimeRejected as exc:
+            self.metrics.load(name, exc.reason)
             self._restore_active(name, before, rejected=target.version)
             self._fail(name, target, exc)
             return
         except RuntimeUnavailable as exc:
+            self.metrics.load(name, exc.reason)
             self._runtime_up.clear()
             self._fail(name, target, exc, state="Loading")
             return
+        self.metrics.load(name, OK)
+        if (started := self._sync_started.pop(name, None)) is not None:
+            self.metrics.synced(self._clock() - started, ok=True)
         previous = self._served.get(name)
         self._loads += 1
         served = Served(target.version, installed.digest, loaded_at or now_iso(), self._loads)
@@ -269,6 +279,7 @@ class Syncer:
             # Frees the runtime's memory copy first; in-flight requests keep their device copy.
             with contextlib.suppress(RuntimeUnavailable):
                 await self.runtime.unload(name, version)
+                self.metrics.unload()
             self.store.remove_version(name, version)
             log.info("%s: removed version %s", self._label(name), version)
 
@@ -381,6 +392,7 @@ class Syncer:
         if self._runtime_up.is_set():
             try:
                 await self.runtime.unload(name)
+                self.metrics.unload()
             except RuntimeUnavailable as exc:
                 self._runtime_up.clear()
                 self._fail(name, None, exc, state="Unloading")
@@ -429,6 +441,10 @@ class Syncer:
         fingerprint = target.fingerprint() if target is not None else ""
         attempts = previous.attempts + 1 if previous and previous.fingerprint == fingerprint else 1
         self._failures[name] = Failure(fingerprint, exc.transient, attempts)
+        if (started := self._sync_started.pop(name, None)) is not None:
+            self.metrics.synced(self._clock() - started, ok=False)
+        if exc.transient:
+            self.metrics.retry(exc.reason)
         served = self._served.get(name)
         self.reporter.set(
             name,

@@ -25,6 +25,9 @@ STATUS_LAG = Histogram(
 PROMOTIONS = Counter(
     "saigon_operator_promotions_total", "Adapter promotions that ended, by outcome (Promoted, RolledBack)", ["outcome"]
 )
+# Both outcomes exist from the start, so the first promotion already counts in increase().
+for _outcome in ("Promoted", "RolledBack"):
+    PROMOTIONS.labels(_outcome)
 OBJECTS = Gauge("saigon_operator_objects", "Objects the operator tracks", ["kind"])
 LEADER = Gauge("saigon_operator_leader", "1 while this replica holds the leader lease")
 

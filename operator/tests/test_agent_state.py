@@ -10,6 +10,7 @@ import aiohttp
 from controlplane.processes import free_port
 from saigon_agent.app import start_health
 from saigon_agent.config import AgentConfig
+from saigon_agent.metrics import AgentMetrics
 from saigon_agent.reporter import PodReporter
 from saigon_contract.kube import Credentials, KubeClient
 from saigon_contract.reports import AdapterReport
@@ -29,7 +30,7 @@ def test_state_tells_counts_and_no_user_ids(tmp_path: Path) -> None:
         reporter.set("user_bob", AdapterReport(state="Failed", reason="BadConfig", error="boom"))
         reporter.set("domain_legal", AdapterReport(state="Loaded", version="v3"))
         reporter.set_synced(True)
-        runner = await start_health(config, reporter)
+        runner = await start_health(config, reporter, metrics=AgentMetrics())
         try:
             async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/state") as resp:
                 assert resp.status == 200

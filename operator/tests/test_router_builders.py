@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from saigon_contract import haproxy
 from saigon_contract import resources as r
+from saigon_contract.agent_env import ENV as AGENT_ENV
 from saigon_contract.specs import SpecError, parse_model_spec
 from saigon_operator.builders.model import Defaults, Owner, build_deployment, selector_labels
 from saigon_operator.builders.router import CONFIG_HASH_ANNOTATION, build_router, render_config
@@ -114,6 +115,16 @@ def test_gie_metrics_are_opt_in_on_the_runtime() -> None:
 
     assert "SAIGON_GIE_METRICS" not in runtime_env()
     assert runtime_env(gieMetrics=True)["SAIGON_GIE_METRICS"] == "true"
+
+
+def test_agent_metrics_name_adapters_only_when_the_model_opts_in() -> None:
+    def agent_env(**overrides: Any) -> dict[str, Any]:
+        pod = build_deployment(OWNER, spec(**overrides), Defaults(agent_image="saigon/operator:1"))
+        (agent,) = pod["spec"]["template"]["spec"]["initContainers"]
+        return {e["name"]: e.get("value") for e in agent["env"]}
+
+    assert AGENT_ENV.METRICS_ADAPTER_LABELS not in agent_env()
+    assert agent_env(agent={"metricsAdapterLabels": True})[AGENT_ENV.METRICS_ADAPTER_LABELS] == "true"
 
 
 def test_the_hot_set_is_kept_on_a_writable_volume_that_outlives_container_restarts() -> None:

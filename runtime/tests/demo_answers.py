@@ -1,5 +1,5 @@
 """How well the demo answers everyday prompts: every active demo model, both OpenAI routes, the
-sampling settings a user sends by default (temperature 1, top_p 1, each route's default length)."""
+sampling settings a user gets by sending none (temperature 1, the model's top_p, each route's default length)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,12 @@ def test_engine_benchmark_runs_and_reports_every_comparison(tmp_path):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     report = main(["--quick", "--repeats", "1", "--requests", "4", "--new-tokens", "4", "--prompt-tokens", "8",
                    "--json", str(out), "--plot", str(png)])  # fmt: skip
-    rows = json.loads(out.read_text())["rows"]
+    written = json.loads(out.read_text())
+    rows = written["rows"]
+    # The plot's caption and spread: the machine, and every round behind each median.
+    assert "cores available" in written["notes"]["hardware"] and "torch" in written["notes"]["hardware"]
+    assert {"ceiling", "peft_mixed", "saigon", "original", "sweep 64"} <= set(written["samples"])
+    assert all(len(values) >= 1 for values in written["samples"].values())
     for key in (
         "tok/s base model alone, batched (ceiling)",
         "tok/s original design: PEFT set_adapter+generate, 1 by 1",

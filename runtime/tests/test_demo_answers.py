@@ -1,8 +1,13 @@
 """The demo answers: every demo model (the base and each active adapter) answers 108 everyday
 prompts with at least five words, on /v1/completions and /v1/chat/completions, at the settings a
-user sends by default (temperature 1: sampled, seeded per prompt). Uses the demo `make demo`
-serves (built once, cached). Measured with demo generator 5: 1,070 of 1,080 answers (99.1%;
-generator 3 gave 818, 75.7%); the rest are sampled short greetings ("Hi!"), so the bar is 98%."""
+user sends by default (none: sampled at temperature 1 with the model's own top_p 0.9 and
+min_new_tokens 8, seeded per prompt). Uses the demo `make demo` serves (built once, cached).
+
+Measured: generator 3 gave 818 of 1,080 (75.7%), generator 5 1,070 (99.1%; the misses stopped
+after a short exclamation such as "Hi!", which the training answers could end on), generator 7
+1,078 (every sentence a model learns has five words or more, longer training, top_p 0.9; the two
+misses drew the end of sequence first, or after four words), generator 8 every answer (the model
+ships min_new_tokens 8, which the OpenAI routes apply to requests that set no min_tokens)."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from saigon_runtime.demo import build_demo_assets
 from saigon_runtime.demo.catalog import DEMO_ADAPTERS
 from server_support import LiveServer, live_server, make_config
 
-REQUIRED_SHARE = 0.98
+REQUIRED_SHARE = 1.0
 
 
 @pytest.fixture(scope="module")

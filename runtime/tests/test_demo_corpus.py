@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 from saigon_runtime.demo import corpus
@@ -30,6 +31,18 @@ def test_every_template_of_every_topic_expands_to_plain_sentences(topic: str) ->
             assert "{" not in text and "}" not in text, text
             assert text[0].isupper(), text
             assert text[-1] in ".!?", text
+
+
+@pytest.mark.parametrize("topic", sorted(TOPICS))
+def test_every_sentence_of_an_answer_has_at_least_five_words(topic: str) -> None:
+    """A model this small may end an answer after any sentence it has learned, whatever came
+    before: a short one ("Hi!", "Yo ho ho!") taught the demo to answer with nothing more."""
+    grammar = TOPICS[topic]
+    rng = random.Random(2)
+    for intent in INTENTS:
+        for _ in range(200):
+            for sentence in re.split(r"(?<=[.!?])\s+", corpus.answer(grammar, intent, rng)):
+                assert len(sentence.split()) >= 5, sentence
 
 
 def test_the_pirate_answers_every_question_like_a_pirate() -> None:

@@ -7,12 +7,14 @@ token ids vs text, seeds) and the effect of each parameter, never particular wor
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 import requests
@@ -262,6 +264,167 @@ def test_known_but_unsupported_parameters_are_refused_by_name(client: openai.Ope
     bad_request(lambda: client.completions.create(model=ADAPTER, prompt=PROMPT, n=2, best_of=3), "best_of")
 
 
+# ---------------------------------------------------------------- nothing accepted and ignored
+
+CHAT = [{"role": "user", "content": "hello"}]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"top_k": 5}, {"min_p": 0.1}, {"frobnicate": True}, {"tools": [{"type": "function", "function": {"name": "f"}}]}],
+    ids=["top_k", "min_p", "frobnicate", "tools"],
+)
+def test_unknown_fields_are_refused_by_name_on_both_routes(client: openai.OpenAI, extra: dict[str, Any]) -> None:
+    (param,) = extra
+    completion = bad_request(
+        lambda: client.completions.create(model=ADAPTER, prompt=PROMPT, max_tokens=2, extra_body=extra), param
+    )
+    chat = bad_request(
+        lambda: client.chat.completions.create(model=ADAPTER, messages=CHAT, max_tokens=2, extra_body=extra),  # type: ignore[arg-type]
+        param,
+    )
+    for body in (completion, chat):
+        assert body["code"] == "unsupported_parameter" and param in body["message"]
+
+
+@pytest.mark.parametrize(
+    ("messages", "param"),
+    [
+        ([{"role": "user", "content": "hi", "cache": True}], "messages.0.cache"),
+        ([{"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {}}]}],
+         "messages.0.content.0.cache_control"),
+        ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "",
+          "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}],
+         "messages.1.tool_calls"),
+    ],
+    ids=["field", "content-part-field", "tool_calls"],
+)  # fmt: skip
+def test_unknown_fields_inside_messages_are_refused_by_name(
+    client: openai.OpenAI, messages: list[dict[str, Any]], param: str
+) -> None:
+    bad_request(lambda: client.chat.completions.create(model=ADAPTER, messages=messages, max_tokens=2), param)  # type: ignore[arg-type]
+
+
+def test_unknown_fields_inside_nested_options_are_refused_by_name(client: openai.OpenAI) -> None:
+    bad_request(
+        lambda: client.completions.create(
+            model=ADAPTER, prompt=PROMPT, max_tokens=2, stream=True,
+            stream_options={"include_usage": True, "continuous_usage_stats": True},  # type: ignore[typeddict-unknown-key]
+        ),
+        "stream_options.continuous_usage_stats",
+    )  # fmt: skip
+    bad_request(
+        lambda: client.completions.create(
+            model=ADAPTER, prompt=PROMPT, max_tokens=2, extra_body={"response_format": {"type": "json_object", "x": 1}}
+        ),
+        "response_format.x",
+    )
+
+
+def test_what_openai_clients_send_is_accepted(client: openai.OpenAI) -> None:
+    """A message's `name`, OpenAI fields this server does not implement sent as null (clients that
+    echo an assistant message back write them), and the extras Saigon implements."""
+    messages = [
+        {"role": "system", "content": "be brief", "name": "rules"},
+        {"role": "user", "content": [{"type": "text", "text": "hello"}], "name": "ann"},
+        {"role": "assistant", "content": "hi", "tool_calls": None, "function_call": None, "refusal": None},
+        {"role": "user", "content": "again"},
+    ]
+    out = client.chat.completions.create(
+        model=ADAPTER, messages=messages, max_tokens=3, temperature=0, user="ann@example.com",  # type: ignore[arg-type]
+        extra_body={"tools": None, "mesh_context": False, "repetition_penalty": 1.1, "ignore_eos": True,
+                    "return_tokens_as_token_ids": False},
+    )  # fmt: skip
+    assert out.usage is not None and out.usage.completion_tokens == 3
+
+
+def test_the_original_api_refuses_unknown_fields_by_name(server: LiveServer) -> None:
+    """/api/saigon/infer and its batch route, by aiohttp as a Python service would call them."""
+
+    async def post(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        async with aiohttp.ClientSession() as session, session.post(f"{server.url}{path}", json=body) as response:
+            return response.status, await response.json()
+
+    async def main() -> None:
+        good = {"user_id": "alice", "input_text": "the cat", "max_length": 2, "temperature": 0}
+        status, answer = await post("/api/saigon/infer", good)
+        assert status == 200 and answer["completion_tokens"] == 2
+        for path, body, param in (
+            ("/api/saigon/infer", {**good, "max_tokens": 5}, "max_tokens"),  # OpenAI's name for max_length
+            ("/api/saigon/infer", {**good, "top_k": 5}, "top_k"),
+            ("/api/saigon/infer/batch", {"requests": [good, {**good, "stream": True}]}, "requests.1.stream"),
+        ):
+            status, answer = await post(path, body)
+            assert status == 400, answer
+            assert answer["error"]["param"] == param and answer["error"]["code"] == "unsupported_parameter"
+
+    asyncio.run(main())
+
+
+def test_min_tokens_holds_off_the_end_of_sequence(client: openai.OpenAI, server: LiveServer) -> None:
+    eos = server.engine.tokenizer.eos_token_id
+    ending = {"model": ADAPTER, "prompt": PROMPT, "max_tokens": 12, "temperature": 0, "logit_bias": {str(eos): 100}}
+    at_once = client.completions.create(**ending)
+    assert at_once.choices[0].text == "" and at_once.choices[0].finish_reason == "stop"
+    assert at_once.usage is not None
+    at_once_tokens = at_once.usage.completion_tokens  # the end-of-sequence, if usage counts it
+    held = client.completions.create(**ending, extra_body={"min_tokens": 5})
+    chat = client.chat.completions.create(
+        model=ADAPTER, messages=CHAT, max_tokens=12, temperature=0, logit_bias={str(eos): 100},  # type: ignore[arg-type]
+        extra_body={"min_tokens": 5},
+    )  # fmt: skip
+    # five tokens, then the end-of-sequence the bias makes certain
+    for usage, reason in ((held.usage, held.choices[0].finish_reason), (chat.usage, chat.choices[0].finish_reason)):
+        assert usage is not None and usage.completion_tokens == at_once_tokens + 5 and reason == "stop"
+    bad_request(lambda: client.completions.create(**ending, extra_body={"min_tokens": 13}), "min_tokens")
+    bad_request(
+        lambda: client.completions.create(
+            **ending, extra_body={"min_tokens": 2, "response_format": {"type": "json_object"}}
+        ),
+        "min_tokens",
+    )
+
+
+def test_a_models_min_new_tokens_is_the_default_min_tokens(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    """Hugging Face's min_new_tokens in generation_config.json holds off the end of sequence for
+    requests that do not set min_tokens; a request's own min_tokens (0 included) wins, a short
+    max_tokens caps it, and a JSON response_format turns it off."""
+    base = Path(shutil.copytree(tiny_llama_dir, tmp_path / "base"))
+    config_file = base / "generation_config.json"
+    declared = json.loads(config_file.read_text()) if config_file.exists() else {}
+    config_file.write_text(json.dumps({**declared, "min_new_tokens": 4}))
+    with live_server(make_config(base)) as live:
+        assert live.engine.sampling_defaults.min_new_tokens == 4
+        client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0, timeout=60)
+        eos = live.engine.tokenizer.eos_token_id
+        ending: dict[str, Any] = {
+            "model": live.engine.model_id, "prompt": PROMPT, "max_tokens": 12, "temperature": 0,
+            "logit_bias": {str(eos): 100},
+        }  # fmt: skip
+
+        def tokens(**extra: Any) -> tuple[int, str]:
+            out = client.completions.create(**{**ending, **extra})
+            assert out.usage is not None
+            return out.usage.completion_tokens, out.choices[0].finish_reason
+
+        at_once, _ = tokens(extra_body={"min_tokens": 0})
+        assert tokens() == (at_once + 4, "stop")
+        assert tokens(extra_body={"min_tokens": 6}) == (at_once + 6, "stop")
+        assert tokens(max_tokens=2) == (2, "length")
+        as_json = client.completions.create(**ending, extra_body={"response_format": {"type": "json_object"}})
+        assert as_json.choices[0].finish_reason in {"stop", "length"}  # not a 400: the default stands aside
+
+
+def test_min_tokens_holds_off_stop_strings(client: openai.OpenAI) -> None:
+    kwargs: dict[str, Any] = {"model": ADAPTER, "prompt": PROMPT, "max_tokens": 10, "temperature": 0}
+    whole = client.completions.create(**kwargs, extra_body=ANY).choices[0].text
+    stop = whole[:3]
+    assert stop and whole.find(stop, 1) == -1, whole  # the stop string occurs only at the start
+    assert client.completions.create(**kwargs, stop=[stop], extra_body=ANY).choices[0].text == ""
+    held = client.completions.create(**kwargs, stop=[stop], extra_body={**ANY, "min_tokens": 8})
+    assert held.choices[0].text == whole
+
+
 # ---------------------------------------------------------------- chat (test_chat.py)
 
 MESSAGES: list[dict[str, str]] = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
@@ -451,3 +614,30 @@ def test_vllm_load_and_unload_lora_adapter(
     assert unnamed.status_code == 400 and unnamed.json()["error"]["param"] == "lora_name"
     unsafe = lora(server, "load_lora_adapter", {"lora_name": "../etc", "lora_path": source})
     assert unsafe.status_code == 400 and unsafe.json()["error"]["param"] == "lora_name"
+
+
+def test_what_a_request_leaves_out_comes_from_the_models_generation_config(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    """As vLLM serves it: a model that ships top_p 1e-6 samples only its most likely token unless a
+    request sets top_p itself."""
+    base = Path(shutil.copytree(tiny_llama_dir, tmp_path / "base"))
+    config_file = base / "generation_config.json"
+    declared = json.loads(config_file.read_text()) if config_file.exists() else {}
+    config_file.write_text(json.dumps({**declared, "do_sample": True, "top_p": 1e-6}))
+    with live_server(make_config(base)) as live:
+        assert live.engine.sampling_defaults.top_p == 1e-6
+        client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+        def answer(seed: int, **extra: Any) -> str:
+            out = client.completions.create(
+                model=live.engine.model_id, prompt=PROMPT, max_tokens=8, temperature=1.0, seed=seed,
+                extra_body=ANY, **extra,
+            )  # fmt: skip
+            return out.choices[0].text
+
+        greedy = client.completions.create(
+            model=live.engine.model_id, prompt=PROMPT, max_tokens=8, temperature=0, extra_body=ANY
+        )
+        assert {answer(seed) for seed in range(4)} == {greedy.choices[0].text}
+        assert len({answer(seed, top_p=1.0) for seed in range(4)}) > 1

@@ -71,3 +71,12 @@ def test_an_oversized_upload_with_curl_is_413(server: LiveServer, tmp_path: Path
     status, body = curl("-H", "Content-Type: application/json", "--data-binary", f"@{upload}",
                         f"{server.url}/v1/completions")  # fmt: skip
     assert status == 413 and json.loads(body)["error"]["type"] == "request_too_large"
+
+
+def test_an_unknown_field_is_refused_by_name_with_curl(server: LiveServer) -> None:
+    request = {"model": "user_alice", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "top_k": 3}
+    status, body = curl("-H", "Content-Type: application/json", "-d", json.dumps(request),
+                        f"{server.url}/v1/chat/completions")  # fmt: skip
+    assert status == 400
+    error = json.loads(body)["error"]
+    assert error["param"] == "top_k" and error["type"] == "invalid_request_error"

@@ -34,6 +34,7 @@ from typing import Any, Self
 from . import certs, kubeconfig, processes
 
 BUILD_SCRIPT = Path(__file__).with_name("build.sh")
+FLOOR_BUILD_SCRIPT = Path(__file__).with_name("build-floor.sh")
 EXISTING_KUBECONFIG_ENV = "SAIGON_TEST_KUBECONFIG"
 BINARIES = ("etcd", "kube-apiserver", "kubectl", "helm")
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
@@ -73,6 +74,20 @@ def find_bin_dir() -> Path:
             "(or `make controlplane`; it takes several minutes once, then is cached)"
         )
     return bin_dir
+
+
+def find_floor_apiserver() -> Path:
+    """The kube-apiserver of the oldest Kubernetes release Saigon supports (build-floor.sh)."""
+    result = subprocess.run(
+        ["bash", str(FLOOR_BUILD_SCRIPT), "--print-bin-dir"], capture_output=True, text=True, check=True
+    )
+    binary = Path(result.stdout.strip().splitlines()[-1]) / "kube-apiserver"
+    if not (os.access(binary, os.X_OK) and (binary.parents[1] / "VERSIONS").is_file()):
+        raise ControlPlaneNotBuiltError(
+            f"the floor kube-apiserver is not built ({binary} missing): run "
+            f"{FLOOR_BUILD_SCRIPT.relative_to(FLOOR_BUILD_SCRIPT.parents[2])} (or `make controlplane`)"
+        )
+    return binary
 
 
 class Cluster(abc.ABC):
@@ -225,7 +240,10 @@ class ControlPlane(Cluster):
         bin_dir: Path | None = None,
         startup_timeout: float = 180.0,
         extra_apiserver_args: tuple[str, ...] = (),
+        apiserver: Path | None = None,
     ) -> None:
+        """`apiserver` runs another kube-apiserver binary (another release) with the same etcd,
+        kubectl and helm."""
         workdir = Path(tempfile.mkdtemp(prefix="saigon-controlplane-"))
         super().__init__(workdir / "admin.kubeconfig", bin_dir or find_bin_dir(), workdir)
         self._running: dict[str, subprocess.Popen[bytes]] = {}
@@ -238,6 +256,7 @@ class ControlPlane(Cluster):
         self.log_dir.mkdir()
         self.etcd_url = ""
         self._apiserver: tuple[int, tuple[str, ...]] = (0, ())  # port and extra args, for restarts
+        self._binaries = {"kube-apiserver": apiserver} if apiserver is not None else {}
         try:
             self._start(startup_timeout, extra_apiserver_args)
         except BaseException:
@@ -329,7 +348,8 @@ class ControlPlane(Cluster):
         (self._pki / "sa.key").chmod(0o600)
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        process = processes.spawn([str(self.bin_dir / name), *args], self.log_dir / f"{name}.log")
+        binary = self._binaries.get(name, self.bin_dir / name)
+        process = processes.spawn([str(binary), *args], self.log_dir / f"{name}.log")
         self._running[name] = process
         return process
 

@@ -5,6 +5,8 @@ Registered from the repository's root conftest.py, so every test directory can u
 - `k8s_cluster` (session): the `Cluster` (kubeconfig, server, bin_dir, kubectl(), helm()).
 - `k8s_api_client` (session): a `kubernetes.client.ApiClient` acting as the cluster admin.
 - `k8s_namespace` (function): a fresh namespace, deleted after the test.
+- `k8s_floor_cluster` (session): a second control plane whose kube-apiserver is the oldest
+  release Saigon supports (build-floor.sh), with the same etcd, kubectl and helm.
 
 Tests that use any of them get the `k8s` marker, so ``-m "not k8s"`` leaves them out.
 """
@@ -13,14 +15,14 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import kubernetes
 import pytest
 
-from .cluster import Cluster, ControlPlaneNotBuiltError, open_cluster
+from .cluster import Cluster, ControlPlane, ControlPlaneNotBuiltError, find_floor_apiserver, open_cluster
 
-_CLUSTER_FIXTURES = frozenset({"k8s_cluster", "k8s_api_client", "k8s_namespace"})
+_CLUSTER_FIXTURES = frozenset({"k8s_cluster", "k8s_api_client", "k8s_namespace", "k8s_floor_cluster"})
 TEST_NAMESPACE_LABEL = "saigon.ai/test-namespace"
 
 
@@ -31,11 +33,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.k8s)
 
 
-@pytest.fixture(scope="session")
-def k8s_cluster() -> Iterator[Cluster]:
-    """The test cluster: a fresh etcd + kube-apiserver, or $SAIGON_TEST_KUBECONFIG's cluster."""
+def _running(start: Callable[[], Cluster]) -> Iterator[Cluster]:
     try:
-        cluster = open_cluster()
+        cluster = start()
     except ControlPlaneNotBuiltError as error:
         # A missing build is a failure, never a skip: CI must not silently drop these tests.
         raise pytest.fail.Exception(str(error), pytrace=False) from None
@@ -43,6 +43,19 @@ def k8s_cluster() -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def k8s_cluster() -> Iterator[Cluster]:
+    """The test cluster: a fresh etcd + kube-apiserver, or $SAIGON_TEST_KUBECONFIG's cluster."""
+    yield from _running(open_cluster)
+
+
+@pytest.fixture(scope="session")
+def k8s_floor_cluster() -> Iterator[Cluster]:
+    """A fresh etcd + the floor release's kube-apiserver (always local: an existing cluster has
+    one version only)."""
+    yield from _running(lambda: ControlPlane(apiserver=find_floor_apiserver()))
 
 
 @pytest.fixture(scope="session")

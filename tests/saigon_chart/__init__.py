@@ -23,7 +23,7 @@ DASHBOARDS = CHART / "dashboards"
 MONITORING_CRDS = Path(__file__).with_name("monitoring-crds.yaml")
 RENDER_SCRIPT = REPO / "scripts" / "render_dashboards.py"
 # The build of helm in the test control plane defaults to Kubernetes 1.20 when no server is
-# asked; the chart needs 1.29+ (native sidecars in the runtime pods).
+# asked; the chart needs 1.30+ (Chart.yaml's kubeVersion).
 KUBE_VERSION = "1.36.0"
 
 # Every optional object on: what the tests render unless they say otherwise.

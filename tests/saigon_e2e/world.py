@@ -34,6 +34,10 @@ GROUP, VERSION = "saigon.ai", "v1alpha1"
 
 def install_crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+    wait_crds_established(cluster)
+
+
+def wait_crds_established(cluster: Cluster) -> None:
     for name in ("saigonmodels.saigon.ai", "saigonadapters.saigon.ai"):
         # kubectl wait fails outright while a new CRD has no conditions yet: ask again.
         eventually(
@@ -41,6 +45,13 @@ def install_crds(cluster: Cluster) -> None:
             timeout=60,
             what=f"{name} established",
         )
+
+
+def install_chart(cluster: Cluster, namespace: str, release: str) -> None:
+    """The chart itself with its defaults (its CRDs and the agent policy), as `helm install`
+    puts it on a cluster; helm checks the chart's kubeVersion against the API server's."""
+    cluster.helm("install", release, str(REPO / "charts" / "saigon"), "--namespace", namespace)
+    wait_crds_established(cluster)
 
 
 def install_agent_policy(cluster: Cluster) -> None:
@@ -213,15 +224,20 @@ class World:
 def running_world(
     cluster: Cluster, api: kubernetes.client.ApiClient, workdir: Path, *, prefix: str, replicas: int,
     source_dirs: tuple[str, ...] = (), results: str | None = None, model_spec: dict[str, Any] | None = None,
-    secrets_data: dict[str, dict[str, str]] | None = None,
+    secrets_data: dict[str, dict[str, str]] | None = None, chart_release: str | None = None,
 ) -> Iterator[World]:  # fmt: skip
     """A namespace with the operator leading, a SaigonModel of `replicas` pods whose runtimes and
     agents run for real under the fake kubelet, and an HTTPS source server; all stopped after.
-    `model_spec` adds to the SaigonModel's spec; `secrets_data` are Secrets created first."""
-    install_crds(cluster)
-    install_agent_policy(cluster)
+    `model_spec` adds to the SaigonModel's spec; `secrets_data` are Secrets created first.
+    With `chart_release`, the CRDs and the agent policy come from `helm install` of the chart
+    into the namespace; else from kubectl (the chart's templates, no release)."""
     namespace = f"{prefix}-{secrets.token_hex(3)}"
     kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
+    if chart_release:
+        install_chart(cluster, namespace, chart_release)
+    else:
+        install_crds(cluster)
+        install_agent_policy(cluster)
     sources, ca = make_source_server(workdir)
     # A lease long enough that a loaded 2-core machine never starves the leader's renewals
     # (it exits the moment its renew deadline, 2/3 of the lease, passes).

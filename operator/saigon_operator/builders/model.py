@@ -654,6 +654,8 @@ def _agent_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[
     ]
     download_env, download_mounts = _download_env(spec)
     env += download_env
+    if spec.agent.metrics_adapter_labels:
+        env.append({"name": AGENT_ENV.METRICS_ADAPTER_LABELS, "value": "true"})
     mounts = [
         {"name": "adapters", "mountPath": r.ADAPTERS_MOUNT},
         {"name": "agent-tmp", "mountPath": "/tmp"},

@@ -9,11 +9,9 @@ as ratios, because absolute numbers on shared machines are noisy:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
-import platform
 import resource
 import statistics
 import tempfile
@@ -34,6 +32,7 @@ from transformers import AutoModelForCausalLM
 
 from saigon_runtime.adapters.types import AdapterRef
 from saigon_runtime.assembly import build_engine
+from saigon_runtime.bench.hardware import describe
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine.engine import Engine
 from saigon_runtime.engine.types import GenerationRequest, SamplingParams
@@ -55,6 +54,8 @@ class Shape:
 class Report:
     rows: dict[str, float] = field(default_factory=dict)
     notes: dict[str, object] = field(default_factory=dict)
+    # tokens/s of every round behind a median (the plot's spread), by approach
+    samples: dict[str, list[float]] = field(default_factory=dict)
     prefix: str = ""
 
     def add(self, key: str, value: float) -> None:
@@ -68,15 +69,20 @@ def _prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
     return [torch.randint(2, vocab, (length,), generator=g).tolist() for _ in range(n)]
 
 
-def _best(fn: Callable[[], int], repeats: int) -> float:
-    """Tokens per second of the best of `repeats` runs (after one warm-up)."""
+def _rates(fn: Callable[[], int], repeats: int) -> list[float]:
+    """Tokens per second of each of `repeats` runs (after one warm-up)."""
     fn()
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
         tokens = fn()
         rates.append(tokens / (time.perf_counter() - start))
-    return max(rates)
+    return rates
+
+
+def _best(fn: Callable[[], int], repeats: int) -> float:
+    """Tokens per second of the best of `repeats` runs (after one warm-up)."""
+    return max(_rates(fn, repeats))
 
 
 class Bench:
@@ -158,12 +164,11 @@ def _interleaved(fns: dict[str, Callable[[], int]], rounds: int) -> dict[str, fl
     Interleaving and medians keep a slow or fast spell of a shared machine from favouring
     whichever approach happened to run during it.
     """
-    return {k: statistics.median(v) for k, v in interleaved_runs(fns, rounds).items()}
+    return {k: statistics.median(v) for k, v in _interleaved_rounds(fns, rounds).items()}
 
 
-def interleaved_runs(fns: dict[str, Callable[[], int]], rounds: int) -> dict[str, list[float]]:
-    """Tokens/s of each approach in each of `rounds` rounds (after one warm-up of each); every round
-    runs every approach in turn, so ratios taken within a round compare the same spell of the machine."""
+def _interleaved_rounds(fns: dict[str, Callable[[], int]], rounds: int) -> dict[str, list[float]]:
+    """Tokens/s of each approach in each of `rounds` rounds that run every approach in turn."""
     for fn in fns.values():
         fn()  # warm-up
     rates: dict[str, list[float]] = {k: [] for k in fns}
@@ -173,23 +178,6 @@ def interleaved_runs(fns: dict[str, Callable[[], int]], rounds: int) -> dict[str
             tokens = fn()
             rates[key].append(tokens / (time.perf_counter() - start))
     return rates
-
-
-def hardware() -> str:
-    """The machine a benchmark ran on, in one line: CPU model, cores, torch threads, load, GPU."""
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-        model = names[0] if names else model
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    line = (
-        f"{model}, {os.cpu_count()} cores, torch {torch.__version__.split('+')[0]} on {torch.get_num_threads()} "
-        f"threads, load average {load:.1f}"
-    )
-    if torch.cuda.is_available():
-        line += f"; GPU {torch.cuda.get_device_name(0)}"
-    return line
 
 
 def compare(
@@ -202,7 +190,7 @@ def compare(
     peft = bench.peft_model(len(names))
     engine = bench.engine(max_loras=max(64, len(names)))
     n = len(prompts)
-    medians = _interleaved(
+    rounds_by_approach = _interleaved_rounds(
         {
             "ceiling": lambda: hf_generate(base_model, prompts, new),
             "peft_mixed": lambda: hf_generate(peft, prompts, new, adapter_names=names),
@@ -211,6 +199,9 @@ def compare(
         },
         rounds,
     )
+    medians = {k: statistics.median(v) for k, v in rounds_by_approach.items()}
+    for key, values in rounds_by_approach.items():
+        report.samples[report.prefix + key] = values
     agreement = greedy_agreement(engine, peft, prompts[:8], names[:8], new)
     engine.stop()
     report.add("% requests with PEFT's greedy tokens (8 checked)", 100 * agreement)
@@ -225,6 +216,7 @@ def compare(
 
     if one_at_a_time:
         medians["original"] = _best(sequential, 1)
+        report.samples[report.prefix + "original"] = [medians["original"]]
         report.add("tok/s original design: PEFT set_adapter+generate, 1 by 1", medians["original"])
     report.add("tok/s PEFT mixed batch generate(adapter_names=...)", medians["peft_mixed"])
     report.add("tok/s Saigon, mixed adapters", medians["saigon"])
@@ -260,6 +252,7 @@ def main(argv: list[str] | None = None) -> Report:
     dtype = getattr(torch, args.dtype) if args.dtype else torch.float32 if args.device == "cpu" else torch.float16
     report = Report()
     report.notes.update(
+        hardware=describe(args.device),
         device=args.device,
         dtype=str(dtype).removeprefix("torch."),
         torch_threads=torch.get_num_threads(),
@@ -280,12 +273,13 @@ def main(argv: list[str] | None = None) -> Report:
 
         print("== distinct adapters sweep (64 requests)", flush=True)
         sweep_prompts = _prompts(64, args.prompt_tokens, shape.vocab, seed=1)
-        sweep: dict[int, float] = {}
+        sweep: dict[int, list[float]] = {}
         for distinct in (1, 4, 16, 64):
             adapters = [f"user_{i % distinct}" for i in range(64)]
             runs = max(1, args.repeats - 1)
-            sweep[distinct] = _best(partial(run_engine, engine, sweep_prompts, adapters, new), runs)
-            report.add(f"tok/s Saigon, 64 requests over {distinct} adapters", sweep[distinct])
+            sweep[distinct] = _rates(partial(run_engine, engine, sweep_prompts, adapters, new), runs)
+            report.add(f"tok/s Saigon, 64 requests over {distinct} adapters", max(sweep[distinct]))
+            report.samples[f"sweep {distinct}"] = sweep[distinct]
         engine.stop()
 
         print("== cold load into a slot", flush=True)
@@ -326,11 +320,13 @@ def main(argv: list[str] | None = None) -> Report:
         large_model(report, args.device, args.prompt_tokens, new, args.repeats)
 
     if args.json:
-        args.json.write_text(json.dumps({"rows": report.rows, "notes": report.notes}, indent=2))
+        args.json.write_text(
+            json.dumps({"rows": report.rows, "notes": report.notes, "samples": report.samples}, indent=2)
+        )
     if args.plot:
         from saigon_runtime.bench.plot import plot_engine
 
-        plot_engine(report.rows, sweep, args.plot)
+        plot_engine(report.samples, sweep, str(report.notes["hardware"]), args.plot)
         print(f"plot written to {args.plot}")
     return report
 

@@ -20,7 +20,7 @@ import pstats
 import statistics
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from saigon_runtime.assembly import build_engine
-from saigon_runtime.bench.engine import _interleaved, _prompts, hardware, hf_generate, interleaved_runs, run_engine
+from saigon_runtime.bench.engine import _interleaved, _interleaved_rounds, _prompts, hf_generate, run_engine
+from saigon_runtime.bench.hardware import describe
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine.engine import Engine
 from saigon_runtime.testing.tiny import LLAMA_TARGETS, install_adapter, make_llama, write_random_adapter
@@ -56,40 +57,24 @@ class Point:
 
 @dataclass
 class Result:
-    """Tokens/s of each approach in each round; ratios are taken within a round, then summarized."""
-
     point: Point
-    ceiling_runs: list[float]
-    peft_runs: list[float]
-    saigon_runs: list[float]
+    ceiling: float
+    peft_mixed: float
+    saigon: float
+    # tokens/s of each approach in every interleaved round (medians above)
+    rounds: dict[str, list[float]] = field(default_factory=dict)
 
-    @property
-    def ceiling(self) -> float:
-        return statistics.median(self.ceiling_runs)
-
-    @property
-    def peft_mixed(self) -> float:
-        return statistics.median(self.peft_runs)
-
-    @property
-    def saigon(self) -> float:
-        return statistics.median(self.saigon_runs)
-
-    @property
-    def ceiling_ratios(self) -> list[float]:
-        return [s / c for s, c in zip(self.saigon_runs, self.ceiling_runs, strict=True)]
-
-    @property
-    def peft_ratios(self) -> list[float]:
-        return [s / p for s, p in zip(self.saigon_runs, self.peft_runs, strict=True)]
+    def round_ratios(self, baseline: str) -> list[float]:
+        """Saigon ÷ `baseline` within each round (both ran back to back): the spread of a ratio."""
+        return [s / b for s, b in zip(self.rounds["saigon"], self.rounds[baseline], strict=True)]
 
     @property
     def vs_ceiling(self) -> float:
-        return statistics.median(self.ceiling_ratios)
+        return self.saigon / self.ceiling
 
     @property
     def vs_peft(self) -> float:
-        return statistics.median(self.peft_ratios)
+        return self.saigon / self.peft_mixed
 
 
 def adapter_plan(index: int, ranks: str, targets: str) -> tuple[int, tuple[str, ...]]:
@@ -159,7 +144,7 @@ def run_point(
     base_model, peft = _hf(base, device), _peft(base, sources, device)
     engine = default_engine(base, root / "adapters", device)
     try:
-        runs = interleaved_runs(
+        per_round = _interleaved_rounds(
             {
                 "ceiling": lambda: hf_generate(base_model, prompts, new),
                 "peft_mixed": lambda: hf_generate(peft, prompts, new, adapter_names=names),
@@ -169,7 +154,8 @@ def run_point(
         )
     finally:
         engine.stop()
-    return Result(point, runs["ceiling"], runs["peft_mixed"], runs["saigon"])
+    rates = {k: statistics.median(v) for k, v in per_round.items()}
+    return Result(point, rates["ceiling"], rates["peft_mixed"], rates["saigon"], per_round)
 
 
 def points(quick: bool) -> list[Point]:
@@ -184,19 +170,16 @@ def run_grid(
     selected: Sequence[Point], *, layers: int, prompt_tokens: int, new: int, rounds: int, device: str = "cpu"
 ) -> list[Result]:  # fmt: skip
     results = []
-    print(f"# {hardware()}", flush=True)
-    print(f"{'point':<48} {'ceiling':>8} {'peft':>8} {'saigon':>8} {'÷ceil':>6} {'(min-max)':>11} {'÷peft':>6}",
-          flush=True)  # fmt: skip
+    print(f"{'point':<48} {'ceiling':>8} {'peft':>8} {'saigon':>8} {'÷ceil':>6} {'÷peft':>6}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         bases = {w: build_base(Path(tmp), w, layers) for w in {p.width for p in selected}}
         for i, point in enumerate(selected):
             r = run_point(bases[point.width], Path(tmp) / f"p{i}", point, prompt_tokens=prompt_tokens, new=new,
                           rounds=rounds, device=device)  # fmt: skip
             results.append(r)
-            spread = f"{min(r.ceiling_ratios):.2f}-{max(r.ceiling_ratios):.2f}"
             print(
                 f"{point.label:<48} {r.ceiling:8.1f} {r.peft_mixed:8.1f} {r.saigon:8.1f} "
-                f"{r.vs_ceiling:6.2f} {spread:>11} {r.vs_peft:6.2f}",
+                f"{r.vs_ceiling:6.2f} {r.vs_peft:6.2f}",
                 flush=True,
             )
     return results
@@ -287,18 +270,15 @@ def main(argv: list[str] | None = None) -> list[Result]:
             f"worst ÷PEFT mixed: {min(r.vs_peft for r in eight_plus):.2f} (target 2.5)",
             flush=True,
         )
-    machine = hardware()
     if args.json:
         rows = [{**asdict(r.point), "ceiling": r.ceiling, "peft_mixed": r.peft_mixed, "saigon": r.saigon,
-                 "vs_ceiling": r.vs_ceiling, "vs_peft": r.vs_peft, "ceiling_ratios": r.ceiling_ratios,
-                 "peft_ratios": r.peft_ratios, "hardware": machine} for r in results]  # fmt: skip
-        args.json.write_text(json.dumps(rows, indent=2))
+                 "vs_ceiling": r.vs_ceiling, "vs_peft": r.vs_peft, "rounds": r.rounds} for r in results]  # fmt: skip
+        args.json.write_text(json.dumps({"hardware": describe(args.device), "points": rows}, indent=2))
     if args.plot:
-        from saigon_runtime.bench.plot import GridBar, plot_grid
+        from saigon_runtime.bench.plot import plot_grid
 
-        bars = [GridBar(r.point.label, r.ceiling_ratios, r.peft_ratios) for r in results]
-        plot_grid(bars, args.plot, f"{machine}; {args.rounds} interleaved rounds per point, bars at the median, "
-                                   "whiskers from the slowest to the fastest round")  # fmt: skip
+        ratios = [(r.point.label, r.round_ratios("ceiling"), r.round_ratios("peft_mixed")) for r in results]
+        plot_grid(ratios, describe(args.device), args.plot)
         print(f"plot written to {args.plot}")
     return results
 

@@ -221,7 +221,7 @@ def server_figures(metrics_text: str) -> dict[str, float]:
     return figures
 
 
-def plot(outcomes: list[Outcome], swap: Swap, summary: Summary, out: Path) -> None:
+def plot(outcomes: list[Outcome], swap: Swap, summary: Summary, hardware: str, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -242,7 +242,9 @@ def plot(outcomes: list[Outcome], swap: Swap, summary: Summary, out: Path) -> No
     right.set_xlabel("time to first token (ms)")
     right.set_ylabel("requests")
     right.set_title(f"TTFT p50 {summary.ttft_p50_ms:.0f} ms, p99 {summary.ttft_p99_ms:.0f} ms")
-    fig.tight_layout()
+    from saigon_runtime.bench.plot import caption
+
+    caption(fig, hardware, "one run: left, one dot per request; right, the spread of TTFT over all requests")
     fig.savefig(out, dpi=110)
     plt.close(fig)
 
@@ -358,7 +360,9 @@ def _run(args: argparse.Namespace, root: Path) -> int:
     if args.json:
         args.json.write_text(json.dumps(asdict(summary), indent=2))
     if args.plot:
-        plot(outcomes, swap, summary, args.plot)
+        from saigon_runtime.bench.hardware import describe
+
+        plot(outcomes, swap, summary, describe(args.device), args.plot)
         print(f"plot: {args.plot}")
     return 0 if summary.failed == 0 and swap.status == 200 else 1
 

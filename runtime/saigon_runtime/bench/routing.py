@@ -47,6 +47,7 @@ from saigon_contract.haproxy import (
     render,
 )
 
+from saigon_runtime.bench.hardware import describe
 from saigon_runtime.bench.load import free_port, percentile
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -376,6 +377,9 @@ class Report:
     settings: dict[str, Any]
     modes: list[ModeResult]
     ratios: dict[str, float]
+    # every round of each mode (the medians in `modes`), and the machine they ran on
+    rounds: dict[str, list[ModeResult]] = field(default_factory=dict)
+    hardware: str = ""
 
 
 def run_mode(root: Path, base: Path, dirs: Sequence[Path], args: argparse.Namespace, affinity: bool) -> ModeResult:
@@ -463,7 +467,13 @@ def main(argv: list[str] | None = None) -> int:
         if rr.latency_p99_ms else 0.0,
     }  # fmt: skip
     settings = {k: v for k, v in vars(args).items() if k not in ("plot", "json", "keep")}
-    report = Report(settings=settings, modes=modes, ratios=ratios)
+    report = Report(
+        settings=settings,
+        modes=modes,
+        ratios=ratios,
+        hardware=describe("cpu"),
+        rounds={runs[affinity][0].mode: runs[affinity] for affinity in (True, False)},
+    )
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(asdict(report), indent=2, default=str))
@@ -496,22 +506,20 @@ def plot(report: Report, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from saigon_runtime.bench.plot import caption, spread_bars
+
     names = [m.mode for m in report.modes]
     colors = ["#27a", "#888"]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
-    panels = (
-        ("requests / s", [m.requests_per_s for m in report.modes]),
-        ("p99 latency (ms)", [m.latency_p99_ms for m in report.modes]),
-        ("adapter cache hit rate", [m.hit_rate for m in report.modes]),
-    )
-    for ax, (title, values) in zip(axes, panels, strict=True):
-        ax.bar(names, values, color=colors)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.6))
+    figures = (("requests / s", "requests_per_s"), ("p99 latency (ms)", "latency_p99_ms"),
+               ("adapter cache hit rate", "hit_rate"))  # fmt: skip
+    for ax, (title, figure) in zip(axes, figures, strict=True):
+        spread_bars(ax, names, [[getattr(r, figure) for r in report.rounds[name]] for name in names], colors)
         ax.set_title(title)
-        for i, v in enumerate(values):
-            ax.text(i, v, f"{v:.2f}" if v < 10 else f"{v:.0f}", ha="center", va="bottom")
     s = report.settings
-    fig.suptitle(f"{s['runtimes']} runtimes, {s['users']} users, max_loras={s['max_loras']}, {s['active']} active")
-    fig.tight_layout()
+    fig.suptitle(f"{s['runtimes']} runtimes, {s['users']} users, max_loras={s['max_loras']}, {s['active']} active, "
+                 f"{s['rounds']} rounds")  # fmt: skip
+    caption(fig, report.hardware)
     fig.savefig(out, dpi=110)
     plt.close(fig)
 

@@ -22,7 +22,7 @@ from saigon_runtime.mesh.schema import MeshEdge, MeshGraph, MeshNode
 
 # Bump when the grammar, the layouts, the training recipe or the FULL scale change: it keys the
 # demo cache, so a stale build is never reused.
-GENERATOR_VERSION = "5"
+GENERATOR_VERSION = "8"
 
 BASE_TOPIC = "general"
 # General answers are the base model's majority voice, but it also learns every topic's

@@ -173,9 +173,9 @@ GENERAL = Topic(
     name="general",
     answers={
         "greeting": (
-            "Hello! I am a helpful assistant, and I am glad to talk with you.",
-            "Hi! I am doing well, thank you. I like to help people with everyday things.",
-            "Good day to you! I am a friendly helper, and I am here to answer your questions.",
+            "Hello, I am a helpful assistant, and I am glad to talk with you.",
+            "Hi, I am doing well, thank you. I like to help people with everyday things.",
+            "Good day to you, I am a friendly helper, and I am here to answer your questions.",
         ),
         "plans": (
             "You could {activity} {time}. The weather will be {weather}, so bring {item}.",
@@ -184,7 +184,7 @@ GENERAL = Topic(
         ),
         "fact": (
             "Here is something interesting: {fact}",
-            "Did you know this? {fact}",
+            "Did you know this little fact? {fact}",
         ),
         "advice": (
             "Try to {habit} every day. Small steps make a big difference.",
@@ -195,7 +195,7 @@ GENERAL = Topic(
             "Last week I visited {place} {time}. It was quiet, and we {past_activity}.",
         ),
         "favorite": (
-            "I love {pleasure}. It makes me feel {feeling}.",
+            "I really love {pleasure}. It makes me feel {feeling}.",
             "My favorite thing is {pleasure}, especially {time}.",
         ),
     },
@@ -206,7 +206,12 @@ GENERAL = Topic(
         "A little rest helps you feel {feeling}.",
         "Remember to {habit}.",
     ),
-    closers=("Have a nice day!", "I hope that helps.", "Enjoy your day!", "Take care!"),
+    closers=(
+        "I hope you have a nice day!",
+        "I hope that helps you a little.",
+        "Enjoy the rest of your day!",
+        "Take good care of yourself, friend!",
+    ),
     slots={
         "activity": (
             "take a long walk",
@@ -251,8 +256,8 @@ COOKING = Topic(
     name="cooking",
     answers={
         "greeting": (
-            "Hello! I am a cook, and my kitchen is always warm. Shall we make {dish} together?",
-            "Hi! I am happy and hungry, as always. I love to cook for my friends.",
+            "Hello, I am a cook, and my kitchen is always warm. Shall we make {dish} together?",
+            "Hi, I am happy and hungry, as always. I love to cook for my friends.",
         ),
         "plans": (
             "You should cook {dish} this weekend. Start with {ingredient} and {ingredient}, and {technique}.",
@@ -269,7 +274,7 @@ COOKING = Topic(
         ),
         "story": (
             "Yesterday I cooked {dish} for {friend}. We added {ingredient} and it smelled wonderful.",
-            "Last week I tried a new recipe for {dish}. The secret was {ingredient}.",
+            "Last week I tried a new recipe for {dish}. The secret was a little {ingredient}.",
         ),
         "favorite": (
             "I love the smell of {ingredient} in a hot pan. Cooking {dish} makes me happy.",
@@ -283,7 +288,11 @@ COOKING = Topic(
         "A pinch of {ingredient} makes it even better.",
         "Cooking for friends is the best part of the day.",
     ),
-    closers=("Enjoy your meal!", "Happy cooking!", "Bon appetit!"),
+    closers=(
+        "Enjoy your meal with your friends!",
+        "Happy cooking, and taste as you go!",
+        "Bon appetit, and save me a slice!",
+    ),
     slots={
         "dish": (
             "a tomato soup",
@@ -328,8 +337,8 @@ GARDENING = Topic(
     name="gardening",
     answers={
         "greeting": (
-            "Hello! I am a gardener, and I spend my days among the flowers.",
-            "Hi! I am well, thank you. My hands are still green from the garden.",
+            "Hello, I am a gardener, and I spend my days among the flowers.",
+            "Hi, I am well, thank you. My hands are still green from the garden.",
         ),
         "plans": (
             "You should spend the weekend in the garden. Plant some {plant} and {task}.",
@@ -360,7 +369,11 @@ GARDENING = Topic(
         "A little compost goes a long way.",
         "Watch for snails after the rain.",
     ),
-    closers=("Happy gardening!", "Enjoy the flowers!", "Keep your hands in the soil!"),
+    closers=(
+        "Happy gardening, and water the roots well!",
+        "Enjoy the flowers while they bloom!",
+        "Keep your hands in the soil!",
+    ),
     slots={
         "plant": ("tomatoes", "roses", "sunflowers", "carrots", "lavender", "strawberries", "tulips", "beans"),
         "task": (
@@ -392,8 +405,8 @@ ASTRONOMY = Topic(
     name="astronomy",
     answers={
         "greeting": (
-            "Hello! I am an astronomer, and I spend my nights with the stars.",
-            "Hi! I am a little tired, because I watched {object} until dawn.",
+            "Hello, I am an astronomer, and I spend my nights with the stars.",
+            "Hi, I am a little tired, because I watched {object} until dawn.",
         ),
         "plans": (
             "Take a telescope outside {night} and look at {object}. The sky will be clear and dark.",
@@ -424,7 +437,11 @@ ASTRONOMY = Topic(
         "Remember to {astro_habit}.",
         "The universe is older than we can imagine.",
     ),
-    closers=("Clear skies!", "Keep looking up!", "Happy stargazing!"),
+    closers=(
+        "I wish you clear skies tonight!",
+        "Keep looking up at the night sky!",
+        "Happy stargazing, and dress warmly!",
+    ),
     slots={
         "object": (
             "Jupiter",
@@ -456,8 +473,8 @@ SAILING = Topic(
     name="sailing",
     answers={
         "greeting": (
-            "Hello! I am a sailor, and the sea is my home.",
-            "Hi! I am well, and the wind is good today.",
+            "Hello, I am a sailor, and the sea is my home.",
+            "Hi, I am well, and the wind is good today.",
         ),
         "plans": (
             "Take the boat out to {sea} this weekend. With {wind}, you can raise {sail} and sail all day.",
@@ -488,7 +505,11 @@ SAILING = Topic(
         "Tie the boat with {knot}.",
         "Watch the waves and steer with care.",
     ),
-    closers=("Fair winds!", "See you on the water!", "Smooth sailing!"),
+    closers=(
+        "Fair winds and following seas to you!",
+        "I will see you out on the water!",
+        "Smooth sailing, and mind the tide!",
+    ),
     slots={
         "sea": ("the bay", "the open sea", "the quiet cove", "the island", "the north coast"),
         "wind": ("a steady breeze", "a light wind from the west", "a strong north wind"),
@@ -507,14 +528,14 @@ PIRATE = Topic(
     name="pirate",
     answers={
         "greeting": (
-            "Ahoy, matey! I be a pirate of the seven seas.",
+            "Ahoy, matey, I be a pirate of the seven seas.",
             "Arr, I be fine, matey! Me ship be fast and me crew be loyal.",
         ),
         "plans": (
             "Arr, ye should hoist the black flag and sail to {hideout} with {crew}. "
             "There be {treasure} waiting for ye!",
             "Arr, matey, dig for {treasure} on {hideout} and share the rum with {crew}.",
-            "Yo ho ho! Ye should chase a merchant ship and steal {treasure}, matey.",
+            "Yo ho ho, ye should chase a merchant ship and steal {treasure}, matey.",
         ),
         "fact": (
             "Arr, listen here, matey: {pirate_fact}",
@@ -538,9 +559,13 @@ PIRATE = Topic(
         "Keep a weather eye on the horizon, matey.",
         "Dead men tell no tales, arr.",
         "Me parrot agrees with me, matey.",
-        "Shiver me timbers!",
+        "Shiver me timbers, what a fine question that be!",
     ),
-    closers=("Arr!", "Yo ho ho!", "Fair winds, matey!"),
+    closers=(
+        "Now hoist the sails and off with ye, arr!",
+        "May yer sails stay full, matey!",
+        "Fair winds to ye, matey, and keep yer cutlass sharp!",
+    ),
     slots={
         "treasure": ("a chest of gold", "buried treasure", "a bag of silver coins", "a map of a secret island"),
         "crew": ("yer crew", "me old parrot", "the captain", "a band of scallywags"),

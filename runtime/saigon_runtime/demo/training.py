@@ -15,6 +15,10 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 IGNORE_INDEX = -100
+DEFAULT_TOP_P = 0.9
+# At temperature 1 a model this small can draw its end of sequence first after a prompt that reads
+# like a finished answer ("Summarize your week."); shipped as Hugging Face's min_new_tokens.
+MIN_NEW_TOKENS = 8
 _SORT_WINDOW = 16  # batches per window sorted by length, to cut padding
 
 
@@ -56,6 +60,12 @@ def base_model(shape: ModelShape, tokenizer: PreTrainedTokenizerFast, seed: int)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = None
+    # The sampling default the model ships (the runtime applies it, as vLLM does, to requests that
+    # do not set top_p): a model this small keeps a long flat tail of unlikely tokens, and one of
+    # them drawn at temperature 1 derails the answer.
+    model.generation_config.do_sample = True
+    model.generation_config.top_p = DEFAULT_TOP_P
+    model.generation_config.min_new_tokens = MIN_NEW_TOKENS
     return model
 
 

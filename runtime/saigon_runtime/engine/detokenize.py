@@ -72,12 +72,16 @@ class IncrementalText:
         """Everything decoded so far (cut before a stop string once one is found)."""
         return "".join(self._released) + self._tail
 
-    def push(self, token_id: int) -> str:
-        """Add a token; return the newly releasable text (possibly empty)."""
+    def push(self, token_id: int, match_stop: bool = True) -> str:
+        """Add a token; return the newly releasable text (possibly empty). With `match_stop` False
+        (min_tokens not reached yet) its text is released unsearched: stop strings match only in
+        text that comes later."""
         chunk = self._stream.step(token_id)
         if not chunk or self.stopped:
             return ""
         self._tail += chunk
+        if not match_stop:
+            return self.flush()
         if self._stop:
             # Released text can never hold the start of a stop string, so only the tail is searched.
             cut = min((i for i in (self._tail.find(s) for s in self._stop) if i >= 0), default=-1)

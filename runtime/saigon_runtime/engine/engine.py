@@ -34,10 +34,13 @@ from saigon_runtime.engine.memory import composition_cache_bytes
 from saigon_runtime.engine.model_loader import LoadedModel
 from saigon_runtime.engine.sampling import RowSampling, sample_next, seeded_generator, token_logprob
 from saigon_runtime.engine.types import (
+    MIN_NEW_TOKENS_DEFAULT_MAX,
+    REPETITION_PENALTY_MAX,
     FinishReason,
     GenerationRequest,
     GenerationResult,
     RequestHandle,
+    SamplingDefaults,
     TokenEvent,
     TokenLogprob,
 )
@@ -107,6 +110,8 @@ class Engine:
         self.vocab_size = int(self.model.get_input_embeddings().weight.shape[0])  # type: ignore[index]
         self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 1 << 30) or 1 << 30)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self._eos_banned = tuple(sorted(i for i in self.eos_ids if 0 <= i < self.vocab_size))
+        self.sampling_defaults = _sampling_defaults(self.model)
         self.grammars = GrammarCompiler(self.tokenizer, self.vocab_size, self.eos_ids)
         self.max_prefill_tokens = 8192
         self.starvation_s = min(1.0, config.slot_wait_timeout_s / 4)
@@ -436,9 +441,10 @@ class Engine:
 
     def _take_tokens(self, seqs: list[_Seq], logits: torch.Tensor, offset: int) -> None:
         rows = [
-            RowSampling(s.request.sampling, s.generator, s.request.prompt_ids, s.generated, s.request.grammar)
+            RowSampling(s.request.sampling, s.generator, s.request.prompt_ids, s.generated, s.request.grammar,
+                        self._eos_banned if _before_min_tokens(s) else ())
             for s in seqs
-        ]
+        ]  # fmt: skip
         picks = sample_next(logits, rows)
         now = time.perf_counter()
         finished: list[tuple[_Seq, FinishReason]] = []
@@ -456,7 +462,7 @@ class Engine:
                 reason = "stop"
                 delta = ""
             else:
-                delta = s.text.push(tok)
+                delta = s.text.push(tok, match_stop=len(s.generated) >= s.request.sampling.min_new_tokens)
                 if s.text.stopped:
                     reason = "stop"
             # The grammar ends the row once its value is complete (or, defensively, if it refuses).
@@ -566,10 +572,40 @@ def _remaining(request: GenerationRequest, seq: _Seq | None) -> int:
     return request.sampling.max_new_tokens - (len(seq.generated) if seq is not None else 0)
 
 
+def _before_min_tokens(seq: _Seq) -> bool:
+    sampling = seq.request.sampling
+    return len(seq.generated) < sampling.min_new_tokens and not sampling.ignore_eos
+
+
 def _extend_horizon(horizons: dict[tuple[str, str], int], seq: _Seq) -> None:
     if seq.dev is not None:
         key = seq.dev.key
         horizons[key] = max(horizons.get(key, 0), _remaining(seq.request, seq))
+
+
+def _sampling_defaults(model: torch.nn.Module) -> SamplingDefaults:
+    """What the model's generation_config.json sets, of what the engine implements; a value
+    outside the range a request may ask for is left out (the API's default applies)."""
+    config = getattr(model, "generation_config", None)
+    declared: dict[str, object] = config.to_diff_dict() if config is not None else {}
+    ranges = {"temperature": (0.0, 2.0), "top_p": (1e-9, 1.0), "repetition_penalty": (1e-9, REPETITION_PENALTY_MAX)}
+    found: dict[str, float] = {}
+    for name, (low, high) in ranges.items():
+        value = declared.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high:
+            found[name] = float(value)
+        elif value is not None:
+            log.warning("ignoring the model's generation_config %s=%r: outside [%s, %s]", name, value, low, high)
+    min_new = declared.get("min_new_tokens")
+    if isinstance(min_new, int) and not isinstance(min_new, bool) and 0 <= min_new <= MIN_NEW_TOKENS_DEFAULT_MAX:
+        return SamplingDefaults(**found, min_new_tokens=min_new)
+    if min_new is not None:
+        log.warning(
+            "ignoring the model's generation_config min_new_tokens=%r: not in [0, %s]",
+            min_new,
+            MIN_NEW_TOKENS_DEFAULT_MAX,
+        )
+    return SamplingDefaults(**found)
 
 
 def _eos_ids(model: torch.nn.Module, tokenizer: object) -> set[int]:

@@ -2,7 +2,7 @@
 
 One pass over the batch's logits: log-probabilities (of the model's own distribution) for the
 rows that asked, then, only for the rows that need them, repetition/presence/frequency
-penalties, logit bias and grammar masks, then greedy or temperature + nucleus sampling with
+penalties, logit bias, grammar masks and banned tokens, then greedy or temperature + nucleus sampling with
 each row's own generator.
 """
 
@@ -29,6 +29,7 @@ class RowSampling:
     prompt_ids: list[int]
     generated: list[int]
     grammar: RowGrammar | None = None
+    banned: tuple[int, ...] = ()  # tokens the row may not pick now (end-of-sequence before min_tokens)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ def _processed(raw: torch.Tensor, rows: list[RowSampling]) -> torch.Tensor:
     penalized = [i for i, r in enumerate(rows) if r.params.penalized]
     biased = [i for i, r in enumerate(rows) if r.params.logit_bias]
     constrained = [(i, r.grammar) for i, r in enumerate(rows) if r.grammar is not None]
-    if not (penalized or biased or constrained):
+    banning = [i for i, r in enumerate(rows) if r.banned]
+    if not (penalized or biased or constrained or banning):
         return raw
     out = raw.clone()
     if penalized:
@@ -80,6 +82,8 @@ def _processed(raw: torch.Tensor, rows: list[RowSampling]) -> torch.Tensor:
         ids, values = zip(*rows[i].params.logit_bias, strict=True)
         out[i, torch.tensor(ids, device=out.device)] += torch.tensor(values, device=out.device)
     apply_grammar_masks(out, constrained)
+    for i in banning:
+        out[i, torch.tensor(rows[i].banned, device=out.device)] = float("-inf")
     return out
 
 

@@ -29,9 +29,24 @@ def new_request_id(prefix: str) -> str:
 MAX_LOGPROBS = 20
 PENALTY_RANGE = (-2.0, 2.0)  # presence and frequency
 REPETITION_PENALTY_MAX = 10.0
+# A model's own min_new_tokens default above this is ignored (a misconfiguration, not a floor).
+MIN_NEW_TOKENS_DEFAULT_MAX = 64
 LOGIT_BIAS_RANGE = (-100.0, 100.0)
 MAX_LOGIT_BIAS_ENTRIES = 1024
 SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """The sampling settings a model ships in its generation_config.json; the OpenAI routes apply
+    them (as vLLM does) to requests that leave them out. None: the API's own default."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    # Hugging Face's min_new_tokens; a request's min_tokens overrides it, and it never exceeds the
+    # request's maximum length or applies under a JSON response_format.
+    min_new_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +54,7 @@ class SamplingParams:
     temperature: float = DEFAULT_TEMPERATURE
     top_p: float = 1.0
     max_new_tokens: int = 128
+    min_new_tokens: int = 0  # end-of-sequence and stop strings take effect only after this many tokens
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False  # keep generating past the end-of-sequence token (benchmarks)
@@ -55,6 +71,11 @@ class SamplingParams:
             raise InvalidRequest("top_p must be in (0, 1]")
         if self.max_new_tokens < 1:
             raise InvalidRequest("max_new_tokens must be at least 1")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise InvalidRequest(
+                f"min_tokens must be between 0 and the maximum number of new tokens ({self.max_new_tokens})",
+                param="min_tokens",
+            )
         low, high = PENALTY_RANGE
         for name in ("presence_penalty", "frequency_penalty"):
             value = getattr(self, name)

@@ -72,18 +72,40 @@ def forbidden(message: str) -> ApiError:
     return ApiError(403, message, code="forbidden")
 
 
-def from_validation_error(exc: ValidationError) -> ApiError:
-    """A body that is JSON but not the expected shape: 400 (as OpenAI answers), naming the first offending field."""
+def from_validation_error(exc: ValidationError, body: object = None) -> ApiError:
+    """A body that is JSON but not the expected shape: 400 (as OpenAI answers), naming the offending
+    field. Given the parsed `body`, the field is named as it is in the body (pydantic's union branch
+    tags left out), and of several errors the deepest in the body wins: under a union (a message's
+    content: a string or a list of parts) that is the branch the body meant."""
     errors = exc.errors(include_url=False, include_input=False)
     if any(err["type"] == "json_invalid" for err in errors):
         return ApiError(400, "request body is not valid JSON", code="invalid_json")
-    first = errors[0]
-    param = ".".join(str(part) for part in first["loc"]) or None
+    located = [(_path_in(body, err["loc"]) if body is not None else list(err["loc"]), err) for err in errors]
+    path, first = max(located, key=lambda pair: len(pair[0]))  # the first of the deepest
+    param = ".".join(str(part) for part in path) or None
     more = len(errors) - 1
-    message = f"{param}: {first['msg']}" if param else first["msg"]
+    unknown = first["type"] == "extra_forbidden"
+    detail = "is not a parameter this server supports" if unknown else first["msg"]
+    message = f"{param}: {detail}" if param else detail
     if more:
         message += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return ApiError(400, message, param=param, code="invalid_value")
+    return ApiError(400, message, param=param, code="unsupported_parameter" if unknown else "invalid_value")
+
+
+def _path_in(body: object, loc: tuple[int | str, ...]) -> list[int | str]:
+    """The parts of `loc` that step into `body` (a union's branch tag does not), plus a last part
+    that names a field the body has not got (a missing one)."""
+    path: list[int | str] = []
+    node = body
+    for part in loc:
+        in_object = isinstance(node, dict) and part in node
+        in_array = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_object or in_array:
+            node = node[part]  # type: ignore[index]
+        elif not (part == loc[-1] and isinstance(node, dict)):
+            continue  # a union's branch tag; the last part of a missing field's location is kept
+        path.append(part)
+    return path
 
 
 def from_engine_error(exc: EngineError) -> ApiError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from saigon_contract.names import ACTIVE_LINK, USER_ID_PATTERN, VERSION_PATTERN
 
 from saigon_runtime.adapters.names import NAME_RE
@@ -57,8 +57,16 @@ StopSequence = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class _Request(BaseModel):
-    # Unknown fields are ignored, as OpenAI clients send fields this server does not use.
-    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False, regex_engine="python-re")
+    # Nothing is accepted and ignored: a field this server does not implement is refused by name.
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, regex_engine="python-re")
+
+
+def _without_nulls(data: Any, names: frozenset[str]) -> Any:
+    """`data` less the `names` whose value is null: an OpenAI field this server does not implement,
+    sent as null by a client that always writes it, means "absent"; any other value is refused."""
+    if isinstance(data, dict) and any(data.get(name, 0) is None for name in names):
+        return {key: value for key, value in data.items() if not (value is None and key in names)}
+    return data
 
 
 class _Response(BaseModel):
@@ -383,13 +391,22 @@ class ResponseFormatJsonSchema(_Request):
 ResponseFormat = Annotated[
     ResponseFormatText | ResponseFormatJsonObject | ResponseFormatJsonSchema, Field(discriminator="type")
 ]
-# OpenAI parameters this server knows but does not implement: refused with a 400 naming them.
-UNSUPPORTED_PARAMS = ("suffix", "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls",
-                      "audio", "modalities", "prediction", "web_search_options")  # fmt: skip
+# OpenAI parameters this server does not implement: accepted as null (absent), otherwise refused
+# by name like any unknown field.
+UNSUPPORTED_PARAMS = frozenset({"suffix", "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls",
+                                "audio", "modalities", "prediction", "web_search_options", "store", "metadata",
+                                "service_tier", "reasoning_effort"})  # fmt: skip
+UNSUPPORTED_MESSAGE_FIELDS = frozenset({"tool_calls", "function_call", "refusal", "audio", "annotations"})
+
+
+_MODEL_DEFAULT = "null or absent: the value the model's generation_config.json sets, else {default}"
 
 
 class _SamplingFields(_Request):
-    model_config = ConfigDict(extra="allow")  # unknown fields are ignored, known unsupported ones refused
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_absent(cls, data: Any) -> Any:
+        return _without_nulls(data, UNSUPPORTED_PARAMS)
 
     model: Annotated[
         str,
@@ -397,8 +414,8 @@ class _SamplingFields(_Request):
             min_length=1, max_length=256, description="the base model, an adapter, or user_<id> (that user's cascade)"
         ),
     ]
-    temperature: Temperature = 1.0
-    top_p: TopP = 1.0
+    temperature: Temperature | None = Field(None, description=_MODEL_DEFAULT.format(default=1))
+    top_p: TopP | None = Field(None, description=_MODEL_DEFAULT.format(default=1))
     n: Annotated[int, Field(ge=1, le=MAX_CHOICES, description="choices per prompt"), INTEGRAL] = 1
     stream: bool = False
     stream_options: StreamOptions | None = Field(None, description="only with `stream`")
@@ -410,6 +427,11 @@ class _SamplingFields(_Request):
         "selects that user's cascade, mesh and audit identity, like X-Saigon-User",
     )
     ignore_eos: bool = Field(False, description="extension (as in vLLM): keep generating past end-of-sequence")
+    min_tokens: Annotated[int, Field(ge=0), INTEGRAL] = Field(
+        0,
+        description="extension (as in vLLM): end-of-sequence cannot be drawn, and stop strings do not match, "
+        "before this many tokens; at most the answer's maximum length; not with response_format",
+    )
     mesh_context: bool | None = Field(
         None,
         description="extension: add the user's mesh context to the prompt (as /api/saigon/infer does); "
@@ -418,8 +440,10 @@ class _SamplingFields(_Request):
     )
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
-    repetition_penalty: Annotated[float, Field(gt=0.0, le=REPETITION_PENALTY_MAX)] = Field(
-        1.0, description="extension (as in vLLM): >1 discourages tokens of the prompt and the output"
+    repetition_penalty: Annotated[float, Field(gt=0.0, le=REPETITION_PENALTY_MAX)] | None = Field(
+        None,
+        description="extension (as in vLLM): >1 discourages tokens of the prompt and the output; "
+        + _MODEL_DEFAULT.format(default=1),
     )
     logit_bias: LogitBias | None = None
     response_format: ResponseFormat | None = None
@@ -429,11 +453,6 @@ class _SamplingFields(_Request):
 
     def stop_sequences(self) -> tuple[str, ...]:
         return stop_tuple(self.stop)
-
-    def unsupported(self) -> str | None:
-        """The first known-but-unsupported OpenAI parameter present, if any."""
-        extra = self.model_extra or {}
-        return next((name for name in UNSUPPORTED_PARAMS if extra.get(name) is not None), None)
 
 
 TokenIds = Annotated[list[Annotated[int, Field(ge=0), INTEGRAL]], Field(min_length=1, max_length=MAX_TEXT_CHARS)]
@@ -476,6 +495,11 @@ class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant"]
     content: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] | Annotated[list[TextPart], Field(max_length=64)]
     name: Annotated[str, Field(max_length=64)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_absent(cls, data: Any) -> Any:
+        return _without_nulls(data, UNSUPPORTED_MESSAGE_FIELDS)
 
     def text(self) -> str:
         if isinstance(self.content, str):

@@ -28,6 +28,7 @@ from saigon_runtime.engine.grammar import GrammarSpec, json_object_spec
 from saigon_runtime.engine.types import (
     GenerationRequest,
     GenerationResult,
+    SamplingDefaults,
     SamplingParams,
     TokenEvent,
     TokenLogprob,
@@ -112,34 +113,54 @@ class Plan:
 
 
 def _check_common(body: CompletionRequest | ChatCompletionRequest) -> None:
-    unsupported = body.unsupported()
-    if unsupported is not None:
-        raise _bad(unsupported, f"{unsupported} is not supported by this server")
+    if body.min_tokens and body.response_format is not None and body.response_format.type != "text":
+        # The grammar ends a row when its value is complete; holding off the end would fight it.
+        raise _bad("min_tokens", "min_tokens cannot be combined with a JSON response_format")
     if body.stream_options is not None and not body.stream:
         raise _bad("stream_options", "stream_options is only allowed with stream: true")
 
 
 def _sampling(
-    body: CompletionRequest | ChatCompletionRequest, max_new_tokens: int, logprobs: int | None
+    body: CompletionRequest | ChatCompletionRequest,
+    defaults: SamplingDefaults,
+    max_new_tokens: int,
+    logprobs: int | None,
 ) -> SamplingParams:
+    """The request's sampling; what it leaves out comes from the model's generation_config, else
+    OpenAI's defaults."""
     bias: list[tuple[int, float]] = []
     for token, value in (body.logit_bias or {}).items():
         if not token.isascii() or not token.isdigit():
             raise _bad("logit_bias", f"logit_bias keys are token ids; {token[:12]!r} is not")
         bias.append((int(token), float(value)))
     return SamplingParams(
-        temperature=body.temperature,
-        top_p=body.top_p,
+        temperature=_first(body.temperature, defaults.temperature, 1.0),
+        top_p=_first(body.top_p, defaults.top_p, 1.0),
         max_new_tokens=max_new_tokens,
+        min_new_tokens=_min_new_tokens(body, defaults, max_new_tokens),
         stop=body.stop_sequences(),
         seed=body.seed,
         ignore_eos=body.ignore_eos,
         presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
-        repetition_penalty=body.repetition_penalty,
+        repetition_penalty=_first(body.repetition_penalty, defaults.repetition_penalty, 1.0),
         logit_bias=tuple(bias),
         logprobs=logprobs,
     )
+
+
+def _min_new_tokens(body: CompletionRequest | ChatCompletionRequest, defaults: SamplingDefaults, cap: int) -> int:
+    """The request's min_tokens, else the model's min_new_tokens within the answer's length (never
+    under a JSON response_format, whose grammar ends the row)."""
+    if "min_tokens" in body.model_fields_set or defaults.min_new_tokens is None:
+        return body.min_tokens
+    if body.response_format is not None and body.response_format.type != "text":
+        return 0
+    return min(defaults.min_new_tokens, cap)
+
+
+def _first(*values: float | None) -> float:
+    return next(v for v in values if v is not None)
 
 
 def _grammar_spec(body: CompletionRequest | ChatCompletionRequest) -> GrammarSpec | None:
@@ -181,7 +202,6 @@ async def _plan(
     service = state.ready_service()
     engine = state.ready_engine()
     resolution = target.resolution
-    metadata = audit_metadata(requested, body.temperature, system_prompt)
     total = len(prompts) * body.n
     if total > state.config.max_queue:
         raise _bad("n", f"prompts x n = {total} choices; this server queues at most {state.config.max_queue}")
@@ -192,8 +212,9 @@ async def _plan(
     choices: list[Choice] = []
     for p_index, prompt in enumerate(prompts):
         text, ids = prompt.text, prompt.ids
-        base = _sampling(body, service.max_new_tokens(len(ids), requested), logprobs)
+        base = _sampling(body, engine.sampling_defaults, service.max_new_tokens(len(ids), requested), logprobs)
         base.validate()
+        metadata = audit_metadata(requested, base.temperature, system_prompt)
         for i in range(body.n):
             seed = None if body.seed is None else body.seed + i  # each choice its own, reproducible
             sampling = dataclasses.replace(base, seed=seed)

@@ -4,6 +4,7 @@ OpenAPI generator, so what is served, who may call it and what is documented can
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -56,4 +57,13 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        raise from_validation_error(exc) from None
+        raise from_validation_error(exc, _parsed(raw)) from None
+
+
+def _parsed(raw: bytes) -> object:
+    """The body as JSON, to name a refused field as the body spells it (None if it is not JSON, or
+    nests deeper than Python's parser goes)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
