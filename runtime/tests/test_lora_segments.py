@@ -62,7 +62,9 @@ def test_a_mixed_batch_equals_each_row_run_alone_past_the_segment_limit(
 
 def test_rows_of_different_ranks_are_not_padded_to_the_largest(tiny_llama_dir, adapter_factory, adapters_dir, install):
     engine = _engine(tiny_llama_dir, adapter_factory, adapters_dir, install)
-    devs = [engine.adapters.acquire(AdapterRef(n, "v1")) for n in ("user_0", "user_9", "user_0", "user_5")]
+    acquired = [engine.adapters.acquire(AdapterRef(n, "v1")) for n in ("user_0", "user_9", "user_0", "user_5")]
+    devs = [d for d in acquired if d is not None]
+    assert len(devs) == len(acquired)
     try:
         engine.lora.set_rows(devs)
         assert engine.lora.weights is not None
@@ -79,7 +81,9 @@ def test_rows_of_different_ranks_are_not_padded_to_the_largest(tiny_llama_dir, a
 
 def test_cached_compositions_stay_within_their_byte_bound(tiny_llama_dir, adapter_factory, adapters_dir, install):
     engine = _engine(tiny_llama_dir, adapter_factory, adapters_dir, install)
-    devs = [engine.adapters.acquire(AdapterRef(n, "v1")) for n in VARIANTS]
+    acquired = [engine.adapters.acquire(AdapterRef(n, "v1")) for n in VARIANTS]
+    devs = [d for d in acquired if d is not None]
+    assert len(devs) == len(acquired)
     try:
         state = engine.lora
         state.set_rows(devs[:4])
@@ -109,6 +113,7 @@ def test_cache_layers_decode_into_spare_room_and_equal_concatenation():
     cache.update(keys, values, 0)
     layer = cache.layers[0]
     assert isinstance(layer, kvops.RoomyLayer)
+    assert layer.keys is not None
     buffer = layer.keys.data_ptr()
     for _ in range(kvops.ROOM_MIN + 5):
         k, v = torch.randn(3, 2, 1, 4, generator=g), torch.randn(3, 2, 1, 4, generator=g)
