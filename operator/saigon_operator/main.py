@@ -18,6 +18,7 @@ from saigon_operator.builders.model import Defaults
 from saigon_operator.events import EventRecorder
 from saigon_operator.handlers import adapter, model
 from saigon_operator.handlers.context import OperatorContext
+from saigon_operator.handlers.credentials import TokenIssuer
 from saigon_operator.indexes import AdapterClaims, RuntimePods, claim_key
 from saigon_operator.progress import Progress
 from saigon_operator.settings import OperatorConfig
@@ -69,6 +70,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
         pods=runtime_pods,
         claims=AdapterClaims(),
         progress=getattr(memo, "progress", None) or Progress(config.stall_timeout_s),
+        tokens=TokenIssuer(kube, aggregator),
         unload_timeout_s=config.unload_timeout_s,
     )
     memo.flusher = asyncio.create_task(aggregator.run(), name="status-aggregator")
@@ -83,6 +85,7 @@ async def cleanup(memo: Any, **_: Any) -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     if getattr(memo, "ctx", None) is not None:
+        await context(memo).tokens.close()
         await context(memo).kube.close()
 
 
@@ -100,7 +103,9 @@ async def model_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
 @kopf.on.event(*MODELS)
 def model_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     if type == "DELETED" and getattr(memo, "ctx", None) is not None:
-        context(memo).aggregator.forget_model((body["metadata"]["namespace"], body["metadata"]["name"]))
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        context(memo).aggregator.forget_model(key)
+        context(memo).tokens.forget(key)
 
 
 # --- SaigonAdapter -------------------------------------------------------------------------------

@@ -86,6 +86,8 @@ class ModelRecord:
     written: dict[str, Any] = field(default_factory=dict)
     # The S3 credentials and endpoints its adapters may use (None: the spec is invalid or unseen).
     s3_policy: S3Policy | None = None
+    # spec.auth.users when it issues inference tokens (None: auth Disabled, or the spec is invalid or unseen).
+    token_users: frozenset[str] | None = None
 
     def ref(self) -> dict[str, str]:
         return {

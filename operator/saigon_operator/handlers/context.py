@@ -12,6 +12,7 @@ from saigon_contract.status import now_iso
 from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.model import Defaults
 from saigon_operator.events import EventRecorder
+from saigon_operator.handlers.credentials import TokenIssuer
 from saigon_operator.indexes import AdapterClaims, RuntimePods
 from saigon_operator.progress import Progress
 from saigon_operator.retry import backoff
@@ -26,6 +27,7 @@ class OperatorContext:
     pods: RuntimePods
     claims: AdapterClaims
     progress: Progress
+    tokens: TokenIssuer
     # A deletion waits this long for pods to unload before it lets go (dead agents).
     unload_timeout_s: float = 300.0
 
