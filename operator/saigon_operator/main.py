@@ -15,6 +15,7 @@ from saigon_contract.kube import Credentials, KubeClient
 from saigon_operator import informers
 from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.model import Defaults
+from saigon_operator.diffbase import MemoryDiffBaseStorage
 from saigon_operator.events import EventRecorder
 from saigon_operator.handlers import adapter, model
 from saigon_operator.handlers.context import OperatorContext
@@ -45,7 +46,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     # kopf ignores every annotation under its own prefix when diffing, so it gets a prefix of
     # its own: saigon.ai/requeue must stay visible to on.update.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=r.KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=r.KOPF_PREFIX)
+    memo.diffbase = MemoryDiffBaseStorage(prefix=r.KOPF_PREFIX)
+    settings.persistence.diffbase_storage = memo.diffbase
     settings.posting.enabled = False  # the operator posts its own, user-facing events
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -106,6 +108,8 @@ def model_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         context(memo).aggregator.forget_model(key)
         context(memo).tokens.forget(key)
+    if type == "DELETED":
+        memo.diffbase.forget(body["metadata"]["uid"])
 
 
 # --- SaigonAdapter -------------------------------------------------------------------------------
@@ -143,6 +147,8 @@ def _settles(ctx: OperatorContext, body: kopf.Body) -> Iterator[None]:
 def adapter_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     if type == "DELETED" and getattr(memo, "ctx", None) is not None:
         context(memo).aggregator.forget_adapter((body["metadata"]["namespace"], body["metadata"]["name"]))
+    if type == "DELETED":
+        memo.diffbase.forget(body["metadata"]["uid"])
 
 
 logging.getLogger("kopf.objects").setLevel(logging.INFO)
