@@ -9,7 +9,7 @@ kopf calls every object's create handler, and that is the same reconcile as on r
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -23,6 +23,10 @@ class MemoryDiffBaseStorage(kopf.DiffBaseStorage):
         self._essences: dict[str, kopf.BodyEssence] = {}  # by uid
 
     def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        if extra_fields is None:
+            # kopf deep-copies the whole body and then drops the status: with a status that lists
+            # every replica, skipping the copy halves the operator's time per watch event.
+            body = kopf.Body(cast(kopf.RawBody, {k: v for k, v in body.items() if k != "status"}))
         essence = super().build(body=body, extra_fields=extra_fields)
         annotations = essence.get("metadata", {}).get("annotations", {})
         for key in [k for k in annotations if k.startswith(f"{self.prefix}/")]:
