@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 from saigon_contract import resources as r
+from saigon_contract.background import BackgroundPool
 from saigon_contract.kube import ApiError, Credentials, KubeClient, custom_path, list_and_watch, object_path
 from saigon_contract.names import model_of
 
@@ -42,7 +43,14 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     reporter = PodReporter(kube, config.namespace, config.pod_name)
     syncer = Syncer(
         store=store,
-        materializer=Materializer(store, fetcher, config.limits, config.sources_root, read_secret),
+        materializer=Materializer(
+            store,
+            fetcher,
+            config.limits,
+            config.sources_root,
+            read_secret,
+            background=BackgroundPool(config.concurrency, "saigon-agent-io"),
+        ),
         runtime=runtime,
         reporter=reporter,
         concurrency=config.concurrency,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from saigon_contract.background import BackgroundPool
 from saigon_contract.specs import HuggingFaceSource, PvcSource, S3Source, Target
 
 from saigon_agent import artifact, s3
@@ -36,7 +37,10 @@ class Materializer:
         limits: FetchLimits,
         sources_root: Path,
         read_secret: SecretReader | None = None,
+        background: BackgroundPool | None = None,
     ) -> None:
+        """`background`: where copying, unpacking, hashing and fsyncing run (default: a pool of 4)."""
+        self.background = background or BackgroundPool(4, "saigon-agent-io")
         self.store = store
         self.fetcher = fetcher
         self.limits = limits
@@ -53,8 +57,8 @@ class Materializer:
             digest = await self._fill(staging, target)
             if target.sha256 is not None and digest != target.sha256:
                 raise DigestMismatch(f"artifact sha256 is {digest}, the spec asks for {target.sha256}")
-            await asyncio.to_thread(artifact.validate, staging)
-            path = await asyncio.to_thread(self.store.commit, name, target.version, staging, digest)
+            await self.background.run(artifact.validate, staging)
+            path = await self.background.run(self.store.commit, name, target.version, staging, digest)
         except BaseException:
             artifact.remove_tree(staging)
             self.store.drop_if_empty(name)
@@ -66,7 +70,7 @@ class Materializer:
         if source.https is not None:
             return await self._from_archive_url(staging, source.https.url)
         if source.pvc is not None:
-            return await asyncio.to_thread(self._from_pvc, staging, source.pvc)
+            return await self.background.run(self._from_pvc, staging, source.pvc)
         if source.hugging_face is not None:
             return await self._from_hugging_face(staging, source.hugging_face)
         assert source.s3 is not None
@@ -76,7 +80,9 @@ class Materializer:
         download = staging / ".download"
         got = await self.fetcher.download(url, download, headers=headers)
         try:
-            await asyncio.to_thread(artifact.unpack, download, staging, max_bytes=self.limits.max_bytes)
+            await self.background.run(
+                functools.partial(artifact.unpack, max_bytes=self.limits.max_bytes), download, staging
+            )
         finally:
             download.unlink(missing_ok=True)
         return got.sha256
