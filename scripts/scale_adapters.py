@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import kubernetes  # noqa: E402
+import urllib3  # noqa: E402
 from controlplane.cluster import ControlPlane  # noqa: E402
 from saigon_e2e.kubelet import FakeKubelet  # noqa: E402
 from saigon_e2e.operator_proc import OperatorProcess  # noqa: E402
@@ -187,12 +188,25 @@ def main() -> int:
             list(pool.map(create, manifests))
         figures["create_all_objects_s"] = round(time.perf_counter() - started, 2)
 
-        def statuses() -> list[dict[str, object]]:
-            # Raw JSON: the client's models take seconds for 10,000 objects, on the CPUs being measured.
-            response = custom.list_namespaced_custom_object(
-                "saigon.ai", "v1alpha1", namespace, "saigonadapters", _preload_content=False
-            )
-            return [item.get("status") or {} for item in json.loads(response.data)["items"]]
+        def statuses() -> list[dict[str, object]] | None:
+            """Every adapter's status (None: the API server did not answer, e.g. while it restarts).
+            Raw JSON in pages: the client's models take seconds for 10,000 objects, on the CPUs measured."""
+            found: list[dict[str, object]] = []
+            token = ""
+            try:
+                while True:
+                    response = custom.list_namespaced_custom_object(
+                        "saigon.ai", "v1alpha1", namespace, "saigonadapters",
+                        limit=1000, _continue=token, _preload_content=False,
+                    )  # fmt: skip
+                    page = json.loads(response.data)
+                    found += [item.get("status") or {} for item in page["items"]]
+                    token = page["metadata"].get("continue") or ""
+                    if not token:
+                        return found
+            except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+                print(f"  listing failed: {str(exc)[:120]}", flush=True)
+                return None
 
         targeted = served = fault = None
         peak_rss = 0.0
@@ -214,6 +228,9 @@ def main() -> int:
             usage = operator_usage(operator)
             peak_rss, last_cpu = max(peak_rss, usage["rss_mib"]), usage["cpu_s"]
             listed = statuses()
+            if listed is None:
+                time.sleep(2)
+                continue
             if targeted is None and sum(1 for s in listed if s.get("target")) == args.adapters:
                 targeted = time.perf_counter() - started
                 print(f"all {args.adapters} targets published after {targeted:.1f}s", flush=True)
