@@ -11,6 +11,7 @@ from saigon_contract.status import now_iso
 
 from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.model import Defaults
+from saigon_operator.diffbase import MemoryDiffBaseStorage
 from saigon_operator.events import EventRecorder
 from saigon_operator.handlers.credentials import TokenIssuer
 from saigon_operator.indexes import AdapterClaims, RuntimePods
@@ -28,6 +29,7 @@ class OperatorContext:
     claims: AdapterClaims
     progress: Progress
     tokens: TokenIssuer
+    diffbase: MemoryDiffBaseStorage
     # A deletion waits this long for pods to unload before it lets go (dead agents).
     unload_timeout_s: float = 300.0
 
