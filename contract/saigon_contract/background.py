@@ -23,7 +23,10 @@ BACKGROUND_NICE = 10
 
 def lower_this_thread(nice: int = BACKGROUND_NICE) -> bool:
     """Raises the calling thread's nice value by `nice` (not the process's: Linux schedules threads);
-    False where that is not possible, and the thread keeps its priority."""
+    False where that is not possible, and the thread keeps its priority. Only for threads that hold
+    no lock the serving path takes: a starved low-priority holder would stall requests."""
+    if nice <= 0:
+        return True
     try:
         tid = threading.get_native_id()
         current = os.getpriority(os.PRIO_PROCESS, tid)

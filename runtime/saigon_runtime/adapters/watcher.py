@@ -6,8 +6,6 @@ from __future__ import annotations
 import logging
 import threading
 
-from saigon_contract.background import lower_this_thread
-
 from saigon_runtime.adapters.manager import AdapterManager
 from saigon_runtime.redact import shown
 
@@ -34,7 +32,6 @@ class AdapterWatcher:
             self._thread = None
 
     def _run(self) -> None:
-        lower_this_thread()  # background verification: requests come first
         while not self._stop.is_set():
             try:
                 for name, outcome in self.manager.refresh().items():
