@@ -288,7 +288,7 @@ def main() -> int:
         figures["time_to_all_targets_s"] = round(targeted, 2) if targeted is not None else None
         figures["time_to_all_ready_on_all_pods_s"] = round(served, 2) if served is not None else None
         if fault is not None and served is not None:
-            figures["fault"]["to_all_ready_s"] = round(served - fault, 2)  # type: ignore[index]
+            figures["fault"]["to_all_ready_s"] = round(started + served - fault, 2)  # type: ignore[index]
         figures["load_after"] = load_average()
         cpu_now = component_cpu(cluster, kubelet)
         figures["cpu_s_during_run"] = {k: round(v - cpu_idle.get(k, 0.0), 1) for k, v in cpu_now.items()}
