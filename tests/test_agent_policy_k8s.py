@@ -34,6 +34,23 @@ def pod(name: str, service_account: str, labels: dict[str, str]) -> dict[str, An
     }
 
 
+def patch_as(kubeconfig: Path, namespace: str, target: str, body: str, *subresource: str) -> str | None:
+    """None when allowed, else the API server's refusal; sent as the agent sends it."""
+
+    async def send() -> str | None:
+        kube = KubeClient(Credentials.load(str(kubeconfig)))
+        try:
+            await kube.strategic_patch(object_path("Pod", namespace, target, *subresource), json.loads(body))
+            return None
+        except ApiError as error:
+            assert error.status == 403, error
+            return error.message
+        finally:
+            await kube.close()
+
+    return asyncio.run(send())
+
+
 def report_patch(text: str) -> str:
     return json.dumps({"metadata": {"annotations": {r.REPORT_ANNOTATION: text}}})
 
@@ -80,21 +97,7 @@ def test_an_agent_changes_only_its_own_pods_report(k8s_cluster: Cluster, namespa
     agent = k8s_cluster.kubeconfig_for_pod(namespace, agent_sa, "runtime-1")
 
     def patch(target: str, body: str, *subresource: str, as_: Path = agent) -> str | None:
-        """None when allowed, else the API server's refusal; sent as the agent sends it."""
-
-        async def send() -> str | None:
-            kube = KubeClient(Credentials.load(str(as_)))
-            try:
-                path = object_path("Pod", namespace, target, *subresource)
-                await kube.strategic_patch(path, json.loads(body))
-                return None
-            except ApiError as error:
-                assert error.status == 403, error
-                return error.message
-            finally:
-                await kube.close()
-
-        return asyncio.run(send())
+        return patch_as(as_, namespace, target, body, *subresource)
 
     # The policy takes effect once the API server's informers have it (and the SaigonModel param).
     eventually(lambda: patch("victim", report_patch("{}")) is not None, timeout=30, what="the policy is in force")
@@ -132,3 +135,33 @@ def test_an_agent_changes_only_its_own_pods_report(k8s_cluster: Cluster, namespa
     other = k8s_cluster.kubeconfig_for_pod(namespace, "other-workload", "victim")
     relabel = json.dumps({"metadata": {"labels": {"team": "x"}}})
     eventually(lambda: patch("runtime-2", relabel, as_=other) is None, timeout=30, what="another workload may")
+
+
+def test_an_agent_under_a_users_service_account_is_held_to_its_own_pod(k8s_cluster: Cluster, namespace: str) -> None:
+    """spec.pod.serviceAccountName: the operator binds the agent's Role to the user's account, and
+    the policy holds that account to the same rule (its own pod's report, nothing else)."""
+    byo = {
+        "apiVersion": r.API_VERSION, "kind": r.MODEL_KIND, "metadata": {"name": "byo"},
+        "spec": {"baseModel": {"path": "/m"}, "image": "saigon/runtime:1", "tokenSecretRef": {"name": "t"},
+                 "pod": {"serviceAccountName": "team-irsa"}},
+    }  # fmt: skip
+    binding = build_role_binding(Owner("byo", namespace, "uid-not-checked"), "team-irsa")
+    role = build_role(Owner("byo", namespace, "uid-not-checked"))
+    for child in (binding, role):
+        child["metadata"].pop("ownerReferences")
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "team-irsa"}}
+    docs = [byo, account, role, binding, pod("byo-1", "team-irsa", {r.MODEL_LABEL: "byo"})]
+    k8s_cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-",
+                        input="\n---\n".join(json.dumps(d) for d in docs))  # fmt: skip
+    agent = k8s_cluster.kubeconfig_for_pod(namespace, "team-irsa", "byo-1")
+
+    def patch(target: str, body: str, *subresource: str) -> str | None:
+        return patch_as(agent, namespace, target, body, *subresource)
+
+    eventually(lambda: patch("victim", report_patch("{}")) is not None, timeout=30, what="the policy covers team-irsa")
+    assert patch("byo-1", report_patch('{"adapters":{}}')) is None
+    assert patch("byo-1", gate_patch("True"), "status") is None
+    assert "may change only its own pod (byo-1), not runtime-1" in str(patch("runtime-1", report_patch("{}")))
+    assert "may change only its report annotation" in str(
+        patch("byo-1", json.dumps({"metadata": {"labels": {"app": "billing"}}}))
+    )

@@ -153,6 +153,7 @@ def test_helm_lint_strict(values: str, tmp_path: Path) -> None:
         ({"prometheusRule": {"rules": {"cacheThrash": {"maxHitRatio": 2}}}}, "/rules/cacheThrash/maxHitRatio"),
         ({"metrics": {"podMonitor": {"enabeld": True}}}, "enabeld"),
         ({"imageTag": "x"}, "imageTag"),
+        ({"operator": {"topologySpreadConstraints": [{"maxSkew": 1}]}}, "/operator/topologySpreadConstraints/0"),
         ({"inferencePools": [{"model": "llama"}]}, "endpointPicker"),
         ({"inferencePools": [{"model": "llama", "endpointPicker": {"name": "e", "failureMode": "x"}}]},
          "/inferencePools/0/endpointPicker/failureMode"),
@@ -400,7 +401,7 @@ def test_examples_are_valid_objects(monitoring_crds: Cluster, namespaces: list[s
     out = monitoring_crds.kubectl(
         "apply", "--server-side", "--dry-run=server", "--validate=strict", "-n", namespace, "-f", str(REPO / "examples")
     )
-    assert out.count("serverside-applied (server dry run)") == 4, out
+    assert out.count("serverside-applied (server dry run)") == 5, out
 
 
 def test_install_upgrade_uninstall_and_the_operators_rbac(
@@ -547,3 +548,47 @@ def _check_rbac(
     assert allowed(("watch", "apiextensions.k8s.io", "customresourcedefinitions"), "")
     # kopf lists namespaces only to resolve the ones it was told to watch.
     assert allowed(("list", "", "namespaces"), "") is not cluster_wide
+
+
+# --- the operator's own pod knobs (issue 17 item 4) ------------------------------------------------
+
+
+def test_operator_pod_knobs_render_and_pass_a_dry_run(
+    monitoring_crds: Cluster, namespaces: list[str], tmp_path: Path
+) -> None:
+    knobs = {
+        "imagePullSecrets": [{"name": "regcred"}],
+        "operator": {
+            "replicas": 2,
+            "podAnnotations": {"team": "platform"},
+            "podLabels": {"cost-center": "42"},
+            "nodeSelector": {"node-role": "system"},
+            "tolerations": [{"key": "system", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 10, "preference": {"matchExpressions": [{"key": "spot", "operator": "DoesNotExist"}]}}]}},
+            "topologySpreadConstraints": [
+                {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}
+            ],
+            "priorityClassName": "system-cluster-critical",
+            "resources": {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        },
+    }  # fmt: skip
+    values = write_values(tmp_path / "v.yaml", knobs)
+    release_ns = namespaces[0]
+    rendered = template(values, release="knobs", namespace=release_ns)
+    (deployment,) = only(documents(rendered), "Deployment")
+    meta, pod = deployment["spec"]["template"]["metadata"], deployment["spec"]["template"]["spec"]
+    assert meta["annotations"] == {"team": "platform"} and meta["labels"]["cost-center"] == "42"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["nodeSelector"] == {"node-role": "system"}
+    assert pod["tolerations"] == knobs["operator"]["tolerations"]  # type: ignore[index]
+    assert pod["affinity"] == knobs["operator"]["affinity"]  # type: ignore[index]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert pod["containers"][0]["resources"] == knobs["operator"]["resources"]  # type: ignore[index]
+    # A spread constraint without a selector counts the operator's own pods.
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    out = monitoring_crds.kubectl(
+        "apply", "--server-side", "--dry-run=server", "--validate=strict", "-f", "-", input=rendered
+    )
+    assert out.count("serverside-applied (server dry run)") == len(documents(rendered)), out

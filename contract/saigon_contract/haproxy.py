@@ -8,6 +8,10 @@ the runtime's headless Service through DNS (`server-template` + `resolvers`); on
 Routing key: the `X-Saigon-User` header (configurable); without it, the Authorization header
 (one bearer token per user); without either, the request goes round-robin. HAProxy cannot hash
 a JSON body cheaply, so clients that want affinity send the header.
+
+With placement (saigon_contract.placement), servers are named after their pods and a map file
+names each slot's owners: a request with the user header goes to the first owner that is up, then
+the next; with no owner up (or no header) the consistent hash picks any replica.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from saigon_contract import placement
+
 # The official image reads its configuration here.
 CONFIG_DIR = "/usr/local/etc/haproxy"
 CONFIG_FILE = "haproxy.cfg"
+PLACEMENT_MAP_FILE = "owners.map"
 DEFAULT_USER_HEADER = "X-Saigon-User"
 # Response header naming the replica that answered (a server name, never a user id).
 REPLICA_HEADER = "X-Saigon-Replica"
@@ -52,6 +59,15 @@ ServerSource = StaticServers | DnsServers
 
 
 @dataclass(frozen=True)
+class PlacementRouting:
+    """Route by the placement table in `map_path` (saigon_contract.placement.PlacementTable.map_text);
+    up to `ranks` owners are tried in order."""
+
+    map_path: str
+    ranks: int = placement.DEFAULT_REPLICAS
+
+
+@dataclass(frozen=True)
 class RouterConfig:
     port: int
     health_port: int = 8404
@@ -67,6 +83,8 @@ class RouterConfig:
     maxconn: int = 4096
     retries: int = 2
     check_interval_ms: int = 1000
+    # Static servers only: their names are the pod names the map file holds.
+    placement: PlacementRouting | None = None
 
 
 def render(config: RouterConfig, servers: ServerSource) -> str:
@@ -74,6 +92,8 @@ def render(config: RouterConfig, servers: ServerSource) -> str:
         raise ValueError(f"user header {config.user_header!r} is not a valid header name")
     if config.hash_balance_factor and config.hash_balance_factor <= 100:
         raise ValueError("hash_balance_factor must be 0 (off) or more than 100")
+    if isinstance(servers, StaticServers) and not servers.servers and config.placement is None:
+        raise ValueError("a static router needs at least one server")
     lines = [
         "# Rendered by the Saigon operator from the SaigonModel's spec.router; do not edit.",
         "global",
@@ -106,6 +126,7 @@ def render(config: RouterConfig, servers: ServerSource) -> str:
         # Kept for L7 retries: a request is replayed only if HAProxy still holds all of it.
         "    option http-buffer-request",
         f"    http-request set-var(txn.saigon_user) req.hdr({config.user_header})",
+        *_owners_lookup(config),
         "    http-request set-var(txn.saigon_user) req.hdr(Authorization) if !{ var(txn.saigon_user) -m found }",
         f"    default_backend {BACKEND}",
         "",
@@ -127,10 +148,38 @@ def render(config: RouterConfig, servers: ServerSource) -> str:
         f"    http-response set-header {REPLICA_HEADER} %[srv_name]",
         f"    default-server check inter {config.check_interval_ms}ms fall 2 rise 2"
         " observe layer4 error-limit 1 on-error mark-down",
+        *_use_owners(config, servers),
         *_servers(servers),
         "",
     ]
     return "\n".join(lines)
+
+
+def _owners_lookup(config: RouterConfig) -> list[str]:
+    if config.placement is None:
+        return []
+    header = config.user_header
+    return [
+        # The user's slot, as saigon_contract.placement.slot_of computes it, then its owners.
+        f"    http-request set-var(txn.saigon_slot) req.hdr({header}),crc32,mod({placement.SLOTS})"
+        f" if {{ req.hdr({header}) -m found }}",
+        f"    http-request set-var(txn.saigon_owners) var(txn.saigon_slot),map_int({config.placement.map_path})"
+        " if { var(txn.saigon_slot) -m found }",
+    ]
+
+
+def _use_owners(config: RouterConfig, servers: ServerSource) -> list[str]:
+    if config.placement is None:
+        return []
+    if not isinstance(servers, StaticServers) or not config.affinity:
+        raise ValueError("placement routing needs static servers named after their pods, and affinity")
+    sep = placement.MAP_SEPARATOR
+    return [
+        f"    use-server {s.name} if {{ var(txn.saigon_owners),field({rank},{sep}) -m str {s.name} }}"
+        f" {{ srv_is_up({BACKEND}/{s.name}) }}"
+        for rank in range(1, config.placement.ranks + 1)
+        for s in servers.servers
+    ]
 
 
 def _resolvers(servers: ServerSource) -> list[str]:
@@ -153,5 +202,5 @@ def _servers(servers: ServerSource) -> list[str]:
             " resolvers cluster init-addr none resolve-prefer ipv4"
         ]
     if not servers.servers:
-        raise ValueError("a static router needs at least one server")
+        return []  # placement only (render checks): every request answers 503 until a pod is ready
     return [f"    server {s.name} {s.host}:{s.port}" for s in servers.servers]

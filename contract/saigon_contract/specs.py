@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from saigon_contract import names
+from saigon_contract import names, placement
+from saigon_contract import resources as r
 
 
 class SpecError(ValueError):
@@ -71,7 +72,8 @@ class S3Source(_Model):
     bucket: str
     key: str
     region: str = "us-east-1"
-    credentials_secret_ref: SecretRef = Field(alias="credentialsSecretRef")
+    # None: the pod's web identity (the SaigonModel's spec.downloads.webIdentity) signs the request.
+    credentials_secret_ref: SecretRef | None = Field(default=None, alias="credentialsSecretRef")
 
     @field_validator("endpoint")
     @classmethod
@@ -89,10 +91,18 @@ class PvcSource(_Model):
         return _check_relative_path(v)
 
 
+class HfTokenRef(_Model):
+    """A Secret key holding a Hugging Face access token (private repositories)."""
+
+    name: str = Field(min_length=1)
+    key: str = Field(default="token", min_length=1)
+
+
 class HuggingFaceSource(_Model):
     repo: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
     revision: str = Field(pattern=r"^[0-9a-f]{40}$")
     endpoint: str = "https://huggingface.co"
+    token_secret_ref: HfTokenRef | None = Field(default=None, alias="tokenSecretRef")
 
     @field_validator("endpoint")
     @classmethod
@@ -129,6 +139,15 @@ class AdapterSource(_Model):
     @property
     def is_remote(self) -> bool:
         return self.kind != "pvc"
+
+    @property
+    def credential_secret(self) -> str | None:
+        """The Secret the agent reads for this source (S3 keys, a Hugging Face token), if any."""
+        if self.s3 is not None and self.s3.credentials_secret_ref is not None:
+            return self.s3.credentials_secret_ref.name
+        if self.hugging_face is not None and self.hugging_face.token_secret_ref is not None:
+            return self.hugging_face.token_secret_ref.name
+        return None
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)
@@ -295,6 +314,11 @@ def target_or_none(raw: object) -> Target | None:
 # --- SaigonModel -------------------------------------------------------------------------------
 
 
+class SecretKeyRef(_Model):
+    name: str = Field(min_length=1)
+    key: str = Field(default="dsn", min_length=1)
+
+
 class PvcRef(_Model):
     claim_name: str = Field(alias="claimName")
     sub_path: str | None = Field(default=None, alias="subPath")
@@ -305,17 +329,50 @@ class PvcRef(_Model):
         return None if v is None else _check_relative_path(v)
 
 
+class BaseModelCache(_Model):
+    """Where a fetched base model is kept: each pod's emptyDir, or one claim all replicas share."""
+
+    claim_name: str | None = Field(default=None, alias="claimName", min_length=1)
+    size_limit: Quantity = Field(default="100Gi", alias="sizeLimit")
+    medium: Literal["", "Memory"] = ""
+
+
 class BaseModelSource(_Model):
     pvc: PvcRef | None = None
     path: str | None = None
+    # Fetched by an init container into `cache`, verified against `sha256` (issue 17).
+    https: HttpsSource | None = None
+    s3: S3Source | None = None
+    hugging_face: HuggingFaceSource | None = Field(default=None, alias="huggingFace")
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    cache: BaseModelCache = Field(default_factory=lambda: BaseModelCache())
 
     @model_validator(mode="after")
     def _exactly_one(self) -> BaseModelSource:
-        if (self.pvc is None) == (self.path is None):
-            raise ValueError("baseModel needs exactly one of pvc or path")
+        given = [k for k in ("pvc", "path", "https", "s3", "hugging_face") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("baseModel needs exactly one of pvc, path, https, s3 or huggingFace")
         if self.path is not None and not self.path.startswith("/"):
             raise ValueError("baseModel.path must be absolute")
+        if self.fetched and self.sha256 is None:
+            raise ValueError("baseModel.sha256 is required for https, s3 and huggingFace")
         return self
+
+    @property
+    def fetched(self) -> bool:
+        """Whether an init container fetches the model (else it is on a claim or in the image)."""
+        return self.https is not None or self.s3 is not None or self.hugging_face is not None
+
+    def fetch_source(self) -> AdapterSource:
+        """The remote source in the agent's source shape (what `saigon-agent fetch-model` reads)."""
+        hf = self.hugging_face
+        return AdapterSource(
+            https=self.https,
+            s3=self.s3,
+            huggingFace=None
+            if hf is None
+            else HuggingFaceSource(repo=hf.repo, revision=hf.revision, endpoint=hf.endpoint),
+        )
 
 
 Quantity = int | str
@@ -355,6 +412,10 @@ class Scheduling(_Model):
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
     tolerations: tuple[Toleration, ...] = Field(default=(), max_length=32)
     priority_class_name: str | None = Field(default=None, alias="priorityClassName")
+    affinity: Affinity | None = None
+    topology_spread_constraints: tuple[TopologySpreadConstraint, ...] = Field(
+        default=(), alias="topologySpreadConstraints", max_length=8
+    )
 
 
 class AdapterStorage(_Model):
@@ -373,6 +434,8 @@ class S3Policy(_Model):
 
     allowed_secrets: tuple[str, ...] = Field(default=(), alias="allowedSecrets", max_length=64)
     allowed_endpoints: tuple[str, ...] = Field(default=(), alias="allowedEndpoints", max_length=32)
+    # Adapters without a credentials Secret fetch with the pod's web identity (its IAM role).
+    allow_web_identity: bool = Field(default=False, alias="allowWebIdentity")
 
     @field_validator("allowed_endpoints")
     @classmethod
@@ -381,8 +444,13 @@ class S3Policy(_Model):
 
     def refusal(self, source: S3Source) -> str | None:
         """Why this model does not let an adapter use `source`, or None."""
-        secret = source.credentials_secret_ref.name
-        if secret not in self.allowed_secrets:
+        if source.credentials_secret_ref is None:
+            if not self.allow_web_identity:
+                return (
+                    "the source names no credentialsSecretRef and the SaigonModel's "
+                    "spec.adapterSources.s3.allowWebIdentity is false"
+                )
+        elif (secret := source.credentials_secret_ref.name) not in self.allowed_secrets:
             return (
                 f"the Secret {secret} is not in the SaigonModel's spec.adapterSources.s3.allowedSecrets "
                 f"({', '.join(self.allowed_secrets) or 'none'})"
@@ -395,10 +463,39 @@ class S3Policy(_Model):
         return None
 
 
+class HuggingFacePolicy(_Model):
+    """Which token Secrets this model's SaigonAdapters may name for private Hugging Face repositories."""
+
+    allowed_token_secrets: tuple[str, ...] = Field(default=(), alias="allowedTokenSecrets", max_length=64)
+
+    def refusal(self, source: HuggingFaceSource) -> str | None:
+        ref = source.token_secret_ref
+        if ref is None or ref.name in self.allowed_token_secrets:
+            return None
+        return (
+            f"the Secret {ref.name} is not in the SaigonModel's spec.adapterSources.huggingFace.allowedTokenSecrets "
+            f"({', '.join(self.allowed_token_secrets) or 'none'})"
+        )
+
+
 class AdapterSources(_Model):
     pvcs: tuple[str, ...] = Field(default=(), max_length=16)
     allowed_cidrs: tuple[str, ...] = Field(default=(), alias="allowedCidrs", max_length=32)
     s3: S3Policy = Field(default_factory=S3Policy)
+    hugging_face: HuggingFacePolicy = Field(default_factory=HuggingFacePolicy, alias="huggingFace")
+
+    @property
+    def allowed_secrets(self) -> frozenset[str]:
+        """Every credential Secret the model lets its adapters' sources name."""
+        return frozenset(self.s3.allowed_secrets) | frozenset(self.hugging_face.allowed_token_secrets)
+
+    def refusal(self, source: AdapterSource) -> str | None:
+        """Why this model does not let an adapter use `source` (its credentials, its endpoint), or None."""
+        if source.s3 is not None:
+            return self.s3.refusal(source.s3)
+        if source.hugging_face is not None:
+            return self.hugging_face.refusal(source.hugging_face)
+        return None
 
     @field_validator("allowed_cidrs")
     @classmethod
@@ -435,6 +532,13 @@ class RouterOptions(_Model):
         return v
 
 
+class PlacementOptions(_Model):
+    """Each user adapter on `replicas` pods (0: every adapter on every pod); shared adapters on all.
+    Only with the router, which sends each user to those pods (saigon_contract.placement)."""
+
+    replicas: int = Field(default=placement.DEFAULT_REPLICAS, ge=0, le=16)
+
+
 class AuthOptions(_Model):
     """Inference authentication: Required (the default) wherever user adapters or meshes exist."""
 
@@ -450,11 +554,6 @@ class AuthOptions(_Model):
             if not names.is_scope_id(user):
                 raise ValueError(f"users: {user[:70]!r} is not a valid user id")
         return v
-
-
-class SecretKeyRef(_Model):
-    name: str = Field(min_length=1)
-    key: str = Field(default="dsn", min_length=1)
 
 
 class FilesStore(_Model):
@@ -542,6 +641,164 @@ class NetworkPolicyOptions(_Model):
     agent_from: tuple[NetworkPeer, ...] = Field(default=(), alias="agentFrom", max_length=16)
 
 
+# --- Pod knobs, runtime settings, rollout and download credentials (issue 17 items 4, 5) -------
+
+# Labels the operator sets on every runtime pod (its selectors and app.kubernetes.io identity) and
+# the annotation prefix it and the agent write: spec.pod may add others, never these.
+RESERVED_POD_LABELS = frozenset(
+    {r.MODEL_LABEL, r.COMPONENT_LABEL, r.MANAGED_BY_LABEL, "app.kubernetes.io/name", "app.kubernetes.io/instance"}
+)
+RESERVED_ANNOTATION_PREFIX = f"{r.GROUP}/"
+DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
+
+
+class LocalObjectRef(_Model):
+    name: str = Field(min_length=1, max_length=253)
+
+
+class PodOptions(_Model):
+    """Metadata and identity of the runtime pods."""
+
+    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    image_pull_secrets: tuple[LocalObjectRef, ...] = Field(default=(), alias="imagePullSecrets", max_length=16)
+    # A ServiceAccount the user owns (a cloud workload identity, say); the agent's Role is bound to it.
+    service_account_name: str | None = Field(default=None, alias="serviceAccountName", min_length=1)
+    runtime_class_name: str | None = Field(default=None, alias="runtimeClassName", min_length=1)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        taken = sorted(RESERVED_POD_LABELS & set(v))
+        if taken:
+            raise ValueError(f"{', '.join(taken)} are the operator's labels and cannot be set")
+        return v
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
+        taken = sorted(k for k in v if k.startswith(RESERVED_ANNOTATION_PREFIX))
+        if taken:
+            raise ValueError(f"{', '.join(taken)}: the {RESERVED_ANNOTATION_PREFIX} prefix is the operator's")
+        return v
+
+
+class TopologySpreadConstraint(_Model):
+    max_skew: int = Field(alias="maxSkew", ge=1)
+    topology_key: str = Field(alias="topologyKey", min_length=1, max_length=317)
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"] = Field(
+        default="DoNotSchedule", alias="whenUnsatisfiable"
+    )
+    # None: the model's runtime pods (its selector labels).
+    label_selector: LabelSelector | None = Field(default=None, alias="labelSelector")
+    min_domains: int | None = Field(default=None, alias="minDomains", ge=1)
+    match_label_keys: tuple[str, ...] = Field(default=(), alias="matchLabelKeys", max_length=16)
+    node_affinity_policy: Literal["Honor", "Ignore"] | None = Field(default=None, alias="nodeAffinityPolicy")
+    node_taints_policy: Literal["Honor", "Ignore"] | None = Field(default=None, alias="nodeTaintsPolicy")
+
+
+class Affinity(_Model):
+    """A Pod's affinity, passed on as written (the CRD schema types it; the API server checks it)."""
+
+    node_affinity: dict[str, Any] | None = Field(default=None, alias="nodeAffinity")
+    pod_affinity: dict[str, Any] | None = Field(default=None, alias="podAffinity")
+    pod_anti_affinity: dict[str, Any] | None = Field(default=None, alias="podAntiAffinity")
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class RuntimeOptions(_Model):
+    """Runtime settings; unset ones keep the runtime's own defaults (runtime/saigon_runtime/config.py)."""
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_batch_size: int | None = Field(default=None, alias="maxBatchSize", ge=1, le=4096)
+    max_queue: int | None = Field(default=None, alias="maxQueue", ge=0, le=1_000_000)
+    max_new_tokens: int | None = Field(default=None, alias="maxNewTokens", ge=1, le=1_048_576)
+    memory_utilization: float | None = Field(default=None, alias="memoryUtilization", gt=0, le=1)
+
+
+class RolloutOptions(_Model):
+    """The Deployment's rolling update. Unset: with GPUs, replace one pod at a time without a surge
+    pod (a full GPU pool has no room for one); without, surge one pod and keep every pod serving."""
+
+    max_surge: Quantity | None = Field(default=None, alias="maxSurge")
+    max_unavailable: Quantity | None = Field(default=None, alias="maxUnavailable")
+
+    @model_validator(mode="after")
+    def _progress(self) -> RolloutOptions:
+        both_given = self.max_surge is not None and self.max_unavailable is not None
+        if both_given and _zero(self.max_surge) and _zero(self.max_unavailable):  # type: ignore[arg-type]
+            raise ValueError("rollout: maxSurge and maxUnavailable cannot both be 0")
+        return self
+
+    def resolved(self, gpus: int) -> dict[str, Quantity]:
+        default_surge, default_unavailable = (0, 1) if gpus > 0 else (1, 0)
+        surge = default_surge if self.max_surge is None else self.max_surge
+        unavailable = default_unavailable if self.max_unavailable is None else self.max_unavailable
+        if _zero(surge) and _zero(unavailable):
+            # The one combination the API server refuses: say which side to give instead.
+            unavailable = 1 if self.max_unavailable is None else unavailable
+            surge = 1 if self.max_surge is None else surge
+        return {"maxSurge": surge, "maxUnavailable": unavailable}
+
+
+def _zero(q: Quantity) -> bool:
+    return q in (0, "0", "0%")
+
+
+class WebIdentity(_Model):
+    """S3 credentials from the pod's ServiceAccount token (IRSA, or any OIDC STS such as MinIO's)."""
+
+    role_arn: str = Field(alias="roleArn", pattern=r"^arn:[A-Za-z0-9_.:/+=,@-]{1,2040}$")
+    audience: str = Field(default="sts.amazonaws.com", min_length=1, max_length=253)
+    sts_endpoint: str = Field(default="https://sts.amazonaws.com", alias="stsEndpoint")
+
+    @field_validator("sts_endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        return _check_https_url(v, allow_path=False)
+
+
+class CaBundleRef(_Model):
+    """Extra CA certificates (PEM) the downloads trust besides the system ones: a private CA."""
+
+    config_map: str | None = Field(default=None, alias="configMap", min_length=1)
+    secret: str | None = Field(default=None, min_length=1)
+    key: str = Field(default="ca.crt", min_length=1, pattern=r"^[-._A-Za-z0-9]+$")
+
+    @model_validator(mode="after")
+    def _one(self) -> CaBundleRef:
+        if (self.config_map is None) == (self.secret is None):
+            raise ValueError("caBundle needs exactly one of configMap or secret")
+        return self
+
+
+class ProxyOptions(_Model):
+    """An HTTP proxy the downloads tunnel through (CONNECT); TLS stays end to end."""
+
+    url: str
+    no_proxy: tuple[str, ...] = Field(default=(), alias="noProxy", max_length=64)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
+            raise ValueError("must be http://host:port (the tunnel carries TLS to the source)")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials")
+        return v
+
+
+class DownloadOptions(_Model):
+    """How the agent and the base-model fetch reach their sources."""
+
+    web_identity: WebIdentity | None = Field(default=None, alias="webIdentity")
+    ca_bundle: CaBundleRef | None = Field(default=None, alias="caBundle")
+    proxy: ProxyOptions | None = None
+
+
 class ModelSpec(_Model):
     base_model: BaseModelSource = Field(alias="baseModel")
     image: str = Field(min_length=1)
@@ -563,12 +820,34 @@ class ModelSpec(_Model):
     termination_grace_period_seconds: int = Field(default=60, ge=0, le=3600, alias="terminationGracePeriodSeconds")
     gie_metrics: bool = Field(default=False, alias="gieMetrics")
     router: RouterOptions = Field(default_factory=RouterOptions)
+    placement: PlacementOptions = Field(default_factory=PlacementOptions)
     auth: AuthOptions = Field(default_factory=AuthOptions)
     user_store: UserStoreOptions = Field(default_factory=UserStoreOptions, alias="userStore")
     mesh: MeshOptions = Field(default_factory=MeshOptions)
     audit: AuditOptions = Field(default_factory=AuditOptions)
 
     network_policy: NetworkPolicyOptions = Field(default_factory=NetworkPolicyOptions, alias="networkPolicy")
+
+    gpu_resource_name: str = Field(
+        default=DEFAULT_GPU_RESOURCE,
+        alias="gpuResourceName",
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+    )
+    pod: PodOptions = Field(default_factory=PodOptions)
+    runtime: RuntimeOptions = Field(default_factory=RuntimeOptions)
+    rollout: RolloutOptions = Field(default_factory=RolloutOptions)
+    downloads: DownloadOptions = Field(default_factory=DownloadOptions)
+
+    @model_validator(mode="after")
+    def _cache_claim(self) -> ModelSpec:
+        if self.base_model.cache.claim_name is not None and not self.base_model.fetched:
+            raise ValueError("baseModel.cache applies to https, s3 and huggingFace only")
+        return self
+
+    def placed_replicas(self) -> int:
+        """Pods per user adapter; 0: every pod. Without the router nothing steers a user to
+        their adapter's pods, so every adapter goes everywhere."""
+        return self.placement.replicas if self.router.enabled else 0
 
 
 def parse_model_spec(spec: dict[str, Any]) -> ModelSpec:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import signal
 from collections import Counter
 from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 from saigon_contract import resources as r
 from saigon_contract.background import BackgroundPool
+from saigon_contract.demand import DEMAND_PATH, DemandRequest
 from saigon_contract.kube import ApiError, Credentials, KubeClient, custom_path, list_and_watch, object_path
 from saigon_contract.names import model_of
 
@@ -21,6 +24,7 @@ from saigon_agent.reporter import PodReporter
 from saigon_agent.runtime_client import RuntimeAdmin
 from saigon_agent.sources import Materializer, decode_secret_data
 from saigon_agent.store import AdapterStore
+from saigon_agent.sts import WebIdentityCredentials
 from saigon_agent.syncer import Syncer
 
 log = logging.getLogger("saigon_agent")
@@ -49,18 +53,20 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
             config.limits,
             config.sources_root,
             read_secret,
+            web_identity=None if config.web_identity is None else WebIdentityCredentials(config.web_identity, fetcher),
             background=BackgroundPool(config.concurrency, "saigon-agent-io"),
         ),
         runtime=runtime,
         reporter=reporter,
         concurrency=config.concurrency,
         pod=config.pod_name,
+        linger_s=config.linger_s,
     )
     try:
         reporter.seed(await reporter.load_published())
     except ApiError as exc:
         log.warning("could not read this pod's previous report: %s", exc)
-    health = await start_health(config, reporter)
+    health = await start_health(config, reporter, syncer)
     tasks = [
         asyncio.create_task(_watch(kube, config, syncer), name="watch"),
         asyncio.create_task(syncer.watch_runtime(config.resync_s), name="runtime"),
@@ -111,9 +117,10 @@ async def _watch(kube: KubeClient, config: AgentConfig, syncer: Syncer) -> None:
             syncer.on_deleted(obj)  # moved to another model: gone for this pod, as a selector would say
 
 
-async def start_health(config: AgentConfig, reporter: PodReporter) -> web.AppRunner:
+async def start_health(config: AgentConfig, reporter: PodReporter, syncer: Syncer | None = None) -> web.AppRunner:
     """/healthz and /state on the agent port. Unauthenticated (the kubelet probes it), so /state
-    tells counts only: adapter names carry user ids (the pod's report annotation has the detail)."""
+    tells counts only: adapter names carry user ids (the pod's report annotation has the detail).
+    POST /demand (the runtime's on-demand loads) needs the admin token the runtime shares."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -127,9 +134,22 @@ async def start_health(config: AgentConfig, reporter: PodReporter) -> web.AppRun
         }
         return web.json_response(body)
 
-    app = web.Application()
+    async def demand(request: web.Request) -> web.Response:
+        given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+        if syncer is None or not hmac.compare_digest(given, f"Bearer {config.admin_token}".encode()):
+            return web.json_response({"error": "the admin token is required"}, status=401)
+        try:
+            body = DemandRequest.model_validate_json(await request.read())
+        except ValidationError as exc:
+            where = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors())
+            return web.json_response({"error": f"invalid demand: {where}"}, status=400)
+        result = await syncer.demand(body.adapter, body.timeout_s)
+        return web.json_response(result.model_dump(mode="json"), status=404 if result.state == "unknown" else 200)
+
+    app = web.Application(client_max_size=4096)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/state", state)
+    app.router.add_post(DEMAND_PATH, demand)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, config.health_host, config.health_port).start()

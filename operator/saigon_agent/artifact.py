@@ -169,40 +169,43 @@ def validate(directory: Path) -> None:
     peft_type = config.get("peft_type")
     if peft_type is not None and str(peft_type).upper() != "LORA":
         raise InvalidArtifact(f"{CONFIG_FILE} declares peft_type {peft_type!r}; only LORA adapters are served")
-    _validate_safetensors(directory / WEIGHTS_FILE)
+    validate_safetensors(directory / WEIGHTS_FILE)
 
 
-def _validate_safetensors(path: Path) -> None:
+def validate_safetensors(path: Path) -> None:
+    """Header checks of a safetensors file: length, JSON, every tensor's offsets inside the data."""
+    name = path.name
     size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise InvalidArtifact(f"{WEIGHTS_FILE} is truncated")
+            raise InvalidArtifact(f"{name} is truncated")
         (header_len,) = struct.unpack("<Q", head)
         if header_len > min(MAX_SAFETENSORS_HEADER, size - 8):
-            raise InvalidArtifact(f"{WEIGHTS_FILE} has an impossible header length")
+            raise InvalidArtifact(f"{name} has an impossible header length")
         try:
             header = bounded_json(f.read(header_len))
         except ValueError:
-            raise InvalidArtifact(f"{WEIGHTS_FILE} has a corrupt header") from None
+            raise InvalidArtifact(f"{name} has a corrupt header") from None
     if not isinstance(header, dict):
-        raise InvalidArtifact(f"{WEIGHTS_FILE} has a corrupt header")
+        raise InvalidArtifact(f"{name} has a corrupt header")
     data_len = size - 8 - header_len
     tensors = 0
-    for name, info in header.items():
-        if name == "__metadata__":
+    for tensor, info in header.items():
+        if tensor == "__metadata__":
             continue
         offsets = info.get("data_offsets") if isinstance(info, dict) else None
         if not (isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1] <= data_len):
-            raise InvalidArtifact(f"{WEIGHTS_FILE}: tensor {name!r} points outside the file")
+            raise InvalidArtifact(f"{name}: tensor {tensor!r} points outside the file")
         tensors += 1
     if tensors == 0:
-        raise InvalidArtifact(f"{WEIGHTS_FILE} holds no tensors")
+        raise InvalidArtifact(f"{name} holds no tensors")
 
 
 def fsync_tree(directory: Path) -> None:
-    for entry in directory.iterdir():
-        if entry.is_file():
+    """Flushes every file under `directory` (subdirectories included) and the directory itself."""
+    for entry in directory.rglob("*"):
+        if entry.is_file() and not entry.is_symlink():
             fd = os.open(entry, os.O_RDONLY)
             try:
                 os.fsync(fd)

@@ -20,6 +20,43 @@ class FetchLimits:
     max_redirects: int = 3
     allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     ca_bundle: Path | None = None
+    # Opt-in (SAIGON_AGENT_HTTPS_PROXY): an http:// proxy for CONNECT tunnels, and the hosts that bypass it.
+    https_proxy: str | None = None
+    no_proxy: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WebIdentityConfig:
+    """AssumeRoleWithWebIdentity inputs, under the names the AWS SDKs read (IRSA sets the first two)."""
+
+    role_arn: str
+    token_file: Path
+    sts_endpoint: str = "https://sts.amazonaws.com"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WebIdentityConfig | None:
+        role, token = env.get(ENV.AWS_ROLE_ARN), env.get(ENV.AWS_WEB_IDENTITY_TOKEN_FILE)
+        if not role or not token:
+            return None
+        return cls(role, Path(token), (env.get(ENV.AWS_ENDPOINT_URL_STS) or cls.sts_endpoint).rstrip("/"))
+
+
+def fetch_limits_from_env(
+    env: Mapping[str, str], *, max_bytes: int | None = None, timeout_s: float | None = None
+) -> FetchLimits:
+    """The download settings the agent and `fetch-model` share (guard, CA bundle, proxy)."""
+    ca = env.get(ENV.CA_BUNDLE)
+    proxy = env.get(ENV.HTTPS_PROXY) or None
+    if proxy is not None and not proxy.startswith("http://"):
+        raise ValueError(f"{ENV.HTTPS_PROXY}={proxy!r}: must be an http:// proxy URL")
+    return FetchLimits(
+        max_bytes=max_bytes or int(env.get(ENV.MAX_ARTIFACT_BYTES) or FetchLimits.max_bytes),
+        timeout_s=timeout_s or float(env.get(ENV.FETCH_TIMEOUT_S) or FetchLimits.timeout_s),
+        allowed_networks=parse_networks(env.get(ENV.ALLOWED_CIDRS, "")),
+        ca_bundle=Path(ca) if ca else None,
+        https_proxy=proxy,
+        no_proxy=tuple(h.strip().lower().lstrip(".") for h in env.get(ENV.NO_PROXY, "").split(",") if h.strip()),
+    )
 
 
 @dataclass(frozen=True)
@@ -36,8 +73,10 @@ class AgentConfig:
     health_port: int = 8081
     concurrency: int = 4
     resync_s: float = 30.0
+    linger_s: float = 60.0
     stats_interval_s: float = 2.0
     kubeconfig: str | None = None
+    web_identity: WebIdentityConfig | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentConfig:
@@ -49,13 +88,7 @@ class AgentConfig:
         ]
         if missing:
             raise ValueError(f"missing environment: {', '.join(missing)}")
-        ca = env.get(ENV.CA_BUNDLE)
-        limits = FetchLimits(
-            max_bytes=int(env.get(ENV.MAX_ARTIFACT_BYTES) or FetchLimits.max_bytes),
-            timeout_s=float(env.get(ENV.FETCH_TIMEOUT_S) or FetchLimits.timeout_s),
-            allowed_networks=parse_networks(env.get(ENV.ALLOWED_CIDRS, "")),
-            ca_bundle=Path(ca) if ca else None,
-        )
+        limits = fetch_limits_from_env(env)
         return cls(
             namespace=env[ENV.NAMESPACE],
             pod_name=env[ENV.POD_NAME],
@@ -69,8 +102,10 @@ class AgentConfig:
             health_port=int(env.get(ENV.HEALTH_PORT) or 8081),
             concurrency=max(1, int(env.get(ENV.CONCURRENCY) or 4)),
             resync_s=float(env.get(ENV.RESYNC_S) or 30.0),
+            linger_s=max(0.0, float(env.get(ENV.LINGER_S) or 60.0)),
             stats_interval_s=max(0.2, float(env.get(ENV.STATS_INTERVAL_S) or 2.0)),
             kubeconfig=env.get(ENV.KUBECONFIG) or None,
+            web_identity=WebIdentityConfig.from_env(env),
         )
 
 

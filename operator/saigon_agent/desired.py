@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from saigon_contract.names import InvalidName, check_adapter_name
+from saigon_contract.placement import AdapterPlacement
 from saigon_contract.specs import EvalPrompt, Target, target_or_none
 from saigon_contract.status import PromotionStatus
 
@@ -40,6 +41,8 @@ class Desired:
     candidate: bool = False  # `target` is a promotion candidate, not yet the stable version
     evaluation: tuple[Evaluation, ...] = ()
     collect_stats: bool = False
+    # status.placement names this pod (or every pod): otherwise other pods hold it.
+    placed_here: bool = True
 
 
 def desired_from(obj: dict[str, Any], pod: str = "") -> Desired | None:
@@ -72,6 +75,7 @@ def desired_from(obj: dict[str, Any], pod: str = "") -> Desired | None:
         candidate=candidate is not None,
         evaluation=tuple(_evaluation(p) for p in promotion.evaluation or ()) if candidate else (),
         collect_stats=candidate is not None and promotion.collect_stats,
+        placed_here=AdapterPlacement.read(status.get("placement")).holds(pod),
     )
 
 
@@ -79,7 +83,8 @@ def _evaluation(prompt: EvalPrompt) -> Evaluation:
     return Evaluation(prompt.prompt, prompt.expect, prompt.max_tokens, prompt.completion, prompt.max_loss)
 
 
-Action = Literal["serve", "remove", "keep"]
+# elsewhere: served, but by other pods (placement); this pod lets go of it after a while.
+Action = Literal["serve", "remove", "keep", "elsewhere"]
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,7 @@ class DesiredBook:
         live = [d for d in candidates if not d.deleting]
         serving = sorted((d for d in live if d.target is not None), key=lambda d: (d.created, d.uid))
         if serving:
-            return Decision("serve", serving[0])
+            return Decision("serve" if serving[0].placed_here else "elsewhere", serving[0])
         if not live:
             # Gone, or every object for this name is being deleted: unload and remove its files.
             return Decision("remove", candidates[0] if candidates else None)

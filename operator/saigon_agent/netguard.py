@@ -113,14 +113,20 @@ def category(address: IPAddress) -> str:
 class GuardedResolver(AbstractResolver):
     """Resolves with aiohttp's default resolver and keeps only the permitted addresses."""
 
-    def __init__(self, guard: AddressGuard, inner: AbstractResolver | None = None) -> None:
+    def __init__(
+        self, guard: AddressGuard, inner: AbstractResolver | None = None, *, trusted_hosts: frozenset[str] = frozenset()
+    ) -> None:
         self.guard = guard
         self.inner = inner or DefaultResolver()
+        # Hosts the operator configured itself (a proxy): resolved without the guard.
+        self.trusted_hosts = frozenset(h.lower() for h in trusted_hosts)
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await self.inner.resolve(host, port, family)
+        if host.lower() in self.trusted_hosts:
+            return results
         kept: list[ResolveResult] = []
         first_denied: Any = None
         for result in results:

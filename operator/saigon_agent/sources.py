@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -17,6 +17,7 @@ from saigon_agent.config import FetchLimits
 from saigon_agent.errors import DigestMismatch, SourceRejected, SyncError
 from saigon_agent.fetch import Fetcher
 from saigon_agent.store import AdapterStore
+from saigon_agent.sts import WebIdentityCredentials
 
 # Reads a Secret's data (base64-decoded) by name; the agent passes its API client.
 SecretReader = Callable[[str], Awaitable[dict[str, bytes]]]
@@ -37,6 +38,8 @@ class Materializer:
         limits: FetchLimits,
         sources_root: Path,
         read_secret: SecretReader | None = None,
+        *,
+        web_identity: WebIdentityCredentials | None = None,
         background: BackgroundPool | None = None,
     ) -> None:
         """`background`: where copying, unpacking, hashing and fsyncing run (default: a pool of 4)."""
@@ -46,6 +49,7 @@ class Materializer:
         self.limits = limits
         self.sources_root = sources_root
         self.read_secret = read_secret
+        self.web_identity = web_identity
 
     async def install(self, name: str, target: Target) -> Installed:
         """Makes `<name>/<target.version>` exist with the target's content, verified."""
@@ -112,29 +116,56 @@ class Materializer:
     async def _from_hugging_face(self, staging: Path, source: HuggingFaceSource) -> str:
         base = source.endpoint.rstrip("/")
         repo = "/".join(quote(part, safe="") for part in source.repo.split("/"))
+        headers = await self._hugging_face_auth(source)
         digests = {}
         for name in artifact.ADAPTER_FILES:
             url = f"{base}/{repo}/resolve/{source.revision}/{name}"
-            got = await self.fetcher.download(url, staging / name)
+            # The token goes to the Hub only: a redirect (to its CDN) drops it.
+            got = await self.fetcher.download(url, staging / name, headers=headers)
             digests[name] = got.sha256
         return artifact.manifest_digest(digests)
 
-    async def _from_s3(self, staging: Path, source: S3Source) -> str:
+    async def _hugging_face_auth(self, source: HuggingFaceSource) -> dict[str, str]:
+        ref = source.token_secret_ref
+        if ref is None:
+            return {}
         if self.read_secret is None:
             raise SyncError("this agent cannot read credential secrets", reason="SourceRejected")
-        data = await self.read_secret(source.credentials_secret_ref.name)
-        try:
-            creds = s3.Credentials(
-                access_key=data["accessKeyId"].decode(),
-                secret_key=data["secretAccessKey"].decode(),
-                session_token=data["sessionToken"].decode() if "sessionToken" in data else None,
-            )
-        except KeyError as exc:
-            raise SyncError(
-                f"secret {source.credentials_secret_ref.name} lacks {exc.args[0]}", reason="CredentialsInvalid"
-            ) from None
+        token = (await self.read_secret(ref.name)).get(ref.key)
+        if not token:
+            raise SyncError(f"secret {ref.name} lacks {ref.key}", reason="CredentialsInvalid")
+        return {"Authorization": f"Bearer {token.decode().strip()}"}
+
+    async def _from_s3(self, staging: Path, source: S3Source) -> str:
+        creds = await self._s3_credentials(source)
         url, headers = s3.signed_get(source.endpoint, source.bucket, source.key, source.region, creds)
         return await self._from_archive_url(staging, url, headers)
+
+    async def _s3_credentials(self, source: S3Source) -> s3.Credentials:
+        ref = source.credentials_secret_ref
+        if ref is None:
+            if self.web_identity is None:
+                raise SyncError(
+                    "the source names no credentialsSecretRef and this pod has no web identity "
+                    "(set the SaigonModel's spec.downloads.webIdentity)",
+                    reason="CredentialsInvalid",
+                )
+            return await self.web_identity.get()
+        if self.read_secret is None:
+            raise SyncError("this agent cannot read credential secrets", reason="SourceRejected")
+        return secret_credentials(ref.name, await self.read_secret(ref.name))
+
+
+def secret_credentials(secret: str, data: Mapping[str, bytes]) -> s3.Credentials:
+    """S3 keys from a Secret's data: accessKeyId, secretAccessKey and optionally sessionToken."""
+    try:
+        return s3.Credentials(
+            access_key=data["accessKeyId"].decode(),
+            secret_key=data["secretAccessKey"].decode(),
+            session_token=data["sessionToken"].decode() if "sessionToken" in data else None,
+        )
+    except KeyError as exc:
+        raise SyncError(f"secret {secret} lacks {exc.args[0]}", reason="CredentialsInvalid") from None
 
 
 def decode_secret_data(secret: dict[str, object]) -> dict[str, bytes]:

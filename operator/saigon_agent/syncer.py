@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from saigon_contract.demand import DemandResult
 from saigon_contract.reports import AdapterReport, State
 from saigon_contract.specs import Target
 from saigon_contract.status import now_iso
@@ -63,6 +64,7 @@ class Syncer:
         backoff_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         pod: str = "",
+        linger_s: float = 60.0,
     ) -> None:
         self.book = DesiredBook(pod)
         self.store = store
@@ -80,6 +82,11 @@ class Syncer:
         self._first_probe = asyncio.Event()  # set once the runtime has been asked at least once
         self._listed = False
         self._clock = clock
+        # An adapter placed elsewhere stays this long (the router may still send its user here
+        # until it follows the new placement), then goes.
+        self.linger_s = linger_s
+        self._elsewhere_since: dict[str, float] = {}
+        self._demanded: dict[str, float] = {}  # adapters placed elsewhere, loaded here on demand: when
         self.gates = PromotionGates(runtime)
 
     # --- inputs --------------------------------------------------------------------------------
@@ -159,6 +166,12 @@ class Syncer:
         decision = self.book.decide(name)
         if decision.action == "keep":
             return
+        if decision.action == "elsewhere":
+            if not self._held_on_demand(name):
+                await self._let_go(name)
+                return
+        else:
+            self._elsewhere_since.pop(name, None)
         if decision.action == "remove" or decision.desired is None or decision.desired.target is None:
             if self._listed or decision.desired is not None:
                 await self._remove(name)
@@ -304,14 +317,64 @@ class Syncer:
         self._served[name] = served
         return served
 
-    async def _remove(self, name: str) -> None:
-        known = (
+    async def demand(self, name: str, timeout_s: float) -> DemandResult:
+        """Loads an adapter placed on other pods now (the router sent its user here: they are down)."""
+        decision = self.book.decide(name)
+        desired = decision.desired
+        if decision.action not in ("serve", "elsewhere") or desired is None or desired.target is None:
+            return DemandResult(state="unknown")
+        target = desired.target
+        if decision.action == "elsewhere":
+            self._demanded[name] = self._clock()
+            self.kick([name])
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            served = self._served.get(name)
+            if served is not None and served.version == target.version:
+                return DemandResult(state="loaded", version=served.version)
+            failure = self._failures.get(name)
+            if failure is not None and not failure.transient and failure.fingerprint == target.fingerprint():
+                report = self.reporter.get(name)
+                return DemandResult(state="failed", reason=report.reason if report is not None else None)
+            if asyncio.get_running_loop().time() >= deadline:
+                return DemandResult(state="pending")
+            await asyncio.sleep(0.05)
+
+    def _held_on_demand(self, name: str) -> bool:
+        """Demanded within the linger time: kept (and looked at again when that runs out)."""
+        since = self._demanded.get(name)
+        if since is None:
+            return False
+        left = since + self.linger_s - self._clock()
+        if left <= 0:
+            self._demanded.pop(name, None)
+            return False
+        self._queue.mark_later(name, left)
+        return True
+
+    async def _let_go(self, name: str) -> None:
+        """An adapter now placed on other pods: removed once it has lingered `linger_s`."""
+        if not self._knows(name):
+            self._elsewhere_since.pop(name, None)
+            return
+        since = self._elsewhere_since.setdefault(name, self._clock())
+        left = since + self.linger_s - self._clock()
+        if left > 0:
+            self._queue.mark_later(name, left)
+            return
+        self._elsewhere_since.pop(name, None)
+        await self._remove(name)
+
+    def _knows(self, name: str) -> bool:
+        return (
             name in self.reporter.names()
             or name in self.store.names()
             or name in self._served
             or (self._runtime_view is not None and name in self._runtime_view)
         )
-        if not known:
+
+    async def _remove(self, name: str) -> None:
+        if not self._knows(name):
             return
         current = self.reporter.get(name)
         self.reporter.set(name, AdapterReport(state="Unloading", version=current.version if current else None))
@@ -323,6 +386,7 @@ class Syncer:
                 self._fail(name, None, exc, state="Unloading")
                 return
         await self.materializer.background.run(self.store.remove, name)
+        self._demanded.pop(name, None)
         self._served.pop(name, None)
         self._failures.pop(name, None)
         self.gates.drop(name)

@@ -17,6 +17,7 @@ from typing import Any
 
 from saigon_contract import resources as r
 from saigon_contract.kube import ApiError, KubeClient, custom_path
+from saigon_contract.placement import AdapterPlacement
 from saigon_contract.status import now_iso
 from saigon_contract.workqueue import KeyedQueue
 
@@ -30,6 +31,12 @@ from saigon_operator.transitions import Transition, adapter_transition, model_tr
 log = logging.getLogger(__name__)
 
 PodsOf = Callable[[str, str], Collection[PodView]]  # (namespace, model) -> the model's pods
+# (namespace, model), adapter name, the model's pods -> the pods that hold it, and its placement
+Placed = Callable[[Key, str | None, Collection[PodView]], tuple[list[PodView], AdapterPlacement]]
+
+
+def everywhere(_: Key, __: str | None, pods: Collection[PodView]) -> tuple[list[PodView], AdapterPlacement]:
+    return list(pods), AdapterPlacement.everywhere()
 
 
 class Aggregator:
@@ -39,6 +46,7 @@ class Aggregator:
         events: EventRecorder,
         pods_of: PodsOf,
         *,
+        placed: Placed = everywhere,
         debounce_s: float = 0.02,
         model_debounce_s: float = 1.0,
         concurrency: int = 16,
@@ -48,6 +56,7 @@ class Aggregator:
         self.kube = kube
         self.events = events
         self.pods_of = pods_of
+        self.placed = placed
         self.debounce_s = debounce_s
         self.model_debounce_s = model_debounce_s
         self.adapters: dict[Key, AdapterRecord] = {}
@@ -193,10 +202,13 @@ class Aggregator:
         if record is None:
             return
         async with self._lock("adapter", key):
-            pods = list(self.pods_of(record.namespace, record.model))
+            model = (record.namespace, record.model)
+            # Readiness, promotions and status count only the pods that hold this adapter.
+            pods, where = self.placed(model, record.adapter_name, list(self.pods_of(*model)))
             step = record.next_promotion(pods, time.time())
             promotion = step.state if step is not None else record.promotion
             status = adapter_status(record.facts(promotion), pods, record.written.get("conditions"), now_iso())
+            status["placement"] = where.to_status()
             if step is not None and step.recheck_s is not None:
                 self._recheck(key, step.recheck_s)
             if _same(status, record.written):

@@ -1,6 +1,6 @@
-"""The operator's own list+watch loops over runtime pods and SaigonAdapters.
+"""The operator's own list+watch loops over runtime pods, SaigonAdapters and SaigonModels.
 
-They keep saigon_operator.indexes and the progress watchdog current, outside kopf's
+They keep saigon_operator.indexes, the placements and the progress watchdog current, outside kopf's
 per-object workers: no object waits for a worker to be indexed, and startup waits for
 each loop's first listing once, so handlers never see half an index.
 """
@@ -16,6 +16,7 @@ from saigon_contract.kube import KINDS, KubeClient, list_and_watch
 
 from saigon_operator.handlers import pods
 from saigon_operator.handlers.context import OperatorContext
+from saigon_operator.handlers.model import placement_changed
 
 
 def collection(prefix: str, plural: str, namespace: str | None) -> str:
@@ -23,12 +24,12 @@ def collection(prefix: str, plural: str, namespace: str | None) -> str:
 
 
 async def start(kube: KubeClient, namespaces: Sequence[str], ctx: OperatorContext) -> list[asyncio.Task[None]]:
-    """Starts a pod and an adapter loop per namespace (or one each, cluster-wide) and returns
-    once every loop has listed."""
+    """Starts a model, a pod and an adapter loop per namespace (or one each, cluster-wide) and
+    returns once every loop has listed. Models come first: an adapter's placement needs its model's."""
     listed: list[asyncio.Event] = []
     tasks: list[asyncio.Task[None]] = []
     for namespace in namespaces or (None,):
-        for loop in (_pods, _adapters):
+        for loop in (_models, _pods, _adapters):
             done = asyncio.Event()
             listed.append(done)
             tasks.append(asyncio.create_task(loop(kube, namespace, ctx, done), name=f"informer-{loop.__name__}"))
@@ -57,6 +58,24 @@ async def _pods(kube: KubeClient, namespace: str | None, ctx: OperatorContext, l
     path = collection(prefix, plural, namespace)
     async for kind, body in list_and_watch(kube, path, params=params, on_relist=relisted):
         pods.observe(kind, body, ctx)
+
+
+async def _models(kube: KubeClient, namespace: str | None, ctx: OperatorContext, listed: asyncio.Event) -> None:
+    async def relisted(items: list[dict[str, Any]]) -> None:
+        present = {_key(i) for i in items}
+        for key in ctx.placements.keys(namespace):
+            if key not in present:
+                ctx.placements.forget(key)
+                ctx.routing.forget(key)
+        listed.set()
+
+    path = collection(f"/apis/{r.GROUP}/{r.VERSION}", r.MODEL_PLURAL, namespace)
+    async for kind, body in list_and_watch(kube, path, on_relist=relisted):
+        if kind == "DELETED":
+            ctx.placements.forget(_key(body))
+            ctx.routing.forget(_key(body))
+        elif ctx.placements.observe(body):
+            placement_changed(ctx, _key(body))
 
 
 async def _adapters(kube: KubeClient, namespace: str | None, ctx: OperatorContext, listed: asyncio.Event) -> None:

@@ -21,6 +21,7 @@ from saigon_operator.handlers import adapter, model
 from saigon_operator.handlers.context import OperatorContext
 from saigon_operator.handlers.credentials import TokenIssuer
 from saigon_operator.indexes import AdapterClaims, RuntimePods, claim_key
+from saigon_operator.placement import Placements, RouterSync
 from saigon_operator.progress import Progress
 from saigon_operator.settings import OperatorConfig
 
@@ -59,7 +60,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     kube.write_guard = getattr(memo, "may_write", None)  # no write once the leader's deadline passed
     events = EventRecorder(kube)
     runtime_pods = RuntimePods()
-    aggregator = Aggregator(kube, events, runtime_pods.of)
+    placements = Placements()
+    aggregator = Aggregator(kube, events, runtime_pods.of, placed=placements.placed)
     ctx = OperatorContext(
         kube=kube,
         aggregator=aggregator,
@@ -75,6 +77,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
         tokens=TokenIssuer(kube, aggregator),
         diffbase=memo.diffbase,
         unload_timeout_s=config.unload_timeout_s,
+        placements=placements,
+        routing=RouterSync(kube, placements, runtime_pods.of, aggregator.adapters_of),
     )
     memo.flusher = asyncio.create_task(aggregator.run(), name="status-aggregator")
     memo.informers = await informers.start(kube, config.namespaces, ctx)
@@ -89,6 +93,7 @@ async def cleanup(memo: Any, **_: Any) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     if getattr(memo, "ctx", None) is not None:
         await context(memo).tokens.close()
+        await context(memo).routing.close()
         await context(memo).kube.close()
 
 

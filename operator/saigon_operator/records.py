@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from saigon_contract import resources as r
-from saigon_contract.specs import Promotion, S3Policy, SpecError, Target
+from saigon_contract.specs import AdapterSources, Promotion, SpecError, Target
 
 from saigon_operator.promotion import Plan, PodInput, PromotionState, plan
 from saigon_operator.status import AdapterFacts, PodView
@@ -85,7 +85,8 @@ class ModelRecord:
     apply_error: str | None = None
     written: dict[str, Any] = field(default_factory=dict)
     # The S3 credentials and endpoints its adapters may use (None: the spec is invalid or unseen).
-    s3_policy: S3Policy | None = None
+    # The model's spec.adapterSources: which credential Secrets and endpoints its adapters may use.
+    source_policy: AdapterSources | None = None
     # spec.auth.users when it issues inference tokens (None: auth Disabled, or the spec is invalid or unseen).
     token_users: frozenset[str] | None = None
 

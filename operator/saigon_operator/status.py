@@ -29,6 +29,7 @@ class PodView:
     deleting: bool
     spec_hash: str | None
     report: PodReport
+    ip: str | None = None
 
     @property
     def active(self) -> bool:
@@ -48,6 +49,7 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         deleting=bool(meta.get("deletionTimestamp")),
         spec_hash=annotations.get(r.SPEC_HASH_ANNOTATION),
         report=PodReport.decode(annotations.get(r.REPORT_ANNOTATION)),
+        ip=status.get("podIP") or None,
     )
 
 

@@ -119,13 +119,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @asynccontextmanager
-async def https_server(tls: TlsFiles, routes: dict[str, Handler]) -> AsyncIterator[str]:
-    """Serves `routes` over TLS on 127.0.0.1 (an ephemeral port); yields the base URL."""
+async def https_server(
+    tls: TlsFiles, routes: dict[str, Handler], posts: dict[str, Handler] | None = None
+) -> AsyncIterator[str]:
+    """Serves `routes` (GET) and `posts` (POST) over TLS on 127.0.0.1 (an ephemeral port); yields the base URL."""
     import ssl
 
     app = web.Application()
     for path, handler in routes.items():
         app.router.add_get(path, handler)
+    for path, handler in (posts or {}).items():
+        app.router.add_post(path, handler)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(str(tls.cert), str(tls.key))
     runner = web.AppRunner(app, access_log=None)
@@ -137,3 +141,49 @@ async def https_server(tls: TlsFiles, routes: dict[str, Handler]) -> AsyncIterat
         yield f"https://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+@dataclass
+class ConnectProxy:
+    url: str
+    tunnels: list[str]  # the CONNECT targets, in order
+
+
+@asynccontextmanager
+async def connect_proxy() -> AsyncIterator[ConnectProxy]:
+    """A real HTTP CONNECT proxy on 127.0.0.1 (what squid or tinyproxy do for https): it reads the
+    CONNECT line, dials the target and relays bytes both ways, never seeing inside the TLS."""
+    import asyncio
+
+    tunnels: list[str] = []
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                writer.write(chunk)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+        if method != "CONNECT":
+            writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            writer.close()
+            return
+        tunnels.append(target)
+        host, port = target.rsplit(":", 1)
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await asyncio.gather(relay(reader, upstream_writer), relay(upstream_reader, writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield ConnectProxy(f"http://127.0.0.1:{port}", tunnels)
+    finally:
+        server.close()

@@ -130,3 +130,25 @@ def test_a_candidate_passes_its_evaluation_only_if_every_answer_holds_its_text_a
         False, "evaluation prompt 2 of 2: completion loss 2.250 > maxLoss 2",
     )  # fmt: skip
     assert judge(checks.evaluation, [good[0], EvalAnswer("", None)])[1].endswith("loss not reported > maxLoss 2")
+
+
+def test_a_pod_serves_only_what_is_placed_on_it() -> None:
+    book = DesiredBook("llama-a")
+    placed = obj("u1", "user_1")
+    placed["status"]["placement"] = {"allReplicas": False, "slot": 7, "pods": ["llama-b", "llama-a"]}
+    book.upsert(placed)
+    assert book.decide("user_1").action == "serve"
+    placed["status"]["placement"]["pods"] = ["llama-b", "llama-c"]
+    assert book.upsert(placed) == {"user_1"}
+    assert book.decide("user_1").action == "elsewhere"
+    # Shared adapters, statuses of operators without placement, and unreadable ones: every pod.
+    for placement in ({"allReplicas": True}, None, {"slot": "seven"}):
+        shared = obj("u2", "global")
+        if placement is not None:
+            shared["status"]["placement"] = placement
+        book.upsert(shared)
+        assert book.decide("global").action == "serve"
+    # A deleted adapter is removed wherever it lingers.
+    placed["metadata"]["deletionTimestamp"] = "2026-01-02T00:00:00Z"
+    book.upsert(placed)
+    assert book.decide("user_1").action == "remove"

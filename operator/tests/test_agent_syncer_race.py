@@ -95,7 +95,9 @@ def adapter_object(i: int) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def syncing(tmp_path: Path, runtime: SlowListingRuntime) -> AsyncIterator[tuple[Syncer, ReadinessLog]]:
+async def syncing(
+    tmp_path: Path, runtime: SlowListingRuntime, **options: Any
+) -> AsyncIterator[tuple[Syncer, ReadinessLog]]:
     """A syncer (installing from a PVC directory) and its runtime watch, against `runtime` served on 127.0.0.1."""
     write_adapter(tmp_path / "sources" / "team" / "shared", seed=3)
     runner = web.AppRunner(runtime.app(), access_log=None)
@@ -113,6 +115,7 @@ async def syncing(tmp_path: Path, runtime: SlowListingRuntime) -> AsyncIterator[
         runtime=admin,
         reporter=reporter,
         concurrency=4,
+        **options,
     )
     watcher = asyncio.create_task(syncer.watch_runtime(interval_s=0.02, probe_s=0.02))
     try:

@@ -134,10 +134,18 @@ def test_spec_changes_roll_the_pods_and_nothing_else_does() -> None:
     )
 
 
-def test_rolls_never_drop_below_the_requested_replicas() -> None:
-    deployment = build_deployment(OWNER, spec(), DEFAULTS)
-    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+def test_gpu_rolls_need_no_spare_gpu_and_cpu_rolls_never_drop_below_the_replicas() -> None:
+    deployment = build_deployment(OWNER, spec(), DEFAULTS)  # gpus: 1
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     assert deployment["spec"]["replicas"] == 3
+    cpu = build_deployment(OWNER, spec(gpus=0), DEFAULTS)
+    assert cpu["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    given = build_deployment(OWNER, spec(rollout={"maxSurge": "25%", "maxUnavailable": 0}), DEFAULTS)
+    assert given["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "25%", "maxUnavailable": 0}
+    # One side given as 0: the other keeps the roll moving.
+    assert build_deployment(OWNER, spec(gpus=0, rollout={"maxSurge": 0}), DEFAULTS)["spec"]["strategy"][
+        "rollingUpdate"
+    ] == {"maxSurge": 0, "maxUnavailable": 1}
 
 
 def test_agent_role_has_exact_verbs_and_no_wildcards() -> None:

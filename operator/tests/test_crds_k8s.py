@@ -144,7 +144,7 @@ def test_versions_model_and_scope_are_immutable(crds: Cluster, k8s_namespace: st
 
 
 def test_bad_models_are_rejected(crds: Cluster, k8s_namespace: str) -> None:
-    assert "exactly one of pvc or path" in rejected(
+    assert "exactly one of pvc, path, https, s3 or huggingFace" in rejected(
         crds, k8s_namespace, model(baseModel={"path": "/m", "pvc": {"claimName": "w"}})
     )
     assert "spec.replicas" in rejected(crds, k8s_namespace, model(replicas=-1))
@@ -235,3 +235,108 @@ def test_kubectl_explain_describes_every_field(crds: Cluster, kind: str) -> None
         "explain", f"{kind.lower()}s.spec.version" if kind == "SaigonAdapter" else "saigonmodels.spec.cache.maxRank"
     )
     assert "DESCRIPTION:" in explained and "<empty>" not in explained
+
+
+# --- Pod knobs, base-model delivery and download credentials (issue 17 items 4 and 5) ----------
+
+
+def test_pod_knobs_are_stored_and_defaulted(crds: Cluster, k8s_namespace: str) -> None:
+    knobs = {
+        "pod": {
+            "annotations": {"team": "ml"},
+            "labels": {"cost-center": "42"},
+            "imagePullSecrets": [{"name": "regcred"}],
+            "serviceAccountName": "llama-irsa",
+            "runtimeClassName": "nvidia",
+        },
+        "scheduling": {
+            "affinity": {
+                "podAntiAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {"weight": 50, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname"}}
+                    ]
+                },
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]}
+                        ]
+                    }
+                },
+            },
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone"}],
+        },
+        "runtime": {
+            "dtype": "bfloat16",
+            "maxBatchSize": 64,
+            "maxQueue": 512,
+            "maxNewTokens": 1024,
+            "memoryUtilization": 0.85,
+        },
+        "rollout": {"maxSurge": "25%", "maxUnavailable": 0},
+        "gpus": 2,
+        "gpuResourceName": "amd.com/gpu",
+    }
+    stored = apply(crds, k8s_namespace, model(name="knobs", **knobs))["spec"]
+    assert stored["pod"] == knobs["pod"]
+    assert stored["runtime"] == knobs["runtime"]
+    assert stored["scheduling"]["topologySpreadConstraints"] == [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"}
+    ]
+    assert stored["scheduling"]["affinity"] == knobs["scheduling"]["affinity"]  # type: ignore[index]
+    assert apply(crds, k8s_namespace, model(name="plain"))["spec"]["gpuResourceName"] == "nvidia.com/gpu"
+
+
+def test_fetched_base_models_and_downloads_are_accepted(crds: Cluster, k8s_namespace: str) -> None:
+    fetched = {
+        "huggingFace": {"repo": "org/llama", "revision": "a" * 40, "tokenSecretRef": {"name": "hf"}},
+        "sha256": SHA,
+        "cache": {"claimName": "models-rwx"},
+    }
+    downloads = {
+        "webIdentity": {"roleArn": "arn:aws:iam::123456789012:role/saigon"},
+        "caBundle": {"configMap": "minio-ca"},
+        "proxy": {"url": "http://proxy.egress:3128", "noProxy": ["minio.storage.svc"]},
+    }
+    stored = apply(crds, k8s_namespace, model(name="fetched", baseModel=fetched, downloads=downloads))["spec"]
+    assert stored["baseModel"]["huggingFace"]["tokenSecretRef"] == {"name": "hf", "key": "token"}
+    assert stored["baseModel"]["cache"]["sizeLimit"] == "100Gi"
+    assert stored["downloads"]["webIdentity"]["audience"] == "sts.amazonaws.com"
+    assert stored["downloads"]["caBundle"]["key"] == "ca.crt"
+    s3 = {"s3": {"endpoint": "https://minio.storage:9000", "bucket": "models", "key": "llama.tar"}, "sha256": SHA}
+    assert apply(crds, k8s_namespace, model(name="s3", baseModel=s3))["spec"]["baseModel"]["s3"]["region"]
+    # An adapter may leave its S3 credentials to the pods' web identity.
+    web = {"s3": {"endpoint": "https://s3.example", "bucket": "lora", "key": "u42.tar"}}
+    apply(crds, k8s_namespace, adapter(name="webid", source=web))
+    private = {"huggingFace": {"repo": "org/lora", "revision": "b" * 40, "tokenSecretRef": {"name": "hf"}}}
+    stored = apply(crds, k8s_namespace, adapter(name="private", source=private))["spec"]
+    assert stored["source"]["huggingFace"]["tokenSecretRef"] == {"name": "hf", "key": "token"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"pod": {"labels": {"saigon.ai/model": "other"}}}, "must not set the operator's labels"),
+        ({"pod": {"labels": {"app.kubernetes.io/component": "x"}}}, "must not set the operator's labels"),
+        ({"pod": {"annotations": {"saigon.ai/spec-hash": "x"}}}, "must not use the saigon.ai/ prefix"),
+        ({"rollout": {"maxSurge": 0, "maxUnavailable": "0%"}}, "cannot both be 0"),
+        ({"rollout": {"maxSurge": "-1"}}, "spec.rollout.maxSurge"),
+        ({"runtime": {"dtype": "int4"}}, "spec.runtime.dtype"),
+        ({"runtime": {"memoryUtilization": 0}}, "spec.runtime.memoryUtilization"),
+        ({"gpuResourceName": "gpu"}, "spec.gpuResourceName"),
+        ({"baseModel": {"https": {"url": "https://m.example/llama.tar"}}}, "sha256 is required"),
+        (
+            {"baseModel": {"https": {"url": "https://m.example/m.tar"}, "path": "/m", "sha256": SHA}},
+            "exactly one of pvc, path, https, s3 or huggingFace",
+        ),
+        ({"baseModel": {"path": "/m", "cache": {"claimName": "rwx"}}}, "applies to https, s3 and huggingFace"),
+        ({"downloads": {"caBundle": {"configMap": "a", "secret": "b"}}}, "exactly one of configMap or secret"),
+        ({"downloads": {"proxy": {"url": "https://user:pw@proxy:3128"}}}, "spec.downloads.proxy.url"),
+        ({"downloads": {"webIdentity": {"roleArn": "role/saigon"}}}, "spec.downloads.webIdentity.roleArn"),
+        ({"scheduling": {"topologySpreadConstraints": [{"maxSkew": 0, "topologyKey": "z"}]}}, "maxSkew"),
+    ],
+)
+def test_bad_pod_knobs_and_sources_are_rejected_at_admission(
+    crds: Cluster, k8s_namespace: str, spec: dict[str, Any], message: str
+) -> None:
+    assert message in rejected(crds, k8s_namespace, model(**spec))

@@ -118,6 +118,17 @@ def test_spec_changes_roll_the_deployment(k8s_cluster: Cluster, ns: str, operato
 def test_the_router_comes_and_goes_with_the_spec(k8s_cluster: Cluster, ns: str, operator: OperatorProcess) -> None:
     apply(k8s_cluster, ns, model(replicas=2, router={"enabled": True, "replicas": 1}))
     config = eventually(lambda: get(k8s_cluster, ns, "configmap", "m-router"), timeout=30, what="router config")
+    # Placement (the default): the pods the operator sees are the servers (none runs here), and the
+    # owners' map sits beside the configuration.
+    assert "map_int(/usr/local/etc/haproxy/owners.map)" in config["data"]["haproxy.cfg"]
+    assert "server-template" not in config["data"]["haproxy.cfg"] and config["data"]["owners.map"] == ""
+    # Without placement, servers come from the headless Service through DNS.
+    apply(k8s_cluster, ns, model(replicas=2, router={"enabled": True, "replicas": 1}, placement={"replicas": 0}))
+    config = eventually(
+        lambda: (c := get(k8s_cluster, ns, "configmap", "m-router")) and "owners.map" not in c["data"] and c,
+        timeout=30,
+        what="router config without placement",
+    )
     assert f"server-template rt 8 m-pods.{ns}.svc.cluster.local:8001" in config["data"]["haproxy.cfg"]
     router = get(k8s_cluster, ns, "deployment", "m-router")
     assert router["spec"]["replicas"] == 1
@@ -219,6 +230,16 @@ def test_adapter_without_pods_has_a_target_and_says_why_it_is_not_ready(
     k8s_cluster.kubectl("delete", "saigonadapter", "a", "-n", ns, "--timeout=30s")  # no pods: nothing to wait for
 
 
+def agent_may(cluster: Cluster, namespace: str, *request: str) -> bool:
+    """`kubectl auth can-i` as the agents of SaigonModel m."""
+    agent = cluster.kubeconfig_for_service_account(namespace, "m-agent")
+    try:
+        cluster.kubectl("auth", "can-i", *request, "-n", namespace, kubeconfig_path=agent)
+        return True
+    except CommandError:
+        return False
+
+
 def s3_adapter(name: str, user: str, secret: str, endpoint: str) -> dict[str, Any]:
     s3 = {"endpoint": endpoint, "bucket": "lora", "key": f"{user}.tar", "credentialsSecretRef": {"name": secret}}
     return {
@@ -261,14 +282,9 @@ def test_s3_credentials_and_endpoints_come_from_the_models_allow_lists(
         timeout=30,
         what="the allowed source is published",
     )
-    agent = k8s_cluster.kubeconfig_for_service_account(ns, "m-agent")
 
     def agent_can_read(secret: str) -> bool:
-        try:
-            k8s_cluster.kubectl("auth", "can-i", "get", f"secret/{secret}", "-n", ns, kubeconfig_path=agent)
-            return True
-        except CommandError:
-            return False
+        return agent_may(k8s_cluster, ns, "get", f"secret/{secret}")
 
     eventually(lambda: agent_can_read("team-s3"), timeout=30, what="the agents may read the allowed Secret")
     assert not agent_can_read("billing-db")
@@ -276,6 +292,59 @@ def test_s3_credentials_and_endpoints_come_from_the_models_allow_lists(
     apply(k8s_cluster, ns, model(replicas=0, adapterSources={"s3": {**allowed, "allowedSecrets": ["other"]}}))
     eventually(lambda: refused("good"), timeout=30, what="the adapter is refused once its Secret is not allowed")
     eventually(lambda: not agent_can_read("team-s3"), timeout=30, what="the grant is withdrawn")
+
+
+def test_hugging_face_tokens_and_web_identity_come_from_the_models_allow_lists(
+    k8s_cluster: Cluster, ns: str, operator: OperatorProcess
+) -> None:
+    for secret in ("hf-team", "hf-other"):
+        k8s_cluster.kubectl("create", "secret", "generic", secret, "-n", ns, "--from-literal=token=hf_x")
+    sources = {
+        "huggingFace": {"allowedTokenSecrets": ["hf-team"]},
+        "s3": {"allowedEndpoints": ["https://s3.team.example"]},
+    }
+    apply(k8s_cluster, ns, model(replicas=0, adapterSources=sources))
+    eventually(lambda: get(k8s_cluster, ns, "rolebinding", "m-agent"), timeout=30, what="rbac")
+
+    def hf_adapter(name: str, user: str, secret: str) -> dict[str, Any]:
+        hf = {"repo": "org/lora", "revision": "a" * 40, "tokenSecretRef": {"name": secret}}
+        return {"apiVersion": "saigon.ai/v1alpha1", "kind": "SaigonAdapter", "metadata": {"name": name},
+                "spec": {"modelRef": {"name": "m"}, "scope": {"user": user}, "version": "v1", "sha256": SHA,
+                         "source": {"huggingFace": hf}}}  # fmt: skip
+
+    apply(k8s_cluster, ns, hf_adapter("hf-good", "5", "hf-team"))
+    apply(k8s_cluster, ns, hf_adapter("hf-steal", "6", "hf-other"))
+    web = s3_adapter("webid", "7", "unused", "https://s3.team.example")
+    del web["spec"]["source"]["s3"]["credentialsSecretRef"]
+    apply(k8s_cluster, ns, web)
+
+    def reason(name: str) -> str | None:
+        return condition(get(k8s_cluster, ns, "saigonadapter", name), "Ready").get("reason")
+
+    eventually(lambda: reason("hf-steal") == "SourceNotAllowed", timeout=30, what="the foreign token is refused")
+    message = condition(get(k8s_cluster, ns, "saigonadapter", "hf-steal"), "Ready")["message"]
+    assert "hf-other is not in the SaigonModel's spec.adapterSources.huggingFace.allowedTokenSecrets" in message
+    eventually(lambda: reason("webid") == "SourceNotAllowed", timeout=30, what="web identity needs the model's yes")
+    assert "allowWebIdentity is false" in condition(get(k8s_cluster, ns, "saigonadapter", "webid"), "Ready")["message"]
+    eventually(
+        lambda: (get(k8s_cluster, ns, "saigonadapter", "hf-good").get("status") or {}).get("target"),
+        timeout=30,
+        what="the allowed token's adapter is published",
+    )
+
+    def agent_can_read(secret: str) -> bool:
+        return agent_may(k8s_cluster, ns, "get", f"secret/{secret}")
+
+    eventually(lambda: agent_can_read("hf-team"), timeout=30, what="the agents may read the allowed token")
+    assert not agent_can_read("hf-other")
+    # The model allows web identity: the adapter without a Secret is judged again and published.
+    sources["s3"]["allowWebIdentity"] = True  # type: ignore[index]
+    apply(k8s_cluster, ns, model(replicas=0, adapterSources=sources))
+    eventually(
+        lambda: (get(k8s_cluster, ns, "saigonadapter", "webid").get("status") or {}).get("target"),
+        timeout=30,
+        what="the web identity adapter is published once allowed",
+    )
 
 
 def test_the_agent_role_is_enough_and_no_more(k8s_cluster: Cluster, ns: str, operator: OperatorProcess) -> None:

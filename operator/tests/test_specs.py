@@ -123,7 +123,10 @@ def test_model_defaults() -> None:
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [
-        ({"baseModel": {"path": "/m", "pvc": {"claimName": "x"}}}, "exactly one of pvc or path"),
+        (
+            {"baseModel": {"path": "/m", "pvc": {"claimName": "x"}}},
+            "exactly one of pvc, path, https, s3 or huggingFace",
+        ),
         ({"baseModel": {"path": "relative"}}, "absolute"),
         ({"replicas": -1}, "replicas"),
         ({"port": 80}, "port"),

@@ -50,6 +50,8 @@ ENV_VARS: dict[str, str] = {
     "SAIGON_AUDIT_RAW_USER_IDS": "audit_raw_user_ids",
     "SAIGON_STAGING_DIR": "staging_dir",
     "SAIGON_TOKENIZE_CONCURRENCY": "tokenize_concurrency",
+    "SAIGON_DEMAND_URL": "demand_url",
+    "SAIGON_DEMAND_TIMEOUT": "demand_timeout_s",
 }
 
 
@@ -115,6 +117,11 @@ class RuntimeConfig:
     staging_dir: Path | None = None
     # Prompts tokenized at once in worker threads; more wait, so huge prompts cannot take every thread.
     tokenize_concurrency: int = 2
+    # The pod's agent (http://127.0.0.1:<port>): a user's adapter this replica does not hold is
+    # fetched, verified and loaded through it on demand, waiting up to demand_timeout_s
+    # (saigon_contract.demand). Unset: a missing adapter falls back along the cascade at once.
+    demand_url: str | None = None
+    demand_timeout_s: float = 30.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> RuntimeConfig:

@@ -43,6 +43,8 @@ class RuntimePod:
     agent_port: int
     runtime: subprocess.Popen[bytes] | None = None
     agent: subprocess.Popen[bytes] | None = None
+    # The base model's init container (spec.baseModel https, s3 or huggingFace): its exit code.
+    fetch_exit: int | None = None
     agent_env: dict[str, str] = field(default_factory=dict)
     # The runtime's Secret volumes on disk (local directory -> Secret name), kept up to date.
     secret_volumes: dict[Path, str] = field(default_factory=dict)
@@ -130,15 +132,44 @@ class FakeKubelet:
         pod = RuntimePod(name, workdir, free_port(), free_port())
         self.pods[name] = pod
         containers = {c["name"]: c for c in template["spec"]["containers"] + template["spec"]["initContainers"]}
+        fetch = containers.get("fetch-model")
+        if fetch is not None and not self._run_fetch_model(pod, template["spec"], fetch):
+            return pod  # stays in Init, as a kubelet leaves a pod whose init container fails
         pod.agent_env = self._agent_env(pod, containers["agent"])
         self.start_agent(pod)  # native sidecar: first
         mounts = self._mount_volumes(pod, template["spec"], containers["runtime"])
         pod.runtime = spawn(
             [str(VENV_BIN / "saigon-runtime"), "serve"],
             workdir / "runtime.log",
-            env=self._runtime_env(pod, containers["runtime"], mounts),
+            env=self._runtime_env(pod, containers["runtime"], mounts, fetched=fetch is not None),
         )
         return pod
+
+    def _run_fetch_model(self, pod: RuntimePod, pod_spec: dict[str, Any], container: dict[str, Any]) -> bool:
+        """Runs the init container to completion; on failure records what a kubelet would
+        (Init phase, the container terminated with its exit code and its log as the message)."""
+        mounts = self._mount_volumes(pod, pod_spec, container)
+        env = self._localise(self._base_env() | self._resolve_env(pod, container), mounts)
+        env.update({AGENT_ENV.CA_BUNDLE: str(self.ca_bundle), "HOME": str(pod.workdir)})
+        log = pod.workdir / "fetch-model.log"
+        proc = spawn([str(VENV_BIN / "saigon-agent"), *container["command"][1:]], log, env=env)
+        pod.fetch_exit = proc.wait(timeout=300)
+        if pod.fetch_exit == 0:
+            return True
+        message = log.read_text(errors="replace")[-1024:]  # terminationMessagePolicy FallbackToLogsOnError
+        terminated = {"exitCode": pod.fetch_exit, "reason": "Error", "message": message}
+        self._set_status(
+            pod.name,
+            {
+                "phase": "Pending",
+                "conditions": [{"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized"}],
+                "initContainerStatuses": [
+                    {"name": container["name"], "image": container["image"], "imageID": "", "ready": False,
+                     "restartCount": 0, "state": {"terminated": terminated}},
+                ],
+            },
+        )  # fmt: skip
+        return False
 
     def _mount_volumes(self, pod: RuntimePod, pod_spec: dict[str, Any], container: dict[str, Any]) -> dict[str, Path]:
         """The runtime's volumes as local directories ({mount path: directory}): a Secret's keys as
@@ -247,16 +278,24 @@ class FakeKubelet:
         )
         return env
 
-    def _runtime_env(self, pod: RuntimePod, container: dict[str, Any], mounts: dict[str, Path]) -> dict[str, str]:
-        env = self._base_env() | self._resolve_env(pod, container)
-        for name, value in env.items():  # paths inside the container's mounts, localised
+    @staticmethod
+    def _localise(env: dict[str, str], mounts: dict[str, Path]) -> dict[str, str]:
+        """Paths inside the container's mounts, as the local directories standing in for them."""
+        for name, value in env.items():
             for mount_path, local in mounts.items():
                 if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
                     env[name] = str(local) + value[len(mount_path.rstrip("/")) :]
                     break
+        return env
+
+    def _runtime_env(
+        self, pod: RuntimePod, container: dict[str, Any], mounts: dict[str, Path], *, fetched: bool = False
+    ) -> dict[str, str]:
+        env = self._localise(self._base_env() | self._resolve_env(pod, container), mounts)
+        if not fetched:  # a path in the image or on a claim: the test's own base model stands in
+            env["SAIGON_BASE_MODEL"] = str(self.base_model)
         env.update(
             {
-                "SAIGON_BASE_MODEL": str(self.base_model),
                 "SAIGON_ADAPTERS_DIR": str(pod.adapters_dir),
                 "SAIGON_HOST": "127.0.0.1",
                 "SAIGON_PORT": str(pod.runtime_port),
@@ -267,6 +306,8 @@ class FakeKubelet:
                 "OMP_NUM_THREADS": "1",
             }
         )
+        if "SAIGON_DEMAND_URL" in env:  # the pod's own agent, on its local port
+            env["SAIGON_DEMAND_URL"] = f"http://127.0.0.1:{pod.agent_port}"
         return env
 
     def agent_kubeconfig(self, pod: str) -> Path:

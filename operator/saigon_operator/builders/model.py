@@ -14,8 +14,9 @@ from typing import Any
 
 from saigon_contract import resources as r
 from saigon_contract.agent_env import ENV as AGENT_ENV
+from saigon_contract.agent_env import FETCH_MODEL_ENV
 from saigon_contract.logs import LOG_FORMAT_ENV
-from saigon_contract.specs import ModelSpec, Resources
+from saigon_contract.specs import DownloadOptions, ModelSpec, Resources, TopologySpreadConstraint
 from saigon_operator.builders.credentials import SALT_KEY, TOKENS_KEY, build_secret
 
 # The runtime's environment variables (their one definition is runtime/saigon_runtime/config.py;
@@ -45,6 +46,12 @@ RUNTIME_ENV = {
     "audit_raw_user_ids": "SAIGON_AUDIT_RAW_USER_IDS",
     "log_prompts": "SAIGON_LOG_PROMPTS",
     "drain_timeout": "SAIGON_DRAIN_TIMEOUT",
+    "dtype": "SAIGON_DTYPE",
+    "max_batch_size": "SAIGON_MAX_BATCH",
+    "max_queue": "SAIGON_MAX_QUEUE",
+    "max_new_tokens": "SAIGON_MAX_NEW_TOKENS",
+    "memory_utilization": "SAIGON_MEMORY_UTILIZATION",
+    "demand_url": "SAIGON_DEMAND_URL",
 }
 
 # Where the runtime container finds what the operator gives it.
@@ -63,6 +70,10 @@ STOP_MARGIN_S = 5
 
 RUNTIME_CONTAINER = "runtime"
 AGENT_CONTAINER = "agent"
+FETCH_MODEL_CONTAINER = "fetch-model"
+# Where the agent and the base-model fetch find a private CA and the web identity token.
+CA_BUNDLE_MOUNT = "/etc/saigon/ca"
+WEB_IDENTITY_MOUNT = "/var/run/secrets/saigon/web-identity"
 RUNTIME_UID = 10001
 
 
@@ -140,7 +151,7 @@ def build_children(
     return [
         build_service_account(owner),
         build_role(owner, secret_names=secret_names),
-        build_role_binding(owner),
+        build_role_binding(owner, spec.pod.service_account_name),
         build_service(owner, spec),
         build_headless_service(owner, spec),
         build_pdb(owner, spec),
@@ -190,14 +201,27 @@ def build_role(owner: Owner, *, secret_names: tuple[str, ...] = ()) -> dict[str,
     }
 
 
-def build_role_binding(owner: Owner) -> dict[str, Any]:
+def pod_service_account(owner: Owner, spec: ModelSpec) -> str:
+    """The runtime pods' ServiceAccount: the user's (spec.pod.serviceAccountName), else <model>-agent."""
+    return spec.pod.service_account_name or names_for(owner.name)["service_account"]
+
+
+def build_role_binding(owner: Owner, service_account: str | None = None) -> dict[str, Any]:
+    """Binds the agent's Role to the pods' ServiceAccount: <model>-agent, or the one the user named
+    (the operator grants it the agent's rules and nothing else; the user owns the account)."""
     names = names_for(owner.name)
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": child_meta(owner, names["role_binding"]),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": names["role"]},
-        "subjects": [{"kind": "ServiceAccount", "name": names["service_account"], "namespace": owner.namespace}],
+        "subjects": [
+            {
+                "kind": "ServiceAccount",
+                "name": service_account or names["service_account"],
+                "namespace": owner.namespace,
+            }
+        ],
     }
 
 
@@ -248,8 +272,8 @@ def build_deployment(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[
             "replicas": spec.replicas,
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": selector_labels(owner.name)},
-            # Never fewer serving pods than asked for during a roll: surge one, then retire one.
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            # See RolloutOptions: no surge pod with GPUs (a full pool has no room), else surge one.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": spec.rollout.resolved(spec.gpus)},
             "template": template,
         },
     }
@@ -257,15 +281,18 @@ def build_deployment(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[
 
 def build_pod_template(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
     pod_spec = _pod_spec(owner, spec, defaults)
-    labels = _labels(owner.name)
-    return {
-        "metadata": {"labels": labels, "annotations": {r.SPEC_HASH_ANNOTATION: spec_hash(labels, pod_spec)}},
-        "spec": pod_spec,
-    }
+    # The user's labels and annotations first: the CRD and the spec model refuse the operator's keys.
+    labels = {**spec.pod.labels, **_labels(owner.name)}
+    annotations = dict(spec.pod.annotations)
+    annotations[r.SPEC_HASH_ANNOTATION] = spec_hash(labels, pod_spec, spec.pod.annotations)
+    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec}
 
 
-def spec_hash(labels: dict[str, str], pod_spec: dict[str, Any]) -> str:
-    blob = json.dumps({"labels": labels, "spec": pod_spec}, sort_keys=True, separators=(",", ":"))
+def spec_hash(labels: dict[str, str], pod_spec: dict[str, Any], annotations: dict[str, str] | None = None) -> str:
+    shaped: dict[str, Any] = {"labels": labels, "spec": pod_spec}
+    if annotations:  # absent when there are none, so templates without them keep their hash
+        shaped["annotations"] = annotations
+    blob = json.dumps(shaped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -276,19 +303,18 @@ def _pod_spec(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[str, An
         {"name": "agent-tmp", "emptyDir": {}},
         _agent_token_volume(),
     ]
-    if spec.base_model.pvc is not None:
-        volumes.append(
-            {
-                "name": "base-model",
-                "persistentVolumeClaim": {"claimName": spec.base_model.pvc.claim_name, "readOnly": True},
-            }
-        )
+    volumes += _base_model_volumes(spec)
+    volumes += _download_volumes(spec.downloads)
     for claim in spec.adapter_sources.pvcs:
         volumes.append({"name": f"src-{claim}"[:63], "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
     volumes += _per_user_volumes(owner, spec)
 
+    init_containers = [_agent_container(owner, spec, defaults)]
+    if spec.base_model.fetched:
+        # Before the agent: a model that fails verification keeps the pod in Init, naming the cause.
+        init_containers.insert(0, _fetch_model_container(spec, defaults))
     pod: dict[str, Any] = {
-        "serviceAccountName": names_for(owner.name)["service_account"],
+        "serviceAccountName": pod_service_account(owner, spec),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
@@ -301,7 +327,7 @@ def _pod_spec(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[str, An
         },
         # Not Ready until the agent says the adapters this pod must serve are loaded.
         "readinessGates": [{"conditionType": r.READINESS_GATE}],
-        "initContainers": [_agent_container(owner, spec, defaults)],
+        "initContainers": init_containers,
         "containers": [_runtime_container(owner, spec, defaults)],
         "volumes": volumes,
     }
@@ -312,7 +338,127 @@ def _pod_spec(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[str, An
         pod["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in scheduling.tolerations]
     if scheduling.priority_class_name:
         pod["priorityClassName"] = scheduling.priority_class_name
+    if scheduling.affinity is not None:
+        pod["affinity"] = scheduling.affinity.as_dict()
+    if scheduling.topology_spread_constraints:
+        pod["topologySpreadConstraints"] = [_spread(owner, c) for c in scheduling.topology_spread_constraints]
+    if spec.pod.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": ref.name} for ref in spec.pod.image_pull_secrets]
+    if spec.pod.runtime_class_name:
+        pod["runtimeClassName"] = spec.pod.runtime_class_name
     return pod
+
+
+def _spread(owner: Owner, constraint: TopologySpreadConstraint) -> dict[str, Any]:
+    out = constraint.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+    out["whenUnsatisfiable"] = constraint.when_unsatisfiable
+    # Unset: spread this model's runtime pods, which is what a spread constraint on them means.
+    out.setdefault("labelSelector", {"matchLabels": selector_labels(owner.name)})
+    return out
+
+
+def base_model_dir(spec: ModelSpec) -> str:
+    """SAIGON_BASE_MODEL: the path in the image, the claim's subPath, or the fetched model's directory."""
+    base = spec.base_model
+    if base.path is not None:
+        return base.path
+    if base.fetched:
+        return f"{r.BASE_MODEL_MOUNT}/{base.sha256}"
+    return r.BASE_MODEL_MOUNT + (f"/{base.pvc.sub_path}" if base.pvc and base.pvc.sub_path else "")
+
+
+def _base_model_volumes(spec: ModelSpec) -> list[dict[str, Any]]:
+    base = spec.base_model
+    if base.pvc is not None:
+        return [{"name": "base-model", "persistentVolumeClaim": {"claimName": base.pvc.claim_name, "readOnly": True}}]
+    if not base.fetched:
+        return []
+    cache = base.cache
+    if cache.claim_name is not None:
+        # Shared by every replica (ReadWriteMany): filled once, reused while <sha256>/ is there.
+        return [{"name": "base-model", "persistentVolumeClaim": {"claimName": cache.claim_name}}]
+    empty_dir: dict[str, Any] = {"sizeLimit": cache.size_limit}
+    if cache.medium:
+        empty_dir["medium"] = cache.medium
+    return [{"name": "base-model", "emptyDir": empty_dir}]
+
+
+def _download_volumes(downloads: DownloadOptions) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = []
+    ca = downloads.ca_bundle
+    if ca is not None:
+        items = [{"key": ca.key, "path": "ca.crt"}]
+        source: dict[str, Any] = (
+            {"configMap": {"name": ca.config_map, "items": items}}
+            if ca.config_map is not None
+            else {"secret": {"secretName": ca.secret, "items": items}}
+        )
+        volumes.append({"name": "ca-bundle", **source})
+    identity = downloads.web_identity
+    if identity is not None:
+        token = {"audience": identity.audience, "path": "token", "expirationSeconds": 3600}
+        volumes.append({"name": "web-identity", "projected": {"sources": [{"serviceAccountToken": token}]}})
+    return volumes
+
+
+def _download_env(spec: ModelSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(env, mounts) shared by the agent and the base-model fetch: guard, CA, proxy, web identity."""
+    downloads = spec.downloads
+    env: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if spec.adapter_sources.allowed_cidrs:
+        env.append({"name": AGENT_ENV.ALLOWED_CIDRS, "value": ",".join(spec.adapter_sources.allowed_cidrs)})
+    if downloads.ca_bundle is not None:
+        env.append({"name": AGENT_ENV.CA_BUNDLE, "value": f"{CA_BUNDLE_MOUNT}/ca.crt"})
+        mounts.append({"name": "ca-bundle", "mountPath": CA_BUNDLE_MOUNT, "readOnly": True})
+    if downloads.proxy is not None:
+        env.append({"name": AGENT_ENV.HTTPS_PROXY, "value": downloads.proxy.url})
+        if downloads.proxy.no_proxy:
+            env.append({"name": AGENT_ENV.NO_PROXY, "value": ",".join(downloads.proxy.no_proxy)})
+    identity = downloads.web_identity
+    if identity is not None:
+        env += [
+            {"name": AGENT_ENV.AWS_ROLE_ARN, "value": identity.role_arn},
+            {"name": AGENT_ENV.AWS_WEB_IDENTITY_TOKEN_FILE, "value": f"{WEB_IDENTITY_MOUNT}/token"},
+            {"name": AGENT_ENV.AWS_ENDPOINT_URL_STS, "value": identity.sts_endpoint},
+        ]
+        mounts.append({"name": "web-identity", "mountPath": WEB_IDENTITY_MOUNT, "readOnly": True})
+    return env, mounts
+
+
+def _fetch_model_container(spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
+    """`saigon-agent fetch-model`: fetches the base model into <cache>/<sha256>/ and verifies it."""
+    base = spec.base_model
+    source = base.fetch_source().as_dict()
+    env: list[dict[str, Any]] = [
+        {"name": FETCH_MODEL_ENV.SOURCE, "value": json.dumps(source, sort_keys=True, separators=(",", ":"))},
+        {"name": FETCH_MODEL_ENV.SHA256, "value": base.sha256},
+        {"name": FETCH_MODEL_ENV.CACHE_DIR, "value": r.BASE_MODEL_MOUNT},
+        {"name": LOG_FORMAT_ENV, "value": defaults.log_format},
+    ]
+    if base.s3 is not None and base.s3.credentials_secret_ref is not None:
+        secret = base.s3.credentials_secret_ref.name
+        env += [
+            _secret_env(FETCH_MODEL_ENV.AWS_ACCESS_KEY_ID, secret, "accessKeyId"),
+            _secret_env(FETCH_MODEL_ENV.AWS_SECRET_ACCESS_KEY, secret, "secretAccessKey"),
+            _secret_env(FETCH_MODEL_ENV.AWS_SESSION_TOKEN, secret, "sessionToken", optional=True),
+        ]
+    hf = base.hugging_face
+    if hf is not None and hf.token_secret_ref is not None:
+        env.append(_secret_env(FETCH_MODEL_ENV.HF_TOKEN, hf.token_secret_ref.name, hf.token_secret_ref.key))
+    download_env, download_mounts = _download_env(spec)
+    return {
+        **_agent_image_container(spec, defaults, FETCH_MODEL_CONTAINER, "fetch-model", cpu="100m", memory="128Mi"),
+        "env": env + download_env,
+        "volumeMounts": [
+            {"name": "base-model", "mountPath": r.BASE_MODEL_MOUNT},
+            {"name": "agent-tmp", "mountPath": "/tmp"},
+            *download_mounts,
+        ],
+        "securityContext": _HARDENED,
+        # `kubectl describe pod` shows the cause (digest mismatch, 403, ...) as the container's message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
 
 
 def _empty_dir(spec: ModelSpec) -> dict[str, Any]:
@@ -417,14 +563,8 @@ def runtime_device(spec: ModelSpec) -> str:
 
 def _runtime_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[str, Any]:
     tokens = spec.token_secret_ref
-    base_model = (
-        spec.base_model.path
-        if spec.base_model.path is not None
-        else r.BASE_MODEL_MOUNT
-        + (f"/{spec.base_model.pvc.sub_path}" if spec.base_model.pvc and spec.base_model.pvc.sub_path else "")
-    )
     env = [
-        {"name": RUNTIME_ENV["base_model"], "value": base_model},
+        {"name": RUNTIME_ENV["base_model"], "value": base_model_dir(spec)},
         {"name": RUNTIME_ENV["adapters_dir"], "value": r.ADAPTERS_MOUNT},
         {"name": RUNTIME_ENV["device"], "value": runtime_device(spec)},
         {"name": RUNTIME_ENV["max_cpu_loras"], "value": str(spec.cache.max_cpu_loras)},
@@ -442,8 +582,12 @@ def _runtime_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dic
         env.append({"name": RUNTIME_ENV["max_loras"], "value": str(spec.cache.max_loras)})
     if spec.gie_metrics:
         env.append({"name": RUNTIME_ENV["gie_metrics"], "value": "true"})
+    env += _runtime_settings_env(spec)
     pre_stop_s, drain_s = stop_budget(spec.termination_grace_period_seconds)
     env.append({"name": RUNTIME_ENV["drain_timeout"], "value": str(drain_s)})
+    if spec.placed_replicas():
+        # A user the router sends here while their adapter's pods are down: the agent loads it on demand.
+        env.append({"name": RUNTIME_ENV["demand_url"], "value": f"http://127.0.0.1:{r.AGENT_HEALTH_PORT}"})
     per_user_env, per_user_mounts = _per_user_env(owner, spec)
     env += per_user_env
     mounts = [
@@ -451,7 +595,7 @@ def _runtime_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dic
         {"name": "runtime-tmp", "mountPath": "/tmp"},
         *per_user_mounts,
     ]
-    if spec.base_model.pvc is not None:
+    if spec.base_model.pvc is not None or spec.base_model.fetched:
         mounts.append({"name": "base-model", "mountPath": r.BASE_MODEL_MOUNT, "readOnly": True})
     container: dict[str, Any] = {
         "name": RUNTIME_CONTAINER,
@@ -471,6 +615,19 @@ def _runtime_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dic
     if pre_stop_s > 0:
         container["lifecycle"] = {"preStop": {"sleep": {"seconds": pre_stop_s}}}
     return container
+
+
+def _runtime_settings_env(spec: ModelSpec) -> list[dict[str, Any]]:
+    """spec.runtime as SAIGON_* variables; unset settings keep the runtime's defaults."""
+    settings = spec.runtime
+    values: dict[str, object | None] = {
+        "dtype": None if settings.dtype == "auto" else settings.dtype,
+        "max_batch_size": settings.max_batch_size,
+        "max_queue": settings.max_queue,
+        "max_new_tokens": settings.max_new_tokens,
+        "memory_utilization": settings.memory_utilization,
+    }
+    return [{"name": RUNTIME_ENV[key], "value": str(value)} for key, value in values.items() if value is not None]
 
 
 def stop_budget(grace_s: int) -> tuple[int, int]:
@@ -495,33 +652,41 @@ def _agent_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dict[
         {"name": AGENT_ENV.HEALTH_PORT, "value": str(r.AGENT_HEALTH_PORT)},
         {"name": LOG_FORMAT_ENV, "value": defaults.log_format},
     ]
-    if spec.adapter_sources.allowed_cidrs:
-        env.append({"name": AGENT_ENV.ALLOWED_CIDRS, "value": ",".join(spec.adapter_sources.allowed_cidrs)})
+    download_env, download_mounts = _download_env(spec)
+    env += download_env
     mounts = [
         {"name": "adapters", "mountPath": r.ADAPTERS_MOUNT},
         {"name": "agent-tmp", "mountPath": "/tmp"},
         {"name": "agent-api-token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": True},
+        *download_mounts,
     ]
     for claim in spec.adapter_sources.pvcs:
         mounts.append({"name": f"src-{claim}"[:63], "mountPath": f"{r.SOURCES_MOUNT}/{claim}", "readOnly": True})
-    resources = _resources(spec.agent.resources) or {
-        "requests": {"cpu": "50m", "memory": "64Mi"},
-        "limits": {"memory": "512Mi"},
-    }
     return {
-        "name": AGENT_CONTAINER,
-        "image": spec.agent.image or defaults.agent_image,
-        "imagePullPolicy": defaults.agent_image_pull_policy,
-        "command": ["saigon-agent", "run"],
+        **_agent_image_container(spec, defaults, AGENT_CONTAINER, "run", cpu="50m", memory="64Mi"),
         # A native sidecar: starts before the runtime, runs for the pod's whole life.
         "restartPolicy": "Always",
         "env": env,
         "ports": [{"name": "agent-health", "containerPort": r.AGENT_HEALTH_PORT, "protocol": "TCP"}],
-        "resources": resources,
         "volumeMounts": mounts,
         "securityContext": _HARDENED,
         "startupProbe": _probe("/healthz", "agent-health", period=1, failures=30),
         "livenessProbe": _probe("/healthz", "agent-health", period=10, failures=3),
+    }
+
+
+def _agent_image_container(
+    spec: ModelSpec, defaults: Defaults, name: str, subcommand: str, *, cpu: str, memory: str
+) -> dict[str, Any]:
+    """A container of the agent image running `saigon-agent <subcommand>`, with spec.agent's resources
+    (else a small request and a 512Mi memory limit)."""
+    return {
+        "name": name,
+        "image": spec.agent.image or defaults.agent_image,
+        "imagePullPolicy": defaults.agent_image_pull_policy,
+        "command": ["saigon-agent", subcommand],
+        "resources": _resources(spec.agent.resources)
+        or {"requests": {"cpu": cpu, "memory": memory}, "limits": {"memory": "512Mi"}},
     }
 
 
@@ -546,5 +711,6 @@ def _resources(res: Resources) -> dict[str, Any]:
 def _runtime_resources(spec: ModelSpec) -> dict[str, Any]:
     out = _resources(spec.resources)
     if spec.gpus:
-        out.setdefault("limits", {})["nvidia.com/gpu"] = spec.gpus
+        # Extended resources are limits (a request, if any, must equal it).
+        out.setdefault("limits", {})[spec.gpu_resource_name] = spec.gpus
     return out

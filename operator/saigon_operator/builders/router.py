@@ -8,6 +8,7 @@ with the model label as a runtime pod.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 from saigon_contract import haproxy
@@ -21,6 +22,16 @@ CONFIG_HASH_ANNOTATION = "saigon.ai/router-config-hash"
 HEALTH_PORT = 8404
 # The official image runs HAProxy as this user.
 HAPROXY_UID = 99
+
+
+@dataclass(frozen=True)
+class PlacedServers:
+    """Placement routing: the model's ready pods as servers named after them, and the placement
+    table's map (saigon_contract.placement) naming up to `ranks` owners per slot."""
+
+    servers: tuple[haproxy.StaticServer, ...]
+    owners_map: str
+    ranks: int
 
 
 def router_names(model: str) -> dict[str, str]:
@@ -57,22 +68,29 @@ def server_slots(spec: ModelSpec) -> int:
     return spec.router.server_slots or max(8, 2 * spec.replicas)
 
 
-def render_config(owner: Owner, spec: ModelSpec) -> str:
+def render_config(owner: Owner, spec: ModelSpec, placed: PlacedServers | None = None) -> str:
     router = spec.router
-    fqdn = f"{names_for(owner.name)['headless']}.{owner.namespace}.svc.{router.cluster_domain}"
     config = haproxy.RouterConfig(
         port=spec.port,
         health_port=HEALTH_PORT,
         user_header=router.user_header,
         hash_balance_factor=router.hash_balance_factor,
         timeout_s=router.timeout_seconds,
+        placement=(
+            haproxy.PlacementRouting(f"{haproxy.CONFIG_DIR}/{haproxy.PLACEMENT_MAP_FILE}", placed.ranks)
+            if placed is not None
+            else None
+        ),
     )
+    if placed is not None:
+        return haproxy.render(config, haproxy.StaticServers(placed.servers))
+    fqdn = f"{names_for(owner.name)['headless']}.{owner.namespace}.svc.{router.cluster_domain}"
     return haproxy.render(config, haproxy.DnsServers(fqdn=fqdn, port=spec.port, slots=server_slots(spec)))
 
 
-def build_router(owner: Owner, spec: ModelSpec) -> list[dict[str, Any]]:
+def build_router(owner: Owner, spec: ModelSpec, placed: PlacedServers | None = None) -> list[dict[str, Any]]:
     """The router's objects in creation order (its configuration before the pods that read it)."""
-    config = build_config_map(owner, spec)
+    config = build_config_map(owner, spec, placed)
     return [config, build_router_service(owner, spec), build_router_deployment(owner, spec, config)]
 
 
@@ -81,12 +99,15 @@ def router_kinds() -> list[tuple[str, str]]:
     return [("Deployment", "deployment"), ("Service", "service"), ("ConfigMap", "config_map")]
 
 
-def build_config_map(owner: Owner, spec: ModelSpec) -> dict[str, Any]:
+def build_config_map(owner: Owner, spec: ModelSpec, placed: PlacedServers | None = None) -> dict[str, Any]:
+    data = {haproxy.CONFIG_FILE: render_config(owner, spec, placed)}
+    if placed is not None:
+        data[haproxy.PLACEMENT_MAP_FILE] = placed.owners_map
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(owner, router_names(owner.name)["config_map"]),
-        "data": {haproxy.CONFIG_FILE: render_config(owner, spec)},
+        "data": data,
     }
 
 
@@ -96,8 +117,10 @@ def build_router_service(owner: Owner, spec: ModelSpec) -> dict[str, Any]:
 
 
 def build_router_deployment(owner: Owner, spec: ModelSpec, config_map: dict[str, Any]) -> dict[str, Any]:
-    text = config_map["data"][haproxy.CONFIG_FILE]
-    config_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(config_map["data"][haproxy.CONFIG_FILE].encode())
+    if haproxy.PLACEMENT_MAP_FILE in config_map["data"]:  # (without one, the hash of routers before placement)
+        digest.update(b"\0" + config_map["data"][haproxy.PLACEMENT_MAP_FILE].encode())
+    config_hash = digest.hexdigest()[:16]
     resources = {}
     if spec.router.resources.requests:
         resources["requests"] = dict(sorted(spec.router.resources.requests.items()))

@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 from saigon_contract import resources as r
 from saigon_contract.kube import ApiError, custom_path
-from saigon_contract.specs import S3Source, SpecError, Target, parse_adapter_spec, parse_model_spec, target_or_none
+from saigon_contract.specs import AdapterSource, SpecError, Target, parse_adapter_spec, parse_model_spec, target_or_none
 
 from saigon_operator import metrics
 from saigon_operator.handlers.context import OperatorContext, classify, requeue
@@ -51,8 +51,8 @@ async def reconcile(body: Mapping[str, Any], claims: Iterable[Claim], ctx: Opera
     with metrics.reconciling("SaigonAdapter") as result:
         try:
             spec = parse_adapter_spec(spec_raw)
-            if spec.source.s3 is not None:
-                await _check_s3_allowed(ctx, namespace, record.model, spec.source.s3, retry)
+            if spec.source.s3 is not None or spec.source.credential_secret is not None:
+                await _check_source_allowed(ctx, namespace, record.model, spec.source, retry)
         except SpecError as exc:
             # Pods keep serving the last good target; nothing is retried until the spec changes.
             record.invalid = exc
@@ -73,7 +73,7 @@ async def reconcile(body: Mapping[str, Any], claims: Iterable[Claim], ctx: Opera
         await _write(ctx, record, retry)
         if spec.adapter_name.startswith(USER_PREFIX):
             ctx.tokens.request((namespace, record.model))
-        if spec.source.s3 is not None or (previous is not None and previous.source.s3 is not None):
+        if _uses_credentials(spec.source) or (previous is not None and _uses_credentials(previous.source)):
             try:
                 await sync_agent_role(ctx, namespace, record.model)
             except ApiError as exc:
@@ -129,14 +129,20 @@ async def finalize(
     next_owner = winner(others)
     if next_owner is not None:
         await requeue(ctx, namespace, next_owner.name)
-    if record.target is not None and record.target.source.s3 is not None:
+    if record.target is not None and _uses_credentials(record.target.source):
         try:
             await sync_agent_role(ctx, namespace, record.model)
         except ApiError as exc:
             log.warning("could not shrink the agent role of model %s/%s: %s", namespace, record.model, exc)
 
 
-async def _check_s3_allowed(ctx: OperatorContext, namespace: str, model: str, source: S3Source, retry: int) -> None:
+def _uses_credentials(source: AdapterSource) -> bool:
+    return source.s3 is not None or source.credential_secret is not None
+
+
+async def _check_source_allowed(
+    ctx: OperatorContext, namespace: str, model: str, source: AdapterSource, retry: int
+) -> None:
     """The SaigonModel, not the adapter's author, decides which credentials and endpoints its agents use:
     the operator would otherwise hand the agents any Secret of the namespace an author names."""
     try:
@@ -144,11 +150,11 @@ async def _check_s3_allowed(ctx: OperatorContext, namespace: str, model: str, so
     except ApiError as exc:
         raise classify(exc, f"reading SaigonModel {model}", retry) from None
     if body is None:
-        raise SpecError("SourceNotAllowed", f"SaigonModel {model} does not exist to allow this S3 source")
+        raise SpecError("SourceNotAllowed", f"SaigonModel {model} does not exist to allow this source's credentials")
     try:
-        policy = parse_model_spec(body.get("spec") or {}).adapter_sources.s3
+        policy = parse_model_spec(body.get("spec") or {}).adapter_sources
     except SpecError:
-        raise SpecError("SourceNotAllowed", f"SaigonModel {model} is invalid; it allows no S3 source") from None
+        raise SpecError("SourceNotAllowed", f"SaigonModel {model} is invalid; it allows no credentials") from None
     why = policy.refusal(source)
     if why is not None:
         raise SpecError("SourceNotAllowed", why)

@@ -15,6 +15,7 @@ from saigon_operator.diffbase import MemoryDiffBaseStorage
 from saigon_operator.events import EventRecorder
 from saigon_operator.handlers.credentials import TokenIssuer
 from saigon_operator.indexes import AdapterClaims, RuntimePods
+from saigon_operator.placement import Placements, RouterSync
 from saigon_operator.progress import Progress
 from saigon_operator.retry import backoff
 
@@ -30,6 +31,8 @@ class OperatorContext:
     progress: Progress
     tokens: TokenIssuer
     diffbase: MemoryDiffBaseStorage
+    placements: Placements
+    routing: RouterSync
     # A deletion waits this long for pods to unload before it lets go (dead agents).
     unload_timeout_s: float = 300.0
 

@@ -41,9 +41,9 @@ async def reconcile(body: Mapping[str, Any], ctx: OperatorContext, retry: int) -
             result["outcome"] = "invalid"
             return
         owner = Owner(name, namespace, meta["uid"])
-        record.s3_policy = spec.adapter_sources.s3
+        record.source_policy = spec.adapter_sources
         record.token_users = token_users(spec)
-        allowed = record.s3_policy.allowed_secrets
+        allowed = record.source_policy.allowed_secrets
         children = build_children(owner, spec, ctx.defaults, secret_names=agent_secrets(ctx, namespace, name, allowed))
         deployment = children[-1]
         record.desired_replicas = spec.replicas
@@ -61,10 +61,14 @@ async def reconcile(body: Mapping[str, Any], ctx: OperatorContext, retry: int) -
             else:
                 what = "deleting the NetworkPolicy"
                 await ctx.kube.delete(object_path("NetworkPolicy", namespace, network_policy_name(name)))
+            if ctx.placements.observe(dict(body)):  # this spec, whether or not the informer saw it yet
+                placement_changed(ctx, (namespace, name))
             if spec.router.enabled:
-                for child in build_router(owner, spec):
+                for child in build_router(owner, spec, ctx.routing.servers((namespace, name))):
                     what = f"applying {child['kind']} {child['metadata']['name']}"
                     await apply(ctx, child)
+                    if child["kind"] == "ConfigMap":
+                        ctx.routing.applied((namespace, name), child)
             else:
                 for kind, key in router_kinds():
                     what = f"deleting {kind} {router_names(name)[key]}"
@@ -76,17 +80,24 @@ async def reconcile(body: Mapping[str, Any], ctx: OperatorContext, retry: int) -
             await ctx.aggregator.write_model((namespace, name))
             result["outcome"] = "temporary_error" if exc.transient else "permanent_error"
             raise error from None
-        previous_policy = existing.s3_policy if existing else None
+        previous_policy = existing.source_policy if existing else None
         ctx.aggregator.put_model(record)
         ctx.tokens.request((namespace, name))
         await ctx.aggregator.write_model((namespace, name))
-        if previous_policy != record.s3_policy:
+        if previous_policy != record.source_policy:
             # Adapters refused (or allowed) by the old allow-lists are judged again.
             for adapter in ctx.aggregator.adapters_of(namespace, name):
                 if (adapter.invalid is not None and adapter.invalid.reason == "SourceNotAllowed") or (
-                    any(t.source.s3 is not None for t in adapter.targets())
+                    any(t.source.s3 is not None or t.source.credential_secret for t in adapter.targets())
                 ):
                     await requeue(ctx, namespace, adapter.name)
+
+
+def placement_changed(ctx: OperatorContext, key: tuple[str, str]) -> None:
+    """A model's placement settings changed: its adapters' placements and its router follow."""
+    for adapter in ctx.aggregator.adapters_of(*key):
+        ctx.aggregator.mark_adapter((adapter.namespace, adapter.name))
+    ctx.routing.mark(key)
 
 
 async def apply(ctx: OperatorContext, manifest: dict[str, Any]) -> None:
@@ -96,13 +107,14 @@ async def apply(ctx: OperatorContext, manifest: dict[str, Any]) -> None:
 
 
 def agent_secrets(ctx: OperatorContext, namespace: str, model: str, allowed: Collection[str]) -> tuple[str, ...]:
-    """Credential Secrets the agents of this model may read: those its S3 adapters name, if the model allows them."""
+    """Credential Secrets the agents of this model may read: those its adapters' sources name (S3 keys,
+    Hugging Face tokens), if the model allows them."""
     names = {
-        t.source.s3.credentials_secret_ref.name
+        secret
         for a in ctx.aggregator.adapters_of(namespace, model)
         if not a.deleting
         for t in a.targets()
-        if t.source.s3 is not None
+        if (secret := t.source.credential_secret) is not None
     }
     return tuple(sorted(names.intersection(allowed)))
 
@@ -110,8 +122,8 @@ def agent_secrets(ctx: OperatorContext, namespace: str, model: str, allowed: Col
 async def sync_agent_role(ctx: OperatorContext, namespace: str, model: str) -> None:
     """Re-applies the agent Role when the set of credential Secrets changes (no pod roll needed)."""
     record = ctx.aggregator.models.get((namespace, model))
-    if record is None or record.invalid is not None or record.s3_policy is None:
+    if record is None or record.invalid is not None or record.source_policy is None:
         return
-    allowed = record.s3_policy.allowed_secrets
+    allowed = record.source_policy.allowed_secrets
     role = build_role(Owner(model, namespace, record.uid), secret_names=agent_secrets(ctx, namespace, model, allowed))
     await apply(ctx, role)

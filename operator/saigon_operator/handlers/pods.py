@@ -17,3 +17,5 @@ def observe(event_type: str | None, body: Mapping[str, Any], ctx: OperatorContex
     view = None if event_type == "DELETED" else pod_view(body)
     old = ctx.pods.put(model, body["metadata"]["name"], view)
     ctx.aggregator.observe_pod(model, old, view)
+    if old != view:
+        ctx.routing.mark(model)

@@ -100,7 +100,13 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     # A database that cannot be reached stops the start-up here, with its reason (StoreUnavailable).
     state.users = await asyncio.to_thread(open_user_store, state.config)
     state.audit = await asyncio.to_thread(audit_from_config, state.config)
+    if state.config.demand_url and state.config.admin_token:
+        from saigon_runtime.server.demand import OnDemand
+
+        state.demand = OnDemand(state.config.demand_url, state.config.admin_token, state.config.demand_timeout_s)
     yield
+    if state.demand is not None:
+        await state.demand.close()
     if state.audit is not None:
         await asyncio.to_thread(state.audit.close)
     if state.users is not None:

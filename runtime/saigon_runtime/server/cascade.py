@@ -18,6 +18,7 @@ from saigon_runtime.adapters.manager import Resolution
 from saigon_runtime.adapters.names import NAME_RE
 from saigon_runtime.errors import AdapterNotFound
 from saigon_runtime.server.auth import check_adapter_visible, principal
+from saigon_runtime.server.demand import load_if_missing
 from saigon_runtime.server.errors import ApiError
 from saigon_runtime.server.state import state_of
 
@@ -48,6 +49,7 @@ async def resolve_target(request: web.Request, model: str, user_id: str | None) 
             raise ApiError(status, f"model names another user than the one asking ({user_id!r})", param="model",
                            code="forbidden" if status == 403 else "user_mismatch")  # fmt: skip
         check_adapter_visible(request, model)
+        await load_if_missing(state_of(request), owner)
         resolution = await asyncio.to_thread(engine.adapters.resolve, owner)
         return Target(resolution, owner)
     if not NAME_RE.fullmatch(model) or ".." in model:

@@ -18,6 +18,7 @@ from saigon_runtime.adapters.names import user_adapter
 from saigon_runtime.engine.types import GenerationResult
 from saigon_runtime.errors import EngineError
 from saigon_runtime.server.auth import Principal, check_adapter_visible, principal, visible_to
+from saigon_runtime.server.demand import load_if_missing
 from saigon_runtime.server.errors import ApiError, from_engine_error
 from saigon_runtime.server.generation import Generation, record_served, submit
 from saigon_runtime.server.identity import caller_user
@@ -50,6 +51,8 @@ async def prepare(request: web.Request, state: ServerState, item: InferRequest) 
     user_id = caller_user(request, item.user_id, field="user_id")
     if item.adapter is not None:
         check_adapter_visible(request, item.adapter, field="adapter")
+    else:
+        await load_if_missing(state, user_id)
     prepare_one = functools.partial(
         state.ready_service().prepare,
         user_id,

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from saigon_runtime.adapters.watcher import AdapterWatcher
     from saigon_runtime.audit import AuditLog
     from saigon_runtime.engine.engine import Engine
+    from saigon_runtime.server.demand import OnDemand
     from saigon_runtime.service import InferenceService
     from saigon_runtime.userstore import UserStore
 
@@ -47,6 +48,7 @@ class ServerState:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     watcher: AdapterWatcher | None = None  # finds new adapters and `active` flips on disk
     versions: VersionStats = field(default_factory=VersionStats)  # per adapter version, for promotion gates
+    demand: OnDemand | None = None  # the agent's on-demand loads (config.demand_url)
 
     # Created in __post_init__ from the config: how many prompts are tokenized at once.
     tokenize_slots: asyncio.Semaphore = field(init=False)
