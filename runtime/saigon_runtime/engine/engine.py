@@ -593,15 +593,19 @@ def _sampling_defaults(model: torch.nn.Module) -> SamplingDefaults:
         elif value is not None:
             log.warning("ignoring the model's generation_config %s=%r: outside [%s, %s]", name, value, low, high)
     min_new = declared.get("min_new_tokens")
-    if isinstance(min_new, int) and not isinstance(min_new, bool) and 0 <= min_new <= MIN_NEW_TOKENS_DEFAULT_MAX:
-        return SamplingDefaults(**found, min_new_tokens=min_new)
-    if min_new is not None:
+    valid = isinstance(min_new, int) and not isinstance(min_new, bool) and 0 <= min_new <= MIN_NEW_TOKENS_DEFAULT_MAX
+    if min_new is not None and not valid:
         log.warning(
             "ignoring the model's generation_config min_new_tokens=%r: not in [0, %s]",
             min_new,
             MIN_NEW_TOKENS_DEFAULT_MAX,
         )
-    return SamplingDefaults(**found)
+    return SamplingDefaults(
+        temperature=found.get("temperature"),
+        top_p=found.get("top_p"),
+        repetition_penalty=found.get("repetition_penalty"),
+        min_new_tokens=min_new if valid and isinstance(min_new, int) else None,
+    )
 
 
 def _eos_ids(model: torch.nn.Module, tokenizer: object) -> set[int]:
