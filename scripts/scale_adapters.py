@@ -7,9 +7,16 @@ the end-to-end tests), then applies `--adapters` SaigonAdapters at once and repo
 
 - how long until every adapter has a validated target (the operator alone),
 - how long until every adapter is Ready on every pod (operator + agents + runtimes),
-- the operator's resident memory and CPU time before and after.
+- the operator's resident memory and CPU time before and after,
+- the API requests the operator made (and the agents), per adapter, by verb and resource:
+  counted from the API server's audit log, which records every request with its user.
+
+`--kill-operator-at N` SIGKILLs the operator once N adapters are Ready and starts a new one;
+`--restart-apiserver-at N` stops the API server then (for `--outage` seconds) and starts it
+again. Either reports the time from the fault to all Ready.
 
     .venv/bin/python scripts/scale_adapters.py --adapters 1000 --pods 1
+    .venv/bin/python scripts/scale_adapters.py --adapters 10000 --pods 3 --kill-operator-at 3000
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import secrets
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import kubernetes  # noqa: E402
-from controlplane.cluster import open_cluster  # noqa: E402
+import urllib3  # noqa: E402
+from controlplane.cluster import ControlPlane  # noqa: E402
 from saigon_e2e.kubelet import FakeKubelet  # noqa: E402
 from saigon_e2e.operator_proc import OperatorProcess  # noqa: E402
 from saigon_e2e.world import MODEL, World, install_crds, make_source_server  # noqa: E402
@@ -49,6 +58,80 @@ def operator_usage(op: OperatorProcess) -> dict[str, float]:
     return {"rss_mib": round(rss_kib / 1024, 1), "cpu_s": round(ticks / os.sysconf("SC_CLK_TCK"), 2)}
 
 
+OPERATOR_USER = "saigon-operator"
+# Every request but the script's own (it authenticates as the admin) is recorded, once, when it completes.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: None
+    users: [saigon-test-admin]
+  - level: Metadata
+"""
+
+
+def audit_args(workdir: Path) -> tuple[str, ...]:
+    policy = workdir / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    return (
+        f"--audit-policy-file={policy}",
+        f"--audit-log-path={workdir / 'audit.log'}",
+        "--audit-log-format=json",
+        "--audit-log-mode=batch",
+        "--audit-log-maxsize=0",
+    )
+
+
+def api_requests(audit_log: Path, adapters: int) -> dict[str, object]:
+    """Requests by client (the operator, the agents) and by verb/resource, from the audit log."""
+    by_client: Counter[str] = Counter()
+    operator: Counter[str] = Counter()
+    conflicts: Counter[str] = Counter()
+    for line in audit_log.read_text().splitlines():
+        event = json.loads(line)
+        user = event.get("user", {}).get("username", "")
+        client = "operator" if user == OPERATOR_USER else ("agents" if ":serviceaccount:" in user else "other")
+        by_client[client] += 1
+        if client == "operator":
+            ref = event.get("objectRef") or {}
+            resource = ref.get("resource", event.get("requestURI", "?"))
+            if ref.get("subresource"):
+                resource += "/" + ref["subresource"]
+            what = f"{event.get('verb')} {resource}"
+            operator[what] += 1
+            if (event.get("responseStatus") or {}).get("code") == 409:
+                conflicts[what] += 1
+    return {
+        "operator_per_adapter": round(by_client["operator"] / adapters, 2),
+        "agents_per_adapter": round(by_client["agents"] / adapters, 2),
+        "by_client": dict(by_client),
+        "operator_by_verb": dict(operator.most_common()),
+        "operator_conflicts": dict(conflicts),
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def component_cpu(cluster: ControlPlane, kubelet: FakeKubelet | None) -> dict[str, float]:
+    """CPU seconds so far of the API server and etcd, and of all agents and all runtimes together:
+    unlike times, these do not depend on what else the machine runs."""
+    out = {name: cpu_seconds(pid) for name, pid in cluster.pids.items()}
+    pods = list(kubelet.pods.values()) if kubelet is not None else []
+    out["agents"] = sum(cpu_seconds(p.agent.pid) for p in pods if p.agent is not None)
+    out["runtimes"] = sum(cpu_seconds(p.runtime.pid) for p in pods if p.runtime is not None)
+    return out
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapters", type=int, default=1000)
@@ -58,12 +141,23 @@ def main() -> int:
     parser.add_argument(
         "--operator-arg", action="append", default=[], help="extra `saigon-operator run` argument (repeatable)"
     )
+    parser.add_argument("--kill-operator-at", type=int, help="SIGKILL the operator once this many are Ready")
+    parser.add_argument("--restart-apiserver-at", type=int, help="restart the API server once this many are Ready")
+    parser.add_argument("--outage", type=float, default=5.0, help="seconds the API server stays down")
+    parser.add_argument("--lease-duration", type=float, default=15.0, help="the operator's (the chart's default)")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="saigon-scale-"))
-    cluster = open_cluster()
+    cluster = ControlPlane(extra_apiserver_args=audit_args(workdir))
     api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
-    figures: dict[str, object] = {"adapters": args.adapters, "pods": args.pods, "operator_args": args.operator_arg}
+    figures: dict[str, object] = {
+        "adapters": args.adapters,
+        "pods": args.pods,
+        "operator_args": args.operator_arg,
+        "lease_duration_s": args.lease_duration,
+        "cpus": os.cpu_count(),
+        "load_before": load_average(),
+    }
     kubelet: FakeKubelet | None = None
     operator: OperatorProcess | None = None
     sources = None
@@ -72,7 +166,11 @@ def main() -> int:
         namespace = f"scale-{secrets.token_hex(3)}"
         kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
         sources, ca = make_source_server(workdir)
-        operator = OperatorProcess(cluster, namespace, workdir, extra_args=args.operator_arg).start()
+        operator = OperatorProcess(
+            cluster, namespace, workdir, lease_duration=args.lease_duration, extra_args=args.operator_arg
+        )
+        operator.kubeconfig = cluster.kubeconfig_for_user(OPERATOR_USER, ("system:masters",))
+        operator.start()
         base = make_llama(workdir / "base")
         world = World(cluster, api, namespace, workdir, sources, ca, base, operator)
         world.create_token_secret()
@@ -90,6 +188,7 @@ def main() -> int:
             kubelet.start_pods(args.pods)
             kubelet.wait_runtimes_up()
         figures["operator_idle"] = operator_usage(operator)
+        cpu_idle = component_cpu(cluster, kubelet)
 
         manifests = [
             world.adapter_manifest(
@@ -108,32 +207,99 @@ def main() -> int:
             list(pool.map(create, manifests))
         figures["create_all_objects_s"] = round(time.perf_counter() - started, 2)
 
-        def count(predicate: object) -> int:
-            items = custom.list_namespaced_custom_object("saigon.ai", "v1alpha1", namespace, "saigonadapters")["items"]
-            return sum(1 for item in items if predicate(item.get("status") or {}))  # type: ignore[operator]
+        def statuses() -> list[dict[str, object]] | None:
+            """Every adapter's status (None: the API server did not answer, e.g. while it restarts).
+            Raw JSON in pages: the client's models take seconds for 10,000 objects, on the CPUs measured."""
+            found: list[dict[str, object]] = []
+            token = ""
+            try:
+                while True:
+                    response = custom.list_namespaced_custom_object(
+                        "saigon.ai", "v1alpha1", namespace, "saigonadapters",
+                        limit=1000, _continue=token, _preload_content=False,
+                    )  # fmt: skip
+                    page = json.loads(response.data)
+                    found += [item.get("status") or {} for item in page["items"]]
+                    token = page["metadata"].get("continue") or ""
+                    if not token:
+                        return found
+            except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+                print(f"  listing failed: {str(exc)[:120]}", flush=True)
+                return None
 
-        targeted = served = None
+        targeted = served = fault = None
         peak_rss = 0.0
+        cpu_before_fault = 0.0  # CPU time of the operators that were killed or exited
+        last_cpu = 0.0
+        restarts: list[str] = []
         deadline = started + args.timeout
         while time.perf_counter() < deadline:
-            peak_rss = max(peak_rss, operator_usage(operator)["rss_mib"])
-            if targeted is None and count(lambda s: bool(s.get("target"))) == args.adapters:
+            assert operator.process is not None
+            if operator.process.poll() is not None:
+                # As its Deployment would, start it again (it exits when it loses the lease).
+                cpu_before_fault += last_cpu
+                why = operator.log().strip().splitlines()[-1:] or ["?"]
+                restarts.append(f"{time.perf_counter() - started:.1f}s: {why[0][-120:]}")
+                print(f"  the operator exited ({restarts[-1]}); starting it again", flush=True)
+                operator.log_path = workdir / f"operator-{len(restarts) + 1}.log"
+                operator.start()
+                operator.wait_leading(timeout=120)
+            usage = operator_usage(operator)
+            peak_rss, last_cpu = max(peak_rss, usage["rss_mib"]), usage["cpu_s"]
+            listed = statuses()
+            if listed is None:
+                time.sleep(2)
+                continue
+            if targeted is None and sum(1 for s in listed if s.get("target")) == args.adapters:
                 targeted = time.perf_counter() - started
                 print(f"all {args.adapters} targets published after {targeted:.1f}s", flush=True)
             if args.pods == 0 and targeted is not None:
                 break
-            ready = count(lambda s: s.get("phase") == "Ready")
+            ready = sum(1 for s in listed if s.get("phase") == "Ready")
             if ready == args.adapters:
                 served = time.perf_counter() - started
                 break
             print(f"  {time.perf_counter() - started:6.1f}s: {ready}/{args.adapters} ready", flush=True)
+            if fault is None and args.kill_operator_at is not None and ready >= args.kill_operator_at:
+                cpu_before_fault += operator_usage(operator)["cpu_s"]
+                operator.kill()
+                fault = time.perf_counter()
+                figures["fault"] = {
+                    "kind": "operator SIGKILL",
+                    "ready_at_fault": ready,
+                    "at_s": round(fault - started, 2),
+                }
+                operator.log_path = workdir / "operator-after-kill.log"
+                operator.start()
+                print(f"  killed the operator at {ready} Ready; a new one started", flush=True)
+            if fault is None and args.restart_apiserver_at is not None and ready >= args.restart_apiserver_at:
+                cluster.stop_apiserver()
+                fault = time.perf_counter()
+                figures["fault"] = {
+                    "kind": f"API server down {args.outage:g}s",
+                    "ready_at_fault": ready,
+                    "at_s": round(fault - started, 2),
+                }
+                time.sleep(args.outage)
+                cluster.start_apiserver()
+                print(f"  restarted the API server at {ready} Ready", flush=True)
+                continue
             time.sleep(2)
         figures["time_to_all_targets_s"] = round(targeted, 2) if targeted is not None else None
         figures["time_to_all_ready_on_all_pods_s"] = round(served, 2) if served is not None else None
-        figures["operator_after"] = operator_usage(operator)
+        if fault is not None and served is not None:
+            figures["fault"]["to_all_ready_s"] = round(started + served - fault, 2)  # type: ignore[index]
+        figures["load_after"] = load_average()
+        cpu_now = component_cpu(cluster, kubelet)
+        figures["cpu_s_during_run"] = {k: round(v - cpu_idle.get(k, 0.0), 1) for k, v in cpu_now.items()}
+        after = operator_usage(operator)
+        figures["operator_after"] = {**after, "cpu_s": round(after["cpu_s"] + cpu_before_fault, 2)}
         figures["operator_peak_rss_mib"] = peak_rss
+        figures["operator_restarts"] = restarts
         figures["operator_status_writes"] = operator.metric("saigon_operator_status_writes_total")
         figures["operator_reconciles"] = operator.metric("saigon_operator_reconciles_total")
+        time.sleep(2)  # the audit log is written in batches
+        figures["api_requests"] = api_requests(workdir / "audit.log", args.adapters)
         if kubelet is not None:
             figures["runtime_lists"] = [len(world.runtime_adapters(p)) for p in kubelet.pods.values()]
         print(json.dumps(figures, indent=2))

@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from saigon_contract import resources as r
+from saigon_contract.background import BackgroundPool
 from saigon_contract.demand import DEMAND_PATH, DemandRequest
 from saigon_contract.kube import ApiError, Credentials, KubeClient, custom_path, list_and_watch, object_path
 from saigon_contract.names import model_of
@@ -57,6 +58,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
             read_secret,
             web_identity=None if config.web_identity is None else WebIdentityCredentials(config.web_identity, fetcher),
             metrics=metrics,
+            background=BackgroundPool(config.concurrency, "saigon-agent-io"),
         ),
         runtime=runtime,
         reporter=reporter,

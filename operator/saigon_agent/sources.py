@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from saigon_contract.background import BackgroundPool
 from saigon_contract.specs import HuggingFaceSource, PvcSource, S3Source, Target
 
 from saigon_agent import artifact, s3
@@ -41,8 +42,11 @@ class Materializer:
         *,
         web_identity: WebIdentityCredentials | None = None,
         metrics: AgentMetrics | None = None,
+        background: BackgroundPool | None = None,
     ) -> None:
+        """`background`: where copying, unpacking, hashing and fsyncing run (default: a pool of 4)."""
         self.metrics = metrics or AgentMetrics()
+        self.background = background or BackgroundPool(4, "saigon-agent-io")
         self.store = store
         self.fetcher = fetcher
         self.limits = limits
@@ -61,8 +65,8 @@ class Materializer:
             digest = await self._fill(staging, target)
             if target.sha256 is not None and digest != target.sha256:
                 raise DigestMismatch(f"artifact sha256 is {digest}, the spec asks for {target.sha256}")
-            await asyncio.to_thread(artifact.validate, staging)
-            path = await asyncio.to_thread(self.store.commit, name, target.version, staging, digest)
+            await self.background.run(artifact.validate, staging)
+            path = await self.background.run(self.store.commit, name, target.version, staging, digest)
         except BaseException as exc:
             artifact.remove_tree(staging)
             self.store.drop_if_empty(name)
@@ -82,7 +86,7 @@ class Materializer:
         if source.https is not None:
             return await self._from_archive_url(staging, source.https.url, "https")
         if source.pvc is not None:
-            return await asyncio.to_thread(self._from_pvc, staging, source.pvc)
+            return await self.background.run(self._from_pvc, staging, source.pvc)
         if source.hugging_face is not None:
             return await self._from_hugging_face(staging, source.hugging_face)
         assert source.s3 is not None
@@ -94,7 +98,9 @@ class Materializer:
         download = staging / ".download"
         got = await self._download(url, download, source, headers)
         try:
-            await asyncio.to_thread(artifact.unpack, download, staging, max_bytes=self.limits.max_bytes)
+            await self.background.run(
+                functools.partial(artifact.unpack, max_bytes=self.limits.max_bytes), download, staging
+            )
         finally:
             download.unlink(missing_ok=True)
         return got.sha256

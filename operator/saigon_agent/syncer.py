@@ -221,7 +221,7 @@ class Syncer:
         # `active` flips before the load call: the runtime reads it (and must not have to write
         # it: its view of the adapters directory is read-only), so both agree once load returns.
         before = self.store.active_version(name)
-        self.store.activate(name, target.version)
+        await self.materializer.background.run(self.store.activate, name, target.version)  # fsyncs
         if failure is None:
             self._report(name, "Loading", target)
         try:
@@ -280,7 +280,7 @@ class Syncer:
             with contextlib.suppress(RuntimeUnavailable):
                 await self.runtime.unload(name, version)
                 self.metrics.unload()
-            self.store.remove_version(name, version)
+            await self.materializer.background.run(self.store.remove_version, name, version)
             log.info("%s: removed version %s", self._label(name), version)
 
     async def watch_stats(self, interval_s: float) -> None:
@@ -397,7 +397,7 @@ class Syncer:
                 self._runtime_up.clear()
                 self._fail(name, None, exc, state="Unloading")
                 return
-        self.store.remove(name)
+        await self.materializer.background.run(self.store.remove, name)
         self._demanded.pop(name, None)
         self._served.pop(name, None)
         self._failures.pop(name, None)

@@ -80,8 +80,11 @@ async def _models(kube: KubeClient, namespace: str | None, ctx: OperatorContext,
 
 async def _adapters(kube: KubeClient, namespace: str | None, ctx: OperatorContext, listed: asyncio.Event) -> None:
     async def relisted(items: list[dict[str, Any]]) -> None:
+        present = {_key(i) for i in items}
         ctx.claims.replace(namespace, items)
-        ctx.progress.retain(namespace, {_key(i) for i in items})
+        ctx.progress.retain(namespace, present)
+        for key in [k for k in ctx.aggregator.adapters if namespace in (None, k[0]) and k not in present]:
+            ctx.aggregator.forget_adapter(key)  # deleted while the watch was down
         listed.set()
 
     path = collection(f"/apis/{r.GROUP}/{r.VERSION}", r.ADAPTER_PLURAL, namespace)
@@ -90,6 +93,8 @@ async def _adapters(kube: KubeClient, namespace: str | None, ctx: OperatorContex
         if kind == "DELETED":
             ctx.claims.drop(*key)
             ctx.progress.forget(key)
+            ctx.aggregator.forget_adapter(key)
+            ctx.diffbase.forget(body["metadata"]["uid"])
         else:
             ctx.claims.put(body)
             ctx.progress.noticed(key, body["metadata"].get("generation"))

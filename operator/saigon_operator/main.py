@@ -15,9 +15,11 @@ from saigon_contract.kube import Credentials, KubeClient
 from saigon_operator import informers
 from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.model import Defaults
+from saigon_operator.diffbase import MemoryDiffBaseStorage
 from saigon_operator.events import EventRecorder
 from saigon_operator.handlers import adapter, model
 from saigon_operator.handlers.context import OperatorContext
+from saigon_operator.handlers.credentials import TokenIssuer
 from saigon_operator.indexes import AdapterClaims, RuntimePods, claim_key
 from saigon_operator.placement import Placements, RouterSync
 from saigon_operator.progress import Progress
@@ -45,7 +47,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     # kopf ignores every annotation under its own prefix when diffing, so it gets a prefix of
     # its own: saigon.ai/requeue must stay visible to on.update.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=r.KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=r.KOPF_PREFIX)
+    memo.diffbase = MemoryDiffBaseStorage(prefix=r.KOPF_PREFIX)
+    settings.persistence.diffbase_storage = memo.diffbase
     settings.posting.enabled = False  # the operator posts its own, user-facing events
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -71,6 +74,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
         pods=runtime_pods,
         claims=AdapterClaims(),
         progress=getattr(memo, "progress", None) or Progress(config.stall_timeout_s),
+        tokens=TokenIssuer(kube, aggregator),
+        diffbase=memo.diffbase,
         unload_timeout_s=config.unload_timeout_s,
         placements=placements,
         routing=RouterSync(kube, placements, runtime_pods.of, aggregator.adapters_of),
@@ -87,6 +92,7 @@ async def cleanup(memo: Any, **_: Any) -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     if getattr(memo, "ctx", None) is not None:
+        await context(memo).tokens.close()
         await context(memo).routing.close()
         await context(memo).kube.close()
 
@@ -105,7 +111,11 @@ async def model_changed(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
 @kopf.on.event(*MODELS)
 def model_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     if type == "DELETED" and getattr(memo, "ctx", None) is not None:
-        context(memo).aggregator.forget_model((body["metadata"]["namespace"], body["metadata"]["name"]))
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        context(memo).aggregator.forget_model(key)
+        context(memo).tokens.forget(key)
+    if type == "DELETED":
+        memo.diffbase.forget(body["metadata"]["uid"])
 
 
 # --- SaigonAdapter -------------------------------------------------------------------------------
@@ -139,10 +149,8 @@ def _settles(ctx: OperatorContext, body: kopf.Body) -> Iterator[None]:
         ctx.progress.finished((meta["namespace"], meta["name"]), meta.get("generation"))
 
 
-@kopf.on.event(*ADAPTERS)
-def adapter_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
-    if type == "DELETED" and getattr(memo, "ctx", None) is not None:
-        context(memo).aggregator.forget_adapter((body["metadata"]["namespace"], body["metadata"]["name"]))
+# A SaigonAdapter that is gone is forgotten by the operator's own informer (saigon_operator.informers):
+# a kopf event handler ran, in a thread, and logged a line, for every event of every adapter.
 
 
 logging.getLogger("kopf.objects").setLevel(logging.INFO)

@@ -87,6 +87,8 @@ class ModelRecord:
     # The S3 credentials and endpoints its adapters may use (None: the spec is invalid or unseen).
     # The model's spec.adapterSources: which credential Secrets and endpoints its adapters may use.
     source_policy: AdapterSources | None = None
+    # spec.auth.users when it issues inference tokens (None: auth Disabled, or the spec is invalid or unseen).
+    token_users: frozenset[str] | None = None
 
     def ref(self) -> dict[str, str]:
         return {

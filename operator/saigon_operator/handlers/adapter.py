@@ -14,7 +14,7 @@ from saigon_contract.specs import AdapterSource, SpecError, Target, parse_adapte
 
 from saigon_operator import metrics
 from saigon_operator.handlers.context import OperatorContext, classify, requeue
-from saigon_operator.handlers.credentials import USER_PREFIX, sync_tokens_for
+from saigon_operator.handlers.credentials import USER_PREFIX
 from saigon_operator.handlers.model import sync_agent_role
 from saigon_operator.indexes import Claim
 from saigon_operator.promotion import PromotionState
@@ -72,10 +72,7 @@ async def reconcile(body: Mapping[str, Any], claims: Iterable[Claim], ctx: Opera
             record.policy = spec.promotion
         await _write(ctx, record, retry)
         if spec.adapter_name.startswith(USER_PREFIX):
-            try:
-                await sync_tokens_for(ctx, namespace, record.model)
-            except ApiError as exc:
-                raise classify(exc, "issuing the user's inference token", retry) from None
+            ctx.tokens.request((namespace, record.model))
         if _uses_credentials(spec.source) or (previous is not None and _uses_credentials(previous.source)):
             try:
                 await sync_agent_role(ctx, namespace, record.model)

@@ -11,7 +11,9 @@ from saigon_contract.status import now_iso
 
 from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.model import Defaults
+from saigon_operator.diffbase import MemoryDiffBaseStorage
 from saigon_operator.events import EventRecorder
+from saigon_operator.handlers.credentials import TokenIssuer
 from saigon_operator.indexes import AdapterClaims, RuntimePods
 from saigon_operator.placement import Placements, RouterSync
 from saigon_operator.progress import Progress
@@ -27,6 +29,8 @@ class OperatorContext:
     pods: RuntimePods
     claims: AdapterClaims
     progress: Progress
+    tokens: TokenIssuer
+    diffbase: MemoryDiffBaseStorage
     placements: Placements
     routing: RouterSync
     # A deletion waits this long for pods to unload before it lets go (dead agents).

@@ -1,83 +1,152 @@
 """The Secrets a SaigonModel's runtime needs and nobody else writes: the audit salt (created once)
 and, with inference auth Required, the inference credentials (a token for each user of the model:
-spec.auth.users and the users of its user adapters; existing lines are never rewritten)."""
+spec.auth.users and the users of its user adapters; existing lines are never rewritten).
+
+Each model's tokens Secret has one writer, `TokenIssuer`: a reconcile asks it to issue, and it
+merges every user that appeared since its last write into one compare-and-swap patch. A bulk
+apply of thousands of user adapters then makes a handful of writes instead of one contended
+write per adapter (a 409 storm that retried every adapter's reconcile).
+"""
 
 from __future__ import annotations
 
 import logging
 
-from saigon_contract import resources as r
-from saigon_contract.kube import ApiError, custom_path, object_path
-from saigon_contract.specs import ModelSpec, SpecError, parse_model_spec
+from saigon_contract.kube import ApiError, KubeClient, object_path
+from saigon_contract.specs import ModelSpec
+from saigon_contract.workqueue import KeyedQueue
 
+from saigon_operator import metrics
+from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.credentials import (
     TOKENS_KEY,
     merged_tokens,
     new_salt,
     secret_text,
+    users_with_tokens,
 )
 from saigon_operator.builders.model import Owner, build_audit_salt_secret, build_tokens_secret, names_for
-from saigon_operator.handlers.context import OperatorContext
+from saigon_operator.records import Key
+from saigon_operator.retry import backoff
 
 log = logging.getLogger(__name__)
 USER_PREFIX = "user_"
 
 
-def model_users(ctx: OperatorContext, owner: Owner, spec: ModelSpec) -> set[str]:
-    users = set(spec.auth.users)
-    for adapter in ctx.aggregator.adapters_of(owner.namespace, owner.name):
+def token_users(spec: ModelSpec) -> frozenset[str] | None:
+    """The users a model names itself, or None when it issues no inference tokens."""
+    return frozenset(spec.auth.users) if spec.auth.inference == "Required" else None
+
+
+def model_users(aggregator: Aggregator, namespace: str, model: str, named: frozenset[str]) -> set[str]:
+    """`named` (spec.auth.users) and the users of the model's user adapters."""
+    users = set(named)
+    for adapter in aggregator.adapters_of(namespace, model):
         name = adapter.adapter_name
         if name and name.startswith(USER_PREFIX) and not adapter.deleting:
             users.add(name.removeprefix(USER_PREFIX))
     return users
 
 
-async def ensure_credentials(ctx: OperatorContext, owner: Owner, spec: ModelSpec) -> None:
-    """Create what is missing; raises ApiError (classified by the caller)."""
+async def ensure_credentials(kube: KubeClient, aggregator: Aggregator, owner: Owner, spec: ModelSpec) -> None:
+    """Creates the Secrets that are missing (the runtime mounts them); raises ApiError (classified by
+    the caller). Users added later are issued by the TokenIssuer."""
     names = names_for(owner.name)
     salt_path = object_path("Secret", owner.namespace, names["audit_salt"])
-    if await ctx.kube.get_or_none(salt_path) is None:
-        await _create(ctx, build_audit_salt_secret(owner, new_salt()))
-    if spec.auth.inference == "Required":
-        await _sync_tokens(ctx, owner, model_users(ctx, owner, spec))
+    if await kube.get_or_none(salt_path) is None:
+        await _create(kube, build_audit_salt_secret(owner, new_salt()))
+    named = token_users(spec)
+    if named is not None:
+        tokens_path = object_path("Secret", owner.namespace, names["inference_tokens"])
+        if await kube.get_or_none(tokens_path) is None:
+            users = model_users(aggregator, owner.namespace, owner.name, named)
+            await _create(kube, build_tokens_secret(owner, merged_tokens("", users)))
 
 
-async def sync_tokens_for(ctx: OperatorContext, namespace: str, model: str) -> None:
-    """After the model's adapters changed: issue tokens to new users (the model's spec is re-read)."""
-    body = await ctx.kube.get_or_none(custom_path(r.GROUP, r.VERSION, r.MODEL_PLURAL, namespace, model))
-    if body is None:
-        return
-    try:
-        spec = parse_model_spec(body.get("spec") or {})
-    except SpecError:
-        return  # the model handler reports it; nothing to issue for an invalid model
-    owner = Owner(model, namespace, body["metadata"]["uid"])
-    if spec.auth.inference == "Required":
-        await _sync_tokens(ctx, owner, model_users(ctx, owner, spec))
+class TokenIssuer:
+    """The one writer of each model's tokens Secret: `request(key)` after the model's users may have
+    grown; requests that arrive while a write is pending or running are served by one more write."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        aggregator: Aggregator,
+        *,
+        delay_s: float = 0.2,
+        retry_base_s: float = 1.0,
+        retry_cap_s: float = 60.0,
+    ) -> None:
+        self.kube = kube
+        self.aggregator = aggregator
+        self.retry_base_s = retry_base_s
+        self.retry_cap_s = retry_cap_s
+        self._queue: KeyedQueue[Key] = KeyedQueue(self._issue, delay_s=delay_s, name="inference-tokens")
+        self._failures: dict[Key, int] = {}
+        self.writes = 0  # tokens Secret writes (creates and patches), for tests and the scale figures
+
+    def request(self, key: Key) -> None:
+        """(namespace, model): issue tokens to any of its users who have none."""
+        self._queue.mark(key)
+
+    def forget(self, key: Key) -> None:
+        self._queue.forget(key)
+        self._failures.pop(key, None)
+
+    async def idle(self) -> None:
+        await self._queue.idle()
+
+    async def close(self) -> None:
+        await self._queue.close()
+
+    async def _issue(self, key: Key) -> None:
+        try:
+            await self._sync(key)
+        except ApiError as exc:
+            metrics.ERRORS.labels("InferenceTokens", exc.reason or str(exc.status)).inc()
+            if exc.status == 409:  # an administrator's edit, or our create raced theirs: re-read and merge
+                self._queue.mark_later(key, 0.05)
+                return
+            attempts = self._failures.get(key, 0)
+            self._failures[key] = attempts + 1
+            delay = backoff(attempts, self.retry_base_s, self.retry_cap_s)
+            log.warning("issuing inference tokens for model %s/%s failed, retry in %.0fs: %s", *key, delay, exc)
+            self._queue.mark_later(key, delay)
+        else:
+            self._failures.pop(key, None)
+
+    async def _sync(self, key: Key) -> None:
+        namespace, model = key
+        record = self.aggregator.models.get(key)
+        if record is None or record.token_users is None:
+            return  # unseen, invalid or without inference auth: the model's reconcile requests again
+        users = model_users(self.aggregator, namespace, model, record.token_users)
+        owner = Owner(model, namespace, record.uid)
+        path = object_path("Secret", namespace, names_for(model)["inference_tokens"])
+        existing = await self.kube.get_or_none(path)
+        if existing is None:
+            await self.kube.create(
+                object_path("Secret", namespace), build_tokens_secret(owner, merged_tokens("", users))
+            )
+            self.writes += 1
+            return
+        current = secret_text(existing, TOKENS_KEY) or ""
+        merged = merged_tokens(current, users)
+        if merged == current:
+            return
+        patch = build_tokens_secret(owner, merged)
+        # The resourceVersion makes it a compare-and-swap: an administrator's concurrent edit wins (409, merged again).
+        patch["metadata"] = {"resourceVersion": existing["metadata"]["resourceVersion"]}
+        await self.kube.merge_patch(path, patch)
+        self.writes += 1
+        added = len(users_with_tokens(merged) - users_with_tokens(current))
+        log.info("issued inference tokens to %d new users of model %s/%s", added, namespace, model)
 
 
-async def _sync_tokens(ctx: OperatorContext, owner: Owner, users: set[str]) -> None:
-    path = object_path("Secret", owner.namespace, names_for(owner.name)["inference_tokens"])
-    existing = await ctx.kube.get_or_none(path)
-    if existing is None:
-        await _create(ctx, build_tokens_secret(owner, merged_tokens("", users)))
-        return
-    current = secret_text(existing, TOKENS_KEY) or ""
-    merged = merged_tokens(current, users)
-    if merged == current:
-        return
-    patch = build_tokens_secret(owner, merged)
-    # The resourceVersion makes it a compare-and-swap: an administrator's concurrent edit wins (409, retried).
-    patch["metadata"] = {"resourceVersion": existing["metadata"]["resourceVersion"]}
-    await ctx.kube.merge_patch(path, patch)
-    log.info("issued inference tokens to new users of model %s/%s", owner.namespace, owner.name)
-
-
-async def _create(ctx: OperatorContext, secret: dict[str, object]) -> None:
+async def _create(kube: KubeClient, secret: dict[str, object]) -> None:
     meta = secret["metadata"]
     assert isinstance(meta, dict)
     try:
-        await ctx.kube.create(object_path("Secret", str(meta["namespace"])), secret)
+        await kube.create(object_path("Secret", str(meta["namespace"])), secret)
     except ApiError as exc:
-        if exc.status != 409:  # created meanwhile (another reconcile): theirs stands
+        if exc.status != 409:  # created meanwhile: theirs stands
             raise

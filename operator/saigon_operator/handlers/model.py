@@ -14,7 +14,7 @@ from saigon_operator.builders.model import Owner, build_children, build_role, se
 from saigon_operator.builders.network import build_network_policy, network_policy_name
 from saigon_operator.builders.router import build_router, router_kinds, router_names
 from saigon_operator.handlers.context import OperatorContext, classify, requeue
-from saigon_operator.handlers.credentials import ensure_credentials
+from saigon_operator.handlers.credentials import ensure_credentials, token_users
 from saigon_operator.records import ModelRecord
 
 
@@ -42,6 +42,7 @@ async def reconcile(body: Mapping[str, Any], ctx: OperatorContext, retry: int) -
             return
         owner = Owner(name, namespace, meta["uid"])
         record.source_policy = spec.adapter_sources
+        record.token_users = token_users(spec)
         allowed = record.source_policy.allowed_secrets
         children = build_children(owner, spec, ctx.defaults, secret_names=agent_secrets(ctx, namespace, name, allowed))
         deployment = children[-1]
@@ -50,7 +51,7 @@ async def reconcile(body: Mapping[str, Any], ctx: OperatorContext, retry: int) -
         what = ""
         try:
             what = "creating the model's credentials"
-            await ensure_credentials(ctx, owner, spec)
+            await ensure_credentials(ctx.kube, ctx.aggregator, owner, spec)
             for child in children:
                 what = f"applying {child['kind']} {child['metadata']['name']}"
                 await apply(ctx, child)
@@ -81,6 +82,7 @@ async def reconcile(body: Mapping[str, Any], ctx: OperatorContext, retry: int) -
             raise error from None
         previous_policy = existing.source_policy if existing else None
         ctx.aggregator.put_model(record)
+        ctx.tokens.request((namespace, name))
         await ctx.aggregator.write_model((namespace, name))
         if previous_policy != record.source_policy:
             # Adapters refused (or allowed) by the old allow-lists are judged again.

@@ -597,8 +597,8 @@ def _sampling_defaults(model: torch.nn.Module) -> SamplingDefaults:
         elif value is not None:
             log.warning("ignoring the model's generation_config %s=%r: outside [%s, %s]", name, value, low, high)
     min_new = declared.get("min_new_tokens")
-    usable = isinstance(min_new, int) and not isinstance(min_new, bool) and 0 <= min_new <= MIN_NEW_TOKENS_DEFAULT_MAX
-    if min_new is not None and not usable:
+    valid = isinstance(min_new, int) and not isinstance(min_new, bool) and 0 <= min_new <= MIN_NEW_TOKENS_DEFAULT_MAX
+    if min_new is not None and not valid:
         log.warning(
             "ignoring the model's generation_config min_new_tokens=%r: not in [0, %s]",
             min_new,
@@ -608,7 +608,7 @@ def _sampling_defaults(model: torch.nn.Module) -> SamplingDefaults:
         temperature=found.get("temperature"),
         top_p=found.get("top_p"),
         repetition_penalty=found.get("repetition_penalty"),
-        min_new_tokens=min_new if usable and isinstance(min_new, int) else None,
+        min_new_tokens=min_new if valid and isinstance(min_new, int) else None,
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
+from saigon_contract.background import BackgroundPool
 
 from saigon_runtime.adapters.store import within
 from saigon_runtime.adapters.types import AdapterRef
@@ -41,9 +42,10 @@ from saigon_runtime.server.state import ServerState, state_of
 T = TypeVar("T")
 
 
-async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+async def off_loop(fn: Callable[..., T], *args: Any, pool: BackgroundPool | None = None) -> T:
+    """`pool`: the state's loader for adapter loads (bounded, lower CPU priority); else a plain thread."""
     try:
-        return await asyncio.to_thread(fn, *args)
+        return await (pool.run(fn, *args) if pool is not None else asyncio.to_thread(fn, *args))
     except OSError as exc:
         # An unreadable path (too long, permission denied...) is the caller's problem, not a 500.
         reason = exc.strerror or type(exc).__name__
@@ -89,7 +91,7 @@ async def load_adapter(request: web.Request) -> web.Response:
     state = state_of(request)
     engine = state.ready_engine()
     source = await import_source(state, body.path, "path")
-    info = await off_loop(engine.adapters.load, body.name, body.version, source)
+    info = await off_loop(engine.adapters.load, body.name, body.version, source, pool=state.loader)
     assert info.version is not None
     if body.name in state.config.required_adapters:
         state.loaded_required.add(body.name)
@@ -126,7 +128,7 @@ async def evaluate_adapter(request: web.Request) -> web.Response:
     engine = state.ready_engine()
     service = state.ready_service()
     ref = AdapterRef(body.name, body.version)
-    await off_loop(engine.adapters.host_adapter, ref)  # 404 / 422 before any generation
+    await off_loop(engine.adapters.host_adapter, ref, pool=state.loader)  # 404 / 422 before any generation
 
     async def one(item: EvalPrompt) -> EvalResult:
         ids = await state.tokenizing(service.encode, item.prompt)

@@ -32,7 +32,7 @@ async def load_lora_adapter(request: web.Request) -> web.Response:
             code="already_loaded",
         )
     try:
-        await off_loop(engine.adapters.load, name, None, source)
+        await off_loop(engine.adapters.load, name, None, source, pool=state.loader)
     except (AdapterNotFound, AdapterRejected) as exc:  # vLLM answers a path it cannot load with 400
         raise ApiError(400, f"cannot load the adapter at lora_path: {exc}", param="lora_path", code=exc.kind) from None
     except ApiError as exc:

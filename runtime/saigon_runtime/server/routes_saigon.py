@@ -155,7 +155,7 @@ async def hot_swap(request: web.Request) -> web.Response:
     engine = state.ready_engine()
     name = user_adapter(body.user_id)
     source = await import_source(state, body.new_adapter_path, "new_adapter_path")
-    previous, info = await off_loop(engine.adapters.swap, name, source, body.backup_current)
+    previous, info = await off_loop(engine.adapters.swap, name, source, body.backup_current, pool=state.loader)
     assert info.version is not None
     response = HotSwapResponse(
         success=True, adapter=name, version=info.version, previous_version=previous, loaded_at=info.loaded_at

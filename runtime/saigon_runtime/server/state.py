@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
+from saigon_contract.background import BackgroundPool
 
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.server.errors import ApiError
 from saigon_runtime.server.metrics import ServerMetrics
 from saigon_runtime.server.version_stats import VersionStats
+
+LOAD_THREADS = 2
 
 T = TypeVar("T")
 
@@ -49,12 +52,17 @@ class ServerState:
 
     # Created in __post_init__ from the config: how many prompts are tokenized at once.
     tokenize_slots: asyncio.Semaphore = field(init=False)
+    # Adapter loads from the admin API (the agent's): two at a time, in threads of their own, so a
+    # bulk apply or a promotion never holds the threads requests use. Not at a lower priority: a
+    # load warms a device slot under the slot pool's lock, which the engine thread takes too.
+    loader: BackgroundPool = field(init=False)
     # Requests being handled now (probes and scrapes aside); the drain waits for `idle`.
     in_flight: int = 0
     idle: asyncio.Event = field(init=False)
 
     def __post_init__(self) -> None:
         self.tokenize_slots = asyncio.Semaphore(max(1, self.config.tokenize_concurrency))
+        self.loader = BackgroundPool(LOAD_THREADS, "saigon-adapter-load", nice=0)
         self.idle = asyncio.Event()
         self.idle.set()
 
