@@ -751,7 +751,7 @@ def _zero(q: Quantity) -> bool:
 class WebIdentity(_Model):
     """S3 credentials from the pod's ServiceAccount token (IRSA, or any OIDC STS such as MinIO's)."""
 
-    role_arn: str = Field(alias="roleArn", pattern=r"^arn:[A-Za-z0-9_.:/+=,@-]{1,2040}$")
+    role_arn: str = Field(alias="roleArn", max_length=2048, pattern=r"^arn:[A-Za-z0-9_.:/+=,@-]+$")
     audience: str = Field(default="sts.amazonaws.com", min_length=1, max_length=253)
     sts_endpoint: str = Field(default="https://sts.amazonaws.com", alias="stsEndpoint")
 
