@@ -349,6 +349,8 @@ def _bring_up(stack: Stack, ca: Path) -> None:
     ])  # fmt: skip
     # The pod's agent sidecar, as the chart's PodMonitor scrapes it (port agent-health).
     prometheus.set_targets(JOBS["agent"], [(f"127.0.0.1:{stack.pod.agent_port}", {**labels, "pod": stack.pod.name})])
+    # Its counters must be scraped before the first sync: rate() sees only increases after a first sample.
+    prometheus.wait_for(f'up{{job="{JOBS["agent"]}"}} == 1', timeout=120)
 
     stack.apply(
         *[adapter_manifest(stack, user, user, stack.artifacts[user]) for user in USERS],
