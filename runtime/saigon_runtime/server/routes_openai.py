@@ -112,8 +112,13 @@ class Plan:
         )
 
 
+def _json_constrained(body: CompletionRequest | ChatCompletionRequest) -> bool:
+    """A JSON response_format: its grammar ends the row when the value is complete."""
+    return body.response_format is not None and body.response_format.type != "text"
+
+
 def _check_common(body: CompletionRequest | ChatCompletionRequest) -> None:
-    if body.min_tokens and body.response_format is not None and body.response_format.type != "text":
+    if body.min_tokens and _json_constrained(body):
         # The grammar ends a row when its value is complete; holding off the end would fight it.
         raise _bad("min_tokens", "min_tokens cannot be combined with a JSON response_format")
     if body.stream_options is not None and not body.stream:
@@ -154,7 +159,7 @@ def _min_new_tokens(body: CompletionRequest | ChatCompletionRequest, defaults: S
     under a JSON response_format, whose grammar ends the row)."""
     if "min_tokens" in body.model_fields_set or defaults.min_new_tokens is None:
         return body.min_tokens
-    if body.response_format is not None and body.response_format.type != "text":
+    if _json_constrained(body):
         return 0
     return min(defaults.min_new_tokens, cap)
 
