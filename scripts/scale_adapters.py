@@ -145,6 +145,11 @@ def main() -> int:
     parser.add_argument("--restart-apiserver-at", type=int, help="restart the API server once this many are Ready")
     parser.add_argument("--outage", type=float, default=5.0, help="seconds the API server stays down")
     parser.add_argument("--lease-duration", type=float, default=15.0, help="the operator's (the chart's default)")
+    parser.add_argument(
+        "--router",
+        action="store_true",
+        help="the model's router on: each user adapter is placed on 2 pods (spec.placement), not on all",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="saigon-scale-"))
@@ -155,6 +160,7 @@ def main() -> int:
         "pods": args.pods,
         "operator_args": args.operator_arg,
         "lease_duration_s": args.lease_duration,
+        "router": args.router,
         "cpus": os.cpu_count(),
         "load_before": load_average(),
     }
@@ -175,7 +181,10 @@ def main() -> int:
         world = World(cluster, api, namespace, workdir, sources, ca, base, operator)
         world.create_token_secret()
         operator.wait_leading()
-        world.kubectl_apply(world.model_manifest(replicas=args.pods, cache={"maxLoras": 8, "maxCpuLoras": 64}))
+        routing = {"router": {"enabled": True}} if args.router else {}
+        world.kubectl_apply(
+            world.model_manifest(replicas=args.pods, cache={"maxLoras": 8, "maxCpuLoras": 64}, **routing)
+        )
         world.wait_for(lambda: cluster.kubectl("get", "deployment", MODEL, "-n", namespace), 30, "deployment")
         shared = workdir / "sources" / "team" / "shared"
         make_adapter(base, shared, rank=4, seed=1)

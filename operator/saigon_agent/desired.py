@@ -99,6 +99,7 @@ class DesiredBook:
     def __init__(self, pod: str = "") -> None:
         self.pod = pod
         self._by_uid: dict[str, Desired] = {}
+        self._by_name: dict[str, dict[str, Desired]] = {}  # adapter name -> uid -> object (a name's claims)
 
     def upsert(self, obj: dict[str, Any]) -> set[str]:
         """Returns the adapter names whose decision may have changed."""
@@ -108,35 +109,49 @@ class DesiredBook:
         touched = {before.name} if before else set()
         if desired is None:
             if before is not None:
-                del self._by_uid[before.uid]
+                self._pop(before.uid)
             return touched
-        self._by_uid[desired.uid] = desired
+        self._put(desired)
         return touched | {desired.name}
 
     def delete(self, obj: dict[str, Any]) -> set[str]:
         uid = (obj.get("metadata") or {}).get("uid")
-        before = self._by_uid.pop(uid, None) if isinstance(uid, str) else None
+        before = self._pop(uid) if isinstance(uid, str) else None
         return {before.name} if before else set()
 
     def replace_all(self, objs: list[dict[str, Any]]) -> set[str]:
         before = set(self._by_uid.values())
-        self._by_uid = {}
+        self._by_uid, self._by_name = {}, {}
         for obj in objs:
             desired = desired_from(obj, self.pod)
             if desired is not None:
-                self._by_uid[desired.uid] = desired
+                self._put(desired)
         after = set(self._by_uid.values())
         return {d.name for d in before ^ after}
+
+    def _put(self, desired: Desired) -> None:
+        self._pop(desired.uid)
+        self._by_uid[desired.uid] = desired
+        self._by_name.setdefault(desired.name, {})[desired.uid] = desired
+
+    def _pop(self, uid: str) -> Desired | None:
+        before = self._by_uid.pop(uid, None)
+        if before is not None:
+            claims = self._by_name.get(before.name, {})
+            claims.pop(uid, None)
+            if not claims:
+                self._by_name.pop(before.name, None)
+        return before
 
     def collecting(self) -> set[str]:
         """Names whose promotion asks this pod for request figures (few; no scan per name)."""
         return {d.name for d in self._by_uid.values() if d.collect_stats}
 
     def names(self) -> set[str]:
-        return {d.name for d in self._by_uid.values()}
+        return set(self._by_name)
 
     def decide(self, name: str) -> Decision:
-        candidates = [d for d in self._by_uid.values() if d.name == name]
+        candidates = list(self._by_name.get(name, {}).values())
         live = [d for d in candidates if not d.deleting]
         serving = sorted((d for d in live if d.target is not None), key=lambda d: (d.created, d.uid))
         if serving:

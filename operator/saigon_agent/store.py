@@ -101,6 +101,13 @@ class AdapterStore:
             os.unlink(parent / ACTIVE_LINK)
         remove_tree(parent)
 
+    def has(self, name: str) -> bool:
+        """Files exist for this adapter (a valid name only: anything else is not ours)."""
+        try:
+            return self.adapter_dir(name).is_dir()
+        except ValueError:
+            return False
+
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []

@@ -378,8 +378,8 @@ class Syncer:
 
     def _knows(self, name: str) -> bool:
         return (
-            name in self.reporter.names()
-            or name in self.store.names()
+            self.reporter.get(name) is not None
+            or self.store.has(name)
             or name in self._served
             or (self._runtime_view is not None and name in self._runtime_view)
         )

@@ -49,6 +49,8 @@ class Aggregator:
         placed: Placed = everywhere,
         debounce_s: float = 0.02,
         model_debounce_s: float = 1.0,
+        summary_every_s: float = 30.0,
+        progress_every_s: float = 2.0,
         concurrency: int = 16,
         retry_base_s: float = 1.0,
         retry_cap_s: float = 60.0,
@@ -59,6 +61,10 @@ class Aggregator:
         self.placed = placed
         self.debounce_s = debounce_s
         self.model_debounce_s = model_debounce_s
+        self.summary_every_s = summary_every_s
+        self.progress_every_s = progress_every_s
+        self._written_at: dict[Key, float] = {}  # monotonic time of each adapter's last status write
+        self._deferred: set[Key] = set()  # adapters whose progress-only change waits for progress_every_s
         self.adapters: dict[Key, AdapterRecord] = {}
         self.models: dict[Key, ModelRecord] = {}
         self._by_model: dict[Key, set[str]] = {}  # (ns, model) -> adapter object names
@@ -98,6 +104,8 @@ class Aggregator:
             self.mark_model((record.namespace, record.model))
         self._adapter_queue.forget(key)
         self._marked_at.pop(key, None)
+        self._written_at.pop(key, None)
+        self._deferred.discard(key)
         self._failing.pop((self._adapter_queue.name, key), None)
         metrics.OBJECTS.labels("SaigonAdapter").set(len(self.adapters))
 
@@ -151,17 +159,20 @@ class Aggregator:
         self._model_queue.mark(key)
 
     async def run(self) -> None:
-        """Writes status as marks arrive, until cancelled."""
+        """Writes status as marks arrive, and summarises the Events over budget, until cancelled."""
         try:
-            await asyncio.get_running_loop().create_future()
+            while True:
+                await asyncio.sleep(self.summary_every_s)
+                await self.events.post_summaries()
         finally:
             await asyncio.gather(self._adapter_queue.close(), self._model_queue.close())
 
     async def _flush_adapter(self, key: Key) -> None:
-        marked = self._marked_at.pop(key, None)
         await self._guarded(self.write_adapter, key, self._adapter_queue)
-        if marked is not None:
-            metrics.STATUS_LAG.observe(time.perf_counter() - marked)
+        if key not in self._deferred:
+            marked = self._marked_at.pop(key, None)
+            if marked is not None:
+                metrics.STATUS_LAG.observe(time.perf_counter() - marked)
 
     async def _flush_model(self, key: Key) -> None:
         await self._guarded(self.write_model, key, self._model_queue)
@@ -212,12 +223,24 @@ class Aggregator:
             if step is not None and step.recheck_s is not None:
                 self._recheck(key, step.recheck_s)
             if _same(status, record.written):
+                self._deferred.discard(key)
                 if promotion is not None and record.desired is not None:
                     record.promotion = promotion
                     record.target = promotion.stable
                 return
+            planned = step is not None and (bool(step.events) or step.state != record.promotion)
+            if not planned and progress_only(record.written, status):
+                # Per-pod progress (one of two placed pods loaded) is told at most every
+                # progress_every_s; the pods' next reports usually make it Ready meanwhile, one write.
+                wait = self._written_at.get(key, -1e9) + self.progress_every_s - time.monotonic()
+                if wait > 0:
+                    self._deferred.add(key)
+                    self._adapter_queue.mark_later(key, wait)
+                    return
+            self._deferred.discard(key)
             path = custom_path(r.GROUP, r.VERSION, r.ADAPTER_PLURAL, record.namespace, record.name, "status")
             await self.kube.merge_patch(path, {"status": status})
+            self._written_at[key] = time.monotonic()
             metrics.STATUS_WRITES.labels("SaigonAdapter").inc()
             previous = record.written
             # Only a written promotion step counts: a failed write is planned again from the old state.
@@ -231,8 +254,18 @@ class Aggregator:
         for kind, reason, message in step.events if step is not None else ():
             if reason in ("Promoted", "RolledBack"):
                 metrics.PROMOTIONS.labels(reason).inc()
-            await self.events.post(record.ref(), kind, reason, message)
-        await self._post(record.ref(), adapter_transition(previous, status))
+            await self._post_for_adapter(record, (kind, reason, message))
+        await self._post_for_adapter(record, adapter_transition(previous, status))
+
+    async def _post_for_adapter(self, record: AdapterRecord, event: Transition | None) -> None:
+        """Adapter events spend their model's event budget (saigon_operator.events)."""
+        if event is None:
+            return
+        model = self.models.get((record.namespace, record.model))
+        if model is None:
+            await self.events.post(record.ref(), *event)
+        else:
+            await self.events.post_within_budget(record.ref(), model.ref(), *event)
 
     def _recheck(self, key: Key, delay_s: float) -> None:
         """Looks at an adapter again once a promotion timer (analysis window, deadline) runs out."""
@@ -273,6 +306,25 @@ def _drop_none(value: Any) -> Any:
     if isinstance(value, list):
         return [_drop_none(v) for v in value]
     return value
+
+
+def progress_only(written: Mapping[str, Any], computed: Mapping[str, Any]) -> bool:
+    """Nothing a user or an agent acts on changed: the same phase, target, placement and
+    promotion stage, and every condition with the same status and reason (only counts, messages,
+    progress and per-pod entries moved)."""
+
+    def gist(status: Mapping[str, Any]) -> tuple[Any, ...]:
+        conditions = sorted((c.get("type"), c.get("status"), c.get("reason")) for c in status.get("conditions") or [])
+        return (
+            status.get("phase"),
+            status.get("observedGeneration"),
+            _drop_none(status.get("target")),
+            status.get("placement"),
+            {k: v for k, v in _drop_none(status.get("promotion") or {}).items() if k not in ("progress", "message")},
+            conditions,
+        )
+
+    return bool(written) and gist(written) == gist(computed)
 
 
 def _same(computed: Mapping[str, Any], stored: Mapping[str, Any]) -> bool:

@@ -21,7 +21,7 @@ from saigon_contract.cli import ArgumentParser
 from saigon_contract.kube import Credentials, CredentialsError, KubeClient
 from saigon_contract.logs import add_logging_flags, log_format, setup_logging
 
-from saigon_operator.leader import LeaderElector, LeaseSettings
+from saigon_operator.leader import LeaderElector, LeaseSettings, RenewalThread
 from saigon_operator.progress import Progress
 from saigon_operator.settings import OperatorConfig
 
@@ -138,11 +138,14 @@ async def run(config: OperatorConfig, credentials: Credentials) -> int:
             ),
             name="kopf",
         )
-        holding = asyncio.create_task(elector.hold())
+        renewal = RenewalThread(elector, credentials)
+        renewal.start()
+        holding = asyncio.create_task(renewal.wait())
         await asyncio.wait([operator_task, holding, stopping], return_when=asyncio.FIRST_COMPLETED)
         lost = holding.done()
         if not kopf_stop.done():
             kopf_stop.set_result(None)
+        renewal.stop()
         holding.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(operator_task, timeout=30)

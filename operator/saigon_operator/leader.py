@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from saigon_contract.kube import ApiError, KubeClient, object_path
+from saigon_contract.kube import ApiError, Credentials, KubeClient, object_path
 
 from saigon_operator import metrics
 
@@ -147,11 +148,19 @@ class LeaderElector:
     def _extend(self, renewal_started: float) -> None:
         """The Lease was written by a call that started at `renewal_started`: act until the new deadline."""
         self.deadline = renewal_started + self.settings.renew_deadline_s
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        self.arm_watchdog()
+
+    def arm_watchdog(self) -> None:
+        """(Re)starts the deadline timer on the running loop: the loop that renews."""
+        self.disarm_watchdog()
         self._watchdog = asyncio.get_running_loop().call_later(
             max(0.0, self.deadline - self.clock()), self._deadline_check
         )
+
+    def disarm_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     def _deadline_check(self) -> None:
         if self.leading and self.clock() >= self.deadline:
@@ -178,9 +187,7 @@ class LeaderElector:
         self._step_down("the renew deadline passed")
 
     def _step_down(self, why: str) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        self.disarm_watchdog()
         if not self.leading:
             return
         self.leading = False
@@ -206,8 +213,7 @@ class LeaderElector:
             return
         self.leading = False
         metrics.LEADER.set(0)
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        self.disarm_watchdog()
         try:
             lease = await self.kube.get(self.path)
             if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
@@ -216,3 +222,59 @@ class LeaderElector:
                 await self.kube.replace(self.path, lease)
         except ApiError as exc:
             log.warning("leader election: could not release the lease: %s", exc)
+
+
+class RenewalThread:
+    """Holds the Lease from a thread and event loop of its own, with its own API connection.
+
+    On the operator's loop a renewal waits behind whatever runs there; in a bulk apply of
+    thousands of adapters (kopf's workers, decoding watch events, status writes) that wait
+    outlived the renew deadline and the leader stepped down although the API server answered
+    its renewals in milliseconds. The write guard (`may_act`) still reads the deadline on every
+    write from any thread, so a frozen process stays fenced."""
+
+    def __init__(self, elector: LeaderElector, credentials: Credentials) -> None:
+        self.elector = elector
+        self.credentials = credentials
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-renewal", daemon=True)
+
+    def start(self) -> None:
+        """Called on the loop that acquired the Lease: its deadline timer moves to the new thread."""
+        self.elector.disarm_watchdog()
+        self._thread.start()
+        self._ready.wait()
+
+    async def wait(self) -> None:
+        """Returns (on the caller's loop) once holding ended: the Lease was lost, or `stop`."""
+        await asyncio.to_thread(self._thread.join)
+
+    def stop(self) -> None:
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        asyncio.run(self._hold())
+
+    async def _hold(self) -> None:
+        shared = self.elector.kube
+        try:
+            kube = KubeClient(self.credentials)
+            self.elector.kube = kube
+            self._loop = asyncio.get_running_loop()
+            self._task = asyncio.current_task()
+            self.elector.arm_watchdog()
+        finally:
+            self._ready.set()
+        try:
+            await self.elector.hold()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.elector.disarm_watchdog()
+            self.elector.kube = shared
+            await kube.close()

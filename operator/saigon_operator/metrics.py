@@ -28,6 +28,11 @@ PROMOTIONS = Counter(
 # Both outcomes exist from the start, so the first promotion already counts in increase().
 for _outcome in ("Promoted", "RolledBack"):
     PROMOTIONS.labels(_outcome)
+EVENTS_SUMMARIZED = Counter(
+    "saigon_operator_events_summarized_total",
+    "Adapter Events over their model's budget, told in a summary Event instead, by type",
+    ["type"],
+)
 OBJECTS = Gauge("saigon_operator_objects", "Objects the operator tracks", ["kind"])
 LEADER = Gauge("saigon_operator_leader", "1 while this replica holds the leader lease")
 

@@ -1,4 +1,5 @@
-"""The status writer against a real API server: refused writes are dropped, failing ones back off."""
+"""The status writer against a real API server: refused writes are dropped, failing ones back off,
+per-pod progress folds into the next transition."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from typing import Any
 from controlplane.cluster import Cluster
 from controlplane.processes import free_port
 from saigon_contract.kube import ApiError, Credentials, KubeClient
-from saigon_contract.specs import SpecError
+from saigon_contract.reports import AdapterReport, PodReport
+from saigon_contract.specs import SpecError, Target, parse_adapter_spec
 from saigon_e2e.world import install_crds
 from saigon_operator.aggregator import Aggregator
 from saigon_operator.events import EventRecorder
 from saigon_operator.records import AdapterRecord
+from saigon_operator.status import PodView
 
 
 class CountingClient(KubeClient):
@@ -142,3 +145,67 @@ def test_an_unreachable_api_server_is_retried_with_exponential_backoff() -> None
     patches = asyncio.run(_status_patches_in(client, _record("ns", "a", "uid-1"), 6.5))
     # Retries after 1, 2 and 4 s: 3 or 4 attempts in 6.5 s (one a second: 7).
     assert 3 <= patches <= 4, patches
+
+
+def _pod(name: str, adapter: str, state: str | None) -> PodView:
+    loaded = AdapterReport(state="Loaded", target="v1", version="v1", digest="e" * 64)
+    reports = {adapter: loaded} if state == "Loaded" else {}
+    return PodView(name=name, phase="Running", ready=True, deleting=False, spec_hash=None, report=PodReport(reports))
+
+
+async def test_per_pod_progress_is_folded_into_the_ready_write(k8s_cluster: Cluster, k8s_namespace: str) -> None:
+    """The target is written at once (the agents act on it), and so is Ready; a pod's progress in
+    between (1/2 serving) waits up to progress_every_s, so the second pod's report folds into it."""
+    install_crds(k8s_cluster)
+    manifest = {
+        "apiVersion": "saigon.ai/v1alpha1", "kind": "SaigonAdapter",
+        "metadata": {"name": "folded", "namespace": k8s_namespace},
+        "spec": {"modelRef": {"name": "m"}, "scope": {"user": "7"}, "version": "v1", "sha256": "e" * 64,
+                 "source": {"https": {"url": "https://adapters.example.com/7.tar"}}},
+    }  # fmt: skip
+    k8s_cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(manifest))
+    uid = k8s_cluster.kubectl("get", "saigonadapter", "folded", "-n", k8s_namespace, "-o", "jsonpath={.metadata.uid}")
+    pods = {"p0": _pod("p0", "user_7", None), "p1": _pod("p1", "user_7", None)}
+    client = CountingClient(Credentials.load(str(k8s_cluster.kubeconfig)))
+    aggregator = Aggregator(client, EventRecorder(client), lambda namespace, model: list(pods.values()),
+                            progress_every_s=1.5)  # fmt: skip
+    runner = asyncio.create_task(aggregator.run())
+    key = (k8s_namespace, "folded")
+    spec = parse_adapter_spec(manifest["spec"])  # type: ignore[arg-type]
+    target = Target(version=spec.version, sha256=spec.sha256, source=spec.source)
+    try:
+        record = AdapterRecord(namespace=k8s_namespace, name="folded", uid=uid, model="m", generation=1,
+                               adapter_name=spec.adapter_name, desired=target, policy=spec.promotion)  # fmt: skip
+        aggregator.put_adapter(record)
+        await aggregator.write_adapter(key)
+        assert client.status_patches == 1 and aggregator.adapters[key].written["target"]["version"] == "v1"
+
+        pods["p0"] = _pod("p0", "user_7", "Loaded")
+        aggregator.mark_adapter(key)
+        await asyncio.sleep(0.5)
+        assert client.status_patches == 1, "one pod of two serving is progress: it waits"
+        pods["p1"] = _pod("p1", "user_7", "Loaded")
+        aggregator.mark_adapter(key)
+        await asyncio.sleep(0.3)
+        assert client.status_patches == 2, "Ready is written at once"
+        assert aggregator.adapters[key].written["phase"] == "Ready"
+
+        # Progress that nothing follows is still written, once the interval has passed.
+        pods["p1"] = _pod("p1", "user_7", None)
+        aggregator.mark_adapter(key)
+        await asyncio.sleep(0.3)
+        assert client.status_patches == 3, "leaving Ready is a transition: at once"
+        pods["p1"] = _pod("p1", "user_7", "Loaded")
+        pods["p0"] = _pod("p0", "user_7", None)
+        aggregator.mark_adapter(key)
+        await asyncio.sleep(0.3)
+        assert client.status_patches == 3
+        await asyncio.sleep(1.5)
+        assert client.status_patches == 4
+        written = aggregator.adapters[key].written
+        assert written["serving"] == "1/2" and [p["state"] for p in written["pods"]] == ["Pending", "Loaded"]
+        assert not runner.done(), runner.exception()
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await client.close()

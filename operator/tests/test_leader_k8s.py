@@ -1,4 +1,5 @@
-"""Leader fencing on a real API server whose audit log records every write, and by whom.
+"""Leader election on a real API server; fencing checked against its audit log, which records every
+write and by whom.
 
 A frozen leader (SIGSTOP) must not act again once a standby has taken the Lease over,
 even when it wakes up with handlers that were half-way through a reconciliation.
@@ -6,6 +7,7 @@ even when it wakes up with handlers that were half-way through a reconciliation.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -20,7 +22,9 @@ from controlplane.cluster import ControlPlane
 from controlplane.waiting import eventually
 from saigon_e2e.operator_proc import OperatorProcess
 from saigon_e2e.world import install_crds
+from saigon_contract.kube import Credentials, KubeClient
 from saigon_operator.cli import EXIT_LOST_LEASE
+from saigon_operator.leader import LeaderElector, LeaseSettings, RenewalThread
 
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
@@ -132,3 +136,51 @@ def test_a_frozen_leader_never_acts_after_a_standby_took_over(
             os.killpg(first.process.pid, signal.SIGCONT)
         for op in (first, second):
             op.stop()
+
+
+@pytest.mark.k8s
+async def test_a_leader_whose_loop_is_busy_keeps_the_lease(k8s_cluster: Any, k8s_namespace: str) -> None:
+    """Renewals run on a thread of their own: a handler that holds the operator's loop for longer
+    than the renew deadline (a bulk apply's decoding and writes) must not cost the lease."""
+    credentials = Credentials.load(str(k8s_cluster.kubeconfig))
+    kube = KubeClient(credentials)
+    lost: list[bool] = []
+    elector = LeaderElector(kube, LeaseSettings.for_duration(k8s_namespace, "busy", 3.0), "busy-leader")
+    elector.on_lost = lambda: lost.append(True)
+    try:
+        await elector.acquire()
+        renewal = RenewalThread(elector, credentials)
+        renewal.start()
+        first = (await kube.get(elector.path))["spec"]["renewTime"]
+        time.sleep(elector.settings.renew_deadline_s * 2.5)  # the operator's loop is blocked throughout
+        assert elector.may_act() and not lost
+        assert (await kube.get(elector.path))["spec"]["renewTime"] > first
+        renewal.stop()
+        assert not elector.may_act() or elector.deadline - time.monotonic() <= elector.settings.renew_deadline_s
+        await elector.release()
+        lease = await kube.get(elector.path)
+        assert lease["spec"].get("holderIdentity") is None
+    finally:
+        await kube.close()
+
+
+@pytest.mark.k8s
+async def test_without_renewals_the_leader_steps_down_at_its_deadline(k8s_cluster: Any, k8s_namespace: str) -> None:
+    """The other side of the fence: a renewal thread that cannot reach the API server still stops
+    the leader at its renew deadline, whatever the operator's loop is doing."""
+    credentials = Credentials.load(str(k8s_cluster.kubeconfig))
+    kube = KubeClient(credentials)
+    lost: list[float] = []
+    elector = LeaderElector(kube, LeaseSettings.for_duration(k8s_namespace, "cut", 3.0), "cut-leader")
+    elector.on_lost = lambda: lost.append(time.monotonic())
+    try:
+        await elector.acquire()
+        deadline = elector.deadline
+        unreachable = dataclasses.replace(credentials, host="https://127.0.0.1:9")
+        renewal = RenewalThread(elector, unreachable)
+        renewal.start()
+        time.sleep(elector.settings.renew_deadline_s + 1.5)
+        assert lost and lost[0] >= deadline and not elector.may_act()
+        renewal.stop()
+    finally:
+        await kube.close()
