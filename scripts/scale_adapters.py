@@ -27,10 +27,12 @@ import os
 import secrets
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -128,6 +130,72 @@ def component_cpu(cluster: ControlPlane, kubelet: FakeKubelet | None) -> dict[st
     return out
 
 
+class PhaseTracker(threading.Thread):
+    """Every adapter's phase and whether it has a target, from one list and then a watch (relisted
+    when the watch breaks, e.g. while the API server restarts). Polling a list of 10,000 objects
+    every few seconds was itself a large share of the API server's work during the run it measured."""
+
+    def __init__(self, custom: kubernetes.client.CustomObjectsApi, namespace: str) -> None:
+        super().__init__(name="phase-tracker", daemon=True)
+        self.custom = custom
+        self.namespace = namespace
+        self.relists = 0
+        self._lock = threading.Lock()
+        self._state: dict[str, tuple[bool, bool]] | None = None  # name -> (has a target, Ready)
+
+    def counts(self) -> tuple[int, int] | None:
+        """(adapters with a target, adapters Ready); None until a listing succeeded."""
+        with self._lock:
+            if self._state is None:
+                return None
+            return sum(t for t, _ in self._state.values()), sum(r for _, r in self._state.values())
+
+    @staticmethod
+    def _seen(obj: dict[str, Any]) -> tuple[bool, bool]:
+        status = obj.get("status") or {}
+        return bool(status.get("target")), status.get("phase") == "Ready"
+
+    def run(self) -> None:
+        group = ("saigon.ai", "v1alpha1", self.namespace, "saigonadapters")
+        while True:
+            try:
+                state: dict[str, tuple[bool, bool]] = {}
+                token, version = "", ""
+                while True:
+                    page = json.loads(self.custom.list_namespaced_custom_object(
+                        *group, limit=1000, _continue=token, _preload_content=False,
+                    ).data)  # fmt: skip
+                    state.update({o["metadata"]["name"]: self._seen(o) for o in page["items"]})
+                    token = page["metadata"].get("continue") or ""
+                    version = page["metadata"]["resourceVersion"]
+                    if not token:
+                        break
+                with self._lock:
+                    self._state = state
+                self.relists += 1
+                stream = self.custom.list_namespaced_custom_object(
+                    *group, watch=True, resource_version=version, timeout_seconds=600, _preload_content=False,
+                )  # fmt: skip
+                buffer = b""
+                for chunk in stream.stream(65536):
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        event = json.loads(line)
+                        if event["type"] == "ERROR":
+                            raise RuntimeError(str(event["object"].get("message")))
+                        name = event["object"]["metadata"]["name"]
+                        with self._lock:
+                            if event["type"] == "DELETED":
+                                state.pop(name, None)
+                            else:
+                                state[name] = self._seen(event["object"])
+            except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError, OSError, ValueError,
+                    RuntimeError) as exc:  # fmt: skip
+                print(f"  phase watch: {str(exc)[:120]}; listing again", flush=True)
+                time.sleep(1)
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -210,31 +278,13 @@ def main() -> int:
         def create(manifest: dict[str, object]) -> None:
             custom.create_namespaced_custom_object("saigon.ai", "v1alpha1", namespace, "saigonadapters", manifest)
 
+        tracker = PhaseTracker(custom, namespace)
+        tracker.start()
         # Created through the API by 16 threads: kubectl's client-side apply would dominate the figure.
         started = time.perf_counter()
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(create, manifests))
         figures["create_all_objects_s"] = round(time.perf_counter() - started, 2)
-
-        def statuses() -> list[dict[str, object]] | None:
-            """Every adapter's status (None: the API server did not answer, e.g. while it restarts).
-            Raw JSON in pages: the client's models take seconds for 10,000 objects, on the CPUs measured."""
-            found: list[dict[str, object]] = []
-            token = ""
-            try:
-                while True:
-                    response = custom.list_namespaced_custom_object(
-                        "saigon.ai", "v1alpha1", namespace, "saigonadapters",
-                        limit=1000, _continue=token, _preload_content=False,
-                    )  # fmt: skip
-                    page = json.loads(response.data)
-                    found += [item.get("status") or {} for item in page["items"]]
-                    token = page["metadata"].get("continue") or ""
-                    if not token:
-                        return found
-            except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-                print(f"  listing failed: {str(exc)[:120]}", flush=True)
-                return None
 
         targeted = served = fault = None
         peak_rss = 0.0
@@ -255,16 +305,16 @@ def main() -> int:
                 operator.wait_leading(timeout=120)
             usage = operator_usage(operator)
             peak_rss, last_cpu = max(peak_rss, usage["rss_mib"]), usage["cpu_s"]
-            listed = statuses()
-            if listed is None:
+            counts = tracker.counts()
+            if counts is None:
                 time.sleep(2)
                 continue
-            if targeted is None and sum(1 for s in listed if s.get("target")) == args.adapters:
+            with_target, ready = counts
+            if targeted is None and with_target == args.adapters:
                 targeted = time.perf_counter() - started
                 print(f"all {args.adapters} targets published after {targeted:.1f}s", flush=True)
             if args.pods == 0 and targeted is not None:
                 break
-            ready = sum(1 for s in listed if s.get("phase") == "Ready")
             if ready == args.adapters:
                 served = time.perf_counter() - started
                 break
@@ -311,6 +361,7 @@ def main() -> int:
         figures["api_requests"] = api_requests(workdir / "audit.log", args.adapters)
         if kubelet is not None:
             figures["runtime_lists"] = [len(world.runtime_adapters(p)) for p in kubelet.pods.values()]
+        figures["tracker_relists"] = tracker.relists
         print(json.dumps(figures, indent=2))
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2))

@@ -37,9 +37,7 @@ class _Bucket:
 class EventBudget:
     """A token bucket per (group, event type): `burst` events at once, then `per_second`."""
 
-    def __init__(
-        self, burst: int = 20, per_second: float = 0.5, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, burst: int = 20, per_second: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
         self.burst = burst
         self.per_second = per_second
         self.clock = clock
@@ -95,7 +93,7 @@ class EventRecorder:
                 continue
             for type_, reasons in by_type.items():
                 total = sum(reasons.values())
-                counts = ", ".join(f"{reason} ×{n:,}" for reason, n in reasons.most_common())
+                counts = ", ".join(f"{reason} x{n:,}" for reason, n in reasons.most_common())
                 message = (
                     f"{total:,} adapter events were not posted one by one (over the budget of "
                     f"{self.budget.burst} at once, then {self.budget.per_second:g}/s): {counts}. "

@@ -8,7 +8,8 @@ the agents read the result from `status.placement`.
 
 The router follows the same table: `RouterSync` re-renders the router's ConfigMap (servers named
 after the ready pods, the owners' map) whenever the pods change, and re-applies it with the
-Deployment, whose config-hash annotation then rolls the routers. An owner that has not yet loaded an
+Deployment, whose config-hash annotation then rolls the routers (at most once per
+`min_interval_s`, with the latest map). An owner that has not yet loaded an
 adapter of its slot which another pod already serves (it just joined, or the slot just moved to it)
 is left out of that slot's line until it has, so the router sends those users where their adapter is.
 """
@@ -16,6 +17,7 @@ is left out of that slot's line until it has, so the router sends those users wh
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -140,12 +142,15 @@ class RouterSync:
         adapters_of: AdaptersOf,
         *,
         delay_s: float = 1.0,
+        min_interval_s: float = 10.0,
     ) -> None:
         self.kube = kube
         self.placements = placements
         self.pods_of = pods_of
         self.adapters_of = adapters_of
+        self.min_interval_s = min_interval_s
         self._applied: dict[Key, str] = {}  # the ConfigMap data last applied
+        self._applied_at: dict[Key, float] = {}  # monotonic
         self._queue: KeyedQueue[Key] = KeyedQueue(self._sync, delay_s=delay_s, name="router-sync")
 
     def servers(self, key: Key) -> PlacedServers | None:
@@ -161,11 +166,13 @@ class RouterSync:
             self._queue.mark(key)
 
     def applied(self, key: Key, config_map: dict[str, Any]) -> None:
-        """The model's handler applied this ConfigMap itself."""
+        """This ConfigMap was applied (by the sync, or by the model's handler itself)."""
         self._applied[key] = repr(sorted(config_map["data"].items()))
+        self._applied_at[key] = time.monotonic()
 
     def forget(self, key: Key) -> None:
         self._applied.pop(key, None)
+        self._applied_at.pop(key, None)
         self._queue.forget(key)
 
     async def _sync(self, key: Key) -> None:
@@ -175,6 +182,12 @@ class RouterSync:
             return
         config_map = build_config_map(view.owner, view.spec, placed)
         if self._applied.get(key) == repr(sorted(config_map["data"].items())):
+            return
+        # A bulk apply changes the owners' map with every adapter one owner loads before the
+        # other: at most one apply per interval (each rolls the routers), with the latest map.
+        wait = self._applied_at.get(key, -1e9) + self.min_interval_s - time.monotonic()
+        if wait > 0:
+            self._queue.mark_later(key, wait)
             return
         try:
             for manifest in (config_map, build_router_deployment(view.owner, view.spec, config_map)):

@@ -63,4 +63,4 @@ async def test_events_over_the_budget_become_one_summary_on_the_model(
     assert len(summaries) == 1
     summary = summaries[0]
     assert (summary.involved_object.kind, summary.involved_object.name, summary.type) == ("SaigonModel", "m", "Normal")
-    assert "7 adapter events" in summary.message and "Served ×7" in summary.message
+    assert "7 adapter events" in summary.message and "Served x7" in summary.message

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from controlplane.cluster import ControlPlane
 from controlplane.waiting import eventually
+from saigon_contract.kube import Credentials, KubeClient
 from saigon_e2e.operator_proc import OperatorProcess
 from saigon_e2e.world import install_crds
-from saigon_contract.kube import Credentials, KubeClient
 from saigon_operator.cli import EXIT_LOST_LEASE
 from saigon_operator.leader import LeaderElector, LeaseSettings, RenewalThread
 
@@ -152,7 +152,7 @@ async def test_a_leader_whose_loop_is_busy_keeps_the_lease(k8s_cluster: Any, k8s
         renewal = RenewalThread(elector, credentials)
         renewal.start()
         first = (await kube.get(elector.path))["spec"]["renewTime"]
-        time.sleep(elector.settings.renew_deadline_s * 2.5)  # the operator's loop is blocked throughout
+        time.sleep(elector.settings.renew_deadline_s * 2.5)  # noqa: ASYNC251  (the loop is blocked on purpose)
         assert elector.may_act() and not lost
         assert (await kube.get(elector.path))["spec"]["renewTime"] > first
         renewal.stop()
@@ -179,7 +179,7 @@ async def test_without_renewals_the_leader_steps_down_at_its_deadline(k8s_cluste
         unreachable = dataclasses.replace(credentials, host="https://127.0.0.1:9")
         renewal = RenewalThread(elector, unreachable)
         renewal.start()
-        time.sleep(elector.settings.renew_deadline_s + 1.5)
+        time.sleep(elector.settings.renew_deadline_s + 1.5)  # noqa: ASYNC251  (the loop is blocked on purpose)
         assert lost and lost[0] >= deadline and not elector.may_act()
         renewal.stop()
     finally:

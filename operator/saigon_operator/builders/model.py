@@ -52,6 +52,7 @@ RUNTIME_ENV = {
     "max_new_tokens": "SAIGON_MAX_NEW_TOKENS",
     "memory_utilization": "SAIGON_MEMORY_UTILIZATION",
     "demand_url": "SAIGON_DEMAND_URL",
+    "watch_interval_s": "SAIGON_WATCH_INTERVAL",
 }
 
 # Where the runtime container finds what the operator gives it.
@@ -576,6 +577,10 @@ def _runtime_container(owner: Owner, spec: ModelSpec, defaults: Defaults) -> dic
         {"name": "HOME", "value": "/tmp"},
         # The adapters volume is the agent's; /tmp (an emptyDir) outlives container restarts.
         {"name": RUNTIME_ENV["hotset_file"], "value": "/tmp/saigon-hotset.json"},
+        # The agent loads every adapter through the admin API; the runtime's own directory scan
+        # (for a runtime without an agent) re-read every adapter's `active` link every 2 s, a
+        # share of the pod's CPU that grew with the adapters placed on it.
+        {"name": RUNTIME_ENV["watch_interval_s"], "value": "0"},
         {"name": LOG_FORMAT_ENV, "value": defaults.log_format},
     ]
     if spec.cache.max_loras is not None:  # else the runtime sizes its device tier from memory

@@ -266,6 +266,12 @@ class AdapterManager:
     # ---- management ---------------------------------------------------------------------
     def load(self, name: str, version: str | None = None, path: str | Path | None = None) -> AdapterInfo:
         """Validate and load a version, make it resident if a slot is free, then make it current."""
+        return self.commit(self.prepare(name, version, path))
+
+    def prepare(self, name: str, version: str | None = None, path: str | Path | None = None) -> AdapterRef:
+        """The heavy half of `load`: import the files, read and validate them into the host tier.
+        It holds no lock the serving path waits on (a version not yet current is asked for by no
+        request), so it may run at a lower CPU priority than serving."""
         check_name(name)
         if path is not None:
             source = Path(path)
@@ -280,7 +286,14 @@ class AdapterManager:
             if version is None:
                 raise AdapterNotFound(f"adapter {name!r} has no active version to load")
         ref = AdapterRef(name, check_version(version))
-        host = self.host_adapter(ref)
+        self.host_adapter(ref)
+        return ref
+
+    def commit(self, ref: AdapterRef) -> AdapterInfo:
+        """The light half of `load`: the device slot (under the slot pool's lock, which the engine
+        takes too), then the version becomes current."""
+        name = ref.name
+        host = self.host_adapter(ref)  # from the host tier, unless evicted meanwhile
         self.pool.warm(host)
         with self._lock:
             self._current[name] = ref.version
@@ -296,11 +309,14 @@ class AdapterManager:
         `keep_previous=False` its files are removed once the new one is current.
         """
         previous = self.current_version(name)
-        info = self.load(name, None, path)
+        return previous, self.swapped_in(previous, self.load(name, None, path), keep_previous)
+
+    def swapped_in(self, previous: str | None, info: AdapterInfo, keep_previous: bool) -> AdapterInfo:
+        """After a swap's load: the previous version's files go unless they are kept."""
         if not keep_previous and previous not in (None, info.version) and self.store is not None:
             assert previous is not None
-            self.store.remove_version(name, previous)
-        return previous, info
+            self.store.remove_version(info.name, previous)
+        return info
 
     def unload(self, name: str, version: str | None = None) -> None:
         check_name(name)

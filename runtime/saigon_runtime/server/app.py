@@ -133,6 +133,7 @@ def _engine_lifecycle(given: Engine | None) -> Callable[[web.Application], Async
         if state.engine is not None:
             await asyncio.to_thread(_save_hot_set, state.engine, state.config.hotset_file)
             await asyncio.to_thread(state.engine.stop, state.config.drain_timeout_s)
+        state.preparer.shutdown()
         state.loader.shutdown()
 
     return lifecycle

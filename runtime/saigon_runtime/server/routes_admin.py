@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 from saigon_contract.background import BackgroundPool
@@ -39,17 +39,30 @@ from saigon_runtime.server.protocol import (
 from saigon_runtime.server.routing import Access, RouteDef, parse_body
 from saigon_runtime.server.state import ServerState, state_of
 
+if TYPE_CHECKING:
+    from saigon_runtime.adapters.manager import AdapterInfo
+    from saigon_runtime.engine.engine import Engine
+
 T = TypeVar("T")
 
 
 async def off_loop(fn: Callable[..., T], *args: Any, pool: BackgroundPool | None = None) -> T:
-    """`pool`: the state's loader for adapter loads (bounded, lower CPU priority); else a plain thread."""
+    """`pool`: one of the state's bounded pools for adapter loads; else a plain thread."""
     try:
         return await (pool.run(fn, *args) if pool is not None else asyncio.to_thread(fn, *args))
     except OSError as exc:
         # An unreadable path (too long, permission denied...) is the caller's problem, not a 500.
         reason = exc.strerror or type(exc).__name__
         raise ApiError(422, f"cannot read the adapter: {reason}", code="adapter_rejected") from None
+
+
+async def load_in_two_steps(
+    state: ServerState, engine: Engine, name: str, version: str | None, source: Path | None
+) -> AdapterInfo:
+    """An admin load: the files read and validated at a lower CPU priority, then the device slot
+    warmed and the version made current at serving's priority (AdapterManager.prepare, commit)."""
+    ref = await off_loop(engine.adapters.prepare, name, version, source, pool=state.preparer)
+    return await off_loop(engine.adapters.commit, ref, pool=state.loader)
 
 
 async def import_source(state: ServerState, raw: str | None, field: str) -> Path | None:
@@ -91,7 +104,7 @@ async def load_adapter(request: web.Request) -> web.Response:
     state = state_of(request)
     engine = state.ready_engine()
     source = await import_source(state, body.path, "path")
-    info = await off_loop(engine.adapters.load, body.name, body.version, source, pool=state.loader)
+    info = await load_in_two_steps(state, engine, body.name, body.version, source)
     assert info.version is not None
     if body.name in state.config.required_adapters:
         state.loaded_required.add(body.name)
@@ -128,7 +141,7 @@ async def evaluate_adapter(request: web.Request) -> web.Response:
     engine = state.ready_engine()
     service = state.ready_service()
     ref = AdapterRef(body.name, body.version)
-    await off_loop(engine.adapters.host_adapter, ref, pool=state.loader)  # 404 / 422 before any generation
+    await off_loop(engine.adapters.host_adapter, ref, pool=state.preparer)  # 404 / 422 before any generation
 
     async def one(item: EvalPrompt) -> EvalResult:
         ids = await state.tokenizing(service.encode, item.prompt)

@@ -12,7 +12,7 @@ from aiohttp import web
 from saigon_runtime.errors import AdapterNotFound, AdapterRejected
 from saigon_runtime.server.errors import ApiError
 from saigon_runtime.server.protocol import LoadLoraAdapterRequest, UnloadLoraAdapterRequest
-from saigon_runtime.server.routes_admin import import_source, off_loop
+from saigon_runtime.server.routes_admin import import_source, load_in_two_steps, off_loop
 from saigon_runtime.server.routing import Access, ResponseKind, RouteDef, parse_body
 from saigon_runtime.server.state import state_of
 
@@ -32,7 +32,7 @@ async def load_lora_adapter(request: web.Request) -> web.Response:
             code="already_loaded",
         )
     try:
-        await off_loop(engine.adapters.load, name, None, source, pool=state.loader)
+        await load_in_two_steps(state, engine, name, None, source)
     except (AdapterNotFound, AdapterRejected) as exc:  # vLLM answers a path it cannot load with 400
         raise ApiError(400, f"cannot load the adapter at lora_path: {exc}", param="lora_path", code=exc.kind) from None
     except ApiError as exc:

@@ -36,7 +36,7 @@ from saigon_runtime.server.protocol import (
     StatusResponse,
     json_body,
 )
-from saigon_runtime.server.routes_admin import import_source, off_loop
+from saigon_runtime.server.routes_admin import import_source, load_in_two_steps, off_loop
 from saigon_runtime.server.routing import Access, ResponseKind, RouteDef, parse_body
 from saigon_runtime.server.sse import open_event_stream, send_done, send_error, send_event
 from saigon_runtime.server.state import ServerState, state_of
@@ -155,7 +155,9 @@ async def hot_swap(request: web.Request) -> web.Response:
     engine = state.ready_engine()
     name = user_adapter(body.user_id)
     source = await import_source(state, body.new_adapter_path, "new_adapter_path")
-    previous, info = await off_loop(engine.adapters.swap, name, source, body.backup_current, pool=state.loader)
+    previous = engine.adapters.current_version(name)
+    loaded = await load_in_two_steps(state, engine, name, None, source)
+    info = await off_loop(engine.adapters.swapped_in, previous, loaded, body.backup_current)
     assert info.version is not None
     response = HotSwapResponse(
         success=True, adapter=name, version=info.version, previous_version=previous, loaded_at=info.loaded_at

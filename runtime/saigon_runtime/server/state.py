@@ -52,9 +52,11 @@ class ServerState:
 
     # Created in __post_init__ from the config: how many prompts are tokenized at once.
     tokenize_slots: asyncio.Semaphore = field(init=False)
-    # Adapter loads from the admin API (the agent's): two at a time, in threads of their own, so a
-    # bulk apply or a promotion never holds the threads requests use. Not at a lower priority: a
-    # load warms a device slot under the slot pool's lock, which the engine thread takes too.
+    # Adapter loads from the admin API (the agent's), in threads of their own, so a bulk apply or a
+    # promotion never holds the threads requests use. Reading and validating the files (`preparer`)
+    # runs at a lower CPU priority, two at a time; warming the device slot and making the version
+    # current (`loader`) at serving's priority, because the engine thread takes the slot pool's lock too.
+    preparer: BackgroundPool = field(init=False)
     loader: BackgroundPool = field(init=False)
     # Requests being handled now (probes and scrapes aside); the drain waits for `idle`.
     in_flight: int = 0
@@ -62,6 +64,7 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.tokenize_slots = asyncio.Semaphore(max(1, self.config.tokenize_concurrency))
+        self.preparer = BackgroundPool(LOAD_THREADS, "saigon-adapter-prepare")
         self.loader = BackgroundPool(LOAD_THREADS, "saigon-adapter-load", nice=0)
         self.idle = asyncio.Event()
         self.idle.set()
