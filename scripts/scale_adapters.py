@@ -318,7 +318,10 @@ def main() -> int:
             if ready == args.adapters:
                 served = time.perf_counter() - started
                 break
-            print(f"  {time.perf_counter() - started:6.1f}s: {ready}/{args.adapters} ready", flush=True)
+            print(
+                f"  {time.perf_counter() - started:6.1f}s: {with_target} with a target, {ready}/{args.adapters} ready",
+                flush=True,
+            )
             if fault is None and args.kill_operator_at is not None and ready >= args.kill_operator_at:
                 cpu_before_fault += operator_usage(operator)["cpu_s"]
                 operator.kill()
@@ -357,6 +360,9 @@ def main() -> int:
         figures["operator_restarts"] = restarts
         figures["operator_status_writes"] = operator.metric("saigon_operator_status_writes_total")
         figures["operator_reconciles"] = operator.metric("saigon_operator_reconciles_total")
+        seconds = operator.metric("saigon_operator_reconcile_duration_seconds_sum", kind="SaigonAdapter")
+        count = operator.metric("saigon_operator_reconcile_duration_seconds_count", kind="SaigonAdapter")
+        figures["operator_adapter_reconcile_mean_s"] = round(seconds / count, 4) if count else None
         time.sleep(2)  # the audit log is written in batches
         figures["api_requests"] = api_requests(workdir / "audit.log", args.adapters)
         if kubelet is not None:

@@ -123,6 +123,8 @@ class PodReport:
     adapters: dict[str, AdapterReport] = field(default_factory=dict)
     # True once the agent has made one full pass over every adapter the pod must serve.
     synced: bool = False
+    # Each adapter's entry as decoded JSON: a later decode reuses the reports of unchanged entries.
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def encode(self) -> str:
         body = {
@@ -138,8 +140,11 @@ class PodReport:
         return text
 
     @classmethod
-    def decode(cls, text: str | None) -> PodReport:
-        """Never raises: a missing or garbled report reads as an empty one."""
+    def decode(cls, text: str | None, previous: PodReport | None = None) -> PodReport:
+        """Never raises: a missing or garbled report reads as an empty one. With the pod's
+        `previous` report, an entry whose JSON did not change keeps its report object: the
+        operator reads every report each time an agent publishes it, and with thousands of
+        adapters per pod building each entry again was most of that cost."""
         if not text:
             return cls()
         try:
@@ -151,13 +156,16 @@ class PodReport:
         if not isinstance(body, dict) or body.get("version") != FORMAT_VERSION:
             return cls()
         adapters: dict[str, AdapterReport] = {}
+        kept: dict[str, Any] = {}
+        seen_raw, seen = (previous.raw, previous.adapters) if previous is not None else ({}, {})
         raw_adapters = body.get("adapters")
         if isinstance(raw_adapters, dict):
             for name, raw in raw_adapters.items():
-                report = AdapterReport.from_json(raw)
+                report = seen.get(name) if seen_raw.get(name) == raw else AdapterReport.from_json(raw)
                 if isinstance(name, str) and report is not None:
                     adapters[name] = report
-        return cls(adapters=adapters, synced=body.get("synced") is True)
+                    kept[name] = raw
+        return cls(adapters=adapters, synced=body.get("synced") is True, raw=kept)
 
 
 class ReportTooLarge(ValueError):

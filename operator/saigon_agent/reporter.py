@@ -19,7 +19,10 @@ from saigon_contract.kube import ApiError, KubeClient, object_path
 from saigon_contract.reports import AdapterReport, PodReport, ReportTooLarge
 
 log = logging.getLogger(__name__)
-SPACING_PER_ENCODE = 10  # at most a tenth of the time between writes goes to encoding the report
+# Writes are spaced by the report's encoding time: at most a thirtieth of the time between writes
+# goes to encoding, and the operator, which decodes every write, gets as much room. A few adapters:
+# milliseconds apart; thousands: about a second.
+SPACING_PER_ENCODE = 30
 
 
 class PodReporter:

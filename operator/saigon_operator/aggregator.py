@@ -23,7 +23,7 @@ from saigon_contract.workqueue import KeyedQueue
 
 from saigon_operator import metrics
 from saigon_operator.events import EventRecorder
-from saigon_operator.records import AdapterRecord, Key, ModelRecord
+from saigon_operator.records import AdapterRecord, Key, ModelRecord, compact
 from saigon_operator.retry import backoff
 from saigon_operator.status import ModelFacts, PodView, adapter_status, model_status, without_timestamps
 from saigon_operator.transitions import Transition, adapter_transition, model_transition
@@ -51,7 +51,7 @@ class Aggregator:
         model_debounce_s: float = 1.0,
         summary_every_s: float = 30.0,
         progress_every_s: float = 2.0,
-        concurrency: int = 16,
+        concurrency: int = 32,
         retry_base_s: float = 1.0,
         retry_cap_s: float = 60.0,
     ) -> None:
@@ -89,8 +89,8 @@ class Aggregator:
     def put_adapter(self, record: AdapterRecord) -> AdapterRecord:
         key = (record.namespace, record.name)
         old = self.adapters.get(key)
-        if old is not None and not record.written:
-            record.written = old.written
+        if old is not None and record.written_json == "{}":
+            record.written_json = old.written_json
         self.adapters[key] = record
         self._by_model.setdefault((record.namespace, record.model), set()).add(record.name)
         metrics.OBJECTS.labels("SaigonAdapter").set(len(self.adapters))
@@ -134,10 +134,10 @@ class Aggregator:
         """A pod changed from `old` to `view` (None: it is new, or gone): mark what that can affect."""
         namespace, model = model_key
         if old is not None and view is not None and old.active == view.active:
+            before, after = old.report.adapters, view.report.adapters
+            # Unchanged entries are the same objects (PodReport.decode): `is` first, at C speed.
             changed = {
-                n
-                for n in set(old.report.adapters) | set(view.report.adapters)
-                if old.report.adapters.get(n) != view.report.adapters.get(n)
+                n for n in before.keys() | after.keys() if (b := before.get(n)) is not (a := after.get(n)) and b != a
             }
             affected = [a for a in self.adapters_of(namespace, model) if a.adapter_name in changed]
         elif (old is not None and old.active) or (view is not None and view.active):
@@ -218,18 +218,19 @@ class Aggregator:
             pods, where = self.placed(model, record.adapter_name, list(self.pods_of(*model)))
             step = record.next_promotion(pods, time.time())
             promotion = step.state if step is not None else record.promotion
-            status = adapter_status(record.facts(promotion), pods, record.written.get("conditions"), now_iso())
+            written = record.written
+            status = adapter_status(record.facts(promotion), pods, written.get("conditions"), now_iso())
             status["placement"] = where.to_status()
             if step is not None and step.recheck_s is not None:
                 self._recheck(key, step.recheck_s)
-            if _same(status, record.written):
+            if _same(status, written):
                 self._deferred.discard(key)
                 if promotion is not None and record.desired is not None:
                     record.promotion = promotion
                     record.target = promotion.stable
                 return
             planned = step is not None and (bool(step.events) or step.state != record.promotion)
-            if not planned and progress_only(record.written, status):
+            if not planned and progress_only(written, status):
                 # Per-pod progress (one of two placed pods loaded) is told at most every
                 # progress_every_s; the pods' next reports usually make it Ready meanwhile, one write.
                 wait = self._written_at.get(key, -1e9) + self.progress_every_s - time.monotonic()
@@ -242,12 +243,13 @@ class Aggregator:
             await self.kube.merge_patch(path, {"status": status})
             self._written_at[key] = time.monotonic()
             metrics.STATUS_WRITES.labels("SaigonAdapter").inc()
-            previous = record.written
+            previous = written
             # Only a written promotion step counts: a failed write is planned again from the old state.
             # A handler may have put a fresher record meanwhile (it copied the promotion before this write).
             fresh = self.adapters.get(key)
+            written_json = compact(status)
             for current in (record,) if fresh is None or fresh is record else (record, fresh):
-                current.written = status
+                current.written_json = written_json
                 if promotion is not None and current.desired is not None:
                     current.promotion = promotion
                     current.target = promotion.stable

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--worker-idle",
         type=float,
-        default=0.5,
+        default=OperatorConfig.worker_idle_s,
         help="seconds kopf keeps an object's worker after its last event (kopf's own default: 5)",
     )
     add_logging_flags(run)

@@ -103,5 +103,8 @@ class RuntimePods:
     def of(self, namespace: str, model: str) -> list[PodView]:
         return list(self._by_model.get((namespace, model), {}).values())
 
+    def get(self, model: Key, pod: str) -> PodView | None:
+        return self._by_model.get(model, {}).get(pod)
+
     def everywhere(self) -> list[tuple[Key, str]]:
         return [(model, pod) for model, pods in self._by_model.items() for pod in pods]

@@ -3,7 +3,8 @@ what the handlers decided, and the status last written."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import json
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,10 @@ from saigon_operator.promotion import Plan, PodInput, PromotionState, plan
 from saigon_operator.status import AdapterFacts, PodView
 
 Key = tuple[str, str]  # (namespace, name)
+
+
+def compact(status: Mapping[str, Any]) -> str:
+    return json.dumps(status, separators=(",", ":"))
 
 
 @dataclass
@@ -28,13 +33,24 @@ class AdapterRecord:
     invalid: SpecError | None = None
     conflict_with: str | None = None
     deleting: bool = False
-    written: dict[str, Any] = field(default_factory=dict)
+    # The status last written, as compact JSON: as dicts, 10,000 adapters' statuses took 60 MB
+    # of the operator's memory; they are read only when the adapter's status is computed again.
+    written_json: str = "{}"
     # The spec's version and promotion policy (None while invalid or in conflict): the planner
     # moves `promotion` towards `desired`; `target` is always the promotion's stable version.
     desired: Target | None = None
     policy: Promotion | None = None
     annotations: dict[str, str] = field(default_factory=dict)
     promotion: PromotionState | None = None
+
+    @property
+    def written(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.written_json)
+        return value
+
+    @written.setter
+    def written(self, status: Mapping[str, Any]) -> None:
+        self.written_json = compact(status)
 
     def facts(self, promotion: PromotionState | None = None) -> AdapterFacts:
         promotion = promotion or self.promotion

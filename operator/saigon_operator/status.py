@@ -37,7 +37,7 @@ class PodView:
         return self.phase == "Running" and not self.deleting
 
 
-def pod_view(body: Mapping[str, Any]) -> PodView:
+def pod_view(body: Mapping[str, Any], previous: PodView | None = None) -> PodView:
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
     annotations = meta.get("annotations") or {}
@@ -48,7 +48,7 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         ready=ready,
         deleting=bool(meta.get("deletionTimestamp")),
         spec_hash=annotations.get(r.SPEC_HASH_ANNOTATION),
-        report=PodReport.decode(annotations.get(r.REPORT_ANNOTATION)),
+        report=PodReport.decode(annotations.get(r.REPORT_ANNOTATION), previous.report if previous else None),
         ip=status.get("podIP") or None,
     )
 

@@ -34,6 +34,18 @@ def test_large_reports_are_compressed_and_still_round_trip() -> None:
     assert len(PodReport({"user_1": AdapterReport("Loaded")}).encode()) < GZIP_ABOVE
 
 
+def test_a_decode_after_the_previous_keeps_the_unchanged_entries() -> None:
+    loaded = {f"user_{i}": AdapterReport("Loaded", target="v1", version="v1") for i in range(3)}
+    first = PodReport.decode(PodReport(loaded).encode())
+    changed = dict(loaded, user_1=AdapterReport("Failed", target="v2", version="v1", reason="DigestMismatch"))
+    changed.pop("user_2")
+    second = PodReport.decode(PodReport(changed).encode(), first)
+    assert second == PodReport(changed)
+    assert second.adapters["user_0"] is first.adapters["user_0"], "an unchanged entry is the same object"
+    assert second.adapters["user_1"].reason == "DigestMismatch" and "user_2" not in second.adapters
+    assert PodReport.decode("garbage", first) == PodReport(), "a garbled report still reads as empty"
+
+
 def test_reports_over_the_budget_are_refused() -> None:
     import secrets
 

@@ -18,7 +18,7 @@ from saigon_operator.handlers.credentials import USER_PREFIX
 from saigon_operator.handlers.model import sync_agent_role
 from saigon_operator.indexes import Claim
 from saigon_operator.promotion import PromotionState
-from saigon_operator.records import AdapterRecord
+from saigon_operator.records import AdapterRecord, compact
 from saigon_operator.status import PodView
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ async def reconcile(body: Mapping[str, Any], claims: Iterable[Claim], ctx: Opera
         uid=meta["uid"],
         model=str((spec_raw.get("modelRef") or {}).get("name", "")),
         generation=meta.get("generation"),
-        written=existing.written if existing else dict(status),
+        written_json=existing.written_json if existing else compact(status),
     )
     previous = existing.target if existing else target_or_none(status.get("target"))
     record.target = previous
@@ -105,7 +105,7 @@ async def finalize(
             model=str((spec_raw.get("modelRef") or {}).get("name", "")),
             generation=meta.get("generation"),
             adapter_name=(body.get("status") or {}).get("adapterName"),
-            written=dict(body.get("status") or {}),
+            written_json=compact(body.get("status") or {}),
         )
     record.deleting = True
     await _write(ctx, record, retry)

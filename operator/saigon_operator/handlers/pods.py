@@ -14,8 +14,9 @@ def observe(event_type: str | None, body: Mapping[str, Any], ctx: OperatorContex
     model = pod_model(body)
     if model is None:
         return
-    view = None if event_type == "DELETED" else pod_view(body)
-    old = ctx.pods.put(model, body["metadata"]["name"], view)
+    name = body["metadata"]["name"]
+    view = None if event_type == "DELETED" else pod_view(body, ctx.pods.get(model, name))
+    old = ctx.pods.put(model, name, view)
     ctx.aggregator.observe_pod(model, old, view)
     if old != view:
         ctx.routing.mark(model)
