@@ -1,7 +1,8 @@
 """A keyed work queue for asyncio: the operator's status writer and the agent's syncer both run on it.
 
 `mark(key)` asks for `work(key)` to run. Marks coalesce: a key waiting to start runs once,
-and a key marked while its work runs runs once more afterwards, never twice at a time.
+and a key marked while its work runs runs once more afterwards (after the delay again),
+never twice at a time.
 `mark_later(key, delay_s)` marks it after a delay (one timer per key: backoff, rechecks);
 a `mark` in the meantime runs it now and drops the timer.
 
@@ -93,6 +94,10 @@ class KeyedQueue(Generic[K]):
                     log.exception("%s: unexpected error", self.name)
                 if key not in self._again:
                     break
+                if self.delay_s > 0:
+                    # Marked while it ran: the rerun waits the delay too, so a key marked without
+                    # pause (a model's status during a bulk apply) runs once per delay, not back to back.
+                    await asyncio.sleep(self.delay_s)
         finally:
             self._started.discard(key)
             if self._tasks.get(key) is asyncio.current_task():

@@ -11,6 +11,7 @@ write per adapter (a 409 storm that retried every adapter's reconcile).
 from __future__ import annotations
 
 import logging
+import time
 
 from saigon_contract.kube import ApiError, KubeClient, object_path
 from saigon_contract.specs import ModelSpec
@@ -75,9 +76,15 @@ class TokenIssuer:
         delay_s: float = 0.2,
         retry_base_s: float = 1.0,
         retry_cap_s: float = 60.0,
+        recheck_s: float = 60.0,
     ) -> None:
         self.kube = kube
         self.aggregator = aggregator
+        self.recheck_s = recheck_s
+        # Users the Secret held tokens for when last read or written (monotonic time): a restarted
+        # operator requests a check for each of 10,000 user adapters, and each read is the whole
+        # Secret. Without a new user, it is read again only after `recheck_s`.
+        self._known: dict[Key, tuple[frozenset[str], float]] = {}
         self.retry_base_s = retry_base_s
         self.retry_cap_s = retry_cap_s
         self._queue: KeyedQueue[Key] = KeyedQueue(self._issue, delay_s=delay_s, name="inference-tokens")
@@ -91,6 +98,7 @@ class TokenIssuer:
     def forget(self, key: Key) -> None:
         self._queue.forget(key)
         self._failures.pop(key, None)
+        self._known.pop(key, None)
 
     async def idle(self) -> None:
         await self._queue.idle()
@@ -120,25 +128,34 @@ class TokenIssuer:
         if record is None or record.token_users is None:
             return  # unseen, invalid or without inference auth: the model's reconcile requests again
         users = model_users(self.aggregator, namespace, model, record.token_users)
+        known, read_at = self._known.get(key, (frozenset(), -1e9))
+        if known.issuperset(users) and time.monotonic() - read_at < self.recheck_s:
+            return
         owner = Owner(model, namespace, record.uid)
         path = object_path("Secret", namespace, names_for(model)["inference_tokens"])
+        self._known.pop(key, None)
+        read_at = time.monotonic()
         existing = await self.kube.get_or_none(path)
         if existing is None:
             await self.kube.create(
                 object_path("Secret", namespace), build_tokens_secret(owner, merged_tokens("", users))
             )
             self.writes += 1
+            self._known[key] = (frozenset(users), read_at)
             return
         current = secret_text(existing, TOKENS_KEY) or ""
         merged = merged_tokens(current, users)
         if merged == current:
+            self._known[key] = (frozenset(users_with_tokens(current)), read_at)
             return
         patch = build_tokens_secret(owner, merged)
         # The resourceVersion makes it a compare-and-swap: an administrator's concurrent edit wins (409, merged again).
         patch["metadata"] = {"resourceVersion": existing["metadata"]["resourceVersion"]}
         await self.kube.merge_patch(path, patch)
         self.writes += 1
-        added = len(users_with_tokens(merged) - users_with_tokens(current))
+        issued = users_with_tokens(merged)
+        self._known[key] = (frozenset(issued), read_at)
+        added = len(issued - users_with_tokens(current))
         log.info("issued inference tokens to %d new users of model %s/%s", added, namespace, model)
 
 
