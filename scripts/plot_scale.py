@@ -18,6 +18,7 @@ def row(figures: dict[str, Any]) -> dict[str, Any]:
     return {
         "adapters": figures["adapters"],
         "pods": figures["pods"],
+        "placed": 2 if figures.get("router") and figures["pods"] > 2 else figures["pods"],
         "fault": fault.get("kind", ""),
         "ready_at_fault": fault.get("ready_at_fault"),
         "fault_to_ready_s": fault.get("to_all_ready_s"),
@@ -36,8 +37,9 @@ def row(figures: dict[str, Any]) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| adapters | replicas | fault | all Ready | fault → all Ready | operator API requests / adapter "
-        "| operator peak RSS | operator CPU | load average at start |\n|---|---|---|---|---|---|---|---|---|"
+        "| adapters | replicas (each adapter on) | fault | all Ready | fault → all Ready "
+        "| operator API requests / adapter | status writes / adapter | operator peak RSS | operator CPU "
+        "| load average at start |\n|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in rows:
@@ -46,8 +48,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         if r["restarts"]:
             fault += f" ({r['restarts']} lease losses, restarted)"
         lines.append(
-            f"| {r['adapters']:,} | {r['pods']} | {fault} | {r['ready_s']} s | {fault_s} "
-            f"| {r['requests']} | {r['rss']} MiB | {r['cpu']} s | {r['load']} |"
+            f"| {r['adapters']:,} | {r['pods']} ({r['placed']}) | {fault} | {r['ready_s']} s | {fault_s} "
+            f"| {r['requests']} | {r['status_writes']} | {r['rss']} MiB | {r['cpu']} s | {r['load']} |"
         )
     return "\n".join(lines)
 
@@ -59,7 +61,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     clean = [r for r in rows if not r["fault"]]
-    labels = [f"{r['adapters']:,}\n{r['pods']} repl." for r in clean]
+    labels = [f"{r['adapters']:,}\n{r['pods']} repl. (on {r['placed']})" for r in clean]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, key, title, limit in (
         (axes[0], "ready_s", "time to all Ready (s)", 300),
@@ -73,7 +75,10 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         ax.legend(loc="upper left")
         for i, v in enumerate(values):
             ax.text(i, v, f"{v:g}", ha="center", va="bottom")
-    fig.tight_layout()
+    from saigon_runtime.bench.hardware import describe
+
+    fig.text(0.5, 0.005, f"one run each; {describe()}", ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(out, dpi=100)
     plt.close(fig)
 

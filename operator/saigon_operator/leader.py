@@ -164,7 +164,7 @@ class LeaderElector:
 
     def _deadline_check(self) -> None:
         if self.leading and self.clock() >= self.deadline:
-            self._step_down("the renew deadline passed")
+            self.step_down("the renew deadline passed")
 
     async def hold(self) -> None:
         """Renews every retry period until the Lease is lost or the renew deadline passes; then returns."""
@@ -180,13 +180,13 @@ class LeaderElector:
             except TimeoutError:
                 renewed = False
             except _Taken as exc:
-                self._step_down(f"the lease is now held by {exc}")
+                self.step_down(f"the lease is now held by {exc}")
                 return
             if renewed and self.leading:
                 self._extend(started)
-        self._step_down("the renew deadline passed")
+        self.step_down("the renew deadline passed")
 
-    def _step_down(self, why: str) -> None:
+    def step_down(self, why: str) -> None:
         self.disarm_watchdog()
         if not self.leading:
             return
@@ -240,18 +240,37 @@ class RenewalThread:
         self._task: asyncio.Task[None] | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-renewal", daemon=True)
+        self._fence: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        """Called on the loop that acquired the Lease: its deadline timer moves to the new thread."""
+        """Called on the operator's loop, which keeps a deadline timer of its own: after a freeze
+        (SIGSTOP, a stalled VM) that timer is due before any coroutine the freeze interrupted
+        resumes there, so kopf's workers, whose writes the guard does not see, never act past
+        the deadline; the renewal thread's timer alone would race them."""
         self.elector.disarm_watchdog()
+        self._fence = asyncio.get_running_loop().call_later(self._until_deadline(), self._check_fence)
         self._thread.start()
         self._ready.wait()
+
+    def _until_deadline(self) -> float:
+        return max(0.0, self.elector.deadline - self.elector.clock())
+
+    def _check_fence(self) -> None:
+        """The renewals move the deadline on their thread: step down if it passed, else look again then."""
+        if not self.elector.leading:
+            return
+        if self._until_deadline() <= 0:
+            self.elector.step_down("the renew deadline passed")
+            return
+        self._fence = asyncio.get_running_loop().call_later(self._until_deadline(), self._check_fence)
 
     async def wait(self) -> None:
         """Returns (on the caller's loop) once holding ended: the Lease was lost, or `stop`."""
         await asyncio.to_thread(self._thread.join)
 
     def stop(self) -> None:
+        if self._fence is not None:
+            self._fence.cancel()
         loop, task = self._loop, self._task
         if loop is not None and task is not None and not loop.is_closed():
             loop.call_soon_threadsafe(task.cancel)
