@@ -10,6 +10,7 @@ two handlers race on `status.conditions`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -50,7 +51,7 @@ class Aggregator:
         debounce_s: float = 0.02,
         model_debounce_s: float = 1.0,
         summary_every_s: float = 30.0,
-        progress_every_s: float = 2.0,
+        progress_every_s: float = 10.0,
         concurrency: int = 32,
         retry_base_s: float = 1.0,
         retry_cap_s: float = 60.0,
@@ -221,6 +222,8 @@ class Aggregator:
             written = record.written
             status = adapter_status(record.facts(promotion), pods, written.get("conditions"), now_iso())
             status["placement"] = where.to_status()
+            # As JSON has it (lists, not tuples), to compare with the written status, which is kept as JSON.
+            status = json.loads(compact(status))
             if step is not None and step.recheck_s is not None:
                 self._recheck(key, step.recheck_s)
             if _same(status, written):
