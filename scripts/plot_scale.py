@@ -31,6 +31,7 @@ def row(figures: dict[str, Any]) -> dict[str, Any]:
         "rss": figures.get("operator_peak_rss_mib"),
         "cpu": (figures.get("operator_after") or {}).get("cpu_s"),
         "restarts": len(figures.get("operator_restarts") or []),
+        "in_place": figures.get("operator_lease_losses") or 0,
         "load": (figures.get("load_before") or [None])[0],
     }
 
@@ -46,7 +47,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         fault = f"{r['fault']} at {r['ready_at_fault']} Ready" if r["fault"] else "none"
         fault_s = f"{r['fault_to_ready_s']} s" if r["fault_to_ready_s"] is not None else "-"
         if r["restarts"]:
-            fault += f" ({r['restarts']} lease losses, restarted)"
+            fault += f" ({r['restarts']} lease losses, process restarted)"
+        if r["in_place"]:
+            fault += f" ({r['in_place']} lease losses, started over in place)"
         lines.append(
             f"| {r['adapters']:,} | {r['pods']} ({r['placed']}) | {fault} | {r['ready_s']} s | {fault_s} "
             f"| {r['requests']} | {r['status_writes']} | {r['rss']} MiB | {r['cpu']} s | {r['load']} |"

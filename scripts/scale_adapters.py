@@ -358,6 +358,8 @@ def main() -> int:
         figures["operator_after"] = {**after, "cpu_s": round(after["cpu_s"] + cpu_before_fault, 2)}
         figures["operator_peak_rss_mib"] = peak_rss
         figures["operator_restarts"] = restarts
+        # Losing the lease makes the operator start over in place (execv), which is no exit.
+        figures["operator_lease_losses"] = operator.log().count("starting over as a standby")
         figures["operator_status_writes"] = operator.metric("saigon_operator_status_writes_total")
         figures["operator_reconciles"] = operator.metric("saigon_operator_reconciles_total")
         seconds = operator.metric("saigon_operator_reconcile_duration_seconds_sum", kind="SaigonAdapter")

@@ -143,7 +143,7 @@ class KubeClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self.credentials.ssl_context(), limit=64)
+            connector = aiohttp.TCPConnector(ssl=self.credentials.ssl_context(), limit=32)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 

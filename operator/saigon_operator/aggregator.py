@@ -52,7 +52,7 @@ class Aggregator:
         model_debounce_s: float = 1.0,
         summary_every_s: float = 30.0,
         progress_every_s: float = 10.0,
-        concurrency: int = 32,
+        concurrency: int = 16,
         retry_base_s: float = 1.0,
         retry_cap_s: float = 60.0,
     ) -> None:

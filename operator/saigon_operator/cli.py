@@ -110,7 +110,7 @@ async def run(config: OperatorConfig, credentials: Credentials) -> int:
         LeaseSettings.for_duration(config.lease_namespace, config.lease_name, config.lease_duration_s),
         config.identity,
     )
-    elector.on_lost = _exit_lost_lease
+    elector.on_lost = _start_over
     operator_task: asyncio.Task[None] | None = None
     progress = Progress(config.stall_timeout_s)
 
@@ -161,12 +161,19 @@ async def run(config: OperatorConfig, credentials: Credentials) -> int:
         await kube.close()
 
 
-def _exit_lost_lease() -> None:
-    """Past the renew deadline a standby may already lead: stop now, before any handler or kopf
-    itself writes again (client-go's controllers exit the same way)."""
-    log.error("leader election: lost the lease; exiting")
+def _start_over() -> None:
+    """Past the renew deadline a standby may already lead: stop at once, before any handler or kopf
+    itself writes again, and start over in place as a standby. `execv` replaces the whole process
+    as `_exit` ends it (kopf's writes, which the write guard does not see, stop the same instant),
+    but the container keeps running: no restart, no CrashLoopBackOff after an API server outage."""
+    log.error("leader election: lost the lease; starting over as a standby")
     logging.shutdown()
-    os._exit(EXIT_LOST_LEASE)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # noqa: S606  (this same program)
+    except OSError:
+        os._exit(EXIT_LOST_LEASE)
 
 
 async def _serve_http(config: OperatorConfig, failure: Callable[[], str | None]) -> web.AppRunner:
