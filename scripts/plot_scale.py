@@ -25,9 +25,10 @@ def row(figures: dict[str, Any]) -> dict[str, Any]:
         "ready_s": figures.get("time_to_all_ready_on_all_pods_s"),
         "targets_s": figures.get("time_to_all_targets_s"),
         "requests": api.get("operator_per_adapter"),
-        "status_writes": round(figures["operator_status_writes"] / figures["adapters"], 2)
-        if figures.get("operator_status_writes") is not None
-        else None,
+        # From the audit log: every operator's writes (the metric is only the last operator's).
+        "status_writes": round(
+            (api.get("operator_by_verb") or {}).get("patch saigonadapters/status", 0) / figures["adapters"], 2
+        ),
         "rss": figures.get("operator_peak_rss_mib"),
         "cpu": (figures.get("operator_after") or {}).get("cpu_s"),
         "restarts": len(figures.get("operator_restarts") or []),
