@@ -1,7 +1,7 @@
 """Kubernetes Events for user-visible transitions (posted by the operator itself, best effort).
 
 Adapter events of one model share a budget (`EventBudget`): a burst, then a steady rate, per
-event type. One adapter applied by hand gets its Events as always; a bulk apply of thousands
+event type and reason. One adapter applied by hand gets its Events as always; a bulk apply of thousands
 would post an Event per adapter (a third of the operator's API requests, and a flood in
 `kubectl get events`), so past the budget they are counted instead and told in one summary
 Event on the SaigonModel per interval. Each adapter's status conditions still say it all.
@@ -35,18 +35,20 @@ class _Bucket:
 
 
 class EventBudget:
-    """A token bucket per (group, event type): `burst` events at once, then `per_second`."""
+    """A token bucket per (group, event type, reason): `burst` events at once, then `per_second`.
+    Per reason, so that one adapter's promotion steps are never held back by a flood of another
+    kind (10,000 adapters each served for the first time)."""
 
     def __init__(self, burst: int = 20, per_second: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
         self.burst = burst
         self.per_second = per_second
         self.clock = clock
-        self._buckets: dict[tuple[Any, str], _Bucket] = {}
+        self._buckets: dict[tuple[Any, str, str], _Bucket] = {}
 
     def take(self, group: Any, type_: str, reason: str) -> bool:
         """True: post this event; False: it was counted for the group's next summary."""
         now = self.clock()
-        bucket = self._buckets.setdefault((group, type_), _Bucket(float(self.burst), now))
+        bucket = self._buckets.setdefault((group, type_, reason), _Bucket(float(self.burst), now))
         bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.filled_at) * self.per_second)
         bucket.filled_at = now
         if bucket.tokens >= 1.0:
@@ -58,12 +60,13 @@ class EventBudget:
     def drain(self) -> dict[Any, dict[str, Counter[str]]]:
         """What was held since the last drain: group -> event type -> reason -> count."""
         held: dict[Any, dict[str, Counter[str]]] = {}
-        for (group, type_), bucket in list(self._buckets.items()):
+        for key, bucket in list(self._buckets.items()):
+            group, type_, _ = key
             if bucket.held:
-                held.setdefault(group, {})[type_] = bucket.held
+                held.setdefault(group, {}).setdefault(type_, Counter()).update(bucket.held)
                 bucket.held = Counter()
             elif bucket.tokens >= self.burst:
-                del self._buckets[(group, type_)]  # full and idle: forget it
+                del self._buckets[key]  # full and idle: forget it
         return held
 
 

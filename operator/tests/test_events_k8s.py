@@ -24,10 +24,11 @@ def test_the_budget_allows_a_burst_then_a_steady_rate_and_counts_the_rest() -> N
     taken = [budget.take("m", "Normal", "Served") for _ in range(5)]
     assert taken == [True, True, True, False, False]
     assert budget.take("m", "Warning", "SourceUnavailable"), "each event type has a budget of its own"
+    assert budget.take("m", "Normal", "PromotionStarted"), "so has each reason: a flood of Served holds no promotion"
     assert budget.take("other-model", "Normal", "Served"), "each model has a budget of its own"
     clock.now += 2.0  # one event's worth at 0.5/s
-    assert budget.take("m", "Normal", "Promoted") and not budget.take("m", "Normal", "Promoted")
-    assert budget.drain() == {"m": {"Normal": {"Served": 2, "Promoted": 1}}}
+    assert budget.take("m", "Normal", "Served") and not budget.take("m", "Normal", "Served")
+    assert budget.drain() == {"m": {"Normal": {"Served": 3}}}
     assert budget.drain() == {}, "a drain empties what was held"
 
 
