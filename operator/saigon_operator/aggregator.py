@@ -223,7 +223,8 @@ class Aggregator:
             status = adapter_status(record.facts(promotion), pods, written.get("conditions"), now_iso())
             status["placement"] = where.to_status()
             # As JSON has it (lists, not tuples), to compare with the written status, which is kept as JSON.
-            status = json.loads(compact(status))
+            status_json = compact(status)
+            status = json.loads(status_json)
             if step is not None and step.recheck_s is not None:
                 self._recheck(key, step.recheck_s)
             if _same(status, written):
@@ -250,9 +251,8 @@ class Aggregator:
             # Only a written promotion step counts: a failed write is planned again from the old state.
             # A handler may have put a fresher record meanwhile (it copied the promotion before this write).
             fresh = self.adapters.get(key)
-            written_json = compact(status)
             for current in (record,) if fresh is None or fresh is record else (record, fresh):
-                current.written_json = written_json
+                current.written_json = status_json
                 if promotion is not None and current.desired is not None:
                     current.promotion = promotion
                     current.target = promotion.stable

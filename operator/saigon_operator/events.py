@@ -14,7 +14,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from saigon_contract.kube import ApiError, KubeClient, object_path
@@ -31,7 +31,7 @@ Ref = dict[str, str]  # apiVersion, kind, name, namespace, uid
 class _Bucket:
     tokens: float
     filled_at: float
-    held: Counter[str] = field(default_factory=Counter)  # reason -> events not posted one by one
+    held: int = 0  # events not posted one by one since the last drain
 
 
 class EventBudget:
@@ -54,17 +54,17 @@ class EventBudget:
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             return True
-        bucket.held[reason] += 1
+        bucket.held += 1
         return False
 
     def drain(self) -> dict[Any, dict[str, Counter[str]]]:
         """What was held since the last drain: group -> event type -> reason -> count."""
         held: dict[Any, dict[str, Counter[str]]] = {}
         for key, bucket in list(self._buckets.items()):
-            group, type_, _ = key
+            group, type_, reason = key
             if bucket.held:
-                held.setdefault(group, {}).setdefault(type_, Counter()).update(bucket.held)
-                bucket.held = Counter()
+                held.setdefault(group, {}).setdefault(type_, Counter())[reason] = bucket.held
+                bucket.held = 0
             elif bucket.tokens >= self.burst:
                 del self._buckets[key]  # full and idle: forget it
         return held
@@ -77,13 +77,10 @@ class EventRecorder:
         self.budget = budget or EventBudget()
         self._groups: dict[tuple[str, str, str], Ref] = {}
 
-    async def post(self, ref: Ref, type_: str, reason: str, message: str) -> None:
-        await self._create(ref, type_, reason, message)
-
     async def post_within_budget(self, ref: Ref, group: Ref, type_: str, reason: str, message: str) -> None:
         """Posts on `ref` unless `group` (the model, which gets the summary) spent its budget."""
         if self.budget.take(_key(group), type_, reason):
-            await self._create(ref, type_, reason, message)
+            await self.post(ref, type_, reason, message)
         else:
             self._groups[_key(group)] = group
             metrics.EVENTS_SUMMARIZED.labels(type_).inc()
@@ -102,9 +99,10 @@ class EventRecorder:
                     f"{self.budget.burst} at once, then {self.budget.per_second:g}/s): {counts}. "
                     "Each adapter's status conditions carry its state."
                 )
-                await self._create(group, type_, "AdapterEventsSummarized", message)
+                await self.post(group, type_, "AdapterEventsSummarized", message)
 
-    async def _create(self, ref: Ref, type_: str, reason: str, message: str) -> None:
+    async def post(self, ref: Ref, type_: str, reason: str, message: str) -> None:
+        """`ref`: apiVersion, kind, name, namespace, uid of the object the event is about."""
         namespace = ref["namespace"]
         now = now_iso()
         body = {

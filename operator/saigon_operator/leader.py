@@ -153,9 +153,10 @@ class LeaderElector:
     def arm_watchdog(self) -> None:
         """(Re)starts the deadline timer on the running loop: the loop that renews."""
         self.disarm_watchdog()
-        self._watchdog = asyncio.get_running_loop().call_later(
-            max(0.0, self.deadline - self.clock()), self._deadline_check
-        )
+        self._watchdog = asyncio.get_running_loop().call_later(self.until_deadline(), self._deadline_check)
+
+    def until_deadline(self) -> float:
+        return max(0.0, self.deadline - self.clock())
 
     def disarm_watchdog(self) -> None:
         if self._watchdog is not None:
@@ -248,21 +249,18 @@ class RenewalThread:
         resumes there, so kopf's workers, whose writes the guard does not see, never act past
         the deadline; the renewal thread's timer alone would race them."""
         self.elector.disarm_watchdog()
-        self._fence = asyncio.get_running_loop().call_later(self._until_deadline(), self._check_fence)
+        self._fence = asyncio.get_running_loop().call_later(self.elector.until_deadline(), self._check_fence)
         self._thread.start()
         self._ready.wait()
-
-    def _until_deadline(self) -> float:
-        return max(0.0, self.elector.deadline - self.elector.clock())
 
     def _check_fence(self) -> None:
         """The renewals move the deadline on their thread: step down if it passed, else look again then."""
         if not self.elector.leading:
             return
-        if self._until_deadline() <= 0:
+        if self.elector.until_deadline() <= 0:
             self.elector.step_down("the renew deadline passed")
             return
-        self._fence = asyncio.get_running_loop().call_later(self._until_deadline(), self._check_fence)
+        self._fence = asyncio.get_running_loop().call_later(self.elector.until_deadline(), self._check_fence)
 
     async def wait(self) -> None:
         """Returns (on the caller's loop) once holding ended: the Lease was lost, or `stop`."""
