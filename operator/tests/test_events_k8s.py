@@ -6,20 +6,13 @@ from typing import Any
 
 import kubernetes
 from controlplane.cluster import Cluster
+from fake_clock import Clock
 from saigon_contract.kube import Credentials, KubeClient
 from saigon_operator.events import EventBudget, EventRecorder
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_the_budget_allows_a_burst_then_a_steady_rate_and_counts_the_rest() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     budget = EventBudget(burst=3, per_second=0.5, clock=clock)
     taken = [budget.take("m", "Normal", "Served") for _ in range(5)]
     assert taken == [True, True, True, False, False]

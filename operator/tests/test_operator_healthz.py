@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import aiohttp
 from controlplane.processes import free_port
+from fake_clock import Clock
 from saigon_operator.cli import _serve_http
 from saigon_operator.progress import Progress
 from saigon_operator.settings import OperatorConfig
 
 
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_healthz_fails_while_adapters_wait_and_no_handler_finishes() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     progress = Progress(120, clock)
     config = OperatorConfig(agent_image="x", http_host="127.0.0.1", http_port=free_port())
     runner = await _serve_http(config, progress.stalled)

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
+from fake_clock import Clock
 from saigon_operator.progress import Progress
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_work_waiting_with_no_handler_finishing_is_a_stall() -> None:
