@@ -4,6 +4,7 @@ rolling on spec change, spec errors, and the agent's RBAC."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -458,7 +459,10 @@ def test_the_operator_needs_no_more_than_its_rules(k8s_cluster: Cluster, ns: str
             what="target",
         )
         k8s_cluster.kubectl("delete", "saigonadapter", "a", "-n", ns, "--timeout=30s")
-        assert "Forbidden" not in op.log() and "403" not in op.log(), op.log()[-3000:]
+        log = op.log()
+        # A bare status code, so that a host name such as vm-17403 in the leader identity is not taken for one.
+        refused = re.search(r"forbidden|(?<![\w.-])403(?![\w.-])", log, re.IGNORECASE)
+        assert refused is None, log[-3000:]
     finally:
         op.stop()
         k8s_cluster.kubectl("delete", "clusterrolebinding,clusterrole", role, "--ignore-not-found")
