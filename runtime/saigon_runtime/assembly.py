@@ -13,6 +13,7 @@ from saigon_runtime.adapters.manager import AdapterManager
 from saigon_runtime.adapters.pool import SlotPool
 from saigon_runtime.adapters.store import AdapterStore
 from saigon_runtime.config import RuntimeConfig
+from saigon_runtime.engine import threads
 from saigon_runtime.engine.engine import Engine
 from saigon_runtime.engine.lora import lora_targets
 from saigon_runtime.engine.memory import NOMINAL_RANK, plan_adapter_memory
@@ -48,5 +49,6 @@ def adapter_manager(config: RuntimeConfig, loaded: LoadedModel) -> AdapterManage
 def build_engine(config: RuntimeConfig) -> Engine:
     if config.base_model_dir is None:
         raise EngineError("no base model directory configured (SAIGON_BASE_MODEL)")
+    threads.hand_over()  # before the load: a thread that ran torch on more threads keeps them
     loaded = load_base_model(Path(config.base_model_dir), config.device, config.dtype, cpu_fallback=config.cpu_fallback)
     return Engine(loaded, config, adapter_manager(config, loaded))

@@ -34,6 +34,7 @@ from saigon_runtime.adapters.types import AdapterRef
 from saigon_runtime.assembly import build_engine
 from saigon_runtime.bench.hardware import describe
 from saigon_runtime.config import RuntimeConfig
+from saigon_runtime.engine import threads
 from saigon_runtime.engine.engine import Engine
 from saigon_runtime.engine.types import GenerationRequest, SamplingParams
 from saigon_runtime.testing.tiny import install_adapter, make_llama, write_random_adapter
@@ -192,8 +193,8 @@ def compare(
     n = len(prompts)
     rounds_by_approach = _interleaved_rounds(
         {
-            "ceiling": lambda: hf_generate(base_model, prompts, new),
-            "peft_mixed": lambda: hf_generate(peft, prompts, new, adapter_names=names),
+            "ceiling": lambda: engine.call(partial(hf_generate, base_model, prompts, new)),
+            "peft_mixed": lambda: engine.call(partial(hf_generate, peft, prompts, new, adapter_names=names)),
             "saigon": lambda: run_engine(engine, prompts, names, new),
             "saigon_base": lambda: run_engine(engine, prompts, [None] * n, new),
         },
@@ -203,7 +204,6 @@ def compare(
     for key, values in rounds_by_approach.items():
         report.samples[report.prefix + key] = values
     agreement = greedy_agreement(engine, peft, prompts[:8], names[:8], new)
-    engine.stop()
     report.add("% requests with PEFT's greedy tokens (8 checked)", 100 * agreement)
     report.add("tok/s base model alone, batched (ceiling)", medians["ceiling"])
 
@@ -215,7 +215,7 @@ def compare(
         return total
 
     if one_at_a_time:
-        medians["original"] = _best(sequential, 1)
+        medians["original"] = _best(lambda: engine.call(sequential), 1)
         report.samples[report.prefix + "original"] = [medians["original"]]
         report.add("tok/s original design: PEFT set_adapter+generate, 1 by 1", medians["original"])
     report.add("tok/s PEFT mixed batch generate(adapter_names=...)", medians["peft_mixed"])
@@ -225,6 +225,7 @@ def compare(
     if one_at_a_time:
         report.add("ratio Saigon / original one-at-a-time", medians["saigon"] / medians["original"])
     report.add("ratio Saigon / PEFT mixed batch", medians["saigon"] / medians["peft_mixed"])
+    engine.stop()
     start = time.perf_counter()
     peft.load_adapter(bench.sources[-1], adapter_name="cold")
     report.add("ms PEFT load_adapter (cold)", (time.perf_counter() - start) * 1000)
@@ -246,6 +247,7 @@ def main(argv: list[str] | None = None) -> Report:
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    threads.hand_over()  # the engine's thread runs every approach: see `threads`
     torch.manual_seed(0)
     quick = Shape(hidden=128, layers=2, intermediate=256, vocab=512, heads=4, kv_heads=4, rank=8)
     shape = quick if args.quick else Shape()
@@ -255,7 +257,7 @@ def main(argv: list[str] | None = None) -> Report:
         hardware=describe(args.device),
         device=args.device,
         dtype=str(dtype).removeprefix("torch."),
-        torch_threads=torch.get_num_threads(),
+        torch_threads=threads.engine_threads(),
         shape=shape.__dict__,
         requests=args.requests,
         prompt_tokens=args.prompt_tokens,

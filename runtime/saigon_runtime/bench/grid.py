@@ -21,6 +21,7 @@ import statistics
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from saigon_runtime.assembly import build_engine
 from saigon_runtime.bench.engine import _interleaved, _interleaved_rounds, _prompts, hf_generate, run_engine
 from saigon_runtime.bench.hardware import describe
 from saigon_runtime.config import RuntimeConfig
+from saigon_runtime.engine import threads
 from saigon_runtime.engine.engine import Engine
 from saigon_runtime.testing.tiny import LLAMA_TARGETS, install_adapter, make_llama, write_random_adapter
 
@@ -146,8 +148,8 @@ def run_point(
     try:
         per_round = _interleaved_rounds(
             {
-                "ceiling": lambda: hf_generate(base_model, prompts, new),
-                "peft_mixed": lambda: hf_generate(peft, prompts, new, adapter_names=names),
+                "ceiling": lambda: engine.call(partial(hf_generate, base_model, prompts, new)),
+                "peft_mixed": lambda: engine.call(partial(hf_generate, peft, prompts, new, adapter_names=names)),
                 "saigon": lambda: run_engine(engine, prompts, names, new),
             },
             rounds,
@@ -202,7 +204,7 @@ def profile_mixed(layers: int, prompt_tokens: int, new: int, top: int) -> None:
         engine = default_engine(base, adapters_dir)
         rates = _interleaved(
             {
-                "ceiling": lambda: hf_generate(base_model, prompts, new),
+                "ceiling": lambda: engine.call(partial(hf_generate, base_model, prompts, new)),
                 "saigon": lambda: run_engine(engine, prompts, names, new),
             },
             2,
@@ -211,34 +213,12 @@ def profile_mixed(layers: int, prompt_tokens: int, new: int, top: int) -> None:
               f"ratio {rates['saigon'] / rates['ceiling']:.2f}", flush=True)  # fmt: skip
         profiler = cProfile.Profile()
         # The engine thread does the work: profile it from inside, around one whole wave.
-        engine.before_forward = None
-        profiler_thread = _ThreadProfiler(engine, profiler)
+        engine.call(profiler.enable)
         run_engine(engine, prompts, names, new)
-        profiler_thread.stop()
+        engine.call(profiler.disable)
         engine.stop()
         stats = pstats.Stats(profiler)
         stats.sort_stats("tottime").print_stats(top)
-
-
-class _ThreadProfiler:
-    """Enables a profiler on the engine thread for the next task it runs, until stopped."""
-
-    def __init__(self, engine: Engine, profiler: cProfile.Profile) -> None:
-        self.engine, self.profiler = engine, profiler
-        engine._tasks.append((profiler.enable, _done()))  # runs on the engine thread
-
-    def stop(self) -> None:
-        done = _done()
-        self.engine._tasks.append((self.profiler.disable, done))
-        with self.engine._cond:
-            self.engine._cond.notify_all()
-        done.result(60)
-
-
-def _done() -> Any:
-    from concurrent.futures import Future
-
-    return Future()
 
 
 def main(argv: list[str] | None = None) -> list[Result]:
@@ -254,6 +234,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    threads.hand_over()  # the engine's thread runs every approach: see `threads`
     torch.manual_seed(0)
     if args.profile:
         profile_mixed(args.layers, args.prompt_tokens, args.new_tokens, top=25)

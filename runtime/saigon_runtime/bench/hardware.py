@@ -31,5 +31,7 @@ def describe(device: str = "cpu") -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     parts.append(f"{_cpu_model()}, {cores} cores available")
     if torch is not None:
-        parts.append(f"torch {torch.__version__.split('+')[0]}, {torch.get_num_threads()} threads")
+        from saigon_runtime.engine.threads import engine_threads
+
+        parts.append(f"torch {torch.__version__.split('+')[0]}, {engine_threads()} engine threads")
     return "; ".join(parts)

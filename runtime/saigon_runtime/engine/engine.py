@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from saigon_runtime.adapters.manager import AdapterManager, CacheStats
 from saigon_runtime.adapters.types import AdapterRef, DeviceAdapter
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine import kv as kvops
+from saigon_runtime.engine import threads
 from saigon_runtime.engine.detokenize import IncrementalText
 from saigon_runtime.engine.grammar import GrammarCompiler
 from saigon_runtime.engine.lora import wrap_model
@@ -54,6 +56,7 @@ from saigon_runtime.errors import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _OOM = torch.cuda.OutOfMemoryError
 
 
@@ -122,6 +125,7 @@ class Engine:
         self._accepting = True
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._threads_taken = threading.Event()
         self._observers: list[Callable[[int, int], None]] = []
         self._steps = 0
         self._tokens_in = 0
@@ -140,6 +144,8 @@ class Engine:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="saigon-engine", daemon=True)
             self._thread.start()
+            self._threads_taken.wait(10)
+            threads.hand_over()
 
     def stop(self, drain_timeout_s: float = 30.0) -> None:
         """Stop accepting; let running and queued requests finish within the timeout; then exit."""
@@ -219,13 +225,18 @@ class Engine:
             raise InvalidRequest(f"token ids must be in [0, {self.vocab_size})")
         if len(ids) > self.max_positions:
             raise InvalidRequest(f"{len(ids)} tokens exceed the model's context of {self.max_positions}")
+        return self.call(fn, timeout)
+
+    def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
+        """Runs `fn` on the engine thread between two steps, where torch runs on the engine's threads
+        (see `threads`), and returns what it returns."""
         future: Future[object] = Future()
         with self._cond:
             if not self._accepting:
                 raise EngineStopped("the engine is shutting down")
             self._tasks.append((fn, future))
             self._cond.notify_all()
-        return future.result(timeout)
+        return future.result(timeout)  # type: ignore[return-value]
 
     def _position_logits(self, ids: list[int], adapter: AdapterRef | None) -> torch.Tensor:
         """[len(ids) - 1, vocab] float logits predicting ids[1:], with the adapter in a row of its own."""
@@ -276,6 +287,8 @@ class Engine:
 
     # ---- the loop -----------------------------------------------------------------------
     def _run(self) -> None:
+        threads.take_engine_threads()
+        self._threads_taken.set()
         with torch.inference_mode():
             while True:
                 with self._cond:
