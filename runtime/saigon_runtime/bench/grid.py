@@ -19,6 +19,7 @@ import json
 import pstats
 import statistics
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -29,6 +30,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
+from saigon_runtime.adapters.types import AdapterRef
 from saigon_runtime.assembly import build_engine
 from saigon_runtime.bench.engine import _interleaved, _interleaved_rounds, _prompts, hf_generate, run_engine
 from saigon_runtime.bench.hardware import describe
@@ -65,6 +67,10 @@ class Result:
     saigon: float
     # tokens/s of each approach in every interleaved round (medians above)
     rounds: dict[str, list[float]] = field(default_factory=dict)
+    # Saigon with no adapter, and what it would reach if each decode step also read its batch's
+    # adapter weights once at the measured memory bandwidth and did nothing else (`memory_bound`)
+    saigon_base: float = 0.0
+    bound: float = 0.0
 
     def round_ratios(self, baseline: str) -> list[float]:
         """Saigon ÷ `baseline` within each round (both ran back to back): the spread of a ratio."""
@@ -77,6 +83,10 @@ class Result:
     @property
     def vs_peft(self) -> float:
         return self.saigon / self.peft_mixed
+
+    @property
+    def bound_vs_ceiling(self) -> float:
+        return self.bound / self.ceiling
 
 
 def adapter_plan(index: int, ranks: str, targets: str) -> tuple[int, tuple[str, ...]]:
@@ -151,13 +161,41 @@ def run_point(
                 "ceiling": lambda: engine.call(partial(hf_generate, base_model, prompts, new)),
                 "peft_mixed": lambda: engine.call(partial(hf_generate, peft, prompts, new, adapter_names=names)),
                 "saigon": lambda: run_engine(engine, prompts, names, new),
+                "saigon_base": lambda: run_engine(engine, prompts, [None] * n, new),
             },
             rounds,
         )
+        step_bytes = adapter_bytes_per_run(engine, names, new)
+        bandwidth = engine.call(memory_bandwidth)
     finally:
         engine.stop()
     rates = {k: statistics.median(v) for k, v in per_round.items()}
-    return Result(point, rates["ceiling"], rates["peft_mixed"], rates["saigon"], per_round)
+    tokens = n * new
+    bound = tokens / (tokens / rates["saigon_base"] + step_bytes / bandwidth)
+    return Result(point, rates["ceiling"], rates["peft_mixed"], rates["saigon"], per_round, rates["saigon_base"], bound)
+
+
+def adapter_bytes_per_run(engine: Engine, names: Sequence[str], new: int) -> int:
+    """Adapter weights every decode step of one run must read at least: each wave of at most
+    `max_batch_size` rows reads each of its distinct adapters once per step."""
+    size = engine.config.max_batch_size
+    total = 0
+    for start in range(0, len(names), size):
+        wave = set(names[start : start + size])
+        total += new * sum(engine.adapters.host_adapter(AdapterRef(name, "v1")).nbytes for name in wave)
+    return total
+
+
+def memory_bandwidth(size: int = 512 << 20) -> float:
+    """Bytes per second of a streaming read of a buffer far larger than the caches (best of 3),
+    on the calling thread's torch threads."""
+    buffer = torch.ones(size // 4)
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        buffer.sum()
+        best = max(best, size / (time.perf_counter() - start))
+    return best
 
 
 def points(quick: bool) -> list[Point]:
@@ -172,7 +210,7 @@ def run_grid(
     selected: Sequence[Point], *, layers: int, prompt_tokens: int, new: int, rounds: int, device: str = "cpu"
 ) -> list[Result]:  # fmt: skip
     results = []
-    print(f"{'point':<48} {'ceiling':>8} {'peft':>8} {'saigon':>8} {'÷ceil':>6} {'÷peft':>6}", flush=True)
+    print(f"{'point':<48} {'ceiling':>8} {'peft':>8} {'saigon':>8} {'÷ceil':>6} {'bound':>6} {'÷peft':>6}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         bases = {w: build_base(Path(tmp), w, layers) for w in {p.width for p in selected}}
         for i, point in enumerate(selected):
@@ -181,7 +219,7 @@ def run_grid(
             results.append(r)
             print(
                 f"{point.label:<48} {r.ceiling:8.1f} {r.peft_mixed:8.1f} {r.saigon:8.1f} "
-                f"{r.vs_ceiling:6.2f} {r.vs_peft:6.2f}",
+                f"{r.vs_ceiling:6.2f} {r.bound_vs_ceiling:6.2f} {r.vs_peft:6.2f}",
                 flush=True,
             )
     return results
@@ -253,13 +291,15 @@ def main(argv: list[str] | None = None) -> list[Result]:
         )
     if args.json:
         rows = [{**asdict(r.point), "ceiling": r.ceiling, "peft_mixed": r.peft_mixed, "saigon": r.saigon,
-                 "vs_ceiling": r.vs_ceiling, "vs_peft": r.vs_peft, "rounds": r.rounds} for r in results]  # fmt: skip
+                 "saigon_base": r.saigon_base, "memory_bound": r.bound, "vs_ceiling": r.vs_ceiling,
+                 "bound_vs_ceiling": r.bound_vs_ceiling, "vs_peft": r.vs_peft, "rounds": r.rounds}
+                for r in results]  # fmt: skip
         args.json.write_text(json.dumps({"hardware": describe(args.device), "points": rows}, indent=2))
     if args.plot:
         from saigon_runtime.bench.plot import plot_grid
 
         ratios = [(r.point.label, r.round_ratios("ceiling"), r.round_ratios("peft_mixed")) for r in results]
-        plot_grid(ratios, describe(args.device), args.plot)
+        plot_grid(ratios, describe(args.device), args.plot, bounds=[r.bound_vs_ceiling for r in results])
         print(f"plot written to {args.plot}")
     return results
 

@@ -73,9 +73,14 @@ def plot_engine(
     plt.close(fig)
 
 
-def plot_grid(points: Sequence[tuple[str, Sequence[float], Sequence[float]]], hardware: str, out: Path) -> None:
+def plot_grid(
+    points: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+    hardware: str,
+    out: Path,
+    bounds: Sequence[float] = (),
+) -> None:
     """The grid benchmark: Saigon ÷ ceiling and ÷ PEFT mixed for each point (one ratio per
-    interleaved round), with the targets."""
+    interleaved round), with the targets and, where given, each point's memory bound ÷ ceiling."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,6 +96,8 @@ def plot_grid(points: Sequence[tuple[str, Sequence[float], Sequence[float]]], ha
         ax.barh(ys, medians, color=color, xerr=err, capsize=3, ecolor="#222")
         for y, values in zip(ys, rounds, strict=True):
             ax.scatter(values, [y] * len(values), s=8, color="#111", zorder=3)
+    if bounds:
+        left.scatter(bounds, ys, marker="|", s=220, color="#c44", zorder=4, label="memory bound")
     left.axvline(0.75, color="#c44", linestyle="--", label="target 0.75 (>= 8 adapters)")
     left.set_xlabel("Saigon ÷ base-only ceiling")
     left.legend(loc="lower right")
@@ -100,6 +107,11 @@ def plot_grid(points: Sequence[tuple[str, Sequence[float], Sequence[float]]], ha
     left.set_yticks(ys, labels, fontsize=8)
     left.invert_yaxis()
     fig.suptitle("Saigon at default settings (one process, interleaved)")
-    caption(fig, hardware, "bars: median ratio; whiskers: min to max over rounds; dots: each round's ratio")
+    caption(
+        fig,
+        hardware,
+        "bars: median ratio; whiskers: min to max over rounds; dots: each round's ratio; red ticks: Saigon "
+        "without adapters plus one read of each step's adapter weights at the measured memory bandwidth",
+    )
     fig.savefig(out, dpi=110)
     plt.close(fig)
