@@ -128,3 +128,30 @@ def test_cache_layers_decode_into_spare_room_and_equal_concatenation():
     k, v = torch.randn(2, 2, 1, 4, generator=g), torch.randn(2, 2, 1, 4, generator=g)
     out_k, _ = cache.update(k, v, 0)
     assert torch.equal(out_k, torch.cat([keys[[2, 0]], k], dim=-2))
+
+
+def test_rows_sharing_an_adapter_multiply_its_weights_once_and_equal_each_row_alone(
+    tiny_llama_dir, adapter_factory, adapters_dir, install
+):
+    engine = _engine(tiny_llama_dir, adapter_factory, adapters_dir, install)
+    # Ranks 2 (three rows), 7 and 9 (two rows each) and 5 (one row), all on every module; and a base row.
+    names = ["user_0", "user_5", "user_0", None, "user_3", "user_0", "user_5", "user_7", "user_7"]
+    devs = [engine.adapters.acquire(AdapterRef(n, "v1")) if n else None for n in names]
+    try:
+        engine.lora.set_rows(devs)
+        assert engine.lora.weights is not None
+        down = engine.lora.weights["model.layers.0.mlp.down_proj"]
+        shapes = sorted((seg.groups, seg.end - seg.start, seg.a.shape[0]) for seg in down.unit.segments)
+        # One stack per distinct adapter: (adapters, rows, stacked A) per segment.
+        assert shapes == [(1, 1, 1), (1, 2, 1), (1, 2, 1), (1, 3, 1)]
+        for tokens in (4, 1):
+            ids = torch.randint(2, 200, (len(devs), tokens), generator=torch.Generator().manual_seed(7 + tokens))
+            batch = _logits(engine, devs, ids)
+            for i, dev in enumerate(devs):
+                alone = _logits(engine, [dev], ids[i : i + 1])[0]
+                assert (batch[i] - alone).abs().max() <= 1e-5, f"row {i} ({names[i]})"
+    finally:
+        for d in devs:
+            if d is not None:
+                engine.adapters.release(d)
+        engine.stop()

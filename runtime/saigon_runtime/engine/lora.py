@@ -4,8 +4,10 @@ Every targeted Linear/Conv1D is wrapped once by `MultiLoraLinear`. Before a forw
 the engine sets the batch composition (which adapter each row uses); the state then plans,
 once per distinct composition, each unit (a module, or sibling modules that read the same
 input): its targeted rows sorted into segments of rows with the same targets and ranks, and
-each segment's gathered A/B stacks. Every layer call then runs one shrink and one expand
-matmul per segment and adds the result to the base output of those rows. Rows without an
+within those by adapter, so that rows sharing an adapter multiply its weights in one matmul
+(the weights are read once, not once per row); and each segment's A/B stacks, one per distinct
+adapter. Every layer call then runs one shrink and one expand matmul per segment and adds the
+result to the base output of those rows. Rows without an
 adapter, or whose adapter leaves a module out, are not multiplied at all; modules no row
 targets are skipped; and a low-rank row is never padded to a high rank unless the unit has
 more distinct rank sets than `MAX_SEGMENTS`.
@@ -40,11 +42,13 @@ MAX_SEGMENTS = 6
 
 @dataclass(frozen=True)
 class Segment:
-    """Consecutive rows of a unit's order that target the same members with the same ranks."""
+    """Consecutive rows of a unit's order that target the same members with the same ranks, made of
+    `groups` distinct adapters with the same number of rows each, an adapter's rows together."""
 
     start: int  # position in the unit's row order
     end: int
-    a: torch.Tensor  # [rows, in, sum of the present members' ranks]
+    groups: int
+    a: torch.Tensor  # [groups, in, sum of the present members' ranks]
 
 
 @dataclass(frozen=True)
@@ -131,15 +135,16 @@ class LoraBatchState:
                         ranks[i] = shape
             if not ranks:
                 continue
-            buckets = _buckets(ranks)
-            order = [i for bucket in buckets for i in bucket.rows]
+            groups = [(bucket, shared) for bucket in _buckets(ranks) for shared in _by_adapter(bucket.rows, rows)]
+            order = [i for _, shared in groups for same in shared for i in same]
             identity = order == list(range(len(rows)))
             segments: list[Segment] = []
             members_parts: dict[str, list[tuple[int, int, int, torch.Tensor]]] = {m: [] for m in members}
             member_rows: dict[str, list[int]] = {m: [] for m in members}
             start = 0
-            for s, bucket in enumerate(buckets):
-                adapters = [r for r in (rows[i] for i in bucket.rows) if r is not None]
+            for s, (bucket, shared) in enumerate(groups):
+                adapters = [r for r in (rows[same[0]] for same in shared) if r is not None]
+                segment_rows = [i for same in shared for i in same]
                 a_parts, column = [], 0
                 for m, rank in zip(members, bucket.ranks, strict=True):
                     if rank == 0:
@@ -147,10 +152,11 @@ class LoraBatchState:
                     a, b = _stack(adapters, m, rank)
                     a_parts.append(a)
                     members_parts[m].append((s, column, column + rank, b))
-                    member_rows[m].extend(bucket.rows)
+                    member_rows[m].extend(segment_rows)
                     column += rank
-                segments.append(Segment(start, start + len(bucket.rows), torch.cat(a_parts, dim=2)))
-                start += len(bucket.rows)
+                end = start + len(segment_rows)
+                segments.append(Segment(start, end, len(shared), torch.cat(a_parts, dim=2)))
+                start = end
             index = None if identity else torch.tensor(order, device=self.device)
             unit = Unit(next(keys), len(rows), index, tuple(segments))
             a_bytes = sum(_bytes(seg.a) for seg in segments)
@@ -185,6 +191,19 @@ def _buckets(ranks: dict[int, tuple[int, ...]]) -> list[_Bucket]:
         merged = _Bucket(first.rows + second.rows, tuple(map(max, first.ranks, second.ranks)))
         buckets[j : j + 2] = [merged]
     return buckets
+
+
+def _by_adapter(bucket_rows: list[int], rows: Sequence[DeviceAdapter | None]) -> list[list[list[int]]]:
+    """A bucket's rows by adapter, in groups of adapters that hold the same number of rows (so each
+    group is one batched matmul over its distinct adapters, with no padding)."""
+    same: dict[int, list[int]] = {}
+    for i in bucket_rows:
+        row = rows[i]
+        same.setdefault(row.serial if row is not None else 0, []).append(i)
+    by_count: dict[int, list[list[int]]] = {}
+    for members in same.values():
+        by_count.setdefault(len(members), []).append(members)
+    return [by_count[count] for count in sorted(by_count)]
 
 
 def _merge_cost(first: _Bucket, second: _Bucket) -> int:
@@ -243,25 +262,35 @@ class MultiLoraLinear(nn.Module):
         hit = state.shrink_memo.get(unit.key)
         if hit is None or hit[0] is not x:
             picked = per_row if unit.order is None else per_row.index_select(0, unit.order)
-            hit = (x, [torch.bmm(picked[seg.start : seg.end], seg.a) for seg in unit.segments])
+            segments = unit.segments
+            hit = (x, [torch.bmm(_grouped_input(picked[seg.start : seg.end], seg.groups), seg.a) for seg in segments])
             state.shrink_memo[unit.key] = hit
         shrunk = hit[1]
         if delta.rows is None:  # the unit's rows are the batch's, in order: add in place
             for s, first, end, b in delta.parts:
                 seg = unit.segments[s]
-                out_rows[seg.start : seg.end].baddbmm_(shrunk[s][..., first:end], b)
+                _grouped(out_rows[seg.start : seg.end], seg.groups).baddbmm_(shrunk[s][..., first:end], b)
             return out
-        if len(delta.parts) == 1:
-            s, first, end, b = delta.parts[0]
-            expanded = torch.bmm(shrunk[s][..., first:end], b)
-        else:
-            expanded = out_rows.new_empty((len(delta.rows), out_rows.shape[1], out_rows.shape[2]))
-            at = 0
-            for s, first, end, b in delta.parts:
-                torch.bmm(shrunk[s][..., first:end], b, out=expanded[at : at + b.shape[0]])
-                at += b.shape[0]
-        out_rows.index_put_((delta.rows,), expanded, accumulate=True)
+        expanded = out_rows.new_empty((len(delta.rows), out_rows.shape[1], out_rows.shape[2]))
+        at = 0
+        for s, first, end, b in delta.parts:
+            seg = unit.segments[s]
+            count = seg.end - seg.start
+            torch.bmm(shrunk[s][..., first:end], b, out=_grouped(expanded[at : at + count], seg.groups))
+            at += count
+        out_rows.index_add_(0, delta.rows, expanded)
         return out
+
+
+def _grouped(rows: torch.Tensor, groups: int) -> torch.Tensor:
+    """[rows, tokens, features] as [groups, rows per group x tokens, features], an adapter's rows being
+    consecutive: a view, so what is written to it lands in `rows`."""
+    return rows.view(groups, -1, rows.shape[-1])
+
+
+def _grouped_input(rows: torch.Tensor, groups: int) -> torch.Tensor:
+    """The same shape for an input, copied where its strides allow no view."""
+    return rows.reshape(groups, -1, rows.shape[-1])
 
 
 def _units(shapes: dict[str, ModuleShape]) -> list[tuple[str, ...]]:
