@@ -73,6 +73,7 @@ class LeaderElector:
         self.clock = clock
         self.path = object_path("Lease", settings.namespace, settings.name)
         self._observed: tuple[str, float] | None = None  # (resourceVersion, when first seen)
+        self._written: dict[str, Any] | None = None  # the Lease as this leader last wrote it
         self.leading = False
         self.deadline = 0.0  # on `clock`: when this leader must have stopped acting
         self.on_lost: Callable[[], None] = lambda: None
@@ -98,7 +99,7 @@ class LeaderElector:
         try:
             lease = await self.kube.get_or_none(self.path)
             if lease is None:
-                await self.kube.create(self.path.rsplit("/", 1)[0], self._lease(None, transitions=0))
+                self._written = await self.kube.create(self.path.rsplit("/", 1)[0], self._lease(None, transitions=0))
                 return self._won(started)
             spec = lease.get("spec") or {}
             holder = spec.get("holderIdentity")
@@ -106,7 +107,7 @@ class LeaderElector:
             if holder and holder != self.identity and not self._expired(version, spec):
                 return False
             transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
-            await self.kube.replace(self.path, self._lease(lease, transitions=transitions))
+            self._written = await self.kube.replace(self.path, self._lease(lease, transitions=transitions))
             return self._won(started)
         except ApiError as exc:
             if exc.status != 409:  # 409: another candidate was faster
@@ -189,6 +190,7 @@ class LeaderElector:
 
     def step_down(self, why: str) -> None:
         self.disarm_watchdog()
+        self._written = None
         if not self.leading:
             return
         self.leading = False
@@ -197,13 +199,22 @@ class LeaderElector:
         self.on_lost()
 
     async def _renew(self) -> bool:
+        """As client-go does: first an update of the Lease as this leader last wrote it (one request);
+        only when that conflicts, a read, and an update if the Lease is still this leader's."""
         try:
+            if self._written is not None:
+                try:
+                    self._written = await self.kube.replace(self.path, _renewed(self._written))
+                    return True
+                except ApiError as exc:
+                    if exc.status != 409:
+                        raise
+                    self._written = None
             lease = await self.kube.get(self.path)
             spec = lease.get("spec") or {}
             if spec.get("holderIdentity") != self.identity:
                 raise _Taken(spec.get("holderIdentity") or "nobody")
-            spec["renewTime"] = _micro_now()
-            await self.kube.replace(self.path, lease)
+            self._written = await self.kube.replace(self.path, _renewed(lease))
             return True
         except ApiError as exc:
             log.warning("leader election: renewal failed: %s", exc)
@@ -223,6 +234,10 @@ class LeaderElector:
                 await self.kube.replace(self.path, lease)
         except ApiError as exc:
             log.warning("leader election: could not release the lease: %s", exc)
+
+
+def _renewed(lease: dict[str, Any]) -> dict[str, Any]:
+    return {**lease, "spec": {**(lease.get("spec") or {}), "renewTime": _micro_now()}}
 
 
 class RenewalThread:

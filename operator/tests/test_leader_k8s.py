@@ -187,3 +187,36 @@ async def test_without_renewals_the_leader_steps_down_at_its_deadline(k8s_cluste
         renewal.stop()
     finally:
         await kube.close()
+
+
+@pytest.mark.k8s
+async def test_a_leader_renews_with_one_update_and_sees_a_takeover_through_the_conflict(
+    k8s_cluster: Any, k8s_namespace: str
+) -> None:
+    """As client-go: the leader updates the Lease it last wrote without reading it first; a Lease
+    someone else wrote since makes that update conflict, and then the read shows who holds it."""
+    kube = KubeClient(Credentials.load(str(k8s_cluster.kubeconfig)))
+    calls: list[str] = []
+    request = kube.request
+
+    async def counted(method: str, path: str, **kwargs: Any) -> Any:
+        if path == elector.path:
+            calls.append(method)
+        return await request(method, path, **kwargs)
+
+    kube.request = counted  # type: ignore[method-assign]
+    elector = LeaderElector(kube, LeaseSettings.for_duration(k8s_namespace, "optimistic", 3.0), "first")
+    try:
+        await elector.acquire()
+        calls.clear()
+        assert await elector._renew() and await elector._renew()
+        assert calls == ["PUT", "PUT"]
+        lease = await request("GET", elector.path)
+        lease["spec"]["holderIdentity"] = "second"
+        await request("PUT", elector.path, body=lease)
+        calls.clear()
+        with pytest.raises(Exception, match=r"^second$"):
+            await elector._renew()
+        assert calls == ["PUT", "GET"]
+    finally:
+        await kube.close()

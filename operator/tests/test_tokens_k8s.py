@@ -25,7 +25,13 @@ class CountingClient(KubeClient):
     def __init__(self, credentials: Credentials) -> None:
         super().__init__(credentials, timeout_s=10)
         self.secret_writes = 0
+        self.secret_reads = 0
         self.before_next_patch: Any = None
+
+    async def get_or_none(self, path: str) -> dict[str, Any] | None:
+        if "/secrets/" in path:
+            self.secret_reads += 1
+        return await super().get_or_none(path)
 
     async def create(self, path: str, body: object) -> dict[str, Any]:
         if "/secrets" in path:
@@ -107,6 +113,45 @@ def test_a_burst_of_new_users_is_issued_in_one_write_and_an_admins_concurrent_ed
             await issuer.close()
             await client.close()
             await admin.close()
+
+    asyncio.run(scenario())
+
+
+def test_new_users_are_patched_on_top_of_the_last_write_without_reading_the_secret_back(
+    k8s_cluster: Cluster, k8s_namespace: str
+) -> None:
+    ns = k8s_namespace
+    uid = k8s_cluster.kubectl("get", "namespace", ns, "-o", "jsonpath={.metadata.uid}")
+
+    async def scenario() -> None:
+        client = CountingClient(Credentials.load(str(k8s_cluster.kubeconfig)))
+        aggregator = Aggregator(client, EventRecorder(client), lambda namespace, model: [])
+        issuer = TokenIssuer(client, aggregator, delay_s=0.0)
+        try:
+            aggregator.put_model(ModelRecord(ns, MODEL, uid, token_users=frozenset({"alice"})))
+            for burst in (range(0, 5), range(5, 9), range(9, 12)):
+                add_user_adapters(aggregator, ns, burst)
+                issuer.request((ns, MODEL))
+                await issuer.idle()
+            # One read (it did not exist: created), then a patch per burst on top of the last write.
+            assert (client.secret_reads, client.secret_writes) == (1, 3)
+            first = await tokens_text(client, ns)
+            assert users_with_tokens(first) == {"alice"} | {f"{i:04d}" for i in range(12)}
+            # Deleted behind the operator's back: the stale patch fails, and the next try reads and creates.
+            await client.delete(object_path("Secret", ns, SECRET))
+            add_user_adapters(aggregator, ns, range(12, 13))
+            issuer.request((ns, MODEL))
+            await issuer.idle()
+            path = object_path("Secret", ns, SECRET)
+            for _ in range(100):  # the retry after the 404 comes a second later (backoff)
+                if await client.get_or_none(path) is not None:
+                    break
+                await asyncio.sleep(0.1)
+            await issuer.idle()
+            assert users_with_tokens(await tokens_text(client, ns)) == {"alice"} | {f"{i:04d}" for i in range(13)}
+        finally:
+            await issuer.close()
+            await client.close()
 
     asyncio.run(scenario())
 

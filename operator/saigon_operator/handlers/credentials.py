@@ -85,6 +85,9 @@ class TokenIssuer:
         # operator requests a check for each of 10,000 user adapters, and each read is the whole
         # Secret. Without a new user, it is read again only after `recheck_s`.
         self._known: dict[Key, tuple[frozenset[str], float]] = {}
+        # The Secret's text and resourceVersion as this operator last wrote them: the next write
+        # patches on top without reading it back (a conflict means someone else wrote: read again).
+        self._written: dict[Key, tuple[str, str]] = {}
         self.retry_base_s = retry_base_s
         self.retry_cap_s = retry_cap_s
         self._queue: KeyedQueue[Key] = KeyedQueue(self._issue, delay_s=delay_s, name="inference-tokens")
@@ -99,6 +102,7 @@ class TokenIssuer:
         self._queue.forget(key)
         self._failures.pop(key, None)
         self._known.pop(key, None)
+        self._written.pop(key, None)
 
     async def idle(self) -> None:
         await self._queue.idle()
@@ -110,6 +114,7 @@ class TokenIssuer:
         try:
             await self._sync(key)
         except ApiError as exc:
+            self._written.pop(key, None)
             metrics.ERRORS.labels("InferenceTokens", exc.reason or str(exc.status)).inc()
             if exc.status == 409:  # an administrator's edit, or our create raced theirs: re-read and merge
                 self._queue.mark_later(key, 0.05)
@@ -135,24 +140,30 @@ class TokenIssuer:
         path = object_path("Secret", namespace, names_for(model)["inference_tokens"])
         self._known.pop(key, None)
         read_at = time.monotonic()
-        existing = await self.kube.get_or_none(path)
-        if existing is None:
-            await self.kube.create(
-                object_path("Secret", namespace), build_tokens_secret(owner, merged_tokens("", users))
-            )
-            self.writes += 1
-            self._known[key] = (frozenset(users), read_at)
-            return
-        current = secret_text(existing, TOKENS_KEY) or ""
+        # New users: patch on top of what this operator last wrote; the periodic recheck reads it back.
+        written = None if known.issuperset(users) else self._written.get(key)
+        if written is None:
+            existing = await self.kube.get_or_none(path)
+            if existing is None:
+                text = merged_tokens("", users)
+                created = await self.kube.create(object_path("Secret", namespace), build_tokens_secret(owner, text))
+                self.writes += 1
+                self._written[key] = (text, created["metadata"]["resourceVersion"])
+                self._known[key] = (frozenset(users), read_at)
+                return
+            written = (secret_text(existing, TOKENS_KEY) or "", existing["metadata"]["resourceVersion"])
+            self._written[key] = written
+        current, version = written
         merged = merged_tokens(current, users)
         if merged == current:
             self._known[key] = (frozenset(users_with_tokens(current)), read_at)
             return
         patch = build_tokens_secret(owner, merged)
         # The resourceVersion makes it a compare-and-swap: an administrator's concurrent edit wins (409, merged again).
-        patch["metadata"] = {"resourceVersion": existing["metadata"]["resourceVersion"]}
-        await self.kube.merge_patch(path, patch)
+        patch["metadata"] = {"resourceVersion": version}
+        patched = await self.kube.merge_patch(path, patch)
         self.writes += 1
+        self._written[key] = (merged, patched["metadata"]["resourceVersion"])
         issued = users_with_tokens(merged)
         self._known[key] = (frozenset(issued), read_at)
         added = len(issued - users_with_tokens(current))
