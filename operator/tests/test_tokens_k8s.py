@@ -62,6 +62,13 @@ def tokens_text(kube: KubeClient, namespace: str) -> Any:
     return read()
 
 
+def issuing(cluster: Cluster, delay_s: float) -> tuple[CountingClient, Aggregator, TokenIssuer]:
+    """A counting client, an aggregator over it and the tokens writer under test."""
+    client = CountingClient(Credentials.load(str(cluster.kubeconfig)))
+    aggregator = Aggregator(client, EventRecorder(client), lambda namespace, model: [])
+    return client, aggregator, TokenIssuer(client, aggregator, delay_s=delay_s)
+
+
 def test_a_burst_of_new_users_is_issued_in_one_write_and_an_admins_concurrent_edit_stands(
     k8s_cluster: Cluster, k8s_namespace: str
 ) -> None:
@@ -69,10 +76,8 @@ def test_a_burst_of_new_users_is_issued_in_one_write_and_an_admins_concurrent_ed
     uid = k8s_cluster.kubectl("get", "namespace", ns, "-o", "jsonpath={.metadata.uid}")
 
     async def scenario() -> None:
-        client = CountingClient(Credentials.load(str(k8s_cluster.kubeconfig)))
+        client, aggregator, issuer = issuing(k8s_cluster, delay_s=0.2)
         admin = KubeClient(Credentials.load(str(k8s_cluster.kubeconfig)))
-        aggregator = Aggregator(client, EventRecorder(client), lambda namespace, model: [])
-        issuer = TokenIssuer(client, aggregator, delay_s=0.2)
         try:
             aggregator.put_model(ModelRecord(ns, MODEL, uid, token_users=frozenset({"alice"})))
             # 300 reconciles of new user adapters, as a bulk apply makes them.
@@ -124,9 +129,7 @@ def test_new_users_are_patched_on_top_of_the_last_write_without_reading_the_secr
     uid = k8s_cluster.kubectl("get", "namespace", ns, "-o", "jsonpath={.metadata.uid}")
 
     async def scenario() -> None:
-        client = CountingClient(Credentials.load(str(k8s_cluster.kubeconfig)))
-        aggregator = Aggregator(client, EventRecorder(client), lambda namespace, model: [])
-        issuer = TokenIssuer(client, aggregator, delay_s=0.0)
+        client, aggregator, issuer = issuing(k8s_cluster, delay_s=0.0)
         try:
             aggregator.put_model(ModelRecord(ns, MODEL, uid, token_users=frozenset({"alice"})))
             for burst in (range(0, 5), range(5, 9), range(9, 12)):
@@ -160,9 +163,7 @@ def test_no_tokens_for_a_model_without_inference_auth(k8s_cluster: Cluster, k8s_
     ns = k8s_namespace
 
     async def scenario() -> None:
-        client = CountingClient(Credentials.load(str(k8s_cluster.kubeconfig)))
-        aggregator = Aggregator(client, EventRecorder(client), lambda namespace, model: [])
-        issuer = TokenIssuer(client, aggregator, delay_s=0.0)
+        client, aggregator, issuer = issuing(k8s_cluster, delay_s=0.0)
         try:
             aggregator.put_model(ModelRecord(ns, MODEL, "uid", token_users=None))
             add_user_adapters(aggregator, ns, range(3))
