@@ -22,7 +22,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from transformers import AutoModelForCausalLM
 
 from saigon_runtime.adapters.types import AdapterRef
 from saigon_runtime.assembly import build_engine
-from saigon_runtime.bench.engine import _interleaved, _interleaved_rounds, _prompts, hf_generate, run_engine
+from saigon_runtime.bench.engine import _interleaved, _interleaved_rounds, _prompts, hf_generate_on, run_engine
 from saigon_runtime.bench.hardware import describe
 from saigon_runtime.config import RuntimeConfig
 from saigon_runtime.engine import threads
@@ -158,26 +157,26 @@ def run_point(
     try:
         per_round = _interleaved_rounds(
             {
-                "ceiling": lambda: engine.call(partial(hf_generate, base_model, prompts, new)),
-                "peft_mixed": lambda: engine.call(partial(hf_generate, peft, prompts, new, adapter_names=names)),
+                "ceiling": lambda: hf_generate_on(engine, base_model, prompts, new),
+                "peft_mixed": lambda: hf_generate_on(engine, peft, prompts, new, adapter_names=names),
                 "saigon": lambda: run_engine(engine, prompts, names, new),
                 "saigon_base": lambda: run_engine(engine, prompts, [None] * n, new),
             },
             rounds,
         )
-        step_bytes = adapter_bytes_per_run(engine, names, new)
+        run_bytes = adapter_bytes_per_run(engine, names, new)
         bandwidth = engine.call(memory_bandwidth)
     finally:
         engine.stop()
     rates = {k: statistics.median(v) for k, v in per_round.items()}
     tokens = n * new
-    bound = tokens / (tokens / rates["saigon_base"] + step_bytes / bandwidth)
+    bound = tokens / (tokens / rates["saigon_base"] + run_bytes / bandwidth)
     return Result(point, rates["ceiling"], rates["peft_mixed"], rates["saigon"], per_round, rates["saigon_base"], bound)
 
 
 def adapter_bytes_per_run(engine: Engine, names: Sequence[str], new: int) -> int:
-    """Adapter weights every decode step of one run must read at least: each wave of at most
-    `max_batch_size` rows reads each of its distinct adapters once per step."""
+    """Adapter bytes one run must read at least: each wave of at most `max_batch_size` rows reads
+    each of its distinct adapters once per decode step."""
     size = engine.config.max_batch_size
     total = 0
     for start in range(0, len(names), size):
@@ -242,7 +241,7 @@ def profile_mixed(layers: int, prompt_tokens: int, new: int, top: int) -> None:
         engine = default_engine(base, adapters_dir)
         rates = _interleaved(
             {
-                "ceiling": lambda: engine.call(partial(hf_generate, base_model, prompts, new)),
+                "ceiling": lambda: hf_generate_on(engine, base_model, prompts, new),
                 "saigon": lambda: run_engine(engine, prompts, names, new),
             },
             2,

@@ -50,8 +50,9 @@ def take_engine_threads() -> None:
 
 
 def hand_over() -> None:
-    """Run on any other thread once the engine's thread has taken its count: this thread, and every
-    thread that has not run a parallel op yet, runs torch on one thread."""
+    """Run on any other thread before it loads or builds a model, and again once the engine's thread
+    has taken its count: this thread, and every thread that has not run a parallel op yet, runs
+    torch on one thread."""
     engine_threads()  # read before the first change
     _settle(1)
 
