@@ -145,7 +145,9 @@ class Syncer:
                 log.warning("runtime no longer serves %d adapters; reloading them", len(lost))
                 for name in lost:
                     self._served.pop(name, None)
-                self.reporter.set_synced(False)
+                # Readiness is about what this pod must serve; one lingering here is not part of it.
+                if any(self.book.decide(name).action == "serve" for name in lost):
+                    self.reporter.set_synced(False)
             stray = [n for n in view if self._listed and self.book.decide(n).action == "remove"]
             retry = [n for n, f in self._failures.items() if f.transient]
             if came_up or lost or stray or retry:
@@ -389,6 +391,8 @@ class Syncer:
             return
         current = self.reporter.get(name)
         self.reporter.set(name, AdapterReport(state="Unloading", version=current.version if current else None))
+        # Forgotten before the unload: a runtime listing taken meanwhile must not read it as lost.
+        self._served.pop(name, None)
         if self._runtime_up.is_set():
             try:
                 await self.runtime.unload(name)
@@ -399,7 +403,6 @@ class Syncer:
                 return
         await self.materializer.background.run(self.store.remove, name)
         self._demanded.pop(name, None)
-        self._served.pop(name, None)
         self._failures.pop(name, None)
         self.gates.drop(name)
         if self._runtime_view is not None:

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from controlplane.processes import free_port
 from saigon_agent.app import start_health
 from saigon_agent.config import AgentConfig
+from saigon_agent.store import AdapterStore
 from saigon_contract.demand import DEMAND_PATH
 from test_agent_syncer_race import TOKEN, SlowListingRuntime, adapter_object, syncing, wait_until
 
@@ -98,4 +100,29 @@ async def test_an_adapter_placed_elsewhere_is_loaded_on_demand_and_kept_for_the_
         assert time.monotonic() - demanded_at >= 0.9
         await syncer.idle()
         assert reporter.get("user_u0") is None
+    assert reporter.changes == [True], "readiness flickered"
+
+
+async def test_readiness_holds_while_an_adapter_placed_elsewhere_is_being_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runtime listings keep coming while the files of an unloaded adapter are deleted (slowly here):
+    none may read the adapter as lost by the runtime and close the pod's readiness gate."""
+    remove = AdapterStore.remove
+
+    def slow_remove(store: AdapterStore, name: str) -> None:
+        time.sleep(0.3)
+        remove(store, name)
+
+    monkeypatch.setattr(AdapterStore, "remove", slow_remove)
+    runtime = SlowListingRuntime(list_delay_s=0.0, load_delay_s=0.01)
+    async with syncing(tmp_path, runtime, pod="llama-a", linger_s=0.1) as (syncer, reporter):
+        await syncer.on_relist([placed(0, ["llama-a"]), placed(1, ["llama-a"])])
+        await wait_until(lambda: reporter.synced, 30, "the pod becomes ready")
+        await syncer.idle()
+        syncer.on_object(placed(0, ["llama-b"]))
+        await wait_until(lambda: reporter.get("user_u0") is None, 10, "user_u0 removed")
+        await asyncio.sleep(0.1)
+        await syncer.idle()
+        assert runtime.loads == {"user_u0": 1, "user_u1": 1}
     assert reporter.changes == [True], "readiness flickered"
