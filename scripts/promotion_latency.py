@@ -12,6 +12,12 @@ replica, round robin, while it alternates:
   each agent fetches, verifies and loads every new version), timed until all are promoted;
 
 for `--rounds` rounds. Interleaving the two keeps a noisy machine's drift out of the ratio.
+
+CPU is shared as on a cluster's GPU node: the runtime container asks for 500m, the agent for
+nothing, and the fake kubelet weighs their processes as a kubelet weighs their cgroups (the
+agent's own low-priority threads yield only within its container). etcd, the API server and the
+operator, which a cluster runs on other nodes, get the lowest weight; `--shared-control-plane`
+gives them the same weight as the pods instead.
 Prints p50/p99 of the steady windows and of the promotion rounds, their ratio, and the
 failed requests (any non-200 or a connection error).
 
@@ -34,8 +40,11 @@ sys.path.insert(0, str(REPO / "tests"))
 import kubernetes  # noqa: E402
 from controlplane.cluster import ControlPlane  # noqa: E402
 from saigon_e2e.artifacts import Artifact, make_artifact  # noqa: E402
-from saigon_e2e.load import Answer, Load, summarize  # noqa: E402
+from saigon_e2e.kubelet import weigh  # noqa: E402
+from saigon_e2e.load import Answer, LoadProcess, summarize  # noqa: E402
 from saigon_e2e.world import World, running_world  # noqa: E402
+
+RUNTIME_CPU = "500m"  # three replicas' requests fit the 2 cores
 
 
 def promoted(world: World, name: str, version: str) -> bool:
@@ -61,13 +70,20 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=20.0, help="seconds of each steady window")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--shared-control-plane", action="store_true",
+                        help="etcd, the API server and the operator weigh as much as the pods")  # fmt: skip
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="saigon-promotion-"))
     cluster = ControlPlane()
     api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
     try:
-        with running_world(cluster, api, workdir, prefix="promotion", replicas=args.replicas) as world:
+        spec = {"resources": {"requests": {"cpu": RUNTIME_CPU}}}
+        with running_world(cluster, api, workdir, prefix="promotion", replicas=args.replicas, model_spec=spec) as world:
+            if not args.shared_control_plane:
+                assert world.operator.process is not None
+                for pid in [*cluster.pids.values(), world.operator.process.pid]:
+                    weigh(pid, 19)
             names = [f"p{i:02d}" for i in range(args.adapters)]
             artifacts: dict[tuple[str, int], Artifact] = {}
             for i, name in enumerate(names):
@@ -88,7 +104,8 @@ def main() -> int:
             steady: list[tuple[float, float]] = []
             promoting: list[tuple[float, float]] = []
             urls = [pod.runtime_url for pod in world.pods]
-            with Load(urls, f"user_{names[0]}", clients=args.clients) as load:
+            # The clients run in a process of their own (as a user's do); status is polled 4 times a second.
+            with LoadProcess(urls, f"user_{names[0]}", clients=args.clients) as load:
                 time.sleep(2.0)  # the first answers warm each runtime up
                 for version in range(1, args.rounds + 1):
                     started = time.monotonic()
@@ -98,7 +115,10 @@ def main() -> int:
                     apply_round(version)
                     for name in names:
                         world.wait_for(
-                            lambda n=name, v=version: promoted(world, n, f"v{v}"), 300, f"{name} v{version} promoted"
+                            lambda n=name, v=version: promoted(world, n, f"v{v}"),
+                            300,
+                            f"{name} v{version} promoted",
+                            interval=0.25,
                         )
                     promoting.append((started, time.monotonic()))
                     print(f"  round {version}: promoted {len(names)} adapters in {promoting[-1][1] - started:.1f}s",
@@ -111,6 +131,8 @@ def main() -> int:
                 "adapters_per_round": args.adapters,
                 "rounds": args.rounds,
                 "clients": args.clients,
+                "runtime_cpu_request": RUNTIME_CPU,
+                "shared_control_plane": args.shared_control_plane,
                 "cpus": os.cpu_count(),
                 "load_average": list(os.getloadavg()),
                 "steady": figures(steady_answers),

@@ -12,6 +12,8 @@ gate is True", as a kubelet would.
 from __future__ import annotations
 
 import base64
+import contextlib
+import math
 import os
 import secrets
 import shutil
@@ -48,6 +50,7 @@ class RuntimePod:
     agent_env: dict[str, str] = field(default_factory=dict)
     # The runtime's Secret volumes on disk (local directory -> Secret name), kept up to date.
     secret_volumes: dict[Path, str] = field(default_factory=dict)
+    cpu_nice: dict[str, int] = field(default_factory=dict)  # per container: see cpu_nice()
 
     @property
     def adapters_dir(self) -> Path:
@@ -136,6 +139,7 @@ class FakeKubelet:
         if fetch is not None and not self._run_fetch_model(pod, template["spec"], fetch):
             return pod  # stays in Init, as a kubelet leaves a pod whose init container fails
         pod.agent_env = self._agent_env(pod, containers["agent"])
+        pod.cpu_nice = cpu_nice(containers)
         self.start_agent(pod)  # native sidecar: first
         mounts = self._mount_volumes(pod, template["spec"], containers["runtime"])
         pod.runtime = spawn(
@@ -143,6 +147,7 @@ class FakeKubelet:
             workdir / "runtime.log",
             env=self._runtime_env(pod, containers["runtime"], mounts, fetched=fetch is not None),
         )
+        weigh(pod.runtime.pid, pod.cpu_nice.get("runtime", 0))
         return pod
 
     def _run_fetch_model(self, pod: RuntimePod, pod_spec: dict[str, Any], container: dict[str, Any]) -> bool:
@@ -210,6 +215,7 @@ class FakeKubelet:
 
     def start_agent(self, pod: RuntimePod) -> None:
         pod.agent = spawn([str(VENV_BIN / "saigon-agent"), "run"], pod.workdir / "agent.log", env=pod.agent_env)
+        weigh(pod.agent.pid, pod.cpu_nice.get("agent", 0))
 
     def kill_agent(self, pod: RuntimePod) -> None:
         assert pod.agent is not None
@@ -368,3 +374,36 @@ class FakeKubelet:
 
 def wipe(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def cpu_nice(containers: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Per container, the nice value of its process's scheduling group that stands in for the CPU
+    weight a kubelet gives the container's cgroup: cpu.shares = the CPU request in millicores x
+    1024 / 1000, at least 2. One nice step is a 1.25x weight; the largest request of the pod is
+    nice 0 (raising a nice value needs no privilege), so with a runtime asking for 500m and an agent
+    for nothing (2 shares), the agent is nice 19. A pod without CPU requests (the tests' pods) keeps
+    every container at 0."""
+    shares = {
+        name: max(2, _millicores(((c.get("resources") or {}).get("requests") or {}).get("cpu")) * 1024 // 1000)
+        for name, c in containers.items()
+    }
+    top = max(shares.values(), default=2)
+    if top <= 2:
+        return {}
+    return {name: min(19, round(math.log(top / share, 1.25))) for name, share in shares.items()}
+
+
+def _millicores(quantity: str | int | float | None) -> int:
+    if quantity is None:
+        return 0
+    text = str(quantity)
+    return int(text[:-1]) if text.endswith("m") else round(float(text) * 1000)
+
+
+def weigh(pid: int, nice: int) -> None:
+    """Lowers the scheduling group of a process that leads a session of its own (Linux's autogroup:
+    the kernel shares CPU between such groups first, and a thread's own nice value acts only within
+    its group, as within a container's cgroup). Where autogroups are off, nothing changes."""
+    if nice > 0:
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{pid}/autogroup").write_text(str(nice))

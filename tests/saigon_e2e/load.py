@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
 
 import requests
 
@@ -81,6 +84,48 @@ class Load:
 
     def after(self, start: float) -> list[Answer]:
         return self.between(start, float("inf"))
+
+
+def _serve_load(
+    urls: list[str], model: str, clients: int, max_tokens: int, ready: Any, stop: Any, out: Connection
+) -> None:
+    with Load(urls, model, clients, max_tokens) as load:
+        ready.set()
+        stop.wait()
+    out.send(load.answers)
+
+
+@dataclass
+class LoadProcess:
+    """The same load from a process of its own, as real clients are: a benchmark's own work meanwhile
+    (polling status, running kubectl) then cannot hold the clients' GIL and pass for serving latency.
+    Its answers are there once the block exits."""
+
+    urls: Sequence[str]
+    model: str
+    clients: int = 4
+    max_tokens: int = 4
+    answers: list[Answer] = field(default_factory=list)
+
+    def __enter__(self) -> LoadProcess:
+        context = multiprocessing.get_context("spawn")
+        self._stop, ready = context.Event(), context.Event()
+        self._answers, send = context.Pipe(duplex=False)
+        args = (list(self.urls), self.model, self.clients, self.max_tokens, ready, self._stop, send)
+        self._process = context.Process(target=_serve_load, args=args, name="load", daemon=True)
+        self._process.start()
+        if not ready.wait(60):
+            raise RuntimeError("the load process did not start")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._answers.poll(180):
+            self.answers = self._answers.recv()
+        self._process.join(30)
+
+    def between(self, start: float, end: float) -> list[Answer]:
+        return [a for a in self.answers if start <= a.started < end]
 
 
 @dataclass(frozen=True)
