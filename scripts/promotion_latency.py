@@ -18,6 +18,7 @@ nothing, and the fake kubelet weighs their processes as a kubelet weighs their c
 agent's own low-priority threads yield only within its container). etcd, the API server and the
 operator, which a cluster runs on other nodes, get the lowest weight; `--shared-control-plane`
 gives them the same weight as the pods instead.
+
 Prints p50/p99 of the steady windows and of the promotion rounds, their ratio, and the
 failed requests (any non-200 or a connection error).
 
