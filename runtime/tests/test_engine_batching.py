@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -155,3 +156,40 @@ def test_a_tiny_temperature_samples_greedily_and_fails_no_one(engine):
     others = [engine.submit(request(_ids(engine, p), None)) for p in PROMPTS[1:]]
     assert engine.submit(request(ids, None, tiny)).result(30).token_ids == greedy
     assert all(h.result(30).finish_reason in ("length", "stop") for h in others)
+
+
+def test_an_idle_engine_has_counted_every_request_it_ended(engine):
+    """stats() never shows an engine with no row left whose last requests are not counted yet (a
+    watcher of `running` would read the counts too early)."""
+    ids = _ids(engine, PROMPTS[0])
+    long = SamplingParams(temperature=0.0, max_new_tokens=400, ignore_eos=True)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the watcher gets the GIL between any two steps of the engine thread
+    try:
+        _cancel_and_watch(engine, ids, long)
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def _cancel_and_watch(engine, ids, long):
+    for attempt in range(3):
+        started = threading.Event()
+        handles = []
+        for _ in range(8):
+            req = request(ids, None, long)
+            req.on_token = lambda ev, started=started: started.set()
+            handles.append(engine.submit(req))
+        assert started.wait(30)
+        before = engine.stats().requests_total.get("cancelled", 0)
+        for handle in handles:
+            handle.cancel()
+        early = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            stats = engine.stats()
+            if stats.running == 0 and stats.queue_depth == 0:
+                if stats.requests_total.get("cancelled", 0) - before != len(handles):
+                    early.append(stats.requests_total)
+                break
+        assert early == [], f"attempt {attempt}: idle with uncounted requests"
+        assert all(h.result(30).finish_reason == "cancelled" for h in handles)

@@ -339,9 +339,7 @@ class Engine:
                 break
             req = handle.request
             if handle.cancelled:
-                self._remove_waiting(handle)
-                handle._finish(self._result(handle, None, [], "", "cancelled"))
-                self._count("cancelled")
+                self._end_waiting(handle, "cancelled", self._result(handle, None, [], "", "cancelled"))
                 continue
             if starving and req.adapter is not None:
                 horizon = horizons.get((req.adapter.name, req.adapter.version))
@@ -352,16 +350,13 @@ class Engine:
                 try:
                     dev = self.adapters.acquire(req.adapter)
                 except (AdapterNotFound, AdapterRejected) as exc:
-                    self._remove_waiting(handle)
-                    handle._finish(None, exc)
-                    self._count("error")
+                    self._end_waiting(handle, "error", error=exc)
                     continue
                 if dev is None:
                     waited = now - handle.submitted_at
                     if waited > self.config.slot_wait_timeout_s:
-                        self._remove_waiting(handle)
-                        handle._finish(None, EngineBusy("every adapter slot is in use by running requests"))
-                        self._count("busy")
+                        busy = EngineBusy("every adapter slot is in use by running requests")
+                        self._end_waiting(handle, "busy", error=busy)
                         continue
                     starving = starving or waited > self.starvation_s
                     continue
@@ -376,6 +371,16 @@ class Engine:
             budget -= len(req.prompt_ids) + len(seq.generated)
         if admitted:
             self._prefill(admitted)
+
+    def _end_waiting(
+        self, handle: RequestHandle, outcome: str, result: GenerationResult | None = None,
+        error: Exception | None = None,
+    ) -> None:  # fmt: skip
+        """Ends a queued request. It is counted before it leaves the queue, so `stats()` never shows
+        an idle engine whose last requests are not counted yet."""
+        handle._finish(result, error)
+        self._count(outcome)
+        self._remove_waiting(handle)
 
     def _remove_waiting(self, handle: RequestHandle) -> None:
         with self._cond, contextlib.suppress(ValueError):
@@ -491,12 +496,15 @@ class Engine:
             if reason is not None:
                 finished.append((s, reason))
         if finished:
-            done = {id(s) for s, _ in finished}
-            keep = [i for i, s in enumerate(self._running) if id(s) not in done]
-            self._kv = kvops.select(self._kv, keep) if self._kv is not None else None
-            self._running = [self._running[i] for i in keep]
-            for s, reason in finished:
-                self._finish(s, reason)
+            # Finished and counted before they leave the batch (see _end_waiting).
+            try:
+                for s, reason in finished:
+                    self._finish(s, reason)
+            finally:
+                done = {id(s) for s, _ in finished}
+                keep = [i for i, s in enumerate(self._running) if id(s) not in done]
+                self._kv = kvops.select(self._kv, keep) if self._kv is not None else None
+                self._running = [self._running[i] for i in keep]
 
     def _emit(self, s: _Seq, delta: str, tok: int, logprob: TokenLogprob | None) -> None:
         if s.request.on_token is None:
@@ -536,9 +544,11 @@ class Engine:
         self._finished[outcome] = self._finished.get(outcome, 0) + 1
 
     def _fail_running(self, message: str, reason: FinishReason = "error") -> None:
-        running, self._running, self._kv = self._running, [], None
-        for s in running:
-            self._finish(s, reason, error=message if reason == "error" else None)
+        try:
+            for s in self._running:
+                self._finish(s, reason, error=message if reason == "error" else None)
+        finally:
+            self._running, self._kv = [], None
 
     # ---- out of memory ------------------------------------------------------------------
     def _on_oom(self) -> None:
