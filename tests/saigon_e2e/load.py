@@ -80,7 +80,7 @@ class Load:
 
     def between(self, start: float, end: float) -> list[Answer]:
         with self._lock:
-            return [a for a in self.answers if start <= a.started < end]
+            return started_between(self.answers, start, end)
 
     def after(self, start: float) -> list[Answer]:
         return self.between(start, float("inf"))
@@ -125,7 +125,11 @@ class LoadProcess:
         self._process.join(30)
 
     def between(self, start: float, end: float) -> list[Answer]:
-        return [a for a in self.answers if start <= a.started < end]
+        return started_between(self.answers, start, end)
+
+
+def started_between(answers: Sequence[Answer], start: float, end: float) -> list[Answer]:
+    return [a for a in answers if start <= a.started < end]
 
 
 @dataclass(frozen=True)
