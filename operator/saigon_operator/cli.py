@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds: /healthz fails once SaigonAdapters wait and no handler has finished for this long",
     )
     run.add_argument(
+        "--workers",
+        type=int,
+        default=OperatorConfig.workers,
+        help="objects kopf handles at once (each waiting object holds its queued events meanwhile)",
+    )
+    run.add_argument(
         "--worker-idle",
         type=float,
         default=OperatorConfig.worker_idle_s,
@@ -89,6 +95,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         identity=args.identity or f"{socket.gethostname()}-{os.getpid()}",
         unload_timeout_s=args.unload_timeout,
         stall_timeout_s=args.stall_timeout,
+        workers=args.workers,
         worker_idle_s=args.worker_idle,
     )
 
@@ -97,6 +104,9 @@ async def run(config: OperatorConfig, credentials: Credentials) -> int:
     if config.kubeconfig:
         os.environ["KUBECONFIG"] = config.kubeconfig  # kopf's login reads it too
     import saigon_operator.main  # noqa: F401  (registers the handlers)
+    from saigon_operator import slim
+
+    slim.install()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
