@@ -66,6 +66,7 @@ class Aggregator:
         self.progress_every_s = progress_every_s
         self._written_at: dict[Key, float] = {}  # monotonic time of each adapter's last status write
         self._deferred: set[Key] = set()  # adapters whose progress-only change waits for progress_every_s
+        self._progress_since: dict[Key, float] = {}  # when each deferred progress-only change was first seen
         self.adapters: dict[Key, AdapterRecord] = {}
         self.models: dict[Key, ModelRecord] = {}
         self._by_model: dict[Key, set[str]] = {}  # (ns, model) -> adapter object names
@@ -107,6 +108,7 @@ class Aggregator:
         self._marked_at.pop(key, None)
         self._written_at.pop(key, None)
         self._deferred.discard(key)
+        self._progress_since.pop(key, None)
         self._failing.pop((self._adapter_queue.name, key), None)
         metrics.OBJECTS.labels("SaigonAdapter").set(len(self.adapters))
 
@@ -229,20 +231,26 @@ class Aggregator:
                 self._recheck(key, step.recheck_s)
             if _same(status, written):
                 self._deferred.discard(key)
+                self._progress_since.pop(key, None)
                 if promotion is not None and record.desired is not None:
                     record.promotion = promotion
                     record.target = promotion.stable
                 return
             planned = step is not None and (bool(step.events) or step.state != record.promotion)
             if not planned and progress_only(written, status):
-                # Per-pod progress (one of two placed pods loaded) is told at most every
-                # progress_every_s; the pods' next reports usually make it Ready meanwhile, one write.
-                wait = self._written_at.get(key, -1e9) + self.progress_every_s - time.monotonic()
+                # Per-pod progress (one of two placed pods loaded) waits progress_every_s, from the
+                # last write and from when it was first seen: the pods' next reports usually make it
+                # Ready meanwhile, one write. (From the last write alone, a bulk apply, where agents
+                # load long after the target was written, wrote nearly every progress at once.)
+                now = time.monotonic()
+                since = self._progress_since.setdefault(key, now)
+                wait = max(self._written_at.get(key, -1e9), since) + self.progress_every_s - now
                 if wait > 0:
                     self._deferred.add(key)
                     self._adapter_queue.mark_later(key, wait)
                     return
             self._deferred.discard(key)
+            self._progress_since.pop(key, None)
             path = custom_path(r.GROUP, r.VERSION, r.ADAPTER_PLURAL, record.namespace, record.name, "status")
             await self.kube.merge_patch(path, {"status": status})
             self._written_at[key] = time.monotonic()

@@ -215,11 +215,30 @@ async def test_per_pod_progress_is_folded_into_the_ready_write(k8s_cluster: Clus
         await patches(client, 4, "progress is written once the interval has passed")
         written = aggregator.adapters[key].written
         assert written["serving"] == "1/2" and [p["state"] for p in written["pods"]] == ["Pending", "Loaded"]
+        # Progress first seen long after the last write waits too (a bulk apply: agents load late).
+        await asyncio.sleep(1.6)
+        pods["p0"] = _pod("p0", "user_7", "Loaded")
+        aggregator.mark_adapter(key)
+        await patches(client, 5, "both serving again: Ready, at once")
+        pods["p1"] = _pod("p1", "user_7", None)
+        aggregator.mark_adapter(key)
+        await patches(client, 6, "leaving Ready: at once")
+        await asyncio.sleep(1.6)
+        pods["p1"] = _pod("p1", "user_7", "Loaded")
+        pods["p0"] = _pod("p0", "user_7", None)
+        aggregator.mark_adapter(key)
+        await asyncio.sleep(0.5)
+        assert client.status_patches == 6, "progress first seen 1.6 s after the last write still waits"
+        pods["p0"] = _pod("p0", "user_7", "Loaded")
+        aggregator.mark_adapter(key)
+        await patches(client, 7, "Ready folds the waiting progress into one write")
+        assert aggregator.adapters[key].written["phase"] == "Ready"
+
         # Marked again with nothing changed (another adapter's entry in the same pod report): no write.
         # The written status is kept as JSON; a computed one with tuples once compared unequal to it.
         aggregator.mark_adapter(key)
         await asyncio.sleep(0.3)
-        assert client.status_patches == 4
+        assert client.status_patches == 7
         assert not runner.done(), runner.exception()
     finally:
         runner.cancel()
