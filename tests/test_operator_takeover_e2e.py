@@ -3,7 +3,8 @@
 Issue 19: with kopf indexes, a restarted operator held every object until all were indexed
 while only `worker_limit` (64) objects could wait, so with more than 64 adapters it took the
 lease and then never reconciled again, while /healthz said 200. Here 80 small adapters are
-applied on one replica, the operator is SIGKILLed mid-convergence and a new one started:
+applied on one replica, the operator is SIGKILLed mid-convergence and a new one started with
+64 kopf workers (the default is larger now):
 every adapter must converge (Ready, served by the runtime), each loaded exactly once, and
 the pod's readiness must never have flickered.
 """
@@ -26,7 +27,8 @@ from saigon_e2e.world import GROUP, VERSION, World, running_world
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 
-ADAPTERS = 80  # more than the operator's 64 kopf workers
+ADAPTERS = 80
+WORKERS = 64  # the restarted operator's kopf workers: fewer than the adapters
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +79,7 @@ def test_sigkill_mid_convergence_then_a_new_operator_converges_every_adapter(wor
     at_kill = ready_count(world)
     print(f"\n[measure] killed the operator at {at_kill}/{ADAPTERS} Ready, {fault - started:.1f}s after the apply")
 
+    world.operator.extra_args = (*world.operator.extra_args, f"--workers={WORKERS}")
     world.operator.start()
     world.operator.wait_leading(timeout=60)
     leading = time.perf_counter() - fault

@@ -12,7 +12,7 @@ import kopf
 from saigon_contract import resources as r
 from saigon_contract.kube import Credentials, KubeClient
 
-from saigon_operator import informers
+from saigon_operator import connections, informers
 from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.model import Defaults
 from saigon_operator.diffbase import MemoryDiffBaseStorage
@@ -36,8 +36,9 @@ def context(memo: Any) -> OperatorContext:
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    return kopf.login_via_client(**kwargs)
+async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
+    info = kopf.login_via_client(**kwargs)
+    return connections.bounded_session(info) if info is not None else None
 
 
 @kopf.on.startup()
