@@ -51,7 +51,7 @@ class Aggregator:
         debounce_s: float = 0.02,
         model_debounce_s: float = 1.0,
         summary_every_s: float = 30.0,
-        progress_every_s: float = 10.0,
+        progress_every_s: float = 30.0,
         concurrency: int = 16,
         retry_base_s: float = 1.0,
         retry_cap_s: float = 60.0,
