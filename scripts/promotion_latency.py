@@ -16,8 +16,9 @@ for `--rounds` rounds. Interleaving the two keeps a noisy machine's drift out of
 CPU is shared as on a cluster's GPU node: the runtime container asks for 500m, the agent for
 nothing, and the fake kubelet weighs their processes as a kubelet weighs their cgroups (the
 agent's own low-priority threads yield only within its container). etcd, the API server and the
-operator, which a cluster runs on other nodes, get the lowest weight; `--shared-control-plane`
-gives them the same weight as the pods instead.
+operator, which a cluster runs on other nodes, get the lowest weight, and so does this script
+(its kubectl applies and status polls) once the clients run, from a process and a scheduling
+group of their own; `--shared-control-plane` gives them all the same weight as the pods instead.
 
 Prints p50/p99 of the steady windows and of the promotion rounds, their ratio, and the
 failed requests (any non-200 or a connection error).
@@ -33,6 +34,7 @@ import os
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +43,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import kubernetes  # noqa: E402
 from controlplane.cluster import ControlPlane  # noqa: E402
 from saigon_e2e.artifacts import Artifact, make_artifact  # noqa: E402
-from saigon_e2e.kubelet import weigh  # noqa: E402
+from saigon_e2e.kubelet import lead_a_session, weigh  # noqa: E402
 from saigon_e2e.load import Answer, LoadProcess, summarize  # noqa: E402
 from saigon_e2e.world import World, running_world  # noqa: E402
 
@@ -53,6 +55,19 @@ def promoted(world: World, name: str, version: str) -> bool:
     return bool(status) and status["promotion"]["phase"] == "Stable"  # type: ignore[index]
 
 
+def last_load(world: World, names: list[str], version: str) -> float:
+    """When the last replica loaded `version` of any of `names` (from the pods' loadedAt in status),
+    on the monotonic clock the clients time answers with: a round ends there, however late this
+    script's polls see it."""
+    loaded = [
+        datetime.fromisoformat(pod["loadedAt"]).timestamp()
+        for name in names
+        for pod in ((world.get_adapter(name) or {}).get("status") or {}).get("pods") or []
+        if pod.get("version") == version and pod.get("loadedAt")
+    ]
+    return max(loaded) - (time.time() - time.monotonic())
+
+
 def figures(answers: list[Answer]) -> dict[str, float | int]:
     summary = summarize(answers)
     return {
@@ -61,6 +76,19 @@ def figures(answers: list[Answer]) -> dict[str, float | int]:
         "p50_ms": round(summary.p50_ms, 1),
         "p99_ms": round(summary.p99_ms, 1),
     }
+
+
+def slowest(answers: list[Answer], rounds: list[tuple[float, float]], urls: list[str], n: int = 10) -> list[str]:
+    """The slowest answers of the promotion rounds: when each started into its round, on which
+    replica, and the versions it names (where a promotion's cost lands)."""
+    lines = []
+    for a in sorted(answers, key=lambda a: a.latency_s, reverse=True)[:n]:
+        start = max(s for s, _ in rounds if s <= a.started)
+        lines.append(
+            f"{a.latency_s * 1000:.0f} ms, started {a.started - start:.2f}s into its round, "
+            f"replica {urls.index(a.url)}, {'/'.join(a.versions) or '-'}"
+        )
+    return lines
 
 
 def main() -> int:
@@ -74,6 +102,7 @@ def main() -> int:
     parser.add_argument("--shared-control-plane", action="store_true",
                         help="etcd, the API server and the operator weigh as much as the pods")  # fmt: skip
     args = parser.parse_args()
+    lead_a_session()
 
     workdir = Path(tempfile.mkdtemp(prefix="saigon-promotion-"))
     cluster = ControlPlane()
@@ -107,6 +136,8 @@ def main() -> int:
             urls = [pod.runtime_url for pod in world.pods]
             # The clients run in a process of their own (as a user's do); status is polled 4 times a second.
             with LoadProcess(urls, f"user_{names[0]}", clients=args.clients) as load:
+                if not args.shared_control_plane:
+                    weigh(os.getpid(), 19)  # this script's polls and kubectl, like the control plane
                 time.sleep(2.0)  # the first answers warm each runtime up
                 for version in range(1, args.rounds + 1):
                     started = time.monotonic()
@@ -121,7 +152,7 @@ def main() -> int:
                             f"{name} v{version} promoted",
                             interval=0.25,
                         )
-                    promoting.append((started, time.monotonic()))
+                    promoting.append((started, max(started, last_load(world, names, f"v{version}"))))
                     print(f"  round {version}: promoted {len(names)} adapters in {promoting[-1][1] - started:.1f}s",
                           flush=True)  # fmt: skip
                     time.sleep(1.0)  # the old version's unload and file removal, outside both windows
@@ -140,6 +171,7 @@ def main() -> int:
                 "promotion": figures(promotion_answers),
                 "promotion_round_s": [round(e - s, 2) for s, e in promoting],
                 "failed_total": sum(1 for a in load.answers if a.status != 200),
+                "slowest_during_promotions": slowest(promotion_answers, promoting, urls),
             }
             p99_steady = out["steady"]["p99_ms"]  # type: ignore[index]
             out["p99_ratio"] = round(out["promotion"]["p99_ms"] / p99_steady, 3) if p99_steady else None  # type: ignore[index]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import secrets
 import sys
 import tempfile
@@ -72,7 +73,8 @@ rules:
 """
 
 
-def audit_args(workdir: Path) -> tuple[str, ...]:
+def apiserver_args(workdir: Path, profiling: bool) -> tuple[str, ...]:
+    """The audit log (every request counted by client) and, with `profiling`, /debug/pprof."""
     policy = workdir / "audit-policy.yaml"
     policy.write_text(AUDIT_POLICY)
     return (
@@ -81,6 +83,7 @@ def audit_args(workdir: Path) -> tuple[str, ...]:
         "--audit-log-format=json",
         "--audit-log-mode=batch",
         "--audit-log-maxsize=0",
+        *(("--profiling=true",) if profiling else ()),
     )
 
 
@@ -127,6 +130,8 @@ def component_cpu(cluster: ControlPlane, kubelet: FakeKubelet | None) -> dict[st
     pods = list(kubelet.pods.values()) if kubelet is not None else []
     out["agents"] = sum(cpu_seconds(p.agent.pid) for p in pods if p.agent is not None)
     out["runtimes"] = sum(cpu_seconds(p.runtime.pid) for p in pods if p.runtime is not None)
+    mine = resource.getrusage(resource.RUSAGE_SELF)
+    out["this script (creating and watching)"] = mine.ru_utime + mine.ru_stime
     return out
 
 
@@ -218,10 +223,15 @@ def main() -> int:
         action="store_true",
         help="the model's router on: each user adapter is placed on 2 pods (spec.placement), not on all",
     )
+    parser.add_argument(
+        "--apiserver-profiling",
+        action="store_true",
+        help="serve the API server's /debug/pprof (kubectl get --raw '/debug/pprof/profile?seconds=60')",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="saigon-scale-"))
-    cluster = ControlPlane(extra_apiserver_args=audit_args(workdir))
+    cluster = ControlPlane(extra_apiserver_args=apiserver_args(workdir, args.apiserver_profiling))
     api = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
     figures: dict[str, object] = {
         "adapters": args.adapters,

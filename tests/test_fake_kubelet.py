@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 from controlplane.processes import spawn, terminate
@@ -32,3 +33,26 @@ def test_a_weighed_process_leads_a_scheduling_group_of_that_nice_value(tmp_path:
             assert not group.exists()
     finally:
         terminate(process, grace_seconds=1)
+
+
+LEADS = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from saigon_e2e.kubelet import lead_a_session
+parent = os.getpid()
+lead_a_session()
+print(os.getsid(0) == os.getpid(), os.getpid() == parent, flush=True)
+sys.exit(3)
+"""
+
+
+def test_a_benchmark_leads_a_session_of_its_own_however_it_was_started() -> None:
+    """From a script (setsid works) and as a process group leader, as an interactive shell starts
+    it (setsid is refused: it forks, and the parent passes on the child's exit status)."""
+    code = LEADS.format(tests=str(Path(__file__).parent))
+    from_a_script = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert (from_a_script.returncode, from_a_script.stdout.split()) == (3, ["True", "True"])
+    as_group_leader = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, process_group=0
+    )
+    assert (as_group_leader.returncode, as_group_leader.stdout.split()) == (3, ["True", "False"])

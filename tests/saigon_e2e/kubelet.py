@@ -407,3 +407,26 @@ def weigh(pid: int, nice: int) -> None:
     if nice > 0:
         with contextlib.suppress(OSError):
             Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+
+
+def lead_a_session() -> None:
+    """Makes this process lead a session (a scheduling group) of its own, so that weigh(os.getpid())
+    lowers it and what it runs (kubectl) and not the shell that started it. A process group leader
+    (started from an interactive shell) cannot: it forks, and the parent waits for the child and
+    passes it Ctrl-C. Call it first, before any thread starts."""
+    if os.getsid(0) == os.getpid():
+        return
+    with contextlib.suppress(PermissionError):
+        os.setsid()
+        return
+    child = os.fork()
+    if child == 0:
+        os.setsid()
+        return
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except KeyboardInterrupt:
+            os.kill(child, signal.SIGINT)
+    sys.exit(os.waitstatus_to_exitcode(status))

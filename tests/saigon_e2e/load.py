@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -89,6 +90,7 @@ class Load:
 def _serve_load(
     urls: list[str], model: str, clients: int, max_tokens: int, ready: Any, stop: Any, out: Connection
 ) -> None:
+    os.setsid()  # a scheduling group of its own (Linux's autogroup), apart from the benchmark's tools
     with Load(urls, model, clients, max_tokens) as load:
         ready.set()
         stop.wait()
@@ -99,6 +101,7 @@ def _serve_load(
 class LoadProcess:
     """The same load from a process of its own, as real clients are: a benchmark's own work meanwhile
     (polling status, running kubectl) then cannot hold the clients' GIL and pass for serving latency.
+    It leads a session of its own, so the benchmark can lower its own process's CPU weight alone.
     Its answers are there once the block exits."""
 
     urls: Sequence[str]
