@@ -304,6 +304,18 @@ def _join(prefix: str, namespace: str, plural: str, name: str | None, subresourc
     return path
 
 
+LIST_PAGE = 500  # objects per list request: a relist of 10,000 adapters is never one response in memory
+
+
+def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` with metadata.managedFields removed (in place): the API server's field-ownership
+    records, over half of a parsed SaigonAdapter, which nothing in Saigon reads."""
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        metadata.pop("managedFields", None)
+    return obj
+
+
 async def list_and_watch(
     client: KubeClient,
     path: str,
@@ -312,10 +324,12 @@ async def list_and_watch(
     on_relist: Any = None,
     on_error: Callable[[ApiError], None] | None = None,
     backoff_s: float = 1.0,
+    page: int = LIST_PAGE,
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """An informer loop: list (yielding each item as "SYNC"), then watch. Like client-go's reflector,
     a broken watch resumes from the last resourceVersion seen (an API server restart costs no
-    relist of every object); only 410 Gone (that version is compacted away) lists again.
+    relist of every object); only 410 Gone (that version is compacted away) lists again. The list
+    comes in pages of `page` objects, and objects come without managedFields.
 
     `on_relist(items)` (optional) is awaited after every list with all items, so the caller
     can drop objects that vanished while it was not watching. Every other API error is logged
@@ -327,10 +341,17 @@ async def list_and_watch(
     while True:
         try:
             if version is None:
-                listing = await client.get(path, params=params)
-                items = listing.get("items") or []
-                for item in items:
-                    yield "SYNC", item
+                items: list[dict[str, Any]] = []
+                paging = {**(params or {}), "limit": str(page)}
+                while True:
+                    listing = await client.get(path, params=paging)
+                    for item in listing.get("items") or []:
+                        items.append(without_managed_fields(item))
+                        yield "SYNC", item
+                    token = (listing.get("metadata") or {}).get("continue")
+                    if not token:
+                        break
+                    paging["continue"] = token
                 if on_relist is not None:
                     await on_relist(items)
                 version = str(listing["metadata"]["resourceVersion"])
@@ -339,7 +360,7 @@ async def list_and_watch(
                 version = obj.get("metadata", {}).get("resourceVersion", version)
                 delay = backoff_s
                 if kind != "BOOKMARK":
-                    yield kind, obj
+                    yield kind, without_managed_fields(obj)
         except Gone:
             log.info("the watch of %s expired (410 Gone); listing again", path)
             version = None

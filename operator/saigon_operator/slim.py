@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from kopf._cogs.clients import watching
+from saigon_contract.kube import without_managed_fields
 
 _original = watching.infinite_watch
 
@@ -21,9 +22,8 @@ _original = watching.infinite_watch
 def drop_managed_fields(raw_event: Any) -> Any:
     """The event, its object's managedFields removed in place (bookmarks pass unchanged)."""
     obj = raw_event.get("object") if isinstance(raw_event, dict) else None
-    metadata = obj.get("metadata") if isinstance(obj, dict) else None
-    if isinstance(metadata, dict):
-        metadata.pop("managedFields", None)
+    if isinstance(obj, dict):
+        without_managed_fields(obj)
     return raw_event
 
 
