@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 import threading
 from pathlib import Path
 from urllib.parse import urlparse
@@ -14,7 +13,7 @@ from urllib.parse import urlparse
 import pytest
 from controlplane.cluster import Cluster
 from controlplane.waiting import eventually
-from kopf.testing import KopfRunner
+from kopf_probe import kopf_probe
 
 OBJECTS = 40
 
@@ -66,11 +65,9 @@ def open_connections_to(port: int) -> int:
 def test_kopf_keeps_to_the_bounded_pool(
     k8s_cluster: Cluster, k8s_namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    probe, done = tmp_path / "probe.py", tmp_path / "done.txt"
-    probe.write_text(textwrap.dedent(PROBE))
-    monkeypatch.setenv("KUBECONFIG", str(k8s_cluster.kubeconfig))
-    monkeypatch.setenv("PROBE_OUT", str(done))
-    monkeypatch.setenv("PROBE_LIMIT", "2")
+    done = tmp_path / "done.txt"
+    env = {"PROBE_OUT": str(done), "PROBE_LIMIT": "2"}
+    operator = kopf_probe(k8s_cluster, k8s_namespace, tmp_path, monkeypatch, PROBE, **env)
     port = urlparse(k8s_cluster.server).port or 443
     peak = 0
     stop = threading.Event()
@@ -87,7 +84,7 @@ def test_kopf_keeps_to_the_bounded_pool(
     ]  # fmt: skip
     sampler = threading.Thread(target=watch, daemon=True)
     before = open_connections_to(port)  # the test's own clients (fixtures)
-    with KopfRunner(["run", "--standalone", "--namespace", k8s_namespace, str(probe)], timeout=120):
+    with operator:
         sampler.start()
         k8s_cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(m) for m in manifests))
         eventually(lambda: len(done.read_text().split()) == OBJECTS if done.exists() else False, timeout=60)

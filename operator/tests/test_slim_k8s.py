@@ -5,13 +5,12 @@ an event, which is what keeps a bulk apply's queued events small."""
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
 from controlplane.cluster import Cluster
 from controlplane.waiting import eventually
-from kopf.testing import KopfRunner
+from kopf_probe import kopf_probe
 
 PROBE = """
 import json, os
@@ -36,15 +35,12 @@ def seen(body, **_):
 def test_handlers_see_objects_without_managed_fields(
     k8s_cluster: Cluster, k8s_namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    probe, seen = tmp_path / "probe.py", tmp_path / "seen.jsonl"
-    probe.write_text(textwrap.dedent(PROBE))
-    monkeypatch.setenv("KUBECONFIG", str(k8s_cluster.kubeconfig))
-    monkeypatch.setenv("SLIM_PROBE_OUT", str(seen))
+    seen = tmp_path / "seen.jsonl"
+    operator = kopf_probe(k8s_cluster, k8s_namespace, tmp_path, monkeypatch, PROBE, SLIM_PROBE_OUT=str(seen))
     # One object before the operator starts (it arrives by the initial listing), one after (by the watch).
     k8s_cluster.kubectl("create", "configmap", "listed", "-n", k8s_namespace, "--from-literal=a=1")
     k8s_cluster.kubectl("label", "configmap", "listed", "-n", k8s_namespace, "slim-probe=yes")
-    args = ["run", "--standalone", "--namespace", k8s_namespace, str(probe)]
-    with KopfRunner(args, timeout=60):
+    with operator:
         eventually(lambda: "listed" in seen.read_text() if seen.exists() else False, timeout=30)
         k8s_cluster.kubectl("create", "configmap", "watched", "-n", k8s_namespace, "--from-literal=a=1")
         k8s_cluster.kubectl("label", "configmap", "watched", "-n", k8s_namespace, "slim-probe=yes")
