@@ -65,8 +65,8 @@ class Aggregator:
         self.summary_every_s = summary_every_s
         self.progress_every_s = progress_every_s
         self._written_at: dict[Key, float] = {}  # monotonic time of each adapter's last status write
-        self._deferred: set[Key] = set()  # adapters whose progress-only change waits for progress_every_s
-        self._progress_since: dict[Key, float] = {}  # when each deferred progress-only change was first seen
+        # Adapters whose progress-only change waits (progress_every_s), with when it was first seen.
+        self._deferred: dict[Key, float] = {}
         self.adapters: dict[Key, AdapterRecord] = {}
         self.models: dict[Key, ModelRecord] = {}
         self._by_model: dict[Key, set[str]] = {}  # (ns, model) -> adapter object names
@@ -107,8 +107,7 @@ class Aggregator:
         self._adapter_queue.forget(key)
         self._marked_at.pop(key, None)
         self._written_at.pop(key, None)
-        self._deferred.discard(key)
-        self._progress_since.pop(key, None)
+        self._deferred.pop(key, None)
         self._failing.pop((self._adapter_queue.name, key), None)
         metrics.OBJECTS.labels("SaigonAdapter").set(len(self.adapters))
 
@@ -230,8 +229,7 @@ class Aggregator:
             if step is not None and step.recheck_s is not None:
                 self._recheck(key, step.recheck_s)
             if _same(status, written):
-                self._deferred.discard(key)
-                self._progress_since.pop(key, None)
+                self._deferred.pop(key, None)
                 if promotion is not None and record.desired is not None:
                     record.promotion = promotion
                     record.target = promotion.stable
@@ -243,14 +241,12 @@ class Aggregator:
                 # Ready meanwhile, one write. (From the last write alone, a bulk apply, where agents
                 # load long after the target was written, wrote nearly every progress at once.)
                 now = time.monotonic()
-                since = self._progress_since.setdefault(key, now)
+                since = self._deferred.setdefault(key, now)
                 wait = max(self._written_at.get(key, -1e9), since) + self.progress_every_s - now
                 if wait > 0:
-                    self._deferred.add(key)
                     self._adapter_queue.mark_later(key, wait)
                     return
-            self._deferred.discard(key)
-            self._progress_since.pop(key, None)
+            self._deferred.pop(key, None)
             path = custom_path(r.GROUP, r.VERSION, r.ADAPTER_PLURAL, record.namespace, record.name, "status")
             await self.kube.merge_patch(path, {"status": status})
             self._written_at[key] = time.monotonic()
