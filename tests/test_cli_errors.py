@@ -30,6 +30,12 @@ CASES = [
         ["saigon-operator", "run", "--agent-image", "x", "--log-level", "LOUD"], {}, "--log-level", id="operator-level"
     ),
     pytest.param(["saigon-operator", "run"], {"SAIGON_AGENT_IMAGE": ""}, "--agent-image", id="operator-agent-image"),
+    pytest.param(
+        ["saigon-operator", "run", "--agent-image", "x", "--workers", "0"],
+        {},
+        "--workers: 0 is below the minimum 1",
+        id="operator-workers",
+    ),
     pytest.param(["saigon-agent", "run", "--log-level", "LOUD"], {}, "--log-level", id="agent-log-level"),
     pytest.param(["saigon-agent", "run"], {}, "SAIGON_AGENT_", id="agent-no-config"),
 ]

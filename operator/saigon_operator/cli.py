@@ -17,7 +17,7 @@ from importlib.metadata import version
 import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from saigon_contract.cli import ArgumentParser
+from saigon_contract.cli import ArgumentParser, whole_number_at_least
 from saigon_contract.kube import Credentials, CredentialsError, KubeClient
 from saigon_contract.logs import add_logging_flags, log_format, setup_logging
 
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--workers",
-        type=int,
+        type=whole_number_at_least(1),
         default=OperatorConfig.workers,
         help="objects kopf handles at once (each waiting object holds its queued events meanwhile)",
     )
