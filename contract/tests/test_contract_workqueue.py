@@ -1,6 +1,7 @@
 import asyncio
 import itertools
 
+import pytest
 from saigon_contract.workqueue import KeyedQueue
 
 
@@ -119,3 +120,30 @@ async def test_a_key_marked_without_pause_runs_once_per_delay() -> None:
     gaps = [b - a for a, b in itertools.pairwise(started)]
     assert 2 <= len(started) <= 5, started  # 5 at most: one run per delay plus its work
     assert min(gaps) >= 0.24, gaps
+
+
+async def test_a_limit_bounds_the_keys_at_work_and_the_rest_take_turns_in_order() -> None:
+    running: set[int] = set()
+    most = 0
+    order: list[int] = []
+
+    async def work(key: int) -> None:
+        nonlocal most
+        running.add(key)
+        most = max(most, len(running))
+        order.append(key)
+        await asyncio.sleep(0.01)
+        running.discard(key)
+
+    queue: KeyedQueue[int] = KeyedQueue(work, limit=3)
+    for key in range(10):
+        queue.mark(key)
+    queue.mark(7)  # already waiting: still one run
+    queue.forget(9)  # dropped before its turn
+    assert queue.waiting == 6
+    await queue.idle()
+    assert most == 3
+    assert order == list(range(9))
+    assert queue.waiting == 0
+    with pytest.raises(ValueError, match="limit"):
+        KeyedQueue(work, limit=0)
