@@ -23,9 +23,6 @@ SPEC_HASH_ANNOTATION = "saigon.ai/spec-hash"
 REPORT_ANNOTATION = "saigon.ai/adapters"
 # Pod readiness gate the agent sets once the adapters the pod must serve are loaded.
 READINESS_GATE = "saigon.ai/adapters-synced"
-# Set by the operator on a SaigonAdapter to make it re-evaluate (a conflicting sibling went away).
-REQUEUE_ANNOTATION = "saigon.ai/requeue"
-
 FINALIZER = "saigon.ai/finalizer"
 KOPF_PREFIX = "kopf.saigon.ai"
 FIELD_MANAGER = "saigon-operator"

@@ -66,13 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=whole_number_at_least(1),
         default=OperatorConfig.workers,
-        help="objects kopf handles at once (each waiting object holds its queued events meanwhile)",
-    )
-    run.add_argument(
-        "--worker-idle",
-        type=float,
-        default=OperatorConfig.worker_idle_s,
-        help="seconds kopf keeps an object's worker after its last event (kopf's own default: 5)",
+        help="SaigonAdapters reconciled at once (the others wait their turn, as keys)",
     )
     add_logging_flags(run)
     return parser
@@ -96,7 +90,6 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         unload_timeout_s=args.unload_timeout,
         stall_timeout_s=args.stall_timeout,
         workers=args.workers,
-        worker_idle_s=args.worker_idle,
     )
 
 
@@ -104,9 +97,6 @@ async def run(config: OperatorConfig, credentials: Credentials) -> int:
     if config.kubeconfig:
         os.environ["KUBECONFIG"] = config.kubeconfig  # kopf's login reads it too
     import saigon_operator.main  # noqa: F401  (registers the handlers)
-    from saigon_operator import slim
-
-    slim.install()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,19 +1,21 @@
 """The operator's own list+watch loops over runtime pods, SaigonAdapters and SaigonModels.
 
-They keep saigon_operator.indexes, the placements and the progress watchdog current, outside kopf's
-per-object workers: no object waits for a worker to be indexed, and startup waits for
-each loop's first listing once, so handlers never see half an index.
+They keep saigon_operator.indexes, the placements and the progress watchdog current, and feed
+SaigonAdapters to saigon_operator.adapter_controller; startup waits for each loop's first listing
+once, and the controller starts only then, so handlers never see half an index.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from saigon_contract import resources as r
 from saigon_contract.kube import KINDS, KubeClient, list_and_watch
 
+from saigon_operator.adapter_controller import AdapterController
 from saigon_operator.handlers import pods
 from saigon_operator.handlers.context import OperatorContext
 from saigon_operator.handlers.model import placement_changed
@@ -23,16 +25,23 @@ def collection(prefix: str, plural: str, namespace: str | None) -> str:
     return f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
 
 
-async def start(kube: KubeClient, namespaces: Sequence[str], ctx: OperatorContext) -> list[asyncio.Task[None]]:
+async def start(
+    kube: KubeClient, namespaces: Sequence[str], ctx: OperatorContext, adapters: AdapterController
+) -> list[asyncio.Task[None]]:
     """Starts a model, a pod and an adapter loop per namespace (or one each, cluster-wide) and
-    returns once every loop has listed. Models come first: an adapter's placement needs its model's."""
+    returns once every loop has listed. Models come first: an adapter's placement needs its model's.
+    The adapter loop feeds `adapters` as well: it reconciles every SaigonAdapter."""
     listed: list[asyncio.Event] = []
     tasks: list[asyncio.Task[None]] = []
     for namespace in namespaces or (None,):
-        for loop in (_models, _pods, _adapters):
+        for name, make in (
+            ("models", _models),
+            ("pods", _pods),
+            ("adapters", functools.partial(_adapters, adapters=adapters)),
+        ):
             done = asyncio.Event()
             listed.append(done)
-            tasks.append(asyncio.create_task(loop(kube, namespace, ctx, done), name=f"informer-{loop.__name__}"))
+            tasks.append(asyncio.create_task(make(kube, namespace, ctx, done), name=f"informer-{name}"))
     listing: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*(e.wait() for e in listed)))
     await asyncio.wait([listing, *tasks], return_when=asyncio.FIRST_COMPLETED)
     if not listing.done():  # a loop ended before its first listing: a bug, not an API fault
@@ -78,11 +87,14 @@ async def _models(kube: KubeClient, namespace: str | None, ctx: OperatorContext,
             placement_changed(ctx, _key(body))
 
 
-async def _adapters(kube: KubeClient, namespace: str | None, ctx: OperatorContext, listed: asyncio.Event) -> None:
+async def _adapters(
+    kube: KubeClient, namespace: str | None, ctx: OperatorContext, listed: asyncio.Event, adapters: AdapterController
+) -> None:
     async def relisted(items: list[dict[str, Any]]) -> None:
         present = {_key(i) for i in items}
         ctx.claims.replace(namespace, items)
         ctx.progress.retain(namespace, present)
+        adapters.retain(namespace, present)
         for key in [k for k in ctx.aggregator.adapters if namespace in (None, k[0]) and k not in present]:
             ctx.aggregator.forget_adapter(key)  # deleted while the watch was down
         listed.set()
@@ -94,10 +106,10 @@ async def _adapters(kube: KubeClient, namespace: str | None, ctx: OperatorContex
             ctx.claims.drop(*key)
             ctx.progress.forget(key)
             ctx.aggregator.forget_adapter(key)
-            ctx.diffbase.forget(body["metadata"]["uid"])
         else:
             ctx.claims.put(body)
             ctx.progress.noticed(key, body["metadata"].get("generation"))
+        adapters.observe(kind, body)
 
 
 def _key(body: Mapping[str, Any]) -> tuple[str, str]:

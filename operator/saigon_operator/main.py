@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import kopf
@@ -13,20 +11,20 @@ from saigon_contract import resources as r
 from saigon_contract.kube import Credentials, KubeClient
 
 from saigon_operator import connections, informers
+from saigon_operator.adapter_controller import AdapterController
 from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.model import Defaults
 from saigon_operator.diffbase import MemoryDiffBaseStorage
 from saigon_operator.events import EventRecorder
-from saigon_operator.handlers import adapter, model
+from saigon_operator.handlers import model
 from saigon_operator.handlers.context import OperatorContext
 from saigon_operator.handlers.credentials import TokenIssuer
-from saigon_operator.indexes import AdapterClaims, RuntimePods, claim_key
+from saigon_operator.indexes import AdapterClaims, RuntimePods
 from saigon_operator.placement import Placements, RouterSync
 from saigon_operator.progress import Progress
 from saigon_operator.settings import OperatorConfig
 
 MODELS = (r.GROUP, r.VERSION, r.MODEL_PLURAL)
-ADAPTERS = (r.GROUP, r.VERSION, r.ADAPTER_PLURAL)
 RETRIES = 30  # with backoff up to 60 s: about half an hour, then the handler gives up
 
 
@@ -46,17 +44,13 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     config: OperatorConfig = memo.config
     settings.persistence.finalizer = r.FINALIZER
     # kopf ignores every annotation under its own prefix when diffing, so it gets a prefix of
-    # its own: saigon.ai/requeue must stay visible to on.update.
+    # its own: the saigon.ai/ annotations stay visible to on.update.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=r.KOPF_PREFIX)
     memo.diffbase = MemoryDiffBaseStorage(prefix=r.KOPF_PREFIX)
     settings.persistence.diffbase_storage = memo.diffbase
     settings.posting.enabled = False  # the operator posts its own, user-facing events
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.queueing.worker_limit = config.workers
-    # kopf keeps an object's worker this long after its last event (5 s by default), which
-    # made the worker limit, not the work, set the pace of a bulk apply.
-    settings.batching.idle_timeout = config.worker_idle_s
     kube = KubeClient(Credentials.load(config.kubeconfig))
     kube.write_guard = getattr(memo, "may_write", None)  # no write once the leader's deadline passed
     events = EventRecorder(kube)
@@ -76,13 +70,15 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
         claims=AdapterClaims(),
         progress=getattr(memo, "progress", None) or Progress(config.stall_timeout_s),
         tokens=TokenIssuer(kube, aggregator),
-        diffbase=memo.diffbase,
         unload_timeout_s=config.unload_timeout_s,
         placements=placements,
         routing=RouterSync(kube, placements, runtime_pods.of, aggregator.adapters_of),
     )
+    memo.adapters = AdapterController(ctx, config.workers)
+    ctx.requeue_adapter = memo.adapters.requeue
     memo.flusher = asyncio.create_task(aggregator.run(), name="status-aggregator")
-    memo.informers = await informers.start(kube, config.namespaces, ctx)
+    memo.informers = await informers.start(kube, config.namespaces, ctx, memo.adapters)
+    memo.adapters.start()
     memo.ctx = ctx
 
 
@@ -92,6 +88,8 @@ async def cleanup(memo: Any, **_: Any) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if getattr(memo, "adapters", None) is not None:
+        await memo.adapters.close()
     if getattr(memo, "ctx", None) is not None:
         await context(memo).tokens.close()
         await context(memo).routing.close()
@@ -119,39 +117,8 @@ def model_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
         memo.diffbase.forget(body["metadata"]["uid"])
 
 
-# --- SaigonAdapter -------------------------------------------------------------------------------
-
-
-@kopf.on.resume(*ADAPTERS, retries=RETRIES)
-@kopf.on.create(*ADAPTERS, retries=RETRIES)
-@kopf.on.update(*ADAPTERS, retries=RETRIES)
-async def adapter_changed(body: kopf.Body, memo: Any, retry: int, **_: Any) -> None:
-    ctx = context(memo)
-    with _settles(ctx, body):
-        await adapter.reconcile(body, ctx.claims.of(claim_key(body)), ctx, retry)
-
-
-@kopf.on.delete(*ADAPTERS)
-async def adapter_deleted(body: kopf.Body, memo: Any, retry: int, **_: Any) -> None:
-    ctx = context(memo)
-    key = claim_key(body)
-    model_pods = ctx.pods.of(key[0], key[1]) if key else []
-    with _settles(ctx, body):
-        await adapter.finalize(body, ctx.claims.of(key), model_pods, ctx, retry)
-
-
-@contextlib.contextmanager
-def _settles(ctx: OperatorContext, body: kopf.Body) -> Iterator[None]:
-    """Tells the progress watchdog that a handler finished with this generation (in any way)."""
-    try:
-        yield
-    finally:
-        meta = body["metadata"]
-        ctx.progress.finished((meta["namespace"], meta["name"]), meta.get("generation"))
-
-
-# A SaigonAdapter that is gone is forgotten by the operator's own informer (saigon_operator.informers):
-# a kopf event handler ran, in a thread, and logged a line, for every event of every adapter.
+# --- SaigonAdapter ---------------------------------------------------------------------------------
+# No kopf handlers: saigon_operator.adapter_controller reconciles them from the operator's informer.
 
 
 logging.getLogger("kopf.objects").setLevel(logging.INFO)

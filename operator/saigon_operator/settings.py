@@ -18,14 +18,9 @@ class OperatorConfig:
     lease_duration_s: float = 15.0
     identity: str = ""
     unload_timeout_s: float = 300.0
-    # Objects kopf handles at once. A waiting object holds its queued events (at 64, during a bulk
-    # apply of 10,000 adapters, 9,000 waited); the operator's indexes are its own informers, so no
-    # worker waits on another object. kopf's connections stay bounded (saigon_operator.connections).
-    workers: int = 512
-    # kopf's settings.queueing.idle_timeout: how long an object's worker waits for its next event.
-    # Every event (our own status writes included) holds one of `workers` for this long, so it
-    # sets the pace of a bulk apply: 0.5 s allowed ~100 events/s, 10,000 adapters' targets in 460 s.
-    worker_idle_s: float = 0.05
+    # SaigonAdapters reconciled at once (saigon_operator.adapter_controller); each waits on API writes
+    # for most of its time, and the others wait as keys, holding only their newest trimmed body.
+    workers: int = 64
     stall_timeout_s: float = 120.0  # /healthz fails after this long with work waiting and no handler finishing
     log_format: str = "text"
     extra: dict[str, str] = field(default_factory=dict)

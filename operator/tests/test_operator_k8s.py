@@ -14,18 +14,8 @@ import pytest
 from controlplane.cluster import Cluster, CommandError
 from controlplane.waiting import eventually
 from saigon_e2e.operator_proc import OperatorProcess
-from saigon_e2e.world import install_crds
 
 SHA = "e" * 64
-
-
-@pytest.fixture
-def ns(k8s_cluster: Cluster, k8s_namespace: str) -> str:
-    install_crds(k8s_cluster)
-    k8s_cluster.kubectl(
-        "create", "secret", "generic", "tokens", "-n", k8s_namespace, "--from-literal=admin-token=t0ken"
-    )
-    return k8s_namespace
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from saigon_contract.kube import ApiError, custom_path
 from saigon_contract.specs import AdapterSource, SpecError, Target, parse_adapter_spec, parse_model_spec, target_or_none
 
 from saigon_operator import metrics
-from saigon_operator.handlers.context import OperatorContext, classify, requeue
+from saigon_operator.handlers.context import OperatorContext, classify
 from saigon_operator.handlers.credentials import USER_PREFIX
 from saigon_operator.handlers.model import sync_agent_role
 from saigon_operator.indexes import Claim
@@ -128,7 +128,7 @@ async def finalize(
     ctx.aggregator.forget_adapter(key)
     next_owner = winner(others)
     if next_owner is not None:
-        await requeue(ctx, namespace, next_owner.name)
+        ctx.requeue_adapter((namespace, next_owner.name))
     if record.target is not None and _uses_credentials(record.target.source):
         try:
             await sync_agent_role(ctx, namespace, record.model)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import kopf
-from saigon_contract import resources as r
-from saigon_contract.kube import ApiError, KubeClient, custom_path
-from saigon_contract.status import now_iso
+from saigon_contract.kube import ApiError, KubeClient
 
 from saigon_operator.aggregator import Aggregator
 from saigon_operator.builders.model import Defaults
-from saigon_operator.diffbase import MemoryDiffBaseStorage
 from saigon_operator.events import EventRecorder
 from saigon_operator.handlers.credentials import TokenIssuer
 from saigon_operator.indexes import AdapterClaims, RuntimePods
@@ -30,11 +28,12 @@ class OperatorContext:
     claims: AdapterClaims
     progress: Progress
     tokens: TokenIssuer
-    diffbase: MemoryDiffBaseStorage
     placements: Placements
     routing: RouterSync
     # A deletion waits this long for pods to unload before it lets go (dead agents).
     unload_timeout_s: float = 300.0
+    # Reconciles a SaigonAdapter again although it did not change (saigon_operator.adapter_controller).
+    requeue_adapter: Callable[[tuple[str, str]], None] = lambda key: None
 
 
 def classify(exc: ApiError, what: str, retry: int) -> kopf.TemporaryError | kopf.PermanentError:
@@ -42,13 +41,3 @@ def classify(exc: ApiError, what: str, retry: int) -> kopf.TemporaryError | kopf
     if exc.transient:
         return kopf.TemporaryError(f"{what}: {exc}", delay=backoff(retry))
     return kopf.PermanentError(f"{what}: {exc}")
-
-
-async def requeue(ctx: OperatorContext, namespace: str, name: str) -> None:
-    """Makes kopf reconcile a SaigonAdapter again (a sibling went away, or its model's policy changed)."""
-    path = custom_path(r.GROUP, r.VERSION, r.ADAPTER_PLURAL, namespace, name)
-    try:
-        await ctx.kube.merge_patch(path, {"metadata": {"annotations": {r.REQUEUE_ANNOTATION: now_iso()}}})
-    except ApiError as exc:
-        if exc.status != 404:
-            raise

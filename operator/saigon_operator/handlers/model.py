@@ -13,7 +13,7 @@ from saigon_operator import metrics
 from saigon_operator.builders.model import Owner, build_children, build_role, selector_string
 from saigon_operator.builders.network import build_network_policy, network_policy_name
 from saigon_operator.builders.router import build_router, router_kinds, router_names
-from saigon_operator.handlers.context import OperatorContext, classify, requeue
+from saigon_operator.handlers.context import OperatorContext, classify
 from saigon_operator.handlers.credentials import ensure_credentials, token_users
 from saigon_operator.records import ModelRecord
 
@@ -90,7 +90,7 @@ async def reconcile(body: Mapping[str, Any], ctx: OperatorContext, retry: int) -
                 if (adapter.invalid is not None and adapter.invalid.reason == "SourceNotAllowed") or (
                     any(t.source.s3 is not None or t.source.credential_secret for t in adapter.targets())
                 ):
-                    await requeue(ctx, namespace, adapter.name)
+                    ctx.requeue_adapter((namespace, adapter.name))
 
 
 def placement_changed(ctx: OperatorContext, key: tuple[str, str]) -> None:
