@@ -325,6 +325,7 @@ async def list_and_watch(
     on_error: Callable[[ApiError], None] | None = None,
     backoff_s: float = 1.0,
     page: int = LIST_PAGE,
+    keep: Callable[[dict[str, Any]], Any] | None = None,
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """An informer loop: list (yielding each item as "SYNC"), then watch. Like client-go's reflector,
     a broken watch resumes from the last resourceVersion seen (an API server restart costs no
@@ -332,21 +333,25 @@ async def list_and_watch(
     comes in pages of `page` objects, and objects come without managedFields.
 
     `on_relist(items)` (optional) is awaited after every list with all items, so the caller
-    can drop objects that vanished while it was not watching. Every other API error is logged
-    and passed to `on_error` (optional) before the retry, with a backoff up to 30 s: a caller
-    that cannot work without the watch (the agent) turns it into a condition and unreadiness.
+    can drop objects that vanished while it was not watching; with `keep`, with `keep(item)` of
+    each instead (a caller that needs only their names need not hold every object until then).
+    Every other API error is logged and passed to `on_error` (optional) before the retry, with a
+    backoff up to 30 s: a caller that cannot work without the watch (the agent) turns it into a
+    condition and unreadiness.
     """
     delay = backoff_s
     version: str | None = None
     while True:
         try:
             if version is None:
-                items: list[dict[str, Any]] = []
+                items: list[Any] = []
                 paging = {**(params or {}), "limit": str(page)}
                 while True:
                     listing = await client.get(path, params=paging)
                     for item in listing.get("items") or []:
-                        items.append(without_managed_fields(item))
+                        without_managed_fields(item)
+                        if on_relist is not None:
+                            items.append(item if keep is None else keep(item))
                         yield "SYNC", item
                     token = (listing.get("metadata") or {}).get("continue")
                     if not token:

@@ -77,3 +77,34 @@ async def test_the_list_comes_in_pages_and_objects_without_managed_fields(
     assert seen[-1][1]["metadata"]["name"] == "watched"
     for _, obj in seen:
         assert "managedFields" not in obj["metadata"] and obj["metadata"]["uid"]
+
+
+async def test_with_keep_the_relist_gets_what_keep_makes_of_each_object(
+    k8s_cluster: Cluster, k8s_namespace: str
+) -> None:
+    docs = [configmap(k8s_namespace, f"k{i}") for i in range(3)]
+    k8s_cluster.kubectl("apply", "-f", "-", input="\n---\n".join(docs))
+    client = KubeClient(Credentials.load(str(k8s_cluster.kubeconfig)))
+    relisted: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+    seen: list[dict[str, Any]] = []
+
+    async def on_relist(items: list[Any]) -> None:
+        relisted.set_result(items)
+
+    async def inform() -> None:
+        path = object_path("ConfigMap", k8s_namespace)
+        params = {"labelSelector": "informer-probe=yes"}
+        keep = lambda o: o["metadata"]["name"]  # noqa: E731
+        async for _, obj in list_and_watch(client, path, params=params, on_relist=on_relist, keep=keep):
+            seen.append(obj)
+
+    task = asyncio.create_task(inform())
+    try:
+        names = await asyncio.wait_for(relisted, timeout=30)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.close()
+    assert sorted(names) == ["k0", "k1", "k2"]
+    assert sorted(o["metadata"]["name"] for o in seen) == names  # the loop still gets each whole object
+    assert all(o["metadata"]["uid"] and "managedFields" not in o["metadata"] for o in seen)

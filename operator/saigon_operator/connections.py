@@ -11,7 +11,7 @@ from __future__ import annotations
 import aiohttp
 import kopf
 
-CONNECTIONS = 48  # kopf's requests and watches at once; the operator's own client has 32 more
+CONNECTIONS = 48  # kopf's requests and watches at once (SaigonModels); the operator's own client has 32 more
 
 
 def bounded_session(info: kopf.ConnectionInfo, limit: int = CONNECTIONS) -> kopf.AiohttpSession:

@@ -9,7 +9,7 @@ informers (saigon_operator.informers) instead, which startup waits for once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,12 +75,11 @@ class AdapterClaims:
             if not claims:
                 self._by_key.pop(key, None)
 
-    def replace(self, namespace: str | None, bodies: Iterable[Mapping[str, Any]]) -> None:
-        """After a relist of `namespace` (None: every namespace): exactly these claims there."""
-        for ns, name in [k for k in self._key_of if namespace in (None, k[0])]:
+    def retain(self, namespace: str | None, present: Collection[Key]) -> None:
+        """After a relist of `namespace` (None: every namespace), whose objects were each put:
+        drops the claims of the objects there that are gone."""
+        for ns, name in [k for k in self._key_of if namespace in (None, k[0]) and k not in present]:
             self.drop(ns, name)
-        for body in bodies:
-            self.put(body)
 
     def of(self, key: ClaimKey | None) -> list[Claim]:
         return list(self._by_key.get(key, {}).values()) if key is not None else []

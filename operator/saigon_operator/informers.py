@@ -20,6 +20,8 @@ from saigon_operator.handlers import pods
 from saigon_operator.handlers.context import OperatorContext
 from saigon_operator.handlers.model import placement_changed
 
+Key = tuple[str, str]  # (namespace, name)
+
 
 def collection(prefix: str, plural: str, namespace: str | None) -> str:
     return f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
@@ -56,8 +58,8 @@ async def start(
 async def _pods(kube: KubeClient, namespace: str | None, ctx: OperatorContext, listed: asyncio.Event) -> None:
     prefix, plural = KINDS["Pod"]
 
-    async def relisted(items: list[dict[str, Any]]) -> None:
-        present = {(i["metadata"]["namespace"], i["metadata"]["name"]) for i in items}
+    async def relisted(keys: list[Key]) -> None:
+        present = set(keys)
         for model, pod in ctx.pods.everywhere():
             if namespace in (None, model[0]) and (model[0], pod) not in present:
                 pods.observe("DELETED", _stub(model, pod), ctx)
@@ -65,13 +67,13 @@ async def _pods(kube: KubeClient, namespace: str | None, ctx: OperatorContext, l
 
     params = {"labelSelector": r.MODEL_LABEL}
     path = collection(prefix, plural, namespace)
-    async for kind, body in list_and_watch(kube, path, params=params, on_relist=relisted):
+    async for kind, body in list_and_watch(kube, path, params=params, on_relist=relisted, keep=_key):
         pods.observe(kind, body, ctx)
 
 
 async def _models(kube: KubeClient, namespace: str | None, ctx: OperatorContext, listed: asyncio.Event) -> None:
-    async def relisted(items: list[dict[str, Any]]) -> None:
-        present = {_key(i) for i in items}
+    async def relisted(keys: list[Key]) -> None:
+        present = set(keys)
         for key in ctx.placements.keys(namespace):
             if key not in present:
                 ctx.placements.forget(key)
@@ -79,7 +81,7 @@ async def _models(kube: KubeClient, namespace: str | None, ctx: OperatorContext,
         listed.set()
 
     path = collection(f"/apis/{r.GROUP}/{r.VERSION}", r.MODEL_PLURAL, namespace)
-    async for kind, body in list_and_watch(kube, path, on_relist=relisted):
+    async for kind, body in list_and_watch(kube, path, on_relist=relisted, keep=_key):
         if kind == "DELETED":
             ctx.placements.forget(_key(body))
             ctx.routing.forget(_key(body))
@@ -90,9 +92,9 @@ async def _models(kube: KubeClient, namespace: str | None, ctx: OperatorContext,
 async def _adapters(
     kube: KubeClient, namespace: str | None, ctx: OperatorContext, listed: asyncio.Event, adapters: AdapterController
 ) -> None:
-    async def relisted(items: list[dict[str, Any]]) -> None:
-        present = {_key(i) for i in items}
-        ctx.claims.replace(namespace, items)
+    async def relisted(keys: list[Key]) -> None:
+        present = set(keys)  # each listed object went through the loop below first
+        ctx.claims.retain(namespace, present)
         ctx.progress.retain(namespace, present)
         adapters.retain(namespace, present)
         for key in [k for k in ctx.aggregator.adapters if namespace in (None, k[0]) and k not in present]:
@@ -100,7 +102,7 @@ async def _adapters(
         listed.set()
 
     path = collection(f"/apis/{r.GROUP}/{r.VERSION}", r.ADAPTER_PLURAL, namespace)
-    async for kind, body in list_and_watch(kube, path, on_relist=relisted):
+    async for kind, body in list_and_watch(kube, path, on_relist=relisted, keep=_key):
         key = _key(body)
         if kind == "DELETED":
             ctx.claims.drop(*key)
@@ -112,7 +114,7 @@ async def _adapters(
         adapters.observe(kind, body)
 
 
-def _key(body: Mapping[str, Any]) -> tuple[str, str]:
+def _key(body: Mapping[str, Any]) -> Key:
     return body["metadata"]["namespace"], body["metadata"]["name"]
 
 

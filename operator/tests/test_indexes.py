@@ -30,12 +30,13 @@ def test_claims_follow_an_object_whose_scope_changes() -> None:
     assert claims.of(("ns", "llama", "user_carol")) == []
 
 
-def test_a_relist_replaces_the_claims_of_its_namespace_only() -> None:
+def test_a_relist_drops_the_claims_of_objects_gone_from_its_namespace_only() -> None:
     claims = AdapterClaims()
     claims.put(adapter("a", "bob"))
     claims.put(adapter("gone", "eve"))
     claims.put(adapter("x", "bob", ns="other"))
-    claims.replace("ns", [adapter("a", "bob", deleting=True)])
+    claims.put(adapter("a", "bob", deleting=True))  # as listed again
+    claims.retain("ns", {("ns", "a")})
     assert claims.of(("ns", "llama", "user_eve")) == []
     assert [c.deleting for c in claims.of(("ns", "llama", "user_bob"))] == [True]
     assert [c.name for c in claims.of(("other", "llama", "user_bob"))] == ["x"]
