@@ -29,13 +29,12 @@ from saigon_contract.workqueue import KeyedQueue
 from saigon_operator.handlers import adapter
 from saigon_operator.handlers.context import OperatorContext, classify
 from saigon_operator.indexes import claim_key
-from saigon_operator.retry import backoff
+from saigon_operator.retry import RETRIES, backoff
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
 Essence = tuple[Any, ...]
-RETRIES = 30  # with backoff up to 60 s: about half an hour, then the handler gives up until the next change
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"  # a copy of the spec, read by nobody here
 METADATA = ("namespace", "name", "uid", "generation", "resourceVersion", "creationTimestamp", "deletionTimestamp")
 
@@ -44,7 +43,16 @@ def essence(body: Mapping[str, Any]) -> Essence:
     """What the handlers react to: the object's identity and generation (which every spec change
     bumps), its annotations (promotion controls), and whether it is being deleted."""
     meta = body["metadata"]
-    return (meta.get("uid"), meta.get("generation"), _annotations(meta), bool(meta.get("deletionTimestamp")))
+    return (meta.get("uid"), meta.get("generation"), _annotations(meta), _deleting(meta))
+
+
+def _deleting(meta: Mapping[str, Any]) -> bool:
+    return bool(meta.get("deletionTimestamp"))
+
+
+def _held(meta: Mapping[str, Any]) -> bool:
+    """Our finalizer is on it."""
+    return r.FINALIZER in (meta.get("finalizers") or ())
 
 
 def _annotations(meta: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -58,26 +66,25 @@ class Pending:
 
     __slots__ = ("essence", "object", "status_json")
 
-    def __init__(self, body: Mapping[str, Any]) -> None:
+    def __init__(self, body: Mapping[str, Any], essence: Essence) -> None:
         meta = body["metadata"]
         trimmed = {k: meta[k] for k in METADATA if k in meta}
         trimmed["annotations"] = dict(_annotations(meta))
         trimmed["finalizers"] = list(meta.get("finalizers") or ())
         self.object: dict[str, Any] = {"metadata": trimmed, "spec": body.get("spec") or {}}
         self.status_json = json.dumps(body.get("status") or {}, separators=(",", ":"))
-        self.essence = essence(body)
+        self.essence = essence
 
     def body(self) -> dict[str, Any]:
         return {**self.object, "status": json.loads(self.status_json)}
 
     @property
     def deleting(self) -> bool:
-        return bool(self.object["metadata"].get("deletionTimestamp"))
+        return _deleting(self.object["metadata"])
 
     @property
     def held(self) -> bool:
-        """Our finalizer is on it."""
-        return r.FINALIZER in self.object["metadata"]["finalizers"]
+        return _held(self.object["metadata"])
 
 
 class AdapterController:
@@ -100,13 +107,15 @@ class AdapterController:
         if kind == "DELETED":
             self.forget(key)
             return
-        pending = Pending(body)
-        if pending.deleting and not pending.held:
+        deleting, held = _deleting(meta), _held(meta)
+        if deleting and not held:
             self.forget(key)  # nothing of ours to release: another controller's finalizer holds it
             self.ctx.progress.finished(key, meta.get("generation"))
             return
-        if self._handled.get(key) == pending.essence and (pending.held or pending.deleting):
-            return
+        current = essence(body)
+        if self._handled.get(key) == current and (held or deleting):
+            return  # most events: our own status writes; no trimmed copy is made for them
+        pending = Pending(body, current)
         self._pending[key] = pending
         attempt = self._attempts.get(key)
         if attempt is not None and attempt[0] == pending.essence:
@@ -216,6 +225,6 @@ class AdapterController:
             return None
         if body is None:
             return None
-        pending = Pending(body)
+        pending = Pending(body, essence(body))
         self._pending[key] = pending
         return pending

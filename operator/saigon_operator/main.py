@@ -22,10 +22,10 @@ from saigon_operator.handlers.credentials import TokenIssuer
 from saigon_operator.indexes import AdapterClaims, RuntimePods
 from saigon_operator.placement import Placements, RouterSync
 from saigon_operator.progress import Progress
+from saigon_operator.retry import RETRIES
 from saigon_operator.settings import OperatorConfig
 
 MODELS = (r.GROUP, r.VERSION, r.MODEL_PLURAL)
-RETRIES = 30  # with backoff up to 60 s: about half an hour, then the handler gives up
 
 
 def context(memo: Any) -> OperatorContext:

@@ -1,6 +1,10 @@
-"""How long to wait before trying a failed API call again."""
+"""How long to wait before trying a failed API call again, and how many times a handler tries."""
 
 from __future__ import annotations
+
+# Handler attempts (SaigonModels' kopf handlers, SaigonAdapters' reconciles): with backoff up to
+# 60 s, about half an hour; then the handler gives up until the object changes.
+RETRIES = 30
 
 
 def backoff(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:
