@@ -58,3 +58,54 @@ def test_hot_swap_under_concurrent_requests(tiny_llama_dir, adapter_factory, ada
         assert (adapters_dir / "user_hs" / "active").readlink().name == "v2"
     finally:
         engine.stop()
+
+
+def test_a_request_that_resolved_the_previous_version_is_served_by_it_after_that_version_is_collected(
+    tiny_llama_dir, adapter_factory, adapters_dir, install
+):
+    """A promotion's agent unloads the previous version and removes its files once the new one is
+    current; a request that resolved the previous one just before (still tokenizing or queued) must
+    not fail for it."""
+    v1 = adapter_factory(tiny_llama_dir, rank=4, seed=62)
+    v2 = adapter_factory(tiny_llama_dir, rank=4, seed=63)
+    install(adapters_dir, "user_gc", "v1", v1)
+    engine = make_engine(tiny_llama_dir, adapters_dir, max_loras=4)
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=6, ignore_eos=True)
+    try:
+        ids = engine.tokenizer("a ship on the sea")["input_ids"]
+        expected = engine.generate(GenerationRequest(ids, engine.adapters.resolve("gc").adapter, sampling), 60)
+        resolved = engine.adapters.resolve("gc").adapter
+        assert resolved is not None and resolved.version == "v1"
+        engine.adapters.load("user_gc", "v2", v2)
+        engine.adapters.unload("user_gc", "v1")
+        engine.adapters.store.remove_version("user_gc", "v1")
+        assert not (adapters_dir / "user_gc" / "v1").exists()
+        out = engine.generate(GenerationRequest(ids, resolved, sampling), 60)
+        assert out.adapter is not None and out.adapter.version == "v1"
+        assert out.token_ids == expected.token_ids
+        assert ("user_gc", "v1") not in engine.adapters.pool.resident()
+        assert engine.adapters.resolve("gc").adapter.version == "v2"
+    finally:
+        engine.stop()
+
+
+def test_an_unloaded_slot_still_in_use_serves_the_requests_that_resolved_it_then_goes(
+    tiny_llama_dir, adapter_factory, adapters_dir, install
+):
+    install(adapters_dir, "user_dm", "v1", adapter_factory(tiny_llama_dir, rank=4, seed=64))
+    engine = make_engine(tiny_llama_dir, adapters_dir, max_loras=4)
+    try:
+        pool = engine.adapters.pool
+        ref = engine.adapters.resolve("dm").adapter
+        host = engine.adapters.host_adapter(ref)
+        running = pool.try_acquire(host)  # what a running request holds
+        engine.adapters.unload("user_dm", "v1")
+        assert not pool.is_resident(("user_dm", "v1")) and pool.nbytes() == running.nbytes
+        queued = pool.try_acquire(host)  # a request that resolved v1 before the unload
+        assert queued is running and pool.nbytes() == running.nbytes
+        pool.release(running)
+        assert pool.nbytes() == running.nbytes  # the queued one still holds it
+        pool.release(queued)
+        assert pool.nbytes() == 0 and pool.resident() == []
+    finally:
+        engine.stop()

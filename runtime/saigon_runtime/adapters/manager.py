@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -135,42 +135,62 @@ class AdapterManager:
                 return host
             gate = self._loading.setdefault(key, threading.Lock())
         with gate:  # one disk load per version at a time; others wait for its result
-            with self._lock:
-                host = self._host.get(key)
-                if host is not None:
-                    return host
-            path = self._path(ref.name, ref.version)
-            signature = _signature(path)
-            with self._lock:
-                failure = self._failures.get(key)
-                if failure is not None and failure[0] == signature:
-                    raise AdapterRejected(failure[1])
-                self.host_misses += 1
             try:
-                host = load_adapter(
-                    path, name=ref.name, version=ref.version, shapes=self.shapes,
-                    max_rank=self.max_rank, dtype=self.host_dtype,
-                )  # fmt: skip
-            except AdapterRejected as exc:
+                return self._read_host(ref)
+            except OSError as exc:  # e.g. its files removed while read: this version fails, nothing else
+                why = f"adapter {ref.name!r} version {ref.version!r} could not be read: {exc.strerror or exc}"
+                raise (AdapterNotFound if isinstance(exc, FileNotFoundError) else AdapterRejected)(why) from exc
+            finally:
                 with self._lock:
-                    self._failures[key] = (signature, str(exc))
-                    self.rejections += 1
-                raise
-            if self.pin_host_memory:
-                host.modules = {m: (a.pin_memory(), b.pin_memory()) for m, (a, b) in host.modules.items()}
+                    self._loading.pop(key, None)
+
+    def _read_host(self, ref: AdapterRef) -> HostAdapter:
+        key = (ref.name, ref.version)
+        with self._lock:
+            host = self._host.get(key)
+            if host is not None:
+                return host
+        path = self._path(ref.name, ref.version)
+        signature = _signature(path)
+        with self._lock:
+            failure = self._failures.get(key)
+            if failure is not None and failure[0] == signature:
+                raise AdapterRejected(failure[1])
+            self.host_misses += 1
+        try:
+            host = load_adapter(
+                path, name=ref.name, version=ref.version, shapes=self.shapes,
+                max_rank=self.max_rank, dtype=self.host_dtype,
+            )  # fmt: skip
+        except AdapterRejected as exc:
             with self._lock:
-                self._failures.pop(key, None)
-                self._host[key] = host
-                while len(self._host) > self.max_cpu_loras:
-                    self._host.popitem(last=False)
-                    self.host_evictions += 1
-                self._loading.pop(key, None)
-            return host
+                self._failures[key] = (signature, str(exc))
+                self.rejections += 1
+            raise
+        if self.pin_host_memory:
+            host.modules = {m: (a.pin_memory(), b.pin_memory()) for m, (a, b) in host.modules.items()}
+        with self._lock:
+            self._failures.pop(key, None)
+            self._host[key] = host
+            while len(self._host) > self.max_cpu_loras:
+                self._host.popitem(last=False)
+                self.host_evictions += 1
+        return host
 
     # ---- device tier (engine thread) ---------------------------------------------------
+    def held(self, ref: AdapterRef) -> AdapterRef:
+        """`ref` carrying its host copy (read from disk when needed), so it stays servable."""
+        return ref if ref.host is not None else replace(ref, host=self.host_adapter(ref))
+
     def acquire(self, ref: AdapterRef) -> DeviceAdapter | None:
         """A device slot holding `ref` with one reference, or None when all slots are busy."""
-        return self.pool.try_acquire(self.host_adapter(ref))
+        if ref.host is None:
+            return self.pool.try_acquire(self.host_adapter(ref))
+        with self._lock:
+            known = (ref.name, ref.version) in self._host
+        # A version unloaded since the request resolved it takes a slot only while in use.
+        retired = not known and self.current_version(ref.name) != ref.version
+        return self.pool.try_acquire(ref.host, transient=retired)
 
     def release(self, dev: DeviceAdapter) -> None:
         self.pool.release(dev)
@@ -216,17 +236,14 @@ class AdapterManager:
         version = self.current_version(name)
         if version is None:
             raise AdapterNotFound(f"adapter {name!r} is missing")
-        ref = AdapterRef(name, version)
         try:
-            self.host_adapter(ref)
+            ref = self.held(AdapterRef(name, version))
         except EngineError:
             with self._lock:
                 good = self._good.get(name)
             if good is None or good == version:
                 raise
-            fallback = AdapterRef(name, good)
-            self.host_adapter(fallback)
-            return fallback
+            return self.held(AdapterRef(name, good))
         with self._lock:
             self._good[name] = version
         return ref

@@ -62,14 +62,18 @@ class SlotPool:
         self._lock = threading.Lock()
         self.loaded_at: dict[Key, float] = {}
 
-    def try_acquire(self, host: HostAdapter) -> DeviceAdapter | None:
-        """The adapter's slot with one more reference, or None when every slot is busy."""
+    def try_acquire(self, host: HostAdapter, *, transient: bool = False) -> DeviceAdapter | None:
+        """The adapter's slot with one more reference, or None when every slot is busy.
+        A `transient` one (its version was unloaded) goes at its last release."""
         key = (host.name, host.version)
         with self._lock:
             dev = self._resident.get(key)
-            if dev is not None and key not in self._doomed:
+            # An unloaded slot (doomed: still in use) also serves the requests that resolved its
+            # version before the unload (versions are immutable); it goes at its last release.
+            if dev is not None:
                 self.counters.hits += 1
-                self._resident.move_to_end(key)
+                if key not in self._doomed:
+                    self._resident.move_to_end(key)
                 self._refs[key] = self._refs.get(key, 0) + 1
                 return dev
             if self.byte_budget is not None and host.nbytes > self.byte_budget:
@@ -85,6 +89,8 @@ class SlotPool:
             self._resident[key] = dev
             self._bytes += dev.nbytes
             self._refs[key] = 1
+            if transient:
+                self._doomed.add(key)
             return dev
 
     def release(self, dev: DeviceAdapter) -> None:
@@ -96,6 +102,8 @@ class SlotPool:
 
     def warm(self, host: HostAdapter) -> bool:
         """Make an adapter resident without holding it (preload). False when no slot is free."""
+        with self._lock:
+            self._doomed.discard((host.name, host.version))  # loaded again: wanted after all
         dev = self.try_acquire(host)
         if dev is None:
             return False

@@ -10,16 +10,25 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # no torch at import: the CLI, the HTTP protocol and the Python API's types load without it
     import torch
 
+    from saigon_runtime.adapters.format import HostAdapter
+
     ModuleWeights = dict[str, tuple[torch.Tensor, torch.Tensor]]
 _serials = itertools.count(1)
 
 
 @dataclass(frozen=True)
 class AdapterRef:
-    """A resolved adapter: a name at one immutable version."""
+    """A resolved adapter: a name at one immutable version.
+
+    A ref the manager resolved carries the host copy it verified (`host`, not part of its
+    identity): a request holding it is served by that copy even if the version is unloaded
+    and its files removed before the engine admits it (a promotion collecting the previous
+    version while requests for it still wait in the queue).
+    """
 
     name: str
     version: str
+    host: HostAdapter | None = field(default=None, compare=False, repr=False)
 
     @property
     def scope(self) -> str:

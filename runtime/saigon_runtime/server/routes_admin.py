@@ -140,8 +140,8 @@ async def evaluate_adapter(request: web.Request) -> web.Response:
     state = state_of(request)
     engine = state.ready_engine()
     service = state.ready_service()
-    ref = AdapterRef(body.name, body.version)
-    await off_loop(engine.adapters.host_adapter, ref, pool=state.preparer)  # 404 / 422 before any generation
+    # 404 / 422 before any generation; the ref holds its host copy, so an unload meanwhile can't fail it.
+    ref = await off_loop(engine.adapters.held, AdapterRef(body.name, body.version), pool=state.preparer)
 
     async def one(item: EvalPrompt) -> EvalResult:
         ids = await state.tokenizing(service.encode, item.prompt)
