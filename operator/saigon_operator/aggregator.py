@@ -52,6 +52,7 @@ class Aggregator:
         model_debounce_s: float = 1.0,
         summary_every_s: float = 30.0,
         progress_every_s: float = 30.0,
+        progress_writes_per_s: float = 20.0,
         concurrency: int = 16,
         retry_base_s: float = 1.0,
         retry_cap_s: float = 60.0,
@@ -64,6 +65,10 @@ class Aggregator:
         self.model_debounce_s = model_debounce_s
         self.summary_every_s = summary_every_s
         self.progress_every_s = progress_every_s
+        # Progress-only writes of all adapters together stay near this rate: in a bulk apply,
+        # thousands wait at once and the interval grows with them, so the API server spends its
+        # time on targets and Ready rather than on per-pod progress that Ready soon replaces.
+        self.progress_writes_per_s = progress_writes_per_s
         self._written_at: dict[Key, float] = {}  # monotonic time of each adapter's last status write
         # Adapters whose progress-only change waits (progress_every_s), with when it was first seen.
         self._deferred: dict[Key, float] = {}
@@ -242,7 +247,8 @@ class Aggregator:
                 # load long after the target was written, wrote nearly every progress at once.)
                 now = time.monotonic()
                 since = self._deferred.setdefault(key, now)
-                wait = max(self._written_at.get(key, -1e9), since) + self.progress_every_s - now
+                interval = max(self.progress_every_s, len(self._deferred) / self.progress_writes_per_s)
+                wait = max(self._written_at.get(key, -1e9), since) + interval - now
                 if wait > 0:
                     self._adapter_queue.mark_later(key, wait)
                     return

@@ -244,3 +244,69 @@ async def test_per_pod_progress_is_folded_into_the_ready_write(k8s_cluster: Clus
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
         await client.close()
+
+
+async def test_progress_writes_of_a_bulk_apply_share_one_rate(k8s_cluster: Cluster, k8s_namespace: str) -> None:
+    """Many adapters showing per-pod progress at once (a bulk apply): the interval grows with
+    their number, so progress-only writes stay near progress_writes_per_s; Ready is never held."""
+    install_crds(k8s_cluster)
+    names = [f"bulk-{i}" for i in range(8)]
+    manifests = [
+        {
+            "apiVersion": "saigon.ai/v1alpha1",
+            "kind": "SaigonAdapter",
+            "metadata": {"name": name, "namespace": k8s_namespace},
+            "spec": {
+                "modelRef": {"name": "m"},
+                "scope": {"user": f"b{i}"},
+                "version": "v1",
+                "sha256": "e" * 64,
+                "source": {"https": {"url": f"https://adapters.example.com/b{i}.tar"}},
+            },
+        }
+        for i, name in enumerate(names)
+    ]
+    listed = json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests})
+    k8s_cluster.kubectl("apply", "--server-side", "-f", "-", input=listed)
+    pods: dict[str, PodView] = {"p0": _pod("p0", "", None), "p1": _pod("p1", "", None)}
+
+    def loaded(pod: str, adapters: list[str]) -> PodView:
+        report = AdapterReport(state="Loaded", target="v1", version="v1", digest="e" * 64)
+        return PodView(name=pod, phase="Running", ready=True, deleting=False, spec_hash=None,
+                       report=PodReport(dict.fromkeys(adapters, report)))  # fmt: skip
+
+    client = CountingClient(Credentials.load(str(k8s_cluster.kubeconfig)))
+    aggregator = Aggregator(client, EventRecorder(client), lambda namespace, model: list(pods.values()),
+                            progress_every_s=0.2, progress_writes_per_s=1.0)  # fmt: skip
+    runner = asyncio.create_task(aggregator.run())
+    try:
+        for i, name in enumerate(names):
+            uid = k8s_cluster.kubectl(
+                "get", "saigonadapter", name, "-n", k8s_namespace, "-o", "jsonpath={.metadata.uid}"
+            )
+            spec = parse_adapter_spec(manifests[i]["spec"])  # type: ignore[arg-type]
+            target = Target(version=spec.version, sha256=spec.sha256, source=spec.source)
+            record = AdapterRecord(namespace=k8s_namespace, name=name, uid=uid, model="m", generation=1,
+                                   adapter_name=spec.adapter_name, desired=target, policy=spec.promotion)  # fmt: skip
+            aggregator.put_adapter(record)
+            await aggregator.write_adapter((k8s_namespace, name))
+        assert client.status_patches == len(names)
+        assert all(aggregator.adapters[(k8s_namespace, n)].written["target"]["version"] == "v1" for n in names)
+
+        adapter_names = [f"user_b{i}" for i in range(len(names))]
+        pods["p0"] = loaded("p0", adapter_names)  # every adapter: 1/2 serving, progress only
+        for name in names:
+            aggregator.mark_adapter((k8s_namespace, name))
+        await asyncio.sleep(1.0)
+        # 8 waiting at 1 write/s: none before 8 s (with one waiting, 0.2 s would do); 4 left: 4 s.
+        assert client.status_patches == len(names), "progress of a bulk apply waits longer"
+        pods["p1"] = loaded("p1", adapter_names[:4])  # half of them Ready: written at once
+        for name in names[:4]:
+            aggregator.mark_adapter((k8s_namespace, name))
+        await patches(client, len(names) + 4, "Ready is never held")
+        await patches(client, 2 * len(names), "the progress that stays is written in the end", timeout_s=15)
+        assert [aggregator.adapters[(k8s_namespace, n)].written["serving"] for n in names] == ["2/2"] * 4 + ["1/2"] * 4
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await client.close()
