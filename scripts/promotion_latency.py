@@ -41,11 +41,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 import kubernetes  # noqa: E402
+import requests  # noqa: E402
 from controlplane.cluster import ControlPlane  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from saigon_e2e.artifacts import Artifact, make_artifact  # noqa: E402
 from saigon_e2e.kubelet import lead_a_session, weigh  # noqa: E402
 from saigon_e2e.load import Answer, LoadProcess, summarize  # noqa: E402
-from saigon_e2e.world import World, running_world  # noqa: E402
+from saigon_e2e.world import ADMIN, World, running_world  # noqa: E402
 
 RUNTIME_CPU = "500m"  # three replicas' requests fit the 2 cores
 
@@ -89,6 +91,25 @@ def slowest(answers: list[Answer], rounds: list[tuple[float, float]], urls: list
             f"replica {urls.index(a.url)}, {'/'.join(a.versions) or '-'}"
         )
     return lines
+
+
+def full_collections(world: World) -> list[dict[str, float]]:
+    """Each runtime's full garbage collections so far (`saigon_gc_pause_seconds`, generation 2):
+    each one pauses every request of its replica."""
+    out = []
+    for pod in world.pods:
+        text = requests.get(f"{pod.runtime_url}/metrics", headers=ADMIN, timeout=10).text
+        samples = {
+            s.name: s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name.startswith("saigon_gc_pause_seconds")
+            and s.labels.get("generation") == "2"
+            and "le" not in s.labels
+        }
+        out.append({"count": samples.get("saigon_gc_pause_seconds_count", 0.0),
+                    "seconds": round(samples.get("saigon_gc_pause_seconds_sum", 0.0), 3)})  # fmt: skip
+    return out
 
 
 def main() -> int:
@@ -139,6 +160,7 @@ def main() -> int:
                 if not args.shared_control_plane:
                     weigh(os.getpid(), 19)  # this script's polls and kubectl, like the control plane
                 time.sleep(2.0)  # the first answers warm each runtime up
+                gc_before = full_collections(world)
                 for version in range(1, args.rounds + 1):
                     started = time.monotonic()
                     time.sleep(args.window)
@@ -172,6 +194,11 @@ def main() -> int:
                 "promotion_round_s": [round(e - s, 2) for s, e in promoting],
                 "failed_total": sum(1 for a in load.answers if a.status != 200),
                 "slowest_during_promotions": slowest(promotion_answers, promoting, urls),
+                # Full collections on each replica while the clients ran (steady windows and rounds).
+                "full_gc_per_replica": [
+                    {k: round(after[k] - before[k], 3) for k in after}
+                    for before, after in zip(gc_before, full_collections(world), strict=True)
+                ],
             }
             p99_steady = out["steady"]["p99_ms"]  # type: ignore[index]
             out["p99_ratio"] = round(out["promotion"]["p99_ms"] / p99_steady, 3) if p99_steady else None  # type: ignore[index]

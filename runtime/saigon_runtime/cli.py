@@ -172,7 +172,7 @@ async def _serve(config: RuntimeConfig) -> None:
 
     from saigon_runtime.server.app import RouteAccessLogger, create_app, drain
 
-    app = create_app(config)
+    app = create_app(config, freeze_after_load=True)
     runner = web.AppRunner(
         app,
         shutdown_timeout=config.drain_timeout_s,

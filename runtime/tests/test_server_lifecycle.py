@@ -83,6 +83,11 @@ def test_sigterm_drains_with_the_listener_open_then_exits(tiny_llama_dir: Path, 
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(f"{url}/readyz", 200)
+        # The served process froze what its start-up left (torch, transformers, the model): full
+        # garbage collections no longer walk it while requests wait.
+        metrics = requests.get(f"{url}/metrics", timeout=10).text
+        frozen = next(line for line in metrics.splitlines() if line.startswith("saigon_gc_frozen_objects "))
+        assert float(frozen.split()[1]) > 100_000, frozen
         body = {
             "model": tiny_llama_dir.name,
             "prompt": "the cat",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from saigon_runtime.testing.tiny import install_adapter, write_domains
 from server_support import LiveServer, live_server, make_config
 
-ALLOWED_LABELS = {"route", "method", "code", "scope", "finish_reason", "reason", "tier", "le"}
+ALLOWED_LABELS = {"route", "method", "code", "scope", "finish_reason", "reason", "tier", "generation", "le"}
 USERS = ("alice", "bob", "carol", "dave")  # dave's adapter is corrupt: refused once, then the cascade serves
 
 
@@ -86,3 +87,19 @@ def test_the_figures_follow_the_traffic(server: LiveServer) -> None:
     assert value("saigon_batch_size_count") >= 1
     assert value("saigon_queue_depth") == 0
     assert value("saigon_http_requests_total", route="saigon_infer", method="POST", code="200") == len(USERS) + 1
+
+
+def test_garbage_collections_are_timed_by_generation(server: LiveServer) -> None:
+    gc.collect()  # the server runs in this process: a full collection it observes
+
+    def count(text: str) -> float:
+        samples = (s for f in text_string_to_metric_families(text) for s in f.samples)
+        return next(
+            s.value for s in samples if s.name == "saigon_gc_pause_seconds_count" and s.labels == {"generation": "2"}
+        )
+
+    before = count(scrape(server))
+    gc.collect()
+    assert count(scrape(server)) >= before + 1
+    # An app in a test process does not freeze what it shares with the tests (only the CLI's does).
+    assert "saigon_gc_frozen_objects 0.0" in scrape(server)

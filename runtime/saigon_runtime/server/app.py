@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -61,9 +62,13 @@ def all_routes() -> list[RouteDef]:
     ]
 
 
-def create_app(config: RuntimeConfig, engine: Engine | None = None) -> web.Application:
+def create_app(
+    config: RuntimeConfig, engine: Engine | None = None, *, freeze_after_load: bool = False
+) -> web.Application:
     """Build the app. With `engine`, the app takes it over (starts it, stops it on cleanup);
-    without, it loads one from `config` in the background once the server is up."""
+    without, it loads one from `config` in the background once the server is up. With
+    `freeze_after_load` (the process is the server's own: the CLI), what exists once the engine
+    has loaded is moved out of the garbage collector's sight (see gc_pauses.py)."""
     quiet_malformed_requests()
     state = ServerState(config=config, metrics=ServerMetrics(lambda: state.stats()))
     app = web.Application(
@@ -85,8 +90,9 @@ def create_app(config: RuntimeConfig, engine: Engine | None = None) -> web.Appli
         access[registered] = route.access
     app[ROUTE_ACCESS_KEY] = access
     app[OPENAPI_KEY] = build_openapi(routes, inference_auth=credentials.inference_auth, version=API_VERSION)
+    app.cleanup_ctx.append(state.metrics.gc_pauses.context())
     app.cleanup_ctx.append(_services)
-    app.cleanup_ctx.append(_engine_lifecycle(engine))
+    app.cleanup_ctx.append(_engine_lifecycle(engine, freeze_after_load))
     app.on_shutdown.append(_start_draining)
     return app
 
@@ -113,14 +119,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(state.users.close)
 
 
-def _engine_lifecycle(given: Engine | None) -> Callable[[web.Application], AsyncIterator[None]]:
+def _engine_lifecycle(given: Engine | None, freeze: bool) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         state = app[STATE_KEY]
         loader: asyncio.Task[None] | None = None
         if given is not None:
             await _attach(state, given)
         else:
-            loader = asyncio.create_task(_load_engine(state))
+            loader = asyncio.create_task(_load_engine(state, freeze))
         yield
         if loader is not None:
             # A load still running cannot be interrupted (it is in a thread); wait for it.
@@ -139,7 +145,7 @@ def _engine_lifecycle(given: Engine | None) -> Callable[[web.Application], Async
     return lifecycle
 
 
-async def _load_engine(state: ServerState) -> None:
+async def _load_engine(state: ServerState, freeze: bool) -> None:
     from saigon_runtime.assembly import build_engine
 
     started = time.perf_counter()
@@ -151,6 +157,9 @@ async def _load_engine(state: ServerState) -> None:
         return
     log.info("base model %s loaded on %s in %.1fs", engine.model_id, engine.device, time.perf_counter() - started)
     await _attach(state, engine)
+    if freeze:
+        gc.collect()  # the start-up's garbage goes first; what is left lives as long as the process
+        gc.freeze()
 
 
 async def _attach(state: ServerState, engine: Engine) -> None:

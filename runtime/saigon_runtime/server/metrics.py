@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from saigon_runtime.server.gc_pauses import GcPauses
+
 SCOPES = ("user", "domain", "global", "named", "base")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -69,6 +71,7 @@ class ServerMetrics:
             "saigon_batch_size", "Requests in each engine step.", buckets=_BATCH_BUCKETS, registry=r
         )
         r.register(EngineCollector(stats_source))
+        self.gc_pauses = GcPauses(r)
 
     def observe_step(self, batch_size: int, queue_depth: int) -> None:
         """Engine step observer (called on the engine thread; prometheus-client is thread-safe)."""
