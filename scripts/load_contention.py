@@ -8,9 +8,7 @@ machine is noisy):
 - idle: nothing else runs;
 - in a thread: a thread of the same process loads the rank-80 test LoRA (`load_adapter`, as an
   admin load's prepare step does) in a loop, at `--nice`;
-- in a process: a separate process does the same at `--nice`;
-- in slices: a thread loops the same load, each slice handed to the engine's thread between
-  steps (`routes_admin.between_steps`), as the runtime's admin loads do.
+- in a process: a separate process does the same at `--nice`.
 
 Prints p50/p99 of each setting and the ratios against idle. A loading thread shares the
 interpreter lock with the engine's and the event loop's threads, whatever its CPU priority; a
@@ -37,31 +35,25 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from saigon_e2e.artifacts import make_base, make_lora  # noqa: E402
-from saigon_runtime.adapters.format import SliceRunner, load_adapter  # noqa: E402
+from saigon_runtime.adapters.format import load_adapter  # noqa: E402
 from saigon_runtime.adapters.types import ModuleShape  # noqa: E402
 from saigon_runtime.assembly import build_engine  # noqa: E402
 from saigon_runtime.config import RuntimeConfig  # noqa: E402
 from saigon_runtime.engine import threads  # noqa: E402
 from saigon_runtime.engine.types import GenerationRequest, SamplingParams  # noqa: E402
-from saigon_runtime.server.routes_admin import between_steps  # noqa: E402
 from saigon_runtime.testing.tiny import install_adapter  # noqa: E402
 
 
-def _load_forever(
-    lora: Path, shapes: dict[str, ModuleShape], nice: int, stop: Callable[[], bool], done: Any,
-    run: SliceRunner | None = None,
-) -> None:  # fmt: skip
+def _load_forever(lora: Path, shapes: dict[str, ModuleShape], nice: int, stop: Callable[[], bool]) -> None:
     os.setpriority(os.PRIO_PROCESS, 0, nice)  # Linux: this thread (or process) only
     threads.hand_over()  # torch on one thread here, as on the runtime's loading threads
     while not stop():
-        load_adapter(lora, name="user_loading", version="v1", shapes=shapes, max_rank=256, run=run)
-        with done.get_lock():
-            done.value += 1
+        load_adapter(lora, name="user_loading", version="v1", shapes=shapes, max_rank=256)
 
 
-def _process_main(lora: Path, shapes: dict[str, ModuleShape], nice: int, ready: Any, stop: Any, done: Any) -> None:
+def _process_main(lora: Path, shapes: dict[str, ModuleShape], nice: int, ready: Any, stop: Any) -> None:
     ready.set()
-    _load_forever(lora, shapes, nice, stop.is_set, done)
+    _load_forever(lora, shapes, nice, stop.is_set)
 
 
 def percentiles(latencies: list[float]) -> dict[str, float]:
@@ -103,44 +95,26 @@ def main() -> int:
                 latencies.append(time.perf_counter() - started)
             return latencies
 
-        results: dict[str, list[float]] = {"idle": [], "thread": [], "process": [], "slices": []}
+        results: dict[str, list[float]] = {"idle": [], "thread": [], "process": []}
         context = multiprocessing.get_context("spawn")
-        loads = {name: context.Value("i", 0) for name in results}  # loads done beside each setting
         for _ in range(args.rounds):
             results["idle"] += serve(args.seconds)
             stopped = threading.Event()
-            thread = threading.Thread(
-                target=_load_forever, args=(lora, shapes, args.nice, stopped.is_set, loads["thread"])
-            )
+            thread = threading.Thread(target=_load_forever, args=(lora, shapes, args.nice, stopped.is_set))
             thread.start()
             results["thread"] += serve(args.seconds)
             stopped.set()
             thread.join()
             ready, stop = context.Event(), context.Event()
-            process = context.Process(
-                target=_process_main, args=(lora, shapes, args.nice, ready, stop, loads["process"])
-            )
+            process = context.Process(target=_process_main, args=(lora, shapes, args.nice, ready, stop))
             process.start()
             ready.wait(120)  # its imports done: from here on it loads
             results["process"] += serve(args.seconds)
             stop.set()
             process.join()
-            stopped = threading.Event()
-            thread = threading.Thread(
-                target=_load_forever,
-                args=(lora, shapes, args.nice, stopped.is_set, loads["slices"], between_steps(engine)),
-            )
-            thread.start()
-            results["slices"] += serve(args.seconds)
-            stopped.set()
-            thread.join()
-        seconds = args.rounds * args.seconds
-        out: dict[str, object] = {
-            name: {**percentiles(values), "loads_per_s": round(loads[name].value / seconds, 1)}
-            for name, values in results.items()
-        }
+        out: dict[str, object] = {name: percentiles(values) for name, values in results.items()}
         idle = out["idle"]
-        for name in ("thread", "process", "slices"):
+        for name in ("thread", "process"):
             out[f"{name}_p99_ratio"] = round(out[name]["p99_ms"] / idle["p99_ms"], 2)  # type: ignore[index]
             out[f"{name}_p50_ratio"] = round(out[name]["p50_ms"] / idle["p50_ms"], 2)  # type: ignore[index]
         out["nice"] = args.nice

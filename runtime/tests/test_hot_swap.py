@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import threading
 
-import torch
 from engine_helpers import make_engine
-from saigon_runtime.adapters.format import load_adapter
 from saigon_runtime.engine.types import GenerationRequest, SamplingParams
-from saigon_runtime.server.routes_admin import between_steps
 
 
 def test_hot_swap_under_concurrent_requests(tiny_llama_dir, adapter_factory, adapters_dir, install, tmp_path):
@@ -110,42 +107,5 @@ def test_an_unloaded_slot_still_in_use_serves_the_requests_that_resolved_it_then
         assert pool.nbytes() == running.nbytes  # the queued one still holds it
         pool.release(queued)
         assert pool.nbytes() == 0 and pool.resident() == []
-    finally:
-        engine.stop()
-
-
-def test_an_admin_load_is_read_and_checked_in_slices_on_the_engine_thread_while_it_serves(
-    tiny_llama_dir, adapter_factory, adapters_dir, install
-):
-    """The runtime's admin load runs its slices (a module, a MiB of the digest) on the engine's
-    thread between steps, and they give the same host copy as a load at once."""
-    install(adapters_dir, "user_sl", "v1", adapter_factory(tiny_llama_dir, rank=4, seed=65))
-    v2 = adapter_factory(tiny_llama_dir, rank=8, seed=66)
-    engine = make_engine(tiny_llama_dir, adapters_dir, max_loras=4)
-    try:
-        threads: list[str] = []
-
-        run = between_steps(engine)  # the admin load's runner
-
-        def on_engine_thread(slice_):
-            return run(lambda: (threads.append(threading.current_thread().name), slice_())[1])
-
-        ids = engine.tokenizer("a ship on the sea")["input_ids"]
-        served = engine.adapters.resolve("sl").adapter
-        long = SamplingParams(temperature=0.0, max_new_tokens=48, ignore_eos=True)
-        running = engine.submit(GenerationRequest(ids, served, long))
-        ref = engine.adapters.prepare("user_sl", "v2", v2, on_engine_thread)
-        assert running.result(60).adapter.version == "v1" and len(running.result(60).token_ids) == 48
-        sliced = engine.adapters.host_adapter(ref)
-        assert len(threads) > len(sliced.modules) and set(threads) == {"saigon-engine"}  # every slice
-        at_once = load_adapter(
-            adapters_dir / "user_sl" / "v2", name="user_sl", version="v2",
-            shapes=engine.adapters.shapes, max_rank=engine.adapters.max_rank,
-        )  # fmt: skip
-        assert sliced.digest == at_once.digest and sliced.modules.keys() == at_once.modules.keys()
-        for module, (a, b) in at_once.modules.items():
-            assert torch.equal(sliced.modules[module][0], a) and torch.equal(sliced.modules[module][1], b)
-        engine.adapters.commit(ref)
-        assert engine.adapters.resolve("sl").adapter.version == "v2"
     finally:
         engine.stop()

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,18 +76,16 @@ def test_a_load_swaps_versions_while_a_stream_in_flight_finishes_on_the_old_one(
     engine = server.engine
     v1_text = greedy(server, AdapterRef("user_alice", "v1"), 24)
     body = {"model": "user_alice", "prompt": PROMPT, "max_tokens": 24, "temperature": 0, "stream": True}
-    entered = threading.Event()
+    entered, gate = threading.Event(), threading.Event()
     with requests.post(f"{server.url}/v1/completions", json=body, stream=True, timeout=60) as stream:
         lines = (line for line in stream.iter_lines(decode_unicode=True) if line)
         events = [next(lines)]
 
-        def slow(phase: str) -> None:
+        def hold(phase: str) -> None:
             entered.set()
-            time.sleep(0.1)
+            gate.wait(30)
 
-        # Slow steps keep the stream mid-flight while the swap happens; the load's own slices run
-        # on the engine's thread between them (routes_admin.between_steps).
-        engine.before_forward = slow
+        engine.before_forward = hold  # keep the stream mid-flight while the swap happens
         try:
             assert entered.wait(30)
             # The agent's part: write the version beside the others, then ask for it to be served.
@@ -98,6 +95,7 @@ def test_a_load_swaps_versions_while_a_stream_in_flight_finishes_on_the_old_one(
             assert engine.stats().running == 1, "the stream must still be running during the swap"
         finally:
             engine.before_forward = None
+            gate.set()
         events += list(lines)
     assert loaded.status_code == 200, loaded.text
     answer = loaded.json()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,14 +103,10 @@ def _preview(value: object) -> str:
 
 def file_digest(path: Path) -> str:
     h = hashlib.sha256()
-    for chunk in _chunks(path):
-        h.update(chunk)
-    return h.hexdigest()
-
-
-def _chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as f:
-        yield from iter(lambda: f.read(1 << 20), b"")
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_adapter(
@@ -122,43 +117,8 @@ def load_adapter(
     shapes: dict[str, ModuleShape],
     max_rank: int,
     dtype: torch.dtype = torch.float32,
-    run: SliceRunner | None = None,
 ) -> HostAdapter:
-    """Read and check one adapter directory; raise AdapterRejected with the precise reason.
-
-    With `run`, the work goes in slices (one module, one MiB of the digest), each handed to
-    `run`: the runtime runs them on the engine's thread between two steps, so a load beside
-    serving takes no core from the engine's threads (see `Engine.call`)."""
-    steps = _load_steps(path, name, version, shapes, max_rank, dtype)
-    run = run or _at_once
-    while True:
-        done, adapter = run(lambda: _advance(steps))
-        if done:
-            assert adapter is not None
-            return adapter
-
-
-Slice = Callable[[], "tuple[bool, HostAdapter | None]"]
-SliceRunner = Callable[[Slice], "tuple[bool, HostAdapter | None]"]
-_Steps = Generator[None, None, HostAdapter]
-
-
-def _at_once(slice_: Slice) -> tuple[bool, HostAdapter | None]:
-    return slice_()
-
-
-def _advance(steps: _Steps) -> tuple[bool, HostAdapter | None]:
-    """One slice: (True, the adapter) once the last one is done."""
-    try:
-        next(steps)
-    except StopIteration as stop:
-        return True, stop.value
-    return False, None
-
-
-def _load_steps(
-    path: Path, name: str, version: str, shapes: dict[str, ModuleShape], max_rank: int, dtype: torch.dtype
-) -> _Steps:
+    """Read and check one adapter directory; raise AdapterRejected with the precise reason."""
     if not path.is_dir():
         raise _reject(name, f"{path.name} is not a directory")
     weights = path / WEIGHTS_FILE
@@ -226,16 +186,11 @@ def _load_steps(
         b_t = (b.to(torch.float32).t() * scaling).contiguous().to(dtype)
         modules[module] = (a_t, b_t)
         top_rank = max(top_rank, rank)
-        yield
-    digest = hashlib.sha256()
-    for chunk in _chunks(weights):
-        digest.update(chunk)
-        yield
     return HostAdapter(
         name=name,
         version=version,
         path=path,
-        digest=digest.hexdigest(),
+        digest=file_digest(weights),
         modules=modules,
         max_rank=top_rank,
         config=config,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from saigon_runtime.adapters.format import HostAdapter, SliceRunner, load_adapter
+from saigon_runtime.adapters.format import HostAdapter, load_adapter
 from saigon_runtime.adapters.names import check_name, check_version, domain_adapter, scope_of, user_adapter
 from saigon_runtime.adapters.pool import SlotPool
 from saigon_runtime.adapters.store import AdapterStore
@@ -124,9 +124,8 @@ class AdapterManager:
         return self.store.version_path(name, version)
 
     # ---- host tier --------------------------------------------------------------------
-    def host_adapter(self, ref: AdapterRef, run: SliceRunner | None = None) -> HostAdapter:
-        """The validated host copy of one version, loading it from disk when needed (in slices
-        handed to `run`, if given: see `load_adapter`)."""
+    def host_adapter(self, ref: AdapterRef) -> HostAdapter:
+        """The validated host copy of one version, loading it from disk when needed."""
         key = (ref.name, ref.version)
         with self._lock:
             host = self._host.get(key)
@@ -134,27 +133,18 @@ class AdapterManager:
                 self._host.move_to_end(key)
                 self.host_hits += 1
                 return host
-            if run is None:
-                gate = self._loading.setdefault(key, threading.Lock())
-        if run is not None:
-            # No gate: `run` may hand the slices to the engine's thread, which may itself wait on
-            # this version's gate (a request naming it): it must never wait for a sliced load.
-            return self._read_host_or_refuse(ref, run)
+            gate = self._loading.setdefault(key, threading.Lock())
         with gate:  # one disk load per version at a time; others wait for its result
             try:
-                return self._read_host_or_refuse(ref, None)
+                return self._read_host(ref)
+            except OSError as exc:  # e.g. its files removed while read: this version fails, nothing else
+                why = f"adapter {ref.name!r} version {ref.version!r} could not be read: {exc.strerror or exc}"
+                raise (AdapterNotFound if isinstance(exc, FileNotFoundError) else AdapterRejected)(why) from exc
             finally:
                 with self._lock:
                     self._loading.pop(key, None)
 
-    def _read_host_or_refuse(self, ref: AdapterRef, run: SliceRunner | None) -> HostAdapter:
-        try:
-            return self._read_host(ref, run)
-        except OSError as exc:  # e.g. its files removed while read: this version fails, nothing else
-            why = f"adapter {ref.name!r} version {ref.version!r} could not be read: {exc.strerror or exc}"
-            raise (AdapterNotFound if isinstance(exc, FileNotFoundError) else AdapterRejected)(why) from exc
-
-    def _read_host(self, ref: AdapterRef, run: SliceRunner | None) -> HostAdapter:
+    def _read_host(self, ref: AdapterRef) -> HostAdapter:
         key = (ref.name, ref.version)
         with self._lock:
             host = self._host.get(key)
@@ -170,7 +160,7 @@ class AdapterManager:
         try:
             host = load_adapter(
                 path, name=ref.name, version=ref.version, shapes=self.shapes,
-                max_rank=self.max_rank, dtype=self.host_dtype, run=run,
+                max_rank=self.max_rank, dtype=self.host_dtype,
             )  # fmt: skip
         except AdapterRejected as exc:
             with self._lock:
@@ -295,12 +285,10 @@ class AdapterManager:
         """Validate and load a version, make it resident if a slot is free, then make it current."""
         return self.commit(self.prepare(name, version, path))
 
-    def prepare(
-        self, name: str, version: str | None = None, path: str | Path | None = None, run: SliceRunner | None = None
-    ) -> AdapterRef:
-        """The heavy half of `load`: import the files, read and validate them into the host tier
-        (in slices handed to `run`, if given). It holds no lock the serving path waits on (a
-        version not yet current is asked for by no request)."""
+    def prepare(self, name: str, version: str | None = None, path: str | Path | None = None) -> AdapterRef:
+        """The heavy half of `load`: import the files, read and validate them into the host tier.
+        It holds no lock the serving path waits on (a version not yet current is asked for by no
+        request), so it may run at a lower CPU priority than serving."""
         check_name(name)
         if path is not None:
             source = Path(path)
@@ -315,7 +303,7 @@ class AdapterManager:
             if version is None:
                 raise AdapterNotFound(f"adapter {name!r} has no active version to load")
         ref = AdapterRef(name, check_version(version))
-        self.host_adapter(ref, run)
+        self.host_adapter(ref)
         return ref
 
     def commit(self, ref: AdapterRef) -> AdapterInfo:

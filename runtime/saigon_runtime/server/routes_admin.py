@@ -7,7 +7,6 @@ they run in a worker thread; a bad adapter fails alone with 404/422 and never st
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,7 +40,6 @@ from saigon_runtime.server.routing import Access, RouteDef, parse_body
 from saigon_runtime.server.state import ServerState, state_of
 
 if TYPE_CHECKING:
-    from saigon_runtime.adapters.format import HostAdapter, Slice, SliceRunner
     from saigon_runtime.adapters.manager import AdapterInfo
     from saigon_runtime.engine.engine import Engine
 
@@ -58,33 +56,12 @@ async def off_loop(fn: Callable[..., T], *args: Any, pool: BackgroundPool | None
         raise ApiError(422, f"cannot read the adapter: {reason}", code="adapter_rejected") from None
 
 
-SLICE_BUDGET_S = 0.002  # of a load's work per engine step: a step of 15-50 ms grows by a few percent
-
-
-def between_steps(engine: Engine, budget_s: float = SLICE_BUDGET_S) -> SliceRunner:
-    """Runs a load's slices on the engine's thread between two steps, `budget_s` of them at a time."""
-
-    def run(slice_: Slice) -> tuple[bool, HostAdapter | None]:
-        def some() -> tuple[bool, HostAdapter | None]:
-            deadline = time.perf_counter() + budget_s
-            while True:
-                done, adapter = slice_()
-                if done or time.perf_counter() >= deadline:
-                    return done, adapter
-
-        return engine.call(some)
-
-    return run
-
-
 async def load_in_two_steps(
     state: ServerState, engine: Engine, name: str, version: str | None, source: Path | None
 ) -> AdapterInfo:
-    """An admin load: the files imported on a thread at a lower CPU priority and read and validated
-    in slices on the engine's thread between steps (so the load takes no core from the engine's
-    threads), then the device slot warmed and the version made current at serving's priority
-    (AdapterManager.prepare, commit)."""
-    ref = await off_loop(engine.adapters.prepare, name, version, source, between_steps(engine), pool=state.preparer)
+    """An admin load: the files read and validated at a lower CPU priority, then the device slot
+    warmed and the version made current at serving's priority (AdapterManager.prepare, commit)."""
+    ref = await off_loop(engine.adapters.prepare, name, version, source, pool=state.preparer)
     return await off_loop(engine.adapters.commit, ref, pool=state.loader)
 
 
