@@ -109,3 +109,51 @@ def test_an_unloaded_slot_still_in_use_serves_the_requests_that_resolved_it_then
         assert pool.nbytes() == 0 and pool.resident() == []
     finally:
         engine.stop()
+
+
+def test_waiting_requests_pin_no_host_copies_beyond_the_tier_until_their_version_is_unloaded(
+    tiny_llama_dir, adapter_factory, adapters_dir, install, monkeypatch
+):
+    """Refs of requests still queued must not keep every adapter they name in host memory (a
+    burst across thousands of users would hold one copy each); only a version unloaded while
+    they wait is kept for them, and only as long as they wait."""
+    import gc
+    import weakref
+
+    from saigon_runtime.adapters import manager as manager_module
+
+    copies: list[weakref.ref] = []
+    real_load = manager_module.load_adapter
+
+    def counted(*args, **kwargs):
+        host = real_load(*args, **kwargs)
+        copies.append(weakref.ref(host))
+        return host
+
+    monkeypatch.setattr(manager_module, "load_adapter", counted)
+    for i in range(5):
+        install(adapters_dir, f"user_q{i}", "v1", adapter_factory(tiny_llama_dir, rank=4, seed=70 + i))
+    engine = make_engine(tiny_llama_dir, adapters_dir, max_loras=2, max_cpu_loras=2)
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=6, ignore_eos=True)
+    try:
+        ids = engine.tokenizer("a ship on the sea")["input_ids"]
+        expected = engine.generate(GenerationRequest(ids, engine.adapters.resolve("q0").adapter, sampling), 60)
+        waiting = [engine.adapters.resolve(f"q{i}").adapter for i in range(5)]
+        gc.collect()
+        assert sum(c() is not None for c in copies) <= 2  # the host tier's, none for the queue
+
+        # q0 left the host tier; v2 promoted, v1 unloaded and its files removed while its request waits.
+        engine.adapters.load("user_q0", "v2", adapter_factory(tiny_llama_dir, rank=4, seed=80))
+        engine.adapters.unload("user_q0", "v1")
+        engine.adapters.store.remove_version("user_q0", "v1")
+        kept = waiting[0].hold.host
+        assert kept is not None
+        out = engine.generate(GenerationRequest(ids, waiting[0], sampling), 60)
+        assert out.adapter is not None and out.adapter.version == "v1" and out.token_ids == expected.token_ids
+
+        gone = weakref.ref(kept)
+        del kept, out, waiting, expected
+        gc.collect()
+        assert gone() is None  # no request holds v1 any more: nor does the runtime
+    finally:
+        engine.stop()

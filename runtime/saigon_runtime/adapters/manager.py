@@ -7,7 +7,9 @@ This module knows nothing about HTTP; the engine and the API layers call it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -19,7 +21,7 @@ from saigon_runtime.adapters.format import HostAdapter, load_adapter
 from saigon_runtime.adapters.names import check_name, check_version, domain_adapter, scope_of, user_adapter
 from saigon_runtime.adapters.pool import SlotPool
 from saigon_runtime.adapters.store import AdapterStore
-from saigon_runtime.adapters.types import AdapterRef, DeviceAdapter, ModuleShape
+from saigon_runtime.adapters.types import AdapterRef, DeviceAdapter, ModuleShape, VersionHold
 from saigon_runtime.errors import AdapterNotFound, AdapterRejected, EngineError
 
 Key = tuple[str, str]
@@ -96,6 +98,8 @@ class AdapterManager:
         self._scan_outcomes: dict[str, str] = {}  # what refresh() last reported per name
         self._lock = threading.RLock()
         self._loading: dict[Key, threading.Lock] = {}
+        # The versions that resolved refs still wait on: only these keep a copy once unloaded.
+        self._holds: weakref.WeakValueDictionary[Key, VersionHold] = weakref.WeakValueDictionary()
         self.host_hits = 0
         self.host_misses = 0
         self.rejections = 0
@@ -144,7 +148,8 @@ class AdapterManager:
                 with self._lock:
                     self._loading.pop(key, None)
 
-    def _read_host(self, ref: AdapterRef) -> HostAdapter:
+    def _read_host(self, ref: AdapterRef, *, keep: bool = True) -> HostAdapter:
+        """Reads and validates one version; `keep`: into the host tier."""
         key = (ref.name, ref.version)
         with self._lock:
             host = self._host.get(key)
@@ -171,6 +176,8 @@ class AdapterManager:
             host.modules = {m: (a.pin_memory(), b.pin_memory()) for m, (a, b) in host.modules.items()}
         with self._lock:
             self._failures.pop(key, None)
+            if not keep:
+                return host
             self._host[key] = host
             while len(self._host) > self.max_cpu_loras:
                 self._host.popitem(last=False)
@@ -179,18 +186,26 @@ class AdapterManager:
 
     # ---- device tier (engine thread) ---------------------------------------------------
     def held(self, ref: AdapterRef) -> AdapterRef:
-        """`ref` carrying its host copy (read from disk when needed), so it stays servable."""
-        return ref if ref.host is not None else replace(ref, host=self.host_adapter(ref))
+        """`ref`, verified (read from disk when needed), carrying its version's hold so that it
+        stays servable should the version be unloaded before the engine admits it."""
+        if ref.hold is not None:
+            return ref
+        key = (ref.name, ref.version)
+        host = self.host_adapter(ref)
+        with self._lock:
+            hold = self._holds.get(key)
+            if hold is None:
+                hold = self._holds[key] = VersionHold()
+            if hold.host is None and key not in self._host and self.current_version(ref.name) != ref.version:
+                hold.host = host  # unloaded between the read and now
+        return replace(ref, hold=hold)
 
     def acquire(self, ref: AdapterRef) -> DeviceAdapter | None:
         """A device slot holding `ref` with one reference, or None when all slots are busy."""
-        if ref.host is None:
-            return self.pool.try_acquire(self.host_adapter(ref))
-        with self._lock:
-            known = (ref.name, ref.version) in self._host
-        # A version unloaded since the request resolved it takes a slot only while in use.
-        retired = not known and self.current_version(ref.name) != ref.version
-        return self.pool.try_acquire(ref.host, transient=retired)
+        retired = ref.hold.host if ref.hold is not None else None
+        if retired is not None:  # unloaded since the request resolved it: a slot only while in use
+            return self.pool.try_acquire(retired, transient=True)
+        return self.pool.try_acquire(self.host_adapter(ref))
 
     def release(self, dev: DeviceAdapter) -> None:
         self.pool.release(dev)
@@ -336,6 +351,9 @@ class AdapterManager:
         return info
 
     def unload(self, name: str, version: str | None = None) -> None:
+        """Stops serving `name` (or one version of it). Requests that already resolved a version
+        going away keep it: their hold takes its host copy, read now if the tier had dropped it
+        (the agent removes the files only after this returns)."""
         check_name(name)
         if version is not None:
             check_version(version)
@@ -343,11 +361,18 @@ class AdapterManager:
             known = name in self._current or any(k[0] == name for k in self._host)
             if not known and (self.store is None or not self.store.exists(name)):
                 raise AdapterNotFound(f"adapter {name!r} is not loaded")
+            held = {k: h for k, h in self._holds.items() if k[0] == name and version in (None, k[1]) and h.host is None}
             for key in [k for k in self._host if k[0] == name and version in (None, k[1])]:
-                del self._host[key]
+                host = self._host.pop(key)
+                if key in held:
+                    held.pop(key).host = host
             if version is None or self.current_version(name) == version:
                 self._current.pop(name, None)
                 self._disabled.add(name)
+        for key, hold in held.items():
+            # Unreadable now: its waiting requests fail alone (404 or 422), as they would anyway.
+            with contextlib.suppress(EngineError, OSError):
+                hold.host = self._read_host(AdapterRef(*key), keep=False)
         self.pool.unload(name, version)
 
     def pin(self, name: str, pinned: bool) -> AdapterInfo:

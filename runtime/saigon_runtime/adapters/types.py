@@ -16,19 +16,29 @@ if TYPE_CHECKING:  # no torch at import: the CLI, the HTTP protocol and the Pyth
 _serials = itertools.count(1)
 
 
+class VersionHold:
+    """Shared by the in-flight refs of one version. When that version is unloaded while they
+    wait, its host copy moves here and lives exactly as long as they do; until then it holds
+    nothing, so waiting requests pin no memory beyond the host tier's max_cpu_loras."""
+
+    __slots__ = ("__weakref__", "host")
+
+    def __init__(self) -> None:
+        self.host: HostAdapter | None = None
+
+
 @dataclass(frozen=True)
 class AdapterRef:
     """A resolved adapter: a name at one immutable version.
 
-    A ref the manager resolved carries the host copy it verified (`host`, not part of its
-    identity): a request holding it is served by that copy even if the version is unloaded
-    and its files removed before the engine admits it (a promotion collecting the previous
-    version while requests for it still wait in the queue).
+    A ref the manager resolved carries its version's hold (not part of its identity): a request
+    holding it is served even if the version is unloaded and its files removed before the engine
+    admits it (a promotion collecting the previous version while requests for it still wait).
     """
 
     name: str
     version: str
-    host: HostAdapter | None = field(default=None, compare=False, repr=False)
+    hold: VersionHold | None = field(default=None, compare=False, repr=False)
 
     @property
     def scope(self) -> str:

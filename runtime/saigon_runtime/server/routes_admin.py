@@ -140,7 +140,7 @@ async def evaluate_adapter(request: web.Request) -> web.Response:
     state = state_of(request)
     engine = state.ready_engine()
     service = state.ready_service()
-    # 404 / 422 before any generation; the ref holds its host copy, so an unload meanwhile can't fail it.
+    # 404 / 422 before any generation; the ref holds its version, so an unload meanwhile can't fail it.
     ref = await off_loop(engine.adapters.held, AdapterRef(body.name, body.version), pool=state.preparer)
 
     async def one(item: EvalPrompt) -> EvalResult:
