@@ -11,6 +11,9 @@ the end-to-end tests), then applies `--adapters` SaigonAdapters at once and repo
 - the API requests the operator made (and the agents), per adapter, by verb and resource:
   counted from the API server's audit log, which records every request with its user.
 
+As the chart does on Kubernetes 1.36+, the API server puts the operator's finalizer on each new
+adapter (its MutatingAdmissionPolicy); `--no-finalizer-policy` leaves that to the operator.
+
 `--kill-operator-at N` SIGKILLs the operator once N adapters are Ready and starts a new one;
 `--restart-apiserver-at N` stops the API server then (for `--outage` seconds) and starts it
 again. Either reports the time from the fault to all Ready.
@@ -43,7 +46,7 @@ import urllib3  # noqa: E402
 from controlplane.cluster import ControlPlane  # noqa: E402
 from saigon_e2e.kubelet import FakeKubelet  # noqa: E402
 from saigon_e2e.operator_proc import OperatorProcess  # noqa: E402
-from saigon_e2e.world import MODEL, World, install_crds, make_source_server  # noqa: E402
+from saigon_e2e.world import MODEL, World, install_crds, install_finalizer_policy, make_source_server  # noqa: E402
 from saigon_runtime.testing.tiny import make_adapter, make_llama  # noqa: E402
 
 
@@ -224,6 +227,11 @@ def main() -> int:
         help="the model's router on: each user adapter is placed on 2 pods (spec.placement), not on all",
     )
     parser.add_argument(
+        "--no-finalizer-policy",
+        action="store_true",
+        help="without the chart's MutatingAdmissionPolicy (Kubernetes < 1.36): the operator adds every finalizer",
+    )
+    parser.add_argument(
         "--apiserver-profiling",
         action="store_true",
         help="serve the API server's /debug/pprof (kubectl get --raw '/debug/pprof/profile?seconds=60')",
@@ -239,6 +247,7 @@ def main() -> int:
         "operator_args": args.operator_arg,
         "lease_duration_s": args.lease_duration,
         "router": args.router,
+        "finalizer_policy": not args.no_finalizer_policy,
         "cpus": os.cpu_count(),
         "load_before": load_average(),
     }
@@ -249,6 +258,8 @@ def main() -> int:
         install_crds(cluster)
         namespace = f"scale-{secrets.token_hex(3)}"
         kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
+        if not args.no_finalizer_policy:
+            install_finalizer_policy(cluster, namespace)
         sources, ca = make_source_server(workdir)
         operator = OperatorProcess(
             cluster, namespace, workdir, lease_duration=args.lease_duration, extra_args=args.operator_arg

@@ -183,7 +183,8 @@ def test_defaults_render_only_the_operator_and_its_rbac() -> None:
     kinds = sorted(doc["kind"] for doc in docs)
     assert kinds == [
         "ClusterRole", "ClusterRole", "ClusterRoleBinding",
-        "Deployment", "Role", "RoleBinding", "RoleBinding", "Service", "ServiceAccount",
+        "Deployment", "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding",
+        "Role", "RoleBinding", "RoleBinding", "Service", "ServiceAccount",
         "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
     ]  # fmt: skip
     # Namespaced by default: the operator's rights are bound in the release namespace alone.

@@ -25,6 +25,8 @@ RENDER_SCRIPT = REPO / "scripts" / "render_dashboards.py"
 # The build of helm in the test control plane defaults to Kubernetes 1.20 when no server is
 # asked; the chart needs 1.30+ (Chart.yaml's kubeVersion).
 KUBE_VERSION = "1.36.0"
+# What such an API server serves beyond helm's built-in list (the chart renders it only where served).
+KUBE_API_VERSIONS = ("admissionregistration.k8s.io/v1/MutatingAdmissionPolicy",)
 
 # Every optional object on: what the tests render unless they say otherwise.
 ALL_ON: dict[str, Any] = {
@@ -60,9 +62,12 @@ def template(
     release: str = "saigon",
     namespace: str = "saigon-system",
     include_crds: bool = False,
+    api_versions: tuple[str, ...] = KUBE_API_VERSIONS,
     extra: tuple[str, ...] = (),
 ) -> str:
     args = ["template", release, str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION, *extra]
+    for api in api_versions:
+        args += ["--api-versions", api]
     if values_file is not None:
         args += ["--values", str(values_file)]
     if include_crds:

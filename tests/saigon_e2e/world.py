@@ -62,6 +62,22 @@ def install_agent_policy(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=rendered)
 
 
+def finalizer_policy(namespace: str) -> str:
+    """The chart's MutatingAdmissionPolicy that puts the operator's finalizer on each adapter
+    created in `namespace`, as a release that watches that namespace installs it."""
+    from saigon_chart import template  # deferred: helm is needed only here
+
+    only = ("--show-only", "templates/adapter-finalizer-policy.yaml")
+    return template(namespace=namespace, release=namespace[:40], extra=only)
+
+
+def install_finalizer_policy(cluster: Cluster, namespace: str) -> str:
+    """Returns what it applied, for `kubectl delete` once the namespace is done with."""
+    rendered = finalizer_policy(namespace)
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=rendered)
+    return rendered
+
+
 def make_source_server(workdir: Path) -> tuple[SourceServer, Path]:
     ca = CertificateAuthority("saigon-e2e-sources")
     pair = ca.issue_server_cert(dns_names=["localhost"], ip_addresses=["127.0.0.1"])
@@ -229,15 +245,17 @@ def running_world(
     """A namespace with the operator leading, a SaigonModel of `replicas` pods whose runtimes and
     agents run for real under the fake kubelet, and an HTTPS source server; all stopped after.
     `model_spec` adds to the SaigonModel's spec; `secrets_data` are Secrets created first.
-    With `chart_release`, the CRDs and the agent policy come from `helm install` of the chart
+    With `chart_release`, the CRDs and the admission policies come from `helm install` of the chart
     into the namespace; else from kubectl (the chart's templates, no release)."""
     namespace = f"{prefix}-{secrets.token_hex(3)}"
     kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
+    finalizer_policy = ""
     if chart_release:
         install_chart(cluster, namespace, chart_release)
     else:
         install_crds(cluster)
         install_agent_policy(cluster)
+        finalizer_policy = install_finalizer_policy(cluster, namespace)
     sources, ca = make_source_server(workdir)
     # A lease long enough that a loaded 2-core machine never starves the leader's renewals
     # (it exits the moment its renew deadline, 2/3 of the lease, passes).
@@ -265,5 +283,7 @@ def running_world(
             w.kubelet.stop()
         operator.stop()
         sources.close()
+        if finalizer_policy:
+            cluster.kubectl("delete", "--ignore-not-found", "-f", "-", input=finalizer_policy)
         if results:
             Path(results).write_text(json.dumps(w.timings, indent=2))

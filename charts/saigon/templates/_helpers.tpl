@@ -87,3 +87,9 @@ else the release namespace alone. */}}
 {{- $base := $root.Values.prometheusRule.runbookBaseUrl | default (printf "https://github.com/saigon-ai/saigon/blob/v%s/docs/runbooks.md" $root.Chart.AppVersion) }}
 {{- printf "%s#%s" $base (index . 1 | lower) }}
 {{- end }}
+
+{{/* The operator's finalizer on SaigonAdapters (saigon_contract.resources.FINALIZER; a chart test
+keeps the two equal). */}}
+{{- define "saigon.adapterFinalizer" -}}
+saigon.ai/finalizer
+{{- end }}
