@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import kubernetes
 import pytest
-from controlplane.cluster import Cluster, ControlPlane
+from controlplane.cluster import Cluster, CommandError, ControlPlane
 from controlplane.processes import free_port
 from saigon_e2e.artifacts import Artifact, make_artifact
 from saigon_e2e.world import MODEL, World, running_world
@@ -369,6 +369,22 @@ def test_an_agent_that_cannot_watch_says_why_and_keeps_its_pod_unready(world: Wo
         world.kubelet.stop_pod(pod)
 
 
+def _apply_once_the_api_server_admits_adapters(world: World, manifest: dict[str, object]) -> None:
+    """For its first seconds a restarted API server refuses new SaigonAdapters with 503 while the
+    chart's finalizer policy is bound: a MutatingAdmissionPolicy needs the CRD's schema, which the
+    API server fetches from its own OpenAPI every 5 s. A client retries, as kubectl's user or a
+    GitOps controller would; any other refusal fails the test."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            world.kubectl_apply(manifest)
+            return
+        except CommandError as error:
+            if "ServiceUnavailable" not in error.stderr or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
 def test_watches_gone_and_an_api_server_restart_mid_run(world: World, artifacts: dict[str, Artifact]) -> None:
     """Every watch resumes from a resourceVersion etcd has compacted away (410 Gone), after the API
     server was down for seconds; changes made right after it is back still converge."""
@@ -388,7 +404,8 @@ def test_watches_gone_and_an_api_server_restart_mid_run(world: World, artifacts:
     assert world.operator.process.poll() is None
 
     world.delete_adapter("before")
-    world.kubectl_apply(world.adapter_manifest("after", user="af", version="v1", artifact=artifacts["small-7"]))
+    after = world.adapter_manifest("after", user="af", version="v1", artifact=artifacts["small-7"])
+    _apply_once_the_api_server_admits_adapters(world, after)
     world.wait_for(lambda: world.served_everywhere("after", "v1"), 120, "a new adapter converges after the restart")
     world.wait_for(lambda: world.runtimes_serve("user_af", "v1"), 60, "every runtime serves it")
     world.wait_for(lambda: world.runtimes_serve("user_bf", None), 60, "the deleted one is unloaded everywhere")
