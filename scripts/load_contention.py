@@ -34,10 +34,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from saigon_contract.background import lower_this_thread  # noqa: E402
 from saigon_e2e.artifacts import make_base, make_lora  # noqa: E402
 from saigon_runtime.adapters.format import load_adapter  # noqa: E402
 from saigon_runtime.adapters.types import ModuleShape  # noqa: E402
 from saigon_runtime.assembly import build_engine  # noqa: E402
+from saigon_runtime.bench.load import percentile  # noqa: E402
 from saigon_runtime.config import RuntimeConfig  # noqa: E402
 from saigon_runtime.engine import threads  # noqa: E402
 from saigon_runtime.engine.types import GenerationRequest, SamplingParams  # noqa: E402
@@ -45,7 +47,7 @@ from saigon_runtime.testing.tiny import install_adapter  # noqa: E402
 
 
 def _load_forever(lora: Path, shapes: dict[str, ModuleShape], nice: int, stop: Callable[[], bool]) -> None:
-    os.setpriority(os.PRIO_PROCESS, 0, nice)  # Linux: this thread (or process) only
+    lower_this_thread(nice)
     threads.hand_over()  # torch on one thread here, as on the runtime's loading threads
     while not stop():
         load_adapter(lora, name="user_loading", version="v1", shapes=shapes, max_rank=256)
@@ -57,11 +59,10 @@ def _process_main(lora: Path, shapes: dict[str, ModuleShape], nice: int, ready: 
 
 
 def percentiles(latencies: list[float]) -> dict[str, float]:
-    ordered = sorted(latencies)
     return {
-        "requests": len(ordered),
-        "p50_ms": round(ordered[len(ordered) // 2] * 1000, 1),
-        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 1),
+        "requests": len(latencies),
+        "p50_ms": round(percentile(latencies, 50) * 1000, 1),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 1),
     }
 
 

@@ -19,7 +19,7 @@ from controlplane.cluster import Cluster
 from controlplane.waiting import eventually
 from saigon_chart import documents, only, template, write_values
 from saigon_contract import resources as r
-from saigon_e2e.world import finalizer_policy, install_crds
+from saigon_e2e.world import install_crds, install_finalizer_policy
 
 pytestmark = pytest.mark.k8s
 
@@ -55,9 +55,8 @@ def test_the_api_server_adds_the_finalizer_to_new_adapters_of_watched_namespaces
 ) -> None:
     watched, other = watched_and_other
     install_crds(k8s_cluster)
-    rendered = finalizer_policy(watched)
+    rendered = install_finalizer_policy(k8s_cluster, watched)
     assert [d["kind"] for d in documents(rendered)] == ["MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"]
-    k8s_cluster.kubectl("apply", "--server-side", "-f", "-", input=rendered)
     custom = kubernetes.client.CustomObjectsApi(k8s_api_client)
 
     def create(namespace: str, body: dict[str, Any]) -> list[str]:

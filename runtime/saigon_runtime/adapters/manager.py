@@ -361,8 +361,12 @@ class AdapterManager:
             known = name in self._current or any(k[0] == name for k in self._host)
             if not known and (self.store is None or not self.store.exists(name)):
                 raise AdapterNotFound(f"adapter {name!r} is not loaded")
-            held = {k: h for k, h in self._holds.items() if k[0] == name and version in (None, k[1]) and h.host is None}
-            for key in [k for k in self._host if k[0] == name and version in (None, k[1])]:
+
+            def going(key: Key) -> bool:
+                return key[0] == name and version in (None, key[1])
+
+            held = {k: h for k, h in self._holds.items() if going(k) and h.host is None}
+            for key in [k for k in self._host if going(k)]:
                 host = self._host.pop(key)
                 if key in held:
                     held.pop(key).host = host
