@@ -151,6 +151,7 @@ def test_helm_lint_strict(values: str, tmp_path: Path) -> None:
         ({"operator": {"replicas": "two"}}, "/operator/replicas"),
         ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
         ({"clusterWide": "yes"}, "/clusterWide"),
+        ({"adapterFinalizerPolicy": {"enabled": "yes"}}, "/adapterFinalizerPolicy/enabled"),
         ({"prometheusRule": {"rules": {"latencyHigh": {"window": "5 min"}}}}, "/rules/latencyHigh/window"),
         ({"prometheusRule": {"rules": {"cacheThrash": {"maxHitRatio": 2}}}}, "/rules/cacheThrash/maxHitRatio"),
         ({"metrics": {"podMonitor": {"enabeld": True}}}, "enabeld"),
