@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from engine_helpers import make_engine
 from saigon_runtime.engine.types import GenerationRequest, SamplingParams
@@ -153,7 +154,12 @@ def test_waiting_requests_pin_no_host_copies_beyond_the_tier_until_their_version
 
         gone = weakref.ref(kept)
         del kept, out, waiting, expected
+        # The answer arrives before the engine's thread lets its finished row go: wait for that.
+        deadline = time.monotonic() + 30.0
         gc.collect()
+        while gone() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+            gc.collect()
         assert gone() is None  # no request holds v1 any more: nor does the runtime
     finally:
         engine.stop()
