@@ -54,28 +54,26 @@ def install_chart(cluster: Cluster, namespace: str, release: str) -> None:
     wait_crds_established(cluster)
 
 
+def apply_chart_template(cluster: Cluster, template_file: str, **render: Any) -> str:
+    """One template of the chart, rendered as `saigon_chart.template(**render)` would (its release,
+    namespace, values), applied to the cluster; returns what it applied, for `kubectl delete`."""
+    from saigon_chart import template  # deferred: helm is needed only here
+
+    rendered = template(extra=("--show-only", f"templates/{template_file}"), **render)
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=rendered)
+    return rendered
+
+
 def install_agent_policy(cluster: Cluster) -> None:
     """The chart's ValidatingAdmissionPolicy that confines each agent to its own pod."""
-    from saigon_chart import template  # deferred: helm is needed only here
-
-    rendered = template(release="e2e", extra=("--show-only", "templates/agent-policy.yaml"))
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=rendered)
-
-
-def finalizer_policy(namespace: str) -> str:
-    """The chart's MutatingAdmissionPolicy that puts the operator's finalizer on each adapter
-    created in `namespace`, as a release that watches that namespace installs it."""
-    from saigon_chart import template  # deferred: helm is needed only here
-
-    only = ("--show-only", "templates/adapter-finalizer-policy.yaml")
-    return template(namespace=namespace, release=namespace[:40], extra=only)
+    apply_chart_template(cluster, "agent-policy.yaml", release="e2e")
 
 
 def install_finalizer_policy(cluster: Cluster, namespace: str) -> str:
-    """Returns what it applied, for `kubectl delete` once the namespace is done with."""
-    rendered = finalizer_policy(namespace)
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=rendered)
-    return rendered
+    """The chart's MutatingAdmissionPolicy that puts the operator's finalizer on each adapter
+    created in `namespace`, as a release that watches that namespace installs it; returns what
+    it applied."""
+    return apply_chart_template(cluster, "adapter-finalizer-policy.yaml", namespace=namespace, release=namespace[:40])
 
 
 def make_source_server(workdir: Path) -> tuple[SourceServer, Path]:
