@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -14,6 +16,15 @@ from saigon_runtime.engine.types import GenerationRequest, SamplingParams
 from transformers import AutoModelForCausalLM
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=8)
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Polls until `predicate()` holds: for what the engine's thread does after it answers."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
 
 
 def make_engine(base: Path, adapters: Path | None, **overrides: object) -> Engine:

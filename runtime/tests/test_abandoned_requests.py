@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
+from engine_helpers import wait_for
 from server_support import LiveServer, live_server, make_config
 
 ABANDONED = 40
@@ -34,14 +34,6 @@ def send_and_leave_open(url: str, body: dict[str, object]) -> socket.socket:
     ).encode()
     sock.sendall(head + data)
     return sock
-
-
-def wait_for(predicate, what: str, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_abandoned_requests_free_their_rows_within_a_step(server: LiveServer) -> None:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
 
-from engine_helpers import make_engine
+from engine_helpers import make_engine, wait_for
 from saigon_runtime.engine.types import GenerationRequest, SamplingParams
 
 
@@ -154,12 +153,12 @@ def test_waiting_requests_pin_no_host_copies_beyond_the_tier_until_their_version
 
         gone = weakref.ref(kept)
         del kept, out, waiting, expected
-        # The answer arrives before the engine's thread lets its finished row go: wait for that.
-        deadline = time.monotonic() + 30.0
-        gc.collect()
-        while gone() is not None and time.monotonic() < deadline:
-            time.sleep(0.01)
+
+        def freed() -> bool:  # no request holds v1 any more: nor may the runtime
             gc.collect()
-        assert gone() is None  # no request holds v1 any more: nor does the runtime
+            return gone() is None
+
+        # The answer arrives before the engine's thread lets its finished row go: wait for that.
+        wait_for(freed, "the unloaded version's host copy to be freed", 30.0)
     finally:
         engine.stop()
