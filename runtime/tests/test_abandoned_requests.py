@@ -14,12 +14,13 @@ from engine_helpers import wait_for
 from server_support import LiveServer, live_server, make_config
 
 ABANDONED = 40
+BATCH = 32  # rows the engine runs at once
 LONG = 400  # tokens each abandoned request asked for
 
 
 @pytest.fixture
 def server(tiny_llama_dir: Path) -> Iterator[LiveServer]:
-    config = make_config(tiny_llama_dir, max_batch_size=32, max_queue=64, max_new_tokens=LONG)
+    config = make_config(tiny_llama_dir, max_batch_size=BATCH, max_queue=64, max_new_tokens=LONG)
     with live_server(config) as live:
         yield live
 
@@ -40,7 +41,12 @@ def test_abandoned_requests_free_their_rows_within_a_step(server: LiveServer) ->
     engine = server.engine
     body = {"model": engine.model_id, "prompt": "the cat", "max_tokens": LONG, "ignore_eos": True, "temperature": 0}
     sockets = [send_and_leave_open(server.url, body) for _ in range(ABANDONED)]
-    wait_for(lambda: engine.stats().running == 32, "the batch to fill")
+    # All of them in the engine before they are abandoned: a handler cancelled before it submits
+    # (the client went away while it was still being prepared) never reaches the engine at all.
+    wait_for(
+        lambda: (stats := engine.stats()).running == BATCH and stats.queue_depth == ABANDONED - BATCH,
+        "the batch to fill and the rest to queue",
+    )
     before = engine.stats()
     for sock in sockets:
         sock.close()
@@ -50,7 +56,7 @@ def test_abandoned_requests_free_their_rows_within_a_step(server: LiveServer) ->
     # see 40 closed sockets on a busy 2-core machine, far from the ~400 steps the rows asked for.
     assert after.steps - before.steps <= 40, (before.steps, after.steps)
     assert after.requests_total.get("cancelled", 0) == ABANDONED
-    assert after.tokens_out_total - before.tokens_out_total < 40 * 32
+    assert after.tokens_out_total - before.tokens_out_total < 40 * BATCH
 
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60)
     steps = engine.stats().steps
